@@ -1,0 +1,143 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/svcprobe/svcprobe/discovery"
+	"github.com/svcprobe/svcprobe/metrics"
+	"sigs.k8s.io/yaml"
+)
+
+// config is everything the flags and the config file set.
+type config struct {
+	Kubeconfig string
+	ConfigFile string
+
+	Namespaces        []string
+	NamespacesExclude []string
+	Selector          string
+	Shard             int
+	TotalShards       int
+
+	Interval          time.Duration
+	Timeout           time.Duration
+	Concurrency       int
+	NewConnsPerSecond float64
+	DNSQPS            float64
+
+	ResolvConf    string
+	ClusterDomain string
+	DNSService    string
+
+	HairpinService  string
+	HairpinIdentity string
+
+	ExpectFlags []string
+	Expected    []metrics.Expected
+
+	SeriesPerService int
+	PerEndpoint      bool
+	PerEndpointLimit int
+}
+
+// fileConfig is the --config.file format. Unknown keys are an error.
+type fileConfig struct {
+	Expect []string `json:"expect"`
+}
+
+func registerFlags(app *kingpin.Application) *config {
+	c := &config{}
+	app.Flag("kubeconfig", "Kubeconfig to use outside a cluster (in-cluster config when empty).").StringVar(&c.Kubeconfig)
+	app.Flag("config.file", "YAML file with the Services that must exist (key: expect, a list of namespace/name).").StringVar(&c.ConfigFile)
+	app.Flag("namespaces", "Comma-separated namespaces to watch (all when empty).").StringVar(new(string))
+	app.Flag("namespaces-exclude", "Comma-separated namespaces not to watch.").StringVar(new(string))
+	app.Flag("selector", "Label selector on Services: only matching Services are probed.").StringVar(&c.Selector)
+	app.Flag("shard", "This replica's shard, in [0, --total-shards).").Default("0").IntVar(&c.Shard)
+	app.Flag("total-shards", "Number of shards; Services are assigned by a hash of their UID.").Default("1").IntVar(&c.TotalShards)
+	app.Flag("probe.interval", "Each Service is probed once per interval.").Default("15s").DurationVar(&c.Interval)
+	app.Flag("probe.timeout", "Timeout of each stage of a probe.").Default("2s").DurationVar(&c.Timeout)
+	app.Flag("probe.concurrency", "Sockets (TCP, HTTP, DNS) open at once, at most.").Default("64").IntVar(&c.Concurrency)
+	app.Flag("probe.max-new-conns-per-second", "New TCP connections per second, at most.").Default("200").Float64Var(&c.NewConnsPerSecond)
+	app.Flag("dns.max-qps", "DNS queries per second, at most.").Default("200").Float64Var(&c.DNSQPS)
+	app.Flag("dns.resolv-conf", "resolv.conf whose nameservers, search list and ndots the DNS stage uses (the exporter Pod's own).").Default("/etc/resolv.conf").StringVar(&c.ResolvConf)
+	app.Flag("dns.cluster-domain", "Cluster domain.").Default("cluster.local").StringVar(&c.ClusterDomain)
+	app.Flag("dns.service", "The cluster DNS Service (namespace/name); each of its Pods is asked directly too.").Default("kube-system/kube-dns").StringVar(&c.DNSService)
+	app.Flag("hairpin.service", "namespace/name of a Service that selects only this Pod; probed through its VIP (empty: no hairpin stage).").StringVar(&c.HairpinService)
+	app.Flag("hairpin.identity", "This Pod's name, served on /-/identity and expected back through the hairpin Service.").Envar("POD_NAME").StringVar(&c.HairpinIdentity)
+	app.Flag("expect", "A Service that must exist, namespace/name (repeatable); missing ones get the verdict missing.").StringsVar(&c.ExpectFlags)
+	app.Flag("metrics.max-series-per-service", "Series budget per Service; svcprobe_probes_total is cut to fit.").Default("20").IntVar(&c.SeriesPerService)
+	app.Flag("metrics.per-endpoint", "Also export svcprobe_endpoint_up per endpoint.").BoolVar(&c.PerEndpoint)
+	app.Flag("metrics.per-endpoint-limit", "At most this many svcprobe_endpoint_up series per Service.").Default("10").IntVar(&c.PerEndpointLimit)
+	app.Action(func(*kingpin.ParseContext) error {
+		c.Namespaces = splitList(app.GetFlag("namespaces").Model().Value.String())
+		c.NamespacesExclude = splitList(app.GetFlag("namespaces-exclude").Model().Value.String())
+		return nil
+	})
+	return c
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// load reads the config file and validates everything that can be checked before start.
+func (c *config) load() error {
+	expect := c.ExpectFlags
+	if c.ConfigFile != "" {
+		b, err := os.ReadFile(c.ConfigFile)
+		if err != nil {
+			return fmt.Errorf("--config.file: %w", err)
+		}
+		fc, err := parseFileConfig(b)
+		if err != nil {
+			return fmt.Errorf("--config.file %s: %w", c.ConfigFile, err)
+		}
+		expect = append(expect, fc.Expect...)
+	}
+	c.Expected = nil
+	for _, e := range expect {
+		ns, name, ok := strings.Cut(e, "/")
+		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return fmt.Errorf("expected Service %q: want namespace/name", e)
+		}
+		c.Expected = append(c.Expected, metrics.Expected{Namespace: ns, Name: name})
+	}
+	switch {
+	case c.Concurrency < 1:
+		return fmt.Errorf("--probe.concurrency must be at least 1, got %d", c.Concurrency)
+	case c.SeriesPerService < 8:
+		return fmt.Errorf("--metrics.max-series-per-service must be at least 8 (verdict, stages and endpoint counts), got %d", c.SeriesPerService)
+	case c.PerEndpointLimit < 0:
+		return fmt.Errorf("--metrics.per-endpoint-limit must not be negative, got %d", c.PerEndpointLimit)
+	case c.HairpinService != "" && c.HairpinIdentity == "":
+		return fmt.Errorf("--hairpin.service needs --hairpin.identity (or POD_NAME) to tell this Pod's answer from another's")
+	case c.HairpinService != "" && !strings.Contains(c.HairpinService, "/"):
+		return fmt.Errorf("--hairpin.service %q: want namespace/name", c.HairpinService)
+	}
+	return c.discovery().Validate()
+}
+
+func parseFileConfig(b []byte) (fileConfig, error) {
+	var fc fileConfig
+	if err := yaml.UnmarshalStrict(b, &fc); err != nil {
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (c *config) discovery() discovery.Config {
+	return discovery.Config{
+		Namespaces: c.Namespaces, NamespacesExclude: c.NamespacesExclude, Selector: c.Selector,
+		Shard: c.Shard, TotalShards: c.TotalShards, DNSService: c.DNSService,
+	}
+}

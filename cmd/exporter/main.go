@@ -1,0 +1,67 @@
+// Command svcprobe runs the Kubernetes "Debug Services" runbook against every Service,
+// continuously, and exports per Service and per stage whether it works and which layer is broken.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/promslog"
+	promslogflag "github.com/prometheus/common/promslog/flag"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+func main() {
+	app := kingpin.New("svcprobe", "Runs the Kubernetes Debug Services runbook against every Service and exports which layer is broken.")
+	cfg := registerFlags(app)
+	webFlags := kingpinflag.AddFlags(app, ":9817")
+	logCfg := &promslog.Config{}
+	promslogflag.AddFlags(app, logCfg)
+	app.Version(version.Print("svcprobe"))
+	app.HelpFlag.Short('h')
+	if _, err := app.Parse(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "svcprobe:", err)
+		os.Exit(2)
+	}
+	log := promslog.New(logCfg)
+	if err := cfg.load(); err != nil {
+		log.Error("invalid configuration", "err", err)
+		os.Exit(2)
+	}
+	client, err := kubeClient(cfg.Kubeconfig)
+	if err != nil {
+		log.Error("cannot build a Kubernetes client", "err", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	log.Info("starting svcprobe", "version", version.Info(), "build_context", version.BuildContext())
+	if err := run(ctx, cfg, client, webFlags, log); err != nil {
+		log.Error("svcprobe stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+// kubeClient uses the kubeconfig when given, the in-cluster config otherwise.
+func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	var rc *rest.Config
+	var err error
+	if kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client config (set --kubeconfig outside a cluster): %w", err)
+	}
+	rc.UserAgent = "svcprobe/" + version.Version
+	return kubernetes.NewForConfig(rc)
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/svcprobe/svcprobe/discovery"
+	"github.com/svcprobe/svcprobe/metrics"
+	"github.com/svcprobe/svcprobe/probe"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+)
+
+// exporter is the wired pipeline: discovery -> scheduler -> probes -> store -> collector.
+type exporter struct {
+	watcher   *discovery.Watcher
+	scheduler *probe.Scheduler
+	store     *metrics.Store
+	registry  *prometheus.Registry
+	mux       *http.ServeMux
+}
+
+// newExporter wires the components. It starts nothing.
+func newExporter(cfg *config, client kubernetes.Interface, log *slog.Logger) (*exporter, error) {
+	f, err := os.Open(cfg.ResolvConf)
+	if err != nil {
+		return nil, fmt.Errorf("--dns.resolv-conf: %w", err)
+	}
+	rc, err := probe.ParseResolvConf(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("--dns.resolv-conf %s: %w", cfg.ResolvConf, err)
+	}
+	budget, err := probe.NewBudget(probe.BudgetConfig{Concurrency: cfg.Concurrency, DNSQPS: cfg.DNSQPS, NewConnsPerSecond: cfg.NewConnsPerSecond})
+	if err != nil {
+		return nil, err
+	}
+	dialer := &probe.Dialer{Budget: budget}
+	probers := []probe.Prober{
+		probe.SpecProber{},
+		probe.EndpointsProber{},
+		&probe.DNSProber{Budget: budget, Conf: rc, ClusterDomain: cfg.ClusterDomain},
+		&probe.PodProber{Dialer: dialer},
+		&probe.ProxyProber{Dialer: dialer},
+	}
+	if cfg.HairpinService != "" {
+		probers = append(probers, &probe.HairpinProber{Dialer: dialer, Service: cfg.HairpinService, Identity: cfg.HairpinIdentity})
+	}
+	store := metrics.NewStore()
+	e := &exporter{store: store, registry: prometheus.NewRegistry(), mux: http.NewServeMux()}
+
+	clusterDNS := &probe.ClusterDNSProber{Budget: budget, Conf: rc, ClusterDomain: cfg.ClusterDomain}
+	schedCfg := probe.SchedulerConfig{
+		Interval: cfg.Interval, Timeout: cfg.Timeout,
+		// Workers only pace targets; sockets are bounded by the budget's concurrency.
+		Workers: max(1, cfg.Concurrency/2),
+		ClusterDNS: func(ctx context.Context) probe.ClusterDNSResult {
+			return clusterDNS.Probe(ctx, dnsServers(e.watcher.DNSEndpoints()))
+		},
+	}
+	if e.scheduler, err = probe.NewScheduler(schedCfg, probers, store, log.With("component", "scheduler")); err != nil {
+		return nil, err
+	}
+	if e.watcher, err = discovery.NewWatcher(client, cfg.discovery(), e.scheduler, log.With("component", "discovery")); err != nil {
+		return nil, err
+	}
+	collector := metrics.NewCollector(metrics.CollectorConfig{
+		SeriesPerService: cfg.SeriesPerService, PerEndpoint: cfg.PerEndpoint, PerEndpointLimit: cfg.PerEndpointLimit,
+		Expected: cfg.Expected,
+	}, store, e.watcher, e.scheduler.Stats(), budget, log)
+	e.registry.MustRegister(collector, versioncollector.NewCollector("svcprobe"),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	e.mux.Handle("/metrics", promhttp.HandlerFor(e.registry, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError), EnableOpenMetrics: true,
+	}))
+	e.mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Healthy") })
+	e.mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if ok, why := e.ready(); !ok {
+			http.Error(w, why, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "Ready")
+	})
+	if cfg.HairpinIdentity != "" {
+		e.mux.Handle(probe.DefaultIdentityPath, probe.IdentityHandler(cfg.HairpinIdentity))
+	}
+	landing, err := web.NewLandingPage(web.LandingConfig{
+		Name: "svcprobe", Description: "Runs the Kubernetes Debug Services runbook against every Service", Version: version.Info(),
+		Links: []web.LandingLinks{{Address: "/metrics", Text: "Metrics"}, {Address: "/-/ready", Text: "Readiness"}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.mux.Handle("/", landing)
+	return e, nil
+}
+
+// ready: informers synced and every known Service probed once.
+func (e *exporter) ready() (bool, string) {
+	if !e.watcher.Synced() {
+		return false, "discovery not synced"
+	}
+	if n := e.scheduler.Pending(); n > 0 {
+		return false, fmt.Sprintf("%d Services not probed yet", n)
+	}
+	return true, ""
+}
+
+func dnsServers(eps []discovery.Endpoint) []probe.DNSServer {
+	var out []probe.DNSServer
+	for _, ep := range eps {
+		if !ep.Ready || ep.Terminating {
+			continue
+		}
+		for _, p := range ep.Ports {
+			if p.Port == 53 && p.Protocol == "UDP" || (p.Name == "dns" && p.Protocol == "UDP") {
+				name := ep.PodName
+				if name == "" {
+					name = ep.Addresses[0].String()
+				}
+				out = append(out, probe.DNSServer{Name: name, Addr: netip.AddrPortFrom(ep.Addresses[0], uint16(p.Port))})
+				break
+			}
+		}
+	}
+	return out
+}
+
+// run serves until ctx ends, then stops everything within a second.
+func run(ctx context.Context, cfg *config, client kubernetes.Interface, webFlags *web.FlagConfig, log *slog.Logger) error {
+	e, err := newExporter(cfg, client, log)
+	if err != nil {
+		return err
+	}
+	return e.serve(ctx, webFlags, log)
+}
+
+func (e *exporter) serve(ctx context.Context, webFlags *web.FlagConfig, log *slog.Logger) error {
+	srv := &http.Server{Handler: e.mux, ReadHeaderTimeout: 10 * time.Second}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return e.watcher.Run(gctx) })
+	g.Go(func() error { e.scheduler.Run(gctx); return nil })
+	g.Go(func() error {
+		err := web.ListenAndServe(srv, webFlags, log)
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("web server: %w", err)
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 800*time.Millisecond)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	err := g.Wait()
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}

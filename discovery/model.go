@@ -1,0 +1,157 @@
+package discovery
+
+import (
+	"net/netip"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// Kind is the shape of a Service as far as probing is concerned.
+type Kind string
+
+const (
+	KindClusterIP    Kind = "ClusterIP"
+	KindNodePort     Kind = "NodePort"
+	KindLoadBalancer Kind = "LoadBalancer"
+	KindExternalName Kind = "ExternalName"
+	KindHeadless     Kind = "Headless"
+)
+
+// Protocol is a Service or container port protocol (TCP, UDP, SCTP).
+type Protocol string
+
+// Port is one port of a Service.
+type Port struct {
+	Name        string
+	Port        int32
+	TargetPort  intstr.IntOrString
+	Protocol    Protocol
+	NodePort    int32
+	AppProtocol string
+}
+
+// Endpoint is one address of an EndpointSlice with its conditions.
+type Endpoint struct {
+	Addresses   []netip.Addr
+	Ready       bool
+	Serving     bool
+	Terminating bool
+	NodeName    string
+	PodName     string // backing Pod in the Service's namespace, "" when not a Pod
+	// Ports is the slice's port list: the resolved target port per Service port name.
+	Ports []EndpointPort
+}
+
+// EndpointPort is a port as published in an EndpointSlice (targetPort already resolved).
+type EndpointPort struct {
+	Name     string
+	Port     int32
+	Protocol Protocol
+}
+
+// ContainerPort is a port a container of a selected Pod declares.
+type ContainerPort struct {
+	Name     string
+	Port     int32
+	Protocol Protocol
+}
+
+// Pod is the trimmed view of a Pod selected by a Service.
+type Pod struct {
+	Name   string
+	Labels map[string]string
+	IPs    []netip.Addr
+	Node   string
+	Ready  bool
+	Ports  []ContainerPort
+}
+
+// Target is everything the stages need to probe one Service.
+type Target struct {
+	UID          types.UID
+	Namespace    string
+	Name         string
+	Kind         Kind
+	ClusterIPs   []netip.Addr // empty for headless and ExternalName
+	ExternalName string
+	// Selector is nil for Services without a selector (their endpoints are managed by hand).
+	Selector                 map[string]string
+	PublishNotReadyAddresses bool
+	Ports                    []Port
+	Endpoints                []Endpoint
+	// Pods are the Pods in the namespace whose labels match Selector.
+	Pods []Pod
+	// NearestPod is, when Pods is empty, the Pod of the namespace whose labels agree with most of
+	// the selector: the runbook's "compare the selector with the Pods' labels" step.
+	NearestPod *Pod
+	// Options come from svcprobe.io/ annotations; Errors lists the malformed ones (the Service is
+	// still probed, with defaults for what was malformed).
+	Options          Options
+	AnnotationErrors []error
+	// Version changes whenever anything above changes; the scheduler uses it to re-probe promptly.
+	Version uint64
+}
+
+// Key is "namespace/name".
+func (t *Target) Key() string { return t.Namespace + "/" + t.Name }
+
+// ReadyEndpoints returns the endpoints that should answer: ready and not terminating.
+func (t *Target) ReadyEndpoints() []Endpoint {
+	var out []Endpoint
+	for _, e := range t.Endpoints {
+		if e.Ready && !e.Terminating {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// ProbedPorts returns the Service ports selected for probing by the svcprobe.io/ports annotation
+// (all ports when it is absent or malformed).
+func (t *Target) ProbedPorts() []Port {
+	if len(t.Options.Ports) == 0 {
+		return t.Ports
+	}
+	var out []Port
+	for _, p := range t.Ports {
+		if t.Options.Ports.Has(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// EndpointPort returns the resolved endpoint port for a Service port: EndpointSlices publish
+// ports by Service port name, with the targetPort already resolved per Pod.
+func (e Endpoint) EndpointPort(p Port) (int32, bool) {
+	for _, ep := range e.Ports {
+		if ep.Name == p.Name && (ep.Protocol == p.Protocol || ep.Protocol == "") {
+			return ep.Port, true
+		}
+	}
+	return 0, false
+}
+
+// EndpointCounts counts a Service's endpoints by state.
+type EndpointCounts struct {
+	Ready       int // ready and not terminating: these must answer
+	NotReady    int // neither ready nor terminating (serving or not)
+	Terminating int
+}
+
+// Counts returns the Service's endpoint counts.
+func (t *Target) Counts() EndpointCounts {
+	var c EndpointCounts
+	for _, e := range t.Endpoints {
+		switch {
+		case e.Terminating:
+			c.Terminating++
+		case e.Ready:
+			c.Ready++
+		default:
+			c.NotReady++
+		}
+	}
+	return c
+}

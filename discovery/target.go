@@ -1,0 +1,201 @@
+package discovery
+
+import (
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// BuildTarget turns a Service, its EndpointSlices and the Pods of its namespace into a Target.
+// It is pure, so the informer plumbing and the model can be tested apart.
+func BuildTarget(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nsPods []*corev1.Pod) *Target {
+	t := &Target{
+		UID:                      svc.UID,
+		Namespace:                svc.Namespace,
+		Name:                     svc.Name,
+		Kind:                     kindOf(svc),
+		ExternalName:             svc.Spec.ExternalName,
+		PublishNotReadyAddresses: svc.Spec.PublishNotReadyAddresses,
+	}
+	t.Options, t.AnnotationErrors = ParseAnnotations(svc.Annotations)
+	if t.Kind != KindHeadless && t.Kind != KindExternalName {
+		ips := svc.Spec.ClusterIPs
+		if len(ips) == 0 && svc.Spec.ClusterIP != "" {
+			ips = []string{svc.Spec.ClusterIP}
+		}
+		for _, s := range ips {
+			if a, err := netip.ParseAddr(s); err == nil {
+				t.ClusterIPs = append(t.ClusterIPs, a)
+			}
+		}
+	}
+	for _, p := range svc.Spec.Ports {
+		t.Ports = append(t.Ports, Port{Name: p.Name, Port: p.Port, TargetPort: p.TargetPort,
+			Protocol: Protocol(orTCP(p.Protocol)), NodePort: p.NodePort, AppProtocol: deref(p.AppProtocol)})
+	}
+	if svc.Spec.Selector != nil {
+		t.Selector = svc.Spec.Selector
+	}
+	t.Endpoints = endpointsOf(slices)
+	if len(t.Selector) > 0 {
+		sel := labels.SelectorFromSet(t.Selector)
+		best, bestScore := (*corev1.Pod)(nil), 0
+		for _, p := range nsPods {
+			if p.DeletionTimestamp != nil {
+				continue
+			}
+			if sel.Matches(labels.Set(p.Labels)) {
+				t.Pods = append(t.Pods, podOf(p))
+				continue
+			}
+			if s := agreement(t.Selector, p.Labels); s > bestScore || (s == bestScore && best != nil && p.Name < best.Name) {
+				best, bestScore = p, s
+			}
+		}
+		sort.Slice(t.Pods, func(i, j int) bool { return t.Pods[i].Name < t.Pods[j].Name })
+		if len(t.Pods) == 0 && best != nil {
+			np := podOf(best)
+			t.NearestPod = &np
+		}
+	}
+	t.Version = t.hash()
+	return t
+}
+
+// agreement scores how close a Pod's labels are to a selector: keys present count once, equal
+// values twice, so "app=hostnames" is closer to "run=hostnames" than an unrelated Pod.
+func agreement(sel, l map[string]string) int {
+	n := 0
+	for k, v := range sel {
+		if lv, ok := l[k]; ok {
+			n++
+			if lv == v {
+				n++
+			}
+		}
+		for _, lv := range l {
+			if lv == v {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+func kindOf(svc *corev1.Service) Kind {
+	switch {
+	case svc.Spec.Type == corev1.ServiceTypeExternalName:
+		return KindExternalName
+	case svc.Spec.ClusterIP == corev1.ClusterIPNone:
+		return KindHeadless
+	case svc.Spec.Type == corev1.ServiceTypeNodePort:
+		return KindNodePort
+	case svc.Spec.Type == corev1.ServiceTypeLoadBalancer:
+		return KindLoadBalancer
+	}
+	return KindClusterIP
+}
+
+func endpointsOf(slices []*discoveryv1.EndpointSlice) []Endpoint {
+	sort.Slice(slices, func(i, j int) bool { return slices[i].Name < slices[j].Name })
+	var out []Endpoint
+	seen := map[string]bool{} // dual-stack: one Pod appears in an IPv4 and an IPv6 slice
+	for _, s := range slices {
+		if s.AddressType != discoveryv1.AddressTypeIPv4 && s.AddressType != discoveryv1.AddressTypeIPv6 {
+			continue // FQDN slices are not probed
+		}
+		var ports []EndpointPort
+		for _, p := range s.Ports {
+			ep := EndpointPort{Name: deref(p.Name), Protocol: Protocol(orTCP(derefProto(p.Protocol)))}
+			if p.Port != nil {
+				ep.Port = *p.Port
+			}
+			ports = append(ports, ep)
+		}
+		for _, e := range s.Endpoints {
+			ep := Endpoint{
+				Ready:       e.Conditions.Ready == nil || *e.Conditions.Ready,
+				Serving:     e.Conditions.Serving == nil || *e.Conditions.Serving,
+				Terminating: e.Conditions.Terminating != nil && *e.Conditions.Terminating,
+				NodeName:    deref(e.NodeName),
+				Ports:       ports,
+			}
+			if e.TargetRef != nil && e.TargetRef.Kind == "Pod" {
+				ep.PodName = e.TargetRef.Name
+			}
+			for _, a := range e.Addresses {
+				if ip, err := netip.ParseAddr(a); err == nil {
+					ep.Addresses = append(ep.Addresses, ip)
+				}
+			}
+			if len(ep.Addresses) == 0 {
+				continue
+			}
+			key := fmt.Sprint(ep.PodName, ep.Addresses[0], ports)
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
+func podOf(p *corev1.Pod) Pod {
+	out := Pod{Name: p.Name, Labels: p.Labels, Node: p.Spec.NodeName}
+	ips := p.Status.PodIPs
+	if len(ips) == 0 && p.Status.PodIP != "" {
+		ips = []corev1.PodIP{{IP: p.Status.PodIP}}
+	}
+	for _, ip := range ips {
+		if a, err := netip.ParseAddr(ip.IP); err == nil {
+			out.IPs = append(out.IPs, a)
+		}
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			out.Ready = c.Status == corev1.ConditionTrue
+		}
+	}
+	for _, c := range p.Spec.Containers {
+		for _, cp := range c.Ports {
+			out.Ports = append(out.Ports, ContainerPort{Name: cp.Name, Port: cp.ContainerPort, Protocol: Protocol(orTCP(cp.Protocol))})
+		}
+	}
+	return out
+}
+
+// hash fingerprints everything the stages read, so an unchanged Service is not re-probed early.
+// fmt prints maps with sorted keys, which makes this deterministic.
+func (t *Target) hash() uint64 {
+	h := fnv.New64a()
+	v := t.Version
+	t.Version = 0
+	fmt.Fprintf(h, "%v", *t)
+	t.Version = v
+	return h.Sum64()
+}
+
+func orTCP(p corev1.Protocol) corev1.Protocol {
+	if p == "" {
+		return corev1.ProtocolTCP
+	}
+	return p
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+func derefProto(p *corev1.Protocol) corev1.Protocol { return deref(p) }

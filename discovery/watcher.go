@@ -1,0 +1,494 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+)
+
+// Sink receives targets as they change. The scheduler implements it.
+type Sink interface {
+	Upsert(t *Target)
+	Delete(uid types.UID, key string)
+}
+
+// Config selects which Services this replica watches.
+type Config struct {
+	Namespaces        []string // empty: all
+	NamespacesExclude []string
+	Selector          string // label selector on Services
+	Shard             int
+	TotalShards       int
+	// DNSService is the cluster DNS Service ("kube-system/kube-dns"); its endpoints are watched
+	// whatever the namespace filters say, so each DNS Pod can be asked directly.
+	DNSService string
+}
+
+// Validate checks the configuration before anything starts.
+func (c Config) Validate() error {
+	if c.TotalShards < 1 {
+		return fmt.Errorf("--total-shards must be at least 1, got %d", c.TotalShards)
+	}
+	if c.Shard < 0 || c.Shard >= c.TotalShards {
+		return fmt.Errorf("--shard must be in [0, %d), got %d", c.TotalShards, c.Shard)
+	}
+	if _, err := labels.Parse(c.Selector); err != nil {
+		return fmt.Errorf("--selector %q: %w", c.Selector, err)
+	}
+	for _, ns := range c.Namespaces {
+		if slices.Contains(c.NamespacesExclude, ns) {
+			return fmt.Errorf("namespace %q is both watched and excluded", ns)
+		}
+	}
+	if c.DNSService != "" {
+		if _, _, err := cache.SplitMetaNamespaceKey(c.DNSService); err != nil || !containsSlash(c.DNSService) {
+			return fmt.Errorf("--dns.service %q: want namespace/name", c.DNSService)
+		}
+	}
+	return nil
+}
+
+func containsSlash(s string) bool {
+	for i := range s {
+		if s[i] == '/' {
+			return true
+		}
+	}
+	return false
+}
+
+// InScope reports whether namespace ns is watched.
+func (c Config) InScope(ns string) bool {
+	if slices.Contains(c.NamespacesExclude, ns) {
+		return false
+	}
+	return len(c.Namespaces) == 0 || slices.Contains(c.Namespaces, ns)
+}
+
+// OwnsShard reports whether this replica probes the Service with this UID. The hash is stable
+// across restarts, so a Service stays on its shard.
+func (c Config) OwnsShard(uid types.UID) bool {
+	if c.TotalShards <= 1 {
+		return true
+	}
+	h := fnv.New32a()
+	h.Write([]byte(uid))
+	return int(h.Sum32()%uint32(c.TotalShards)) == c.Shard
+}
+
+const sliceServiceIndex = "service"
+
+// Watcher runs the informers and turns their events into Targets for a Sink.
+type Watcher struct {
+	cfg  Config
+	log  *slog.Logger
+	sink Sink
+
+	factories []informers.SharedInformerFactory
+	services  map[string]corelisters.ServiceLister // by namespace; "" when watching all
+	synced    []cache.InformerSynced
+	slices    byIndexer
+	pods      map[string]corelisters.PodLister
+	dnsSlices cache.Indexer
+
+	queue workqueue.TypedInterface[string]
+
+	mu        sync.Mutex
+	known     map[string]*Target // by key: what the Sink currently holds
+	warned    map[types.UID]uint64
+	dnsEps    []Endpoint
+	isSynced  atomic.Bool
+	lastEvent atomic.Int64 // unix nanos
+	stats     Stats
+}
+
+// Stats are discovery's self-metrics.
+type Stats struct {
+	Events           atomic.Uint64
+	WatchErrors      atomic.Uint64
+	AnnotationErrors atomic.Uint64
+}
+
+// NewWatcher builds the informers. Nothing runs until Run.
+func NewWatcher(client kubernetes.Interface, cfg Config, sink Sink, log *slog.Logger) (*Watcher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	w := &Watcher{
+		cfg: cfg, log: log, sink: sink,
+		services: map[string]corelisters.ServiceLister{},
+		pods:     map[string]corelisters.PodLister{},
+		queue:    workqueue.NewTypedWithConfig(workqueue.TypedQueueConfig[string]{Name: "svcprobe_services"}),
+		known:    map[string]*Target{},
+		warned:   map[types.UID]uint64{},
+	}
+	namespaces := cfg.Namespaces
+	if len(namespaces) == 0 {
+		namespaces = []string{metav1.NamespaceAll}
+	}
+	sliceIndexers := []cache.Indexer{}
+	for _, ns := range namespaces {
+		// Services get the label selector; slices and Pods cannot be filtered by it.
+		svcFactory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns),
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = cfg.Selector }),
+			informers.WithTransform(TrimService))
+		restFactory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns))
+		svcInf := svcFactory.Core().V1().Services()
+		podInf := restFactory.Core().V1().Pods()
+		sliceInf := restFactory.Discovery().V1().EndpointSlices()
+		// Per-informer transforms: the factory-wide one would apply to all kinds.
+		if err := podInf.Informer().SetTransform(TrimPod); err != nil {
+			return nil, fmt.Errorf("pod transform: %w", err)
+		}
+		if err := sliceInf.Informer().SetTransform(TrimEndpointSlice); err != nil {
+			return nil, fmt.Errorf("endpointslice transform: %w", err)
+		}
+		if err := sliceInf.Informer().AddIndexers(cache.Indexers{sliceServiceIndex: sliceService}); err != nil {
+			return nil, fmt.Errorf("endpointslice index: %w", err)
+		}
+		for name, inf := range map[string]cache.SharedIndexInformer{"services": svcInf.Informer(), "pods": podInf.Informer(), "endpointslices": sliceInf.Informer()} {
+			if err := inf.SetWatchErrorHandlerWithContext(w.watchError(name)); err != nil {
+				return nil, err
+			}
+			w.synced = append(w.synced, inf.HasSynced)
+		}
+		if _, err := svcInf.Informer().AddEventHandler(w.handler(w.serviceKeys)); err != nil {
+			return nil, err
+		}
+		if _, err := sliceInf.Informer().AddEventHandler(w.handler(w.sliceKeys)); err != nil {
+			return nil, err
+		}
+		if _, err := podInf.Informer().AddEventHandler(w.podHandler()); err != nil {
+			return nil, err
+		}
+		w.services[ns] = svcInf.Lister()
+		w.pods[ns] = podInf.Lister()
+		sliceIndexers = append(sliceIndexers, sliceInf.Informer().GetIndexer())
+		w.factories = append(w.factories, svcFactory, restFactory)
+	}
+	w.slices = multiIndexer(sliceIndexers)
+	if cfg.DNSService != "" {
+		ns, name, _ := cache.SplitMetaNamespaceKey(cfg.DNSService)
+		f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns),
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+				o.LabelSelector = discoveryv1.LabelServiceName + "=" + name
+			}), informers.WithTransform(TrimEndpointSlice))
+		inf := f.Discovery().V1().EndpointSlices().Informer()
+		if err := inf.SetWatchErrorHandlerWithContext(w.watchError("dns-endpointslices")); err != nil {
+			return nil, err
+		}
+		if _, err := inf.AddEventHandler(w.handler(func(any) []string { return []string{dnsKey} })); err != nil {
+			return nil, err
+		}
+		w.synced = append(w.synced, inf.HasSynced)
+		w.dnsSlices = inf.GetIndexer()
+		w.factories = append(w.factories, f)
+	}
+	return w, nil
+}
+
+// dnsKey is a queue key no Service can have (names cannot contain '@').
+const dnsKey = "@cluster-dns"
+
+type byIndexer interface {
+	ByIndex(name, value string) ([]any, error)
+}
+
+// multiIndexer is enough of an indexer for ByIndex over one indexer per namespace.
+type multiIndexer []cache.Indexer
+
+func (m multiIndexer) ByIndex(name, value string) ([]any, error) {
+	var out []any
+	for _, i := range m {
+		objs, err := i.ByIndex(name, value)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, objs...)
+	}
+	return out, nil
+}
+
+func sliceService(obj any) ([]string, error) {
+	s, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return nil, nil
+	}
+	name := s.Labels[discoveryv1.LabelServiceName]
+	if name == "" {
+		return nil, nil
+	}
+	return []string{s.Namespace + "/" + name}, nil
+}
+
+func (w *Watcher) watchError(resource string) cache.WatchErrorHandlerWithContext {
+	return func(ctx context.Context, r *cache.Reflector, err error) {
+		w.stats.WatchErrors.Add(1)
+		cache.DefaultWatchErrorHandler(ctx, r, err) // logs through klog, with backoff handled by the reflector
+		w.log.Warn("watch failed; the informer retries and keeps the last known state", "resource", resource, "err", err)
+	}
+}
+
+func (w *Watcher) handler(keys func(any) []string) cache.ResourceEventHandler {
+	enqueue := func(obj any) {
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		w.touched()
+		for _, k := range keys(obj) {
+			w.queue.Add(k)
+		}
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    enqueue,
+		UpdateFunc: func(_, n any) { enqueue(n) },
+		DeleteFunc: enqueue,
+	}
+}
+
+func (w *Watcher) touched() {
+	w.stats.Events.Add(1)
+	w.lastEvent.Store(time.Now().UnixNano())
+}
+
+func (w *Watcher) serviceKeys(obj any) []string {
+	s, ok := obj.(*corev1.Service)
+	if !ok {
+		return nil
+	}
+	return []string{s.Namespace + "/" + s.Name}
+}
+
+func (w *Watcher) sliceKeys(obj any) []string {
+	keys, _ := sliceService(obj)
+	return keys
+}
+
+// podHandler enqueues the Services whose selector matches the Pod before or after the change.
+func (w *Watcher) podHandler() cache.ResourceEventHandler {
+	enqueue := func(pods ...any) {
+		w.touched()
+		for _, obj := range pods {
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			p, ok := obj.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			svcs, err := w.serviceLister(p.Namespace).Services(p.Namespace).List(labels.Everything())
+			if err != nil {
+				continue
+			}
+			for _, s := range svcs {
+				// A Service matching no Pod also wants to hear about Pods: its nearest-Pod hint changes.
+				if len(s.Spec.Selector) > 0 {
+					w.queue.Add(s.Namespace + "/" + s.Name)
+				}
+			}
+		}
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: func(o any) { enqueue(o) },
+		UpdateFunc: func(o, n any) {
+			op, ok1 := o.(*corev1.Pod)
+			np, ok2 := n.(*corev1.Pod)
+			if ok1 && ok2 && op.ResourceVersion == np.ResourceVersion {
+				return // resync
+			}
+			enqueue(o, n)
+		},
+		DeleteFunc: func(o any) { enqueue(o) },
+	}
+}
+
+func (w *Watcher) serviceLister(ns string) corelisters.ServiceLister {
+	if l, ok := w.services[metav1.NamespaceAll]; ok {
+		return l
+	}
+	return w.services[ns]
+}
+
+func (w *Watcher) podLister(ns string) corelisters.PodLister {
+	if l, ok := w.pods[metav1.NamespaceAll]; ok {
+		return l
+	}
+	return w.pods[ns]
+}
+
+// Run starts the informers, waits for their caches and processes events until ctx ends.
+func (w *Watcher) Run(ctx context.Context) error {
+	for _, f := range w.factories {
+		f.Start(ctx.Done())
+	}
+	defer func() {
+		w.queue.ShutDown()
+		for _, f := range w.factories {
+			f.Shutdown()
+		}
+	}()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for w.processNext() {
+		}
+	}()
+	if !cache.WaitForCacheSync(ctx.Done(), w.synced...) {
+		w.queue.ShutDown()
+		<-done
+		return fmt.Errorf("informer caches did not sync: %w", errors.Join(ctx.Err(), context.Cause(ctx)))
+	}
+	w.isSynced.Store(true)
+	w.log.Info("discovery synced", "namespaces", w.cfg.Namespaces, "shard", w.cfg.Shard, "total_shards", w.cfg.TotalShards)
+	<-ctx.Done()
+	w.queue.ShutDown()
+	<-done
+	return nil
+}
+
+func (w *Watcher) processNext() bool {
+	key, quit := w.queue.Get()
+	if quit {
+		return false
+	}
+	defer w.queue.Done(key)
+	if key == dnsKey {
+		w.syncDNS()
+		return true
+	}
+	w.sync(key)
+	return true
+}
+
+func (w *Watcher) sync(key string) {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return
+	}
+	var t *Target
+	if w.cfg.InScope(ns) {
+		svc, err := w.serviceLister(ns).Services(ns).Get(name)
+		if err == nil && w.cfg.OwnsShard(svc.UID) {
+			t = w.build(svc)
+		}
+	}
+	w.mu.Lock()
+	old := w.known[key]
+	switch {
+	case t == nil || t.Options.Skip:
+		delete(w.known, key)
+	case old != nil && old.UID == t.UID && old.Version == t.Version:
+		w.mu.Unlock()
+		return
+	default:
+		w.known[key] = t
+	}
+	w.mu.Unlock()
+	if old != nil && (t == nil || t.Options.Skip || old.UID != t.UID) {
+		w.sink.Delete(old.UID, key)
+	}
+	if t != nil && !t.Options.Skip {
+		w.sink.Upsert(t)
+	}
+}
+
+func (w *Watcher) build(svc *corev1.Service) *Target {
+	objs, _ := w.slices.ByIndex(sliceServiceIndex, svc.Namespace+"/"+svc.Name)
+	slices := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+	for _, o := range objs {
+		if s, ok := o.(*discoveryv1.EndpointSlice); ok {
+			slices = append(slices, s)
+		}
+	}
+	var pods []*corev1.Pod
+	if len(svc.Spec.Selector) > 0 {
+		pods, _ = w.podLister(svc.Namespace).Pods(svc.Namespace).List(labels.Everything())
+	}
+	t := BuildTarget(svc, slices, pods)
+	if len(t.AnnotationErrors) > 0 {
+		w.mu.Lock()
+		// Log once per distinct set of annotations, not on every event.
+		if w.warned[t.UID] != annotationsHash(svc.Annotations) {
+			w.warned[t.UID] = annotationsHash(svc.Annotations)
+			w.stats.AnnotationErrors.Add(uint64(len(t.AnnotationErrors)))
+			w.log.Warn("malformed svcprobe.io annotations; probing with defaults for them", "service", t.Key(), "err", errors.Join(t.AnnotationErrors...))
+		}
+		w.mu.Unlock()
+	}
+	return t
+}
+
+func annotationsHash(m map[string]string) uint64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%v", m)
+	return h.Sum64()
+}
+
+func (w *Watcher) syncDNS() {
+	var slices []*discoveryv1.EndpointSlice
+	for _, o := range w.dnsSlices.List() {
+		if s, ok := o.(*discoveryv1.EndpointSlice); ok {
+			slices = append(slices, s)
+		}
+	}
+	eps := endpointsOf(slices)
+	w.mu.Lock()
+	w.dnsEps = eps
+	w.mu.Unlock()
+}
+
+// DNSEndpoints returns the endpoints of the cluster DNS Service (each DNS Pod).
+func (w *Watcher) DNSEndpoints() []Endpoint {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.dnsEps)
+}
+
+// Exists reports whether the Service ns/name exists, whatever the shard and opt-out say.
+// ok is false when the namespace is not watched at all, so the answer would be a guess.
+func (w *Watcher) Exists(ns, name string) (exists, ok bool) {
+	if !w.cfg.InScope(ns) {
+		return false, false
+	}
+	_, err := w.serviceLister(ns).Services(ns).Get(name)
+	return err == nil, true
+}
+
+// Synced reports whether the informer caches have synced once.
+func (w *Watcher) Synced() bool { return w.isSynced.Load() }
+
+// LastEvent is when the last informer event arrived (zero before any).
+func (w *Watcher) LastEvent() time.Time {
+	n := w.lastEvent.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// Stats returns discovery's counters.
+func (w *Watcher) Stats() *Stats { return &w.stats }
+
+// Targets returns how many Services the Sink currently holds.
+func (w *Watcher) Targets() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.known)
+}

@@ -1,0 +1,166 @@
+// Command svcprobe-lab runs the svcprobe end-to-end lab: a real one-node
+// Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
+// kube-proxy, CoreDNS) in network namespaces, with a mini kubelet that runs
+// Pods as processes in their own namespaces.
+//
+//	svcprobe-lab up       clean any previous run, start the lab, wait for http://hostnames/
+//	svcprobe-lab down     stop everything and delete the namespaces
+//	svcprobe-lab status   what runs
+//	svcprobe-lab exec -- CMD ARGS...   run a command in the client namespace
+//
+// It needs root and the binaries of `make lab-tools`.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/svcprobe/svcprobe/lab"
+)
+
+func usage() {
+	fmt.Fprintf(os.Stderr, `usage: svcprobe-lab up|down|status [flags]
+       svcprobe-lab exec [--netns NS] -- CMD ARGS...  (default: the client namespace)
+
+flags:
+  --state-dir DIR   (default $SVCPROBE_LAB_STATE or /run/svcprobe-lab)
+  --bin-dir DIR     (default ${SVCPROBE_CACHE:-$HOME/.cache/svcprobe}/bin)
+  --proxy-addr A    API proxy on the host loopback (default 127.0.0.1:16443)
+`)
+	os.Exit(2)
+}
+
+func main() {
+	log.SetFlags(log.Ltime | log.Lmicroseconds)
+	if len(os.Args) < 2 {
+		usage()
+	}
+	sub, rest := os.Args[1], os.Args[2:]
+	if strings.HasPrefix(sub, "-") {
+		usage()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := runSub(ctx, sub, rest); err != nil {
+		fmt.Fprintf(os.Stderr, "svcprobe-lab %s: %v\n", sub, err)
+		os.Exit(1)
+	}
+}
+
+type portsFlag []int
+
+func (p *portsFlag) String() string { return fmt.Sprint(*p) }
+func (p *portsFlag) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return err
+	}
+	*p = append(*p, n)
+	return nil
+}
+
+func runSub(ctx context.Context, sub string, args []string) error {
+	fs := flag.NewFlagSet(sub, flag.ExitOnError)
+	cfg := lab.Config{}
+	fs.StringVar(&cfg.StateDir, "state-dir", "", "state directory")
+	fs.StringVar(&cfg.BinDir, "bin-dir", "", "directory of the upstream binaries")
+	fs.StringVar(&cfg.ProxyAddr, "proxy-addr", "", "API proxy address on the host loopback")
+	// Flags of the hidden subcommands.
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig (kubelet)")
+	var ports portsFlag
+	fs.Var(&ports, "port", "port (serve-hostname, repeatable)")
+	name := fs.String("name", "", "answer (serve-hostname; default $HOSTNAME)")
+	listen := fs.String("listen", "", "listen address (apiproxy)")
+	netns := fs.String("netns", "", "network namespace (apiproxy, exec)")
+	target := fs.String("target", "", "target address (apiproxy)")
+	timeout := fs.Duration("timeout", 5*time.Second, "timeout (http-get, resolve)")
+	_ = fs.Parse(args)
+	cfg.Log = func(format string, a ...any) { log.Printf(format, a...) }
+
+	switch sub {
+	case "up":
+		r, err := lab.Up(ctx, cfg)
+		if err != nil {
+			c := cfg
+			if c.StateDir == "" {
+				c = lab.DefaultConfig()
+			}
+			return fmt.Errorf("%w\n(logs in %s/logs; the lab is left as it is: run `svcprobe-lab down`)", err, c.StateDir)
+		}
+		fmt.Printf(`lab up in %s
+  admin kubeconfig (host):  %s
+  kubeconfig (in netns):    %s
+  service hostnames:        %s:80
+  try: kubectl --kubeconfig %s get pods -A
+       %s exec -- curl -s http://hostnames/
+`, r.Elapsed.Round(time.Millisecond), r.AdminKubeconfig, r.ClusterKubeconfig, r.HostnamesIP,
+			r.AdminKubeconfig, os.Args[0])
+		return nil
+	case "down":
+		return lab.Down(cfg)
+	case "status":
+		return lab.Status(ctx, cfg, os.Stdout)
+	case "exec":
+		argv := fs.Args()
+		if len(argv) == 0 {
+			return errors.New("exec needs a command")
+		}
+		ns := *netns
+		if ns == "" {
+			ns = lab.ClientNetns
+		}
+		cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns}, argv...)...)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		return cmd.Run()
+
+	// Hidden: run by the lab itself.
+	case "kubelet":
+		return lab.RunKubelet(ctx, lab.KubeletConfig{Kubeconfig: *kubeconfig, Config: cfg})
+	case "apiproxy":
+		return lab.APIProxy(ctx, *listen, *netns, *target)
+	case "serve-hostname":
+		n := *name
+		if n == "" {
+			n, _ = os.Hostname()
+			if h := os.Getenv("HOSTNAME"); h != "" {
+				n = h
+			}
+		}
+		if len(ports) == 0 {
+			ports = portsFlag{9376}
+		}
+		return lab.ServeHostname(ctx, n, ports)
+	case "http-get":
+		if fs.NArg() != 1 {
+			return errors.New("http-get URL")
+		}
+		body, err := lab.HTTPGet(ctx, fs.Arg(0), *timeout)
+		if err != nil {
+			return err
+		}
+		fmt.Println(body)
+		return nil
+	case "resolve":
+		if fs.NArg() != 1 {
+			return errors.New("resolve NAME")
+		}
+		addrs, err := lab.Resolve(ctx, fs.Arg(0), *timeout)
+		if err != nil {
+			return err
+		}
+		fmt.Println(strings.Join(addrs, "\n"))
+		return nil
+	}
+	usage()
+	return nil
+}

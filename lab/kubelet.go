@@ -1,0 +1,534 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"log"
+	"net"
+	"net/http"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/workqueue"
+)
+
+// KubeletConfig configures the mini kubelet.
+type KubeletConfig struct {
+	Kubeconfig string
+	Config     Config
+}
+
+// The mini kubelet: it binds unscheduled Pods to node1 (there is no
+// scheduler), gives each Pod of node1 a network namespace on cbr0 and runs
+// its containers as processes in it, probes readiness, writes pods/status
+// and, when a Pod is being deleted, stops it and removes it for good.
+//
+// A container runs `command`+`args` when it has a command ("coredns" and
+// "svcprobe-lab" name the lab's binaries; anything else is a path on this
+// machine). Without a command it is the serve_hostname program: an HTTP
+// server answering the Pod's name on each TCP containerPort (9376 if none).
+type kubelet struct {
+	cfg    Config
+	client kubernetes.Interface
+	lister corelisters.PodLister
+	queue  workqueue.TypedRateLimitingInterface[string]
+
+	mu   sync.Mutex
+	pods map[string]*podRuntime // by namespace/name
+	ips  map[string]bool
+}
+
+type podRuntime struct {
+	uid      types.UID
+	key      string
+	netns    string
+	veth     string
+	ip       string
+	started  metav1.Time
+	stopped  bool
+	ready    bool
+	restarts map[string]int32
+	procs    map[string]*exec.Cmd // by container name
+	cancel   context.CancelFunc
+}
+
+// RunKubelet runs the mini kubelet until ctx ends.
+func RunKubelet(ctx context.Context, kc KubeletConfig) error {
+	kc.Config.fill()
+	rc, err := clientcmd.BuildConfigFromFlags("", kc.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	rc.QPS, rc.Burst = 50, 100
+	cl, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	f := informers.NewSharedInformerFactory(cl, 0)
+	inf := f.Core().V1().Pods()
+	k := &kubelet{
+		cfg:    kc.Config,
+		client: cl,
+		lister: inf.Lister(),
+		queue: workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](
+			100*time.Millisecond, 5*time.Second)),
+		pods: map[string]*podRuntime{},
+		ips:  map[string]bool{NodeIP: true, CoreDNSIP1: true, CoreDNSIP2: true, ClientIP: true},
+	}
+	enqueue := func(obj any) {
+		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
+			k.queue.Add(key)
+		}
+	}
+	if _, err := inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    enqueue,
+		UpdateFunc: func(_, n any) { enqueue(n) },
+		DeleteFunc: enqueue,
+	}); err != nil {
+		return err
+	}
+	f.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), inf.Informer().HasSynced) {
+		return ctx.Err()
+	}
+	log.Printf("kubelet: pod cache synced, serving node %s", NodeName)
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k.next(ctx) {
+			}
+		}()
+	}
+	<-ctx.Done()
+	k.queue.ShutDown()
+	wg.Wait()
+	k.mu.Lock()
+	rts := make([]*podRuntime, 0, len(k.pods))
+	for _, rt := range k.pods {
+		rts = append(rts, rt)
+	}
+	k.mu.Unlock()
+	for _, rt := range rts {
+		k.teardown(rt)
+	}
+	return nil
+}
+
+func (k *kubelet) next(ctx context.Context) bool {
+	key, quit := k.queue.Get()
+	if quit {
+		return false
+	}
+	defer k.queue.Done(key)
+	if err := k.sync(ctx, key); err != nil {
+		log.Printf("kubelet: sync %s: %v", key, err)
+		k.queue.AddRateLimited(key)
+		return true
+	}
+	k.queue.Forget(key)
+	return true
+}
+
+func (k *kubelet) sync(ctx context.Context, key string) error {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil
+	}
+	pod, err := k.lister.Pods(ns).Get(name)
+	k.mu.Lock()
+	rt := k.pods[key]
+	k.mu.Unlock()
+	if apierrors.IsNotFound(err) {
+		if rt != nil {
+			k.teardown(rt)
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if pod.Spec.NodeName == "" {
+		if pod.Spec.SchedulerName != "" && pod.Spec.SchedulerName != corev1.DefaultSchedulerName {
+			return nil
+		}
+		log.Printf("kubelet: binding %s to %s", key, NodeName)
+		err := k.client.CoreV1().Pods(ns).Bind(ctx, &corev1.Binding{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, UID: pod.UID},
+			Target:     corev1.ObjectReference{Kind: "Node", Name: NodeName},
+		}, metav1.CreateOptions{})
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			return nil
+		}
+		return err
+	}
+	if pod.Spec.NodeName != NodeName {
+		return nil
+	}
+	if rt != nil && rt.uid != pod.UID {
+		k.teardown(rt)
+		rt = nil
+	}
+	if pod.DeletionTimestamp != nil {
+		if rt != nil {
+			k.teardown(rt)
+		}
+		log.Printf("kubelet: removing %s", key)
+		err := k.client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{
+			GracePeriodSeconds: ptr(int64(0)),
+			Preconditions:      &metav1.Preconditions{UID: &pod.UID},
+		})
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			return nil
+		}
+		return err
+	}
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return nil
+	}
+	if rt == nil {
+		rt, err = k.setup(pod)
+		if err != nil {
+			return err
+		}
+	}
+	return k.writeStatus(ctx, pod, rt)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func (k *kubelet) allocIP(pod *corev1.Pod) (string, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if want := pod.Annotations[IPAnnotation]; want != "" {
+		k.ips[want] = true
+		return want, nil
+	}
+	for i := 10; i < 250; i++ {
+		a := fmt.Sprintf("198.18.0.%d", i)
+		if !k.ips[a] {
+			k.ips[a] = true
+			return a, nil
+		}
+	}
+	return "", fmt.Errorf("no free pod address in 198.18.0.0/24")
+}
+
+func vethName(uid types.UID) string {
+	h := fnv.New32a()
+	h.Write([]byte(uid))
+	return fmt.Sprintf("lv%08x", h.Sum32())
+}
+
+func (k *kubelet) setup(pod *corev1.Pod) (*podRuntime, error) {
+	key := pod.Namespace + "/" + pod.Name
+	addr, err := k.allocIP(pod)
+	if err != nil {
+		return nil, err
+	}
+	rt := &podRuntime{
+		uid: pod.UID, key: key, netns: PodNetns(pod.Namespace, pod.Name), veth: vethName(pod.UID),
+		ip: addr, started: metav1.Now(), restarts: map[string]int32{}, procs: map[string]*exec.Cmd{},
+	}
+	_ = deleteNetns(rt.netns) // a leftover of a Pod with the same name
+	if err := podNetwork(rt.netns, rt.veth, addr); err != nil {
+		_ = deleteNetns(rt.netns)
+		k.freeIP(addr)
+		return nil, err
+	}
+	if err := writeResolvConf(rt.netns, pod.Namespace); err != nil {
+		_ = deleteNetns(rt.netns)
+		k.freeIP(addr)
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rt.cancel = cancel
+	k.mu.Lock()
+	k.pods[key] = rt
+	k.mu.Unlock()
+	log.Printf("kubelet: %s: netns %s ip %s veth %s", key, rt.netns, addr, rt.veth)
+	for i := range pod.Spec.Containers {
+		c := pod.Spec.Containers[i]
+		go k.runContainer(ctx, rt, pod, c)
+	}
+	go k.probe(ctx, rt, pod.DeepCopy())
+	return rt, nil
+}
+
+func (k *kubelet) freeIP(a string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if a != CoreDNSIP1 && a != CoreDNSIP2 {
+		delete(k.ips, a)
+	}
+}
+
+// argv returns the command line of a container.
+func (k *kubelet) argv(pod *corev1.Pod, c corev1.Container) []string {
+	if len(c.Command) == 0 {
+		args := []string{k.cfg.LabExe(), "serve-hostname", "--name", pod.Name}
+		n := 0
+		for _, p := range c.Ports {
+			if p.Protocol == "" || p.Protocol == corev1.ProtocolTCP {
+				args = append(args, "--port", strconv.Itoa(int(p.ContainerPort)))
+				n++
+			}
+		}
+		if n == 0 {
+			args = append(args, "--port", "9376")
+		}
+		return args
+	}
+	argv := append(append([]string{}, c.Command...), c.Args...)
+	switch argv[0] {
+	case "coredns":
+		argv[0] = k.cfg.Binary("coredns")
+	case "svcprobe-lab":
+		argv[0] = k.cfg.LabExe()
+	}
+	return argv
+}
+
+func (k *kubelet) runContainer(ctx context.Context, rt *podRuntime, pod *corev1.Pod, c corev1.Container) {
+	argv := inNetns(rt.netns, k.argv(pod, c)...)
+	env := []string{"HOSTNAME=" + pod.Name, "POD_NAME=" + pod.Name, "POD_NAMESPACE=" + pod.Namespace, "POD_IP=" + rt.ip}
+	for _, e := range c.Env {
+		if e.ValueFrom == nil {
+			env = append(env, e.Name+"="+e.Value)
+		}
+	}
+	logFile := k.cfg.path("logs", "pod-"+pod.Namespace+"-"+pod.Name+"-"+c.Name+".log")
+	for ctx.Err() == nil {
+		cmd, err := startDetached(argv, logFile, env)
+		if err != nil {
+			log.Printf("kubelet: %s/%s: %v", rt.key, c.Name, err)
+		} else {
+			k.mu.Lock()
+			rt.procs[c.Name] = cmd
+			stopped := rt.stopped
+			k.mu.Unlock()
+			if stopped {
+				signalTree(cmd.Process.Pid, syscall.SIGKILL)
+			}
+			err = cmd.Wait()
+			log.Printf("kubelet: %s/%s exited: %v", rt.key, c.Name, err)
+		}
+		if ctx.Err() != nil || pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
+			return
+		}
+		k.mu.Lock()
+		rt.restarts[c.Name]++
+		k.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// probe checks readiness every second: the container's readinessProbe
+// (httpGet or tcpSocket) or else a TCP connect to its first TCP port.
+func (k *kubelet) probe(ctx context.Context, rt *podRuntime, pod *corev1.Pod) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ok := true
+		for _, c := range pod.Spec.Containers {
+			if !probeOnce(ctx, rt.ip, c) {
+				ok = false
+			}
+		}
+		k.mu.Lock()
+		changed := rt.ready != ok
+		rt.ready = ok
+		k.mu.Unlock()
+		if changed {
+			k.queue.Add(rt.key)
+			if ok {
+				t.Reset(time.Second)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func probeOnce(ctx context.Context, podIP string, c corev1.Container) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	port := func(p intstr.IntOrString) string {
+		if p.Type == intstr.Int {
+			return strconv.Itoa(p.IntValue())
+		}
+		for _, cp := range c.Ports {
+			if cp.Name == p.StrVal {
+				return strconv.Itoa(int(cp.ContainerPort))
+			}
+		}
+		return p.StrVal
+	}
+	if rp := c.ReadinessProbe; rp != nil {
+		switch {
+		case rp.HTTPGet != nil:
+			u := fmt.Sprintf("http://%s%s", net.JoinHostPort(podIP, port(rp.HTTPGet.Port)), rp.HTTPGet.Path)
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+			if err != nil {
+				return false
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode >= 200 && resp.StatusCode < 400
+		case rp.TCPSocket != nil:
+			return tcpOK(ctx, net.JoinHostPort(podIP, port(rp.TCPSocket.Port)))
+		}
+		return true
+	}
+	if len(c.Command) == 0 && len(c.Ports) == 0 {
+		return tcpOK(ctx, net.JoinHostPort(podIP, "9376"))
+	}
+	for _, p := range c.Ports {
+		if p.Protocol == "" || p.Protocol == corev1.ProtocolTCP {
+			return tcpOK(ctx, net.JoinHostPort(podIP, strconv.Itoa(int(p.ContainerPort))))
+		}
+	}
+	return true
+}
+
+func tcpOK(ctx context.Context, addr string) bool {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+func (k *kubelet) teardown(rt *podRuntime) {
+	k.mu.Lock()
+	if k.pods[rt.key] == rt {
+		delete(k.pods, rt.key)
+	}
+	rt.stopped = true
+	var pids []int
+	for _, cmd := range rt.procs {
+		if cmd.Process != nil {
+			pids = append(pids, cmd.Process.Pid)
+		}
+	}
+	k.mu.Unlock()
+	if rt.cancel != nil {
+		rt.cancel()
+	}
+	log.Printf("kubelet: %s: stopping", rt.key)
+	killPids(pids, 2*time.Second)
+	if err := deleteNetns(rt.netns); err != nil {
+		log.Printf("kubelet: %s: %v", rt.key, err)
+	}
+	k.freeIP(rt.ip)
+}
+
+func (k *kubelet) writeStatus(ctx context.Context, pod *corev1.Pod, rt *podRuntime) error {
+	k.mu.Lock()
+	ready := rt.ready
+	restarts := map[string]int32{}
+	for n, r := range rt.restarts {
+		restarts[n] = r
+	}
+	k.mu.Unlock()
+
+	cond := func(t corev1.PodConditionType, ok bool) corev1.PodCondition {
+		s := corev1.ConditionFalse
+		if ok {
+			s = corev1.ConditionTrue
+		}
+		c := corev1.PodCondition{Type: t, Status: s, LastTransitionTime: metav1.Now()}
+		for _, old := range pod.Status.Conditions {
+			if old.Type == t && old.Status == s {
+				c.LastTransitionTime = old.LastTransitionTime
+			}
+		}
+		return c
+	}
+	st := pod.Status.DeepCopy()
+	st.Phase = corev1.PodRunning
+	st.HostIP = NodeIP
+	st.HostIPs = []corev1.HostIP{{IP: NodeIP}}
+	st.PodIP = rt.ip
+	st.PodIPs = []corev1.PodIP{{IP: rt.ip}}
+	st.StartTime = &rt.started
+	st.Conditions = []corev1.PodCondition{
+		cond(corev1.PodScheduled, true),
+		cond(corev1.PodInitialized, true),
+		cond(corev1.ContainersReady, ready),
+		cond(corev1.PodReady, ready),
+	}
+	st.ContainerStatuses = nil
+	for _, c := range pod.Spec.Containers {
+		st.ContainerStatuses = append(st.ContainerStatuses, corev1.ContainerStatus{
+			Name:         c.Name,
+			Image:        c.Image,
+			ImageID:      c.Image,
+			ContainerID:  "svcprobe-lab://" + string(pod.UID) + "/" + c.Name,
+			Ready:        ready,
+			Started:      ptr(true),
+			RestartCount: restarts[c.Name],
+			State:        corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: rt.started}},
+		})
+	}
+	if statusEqual(&pod.Status, st) {
+		return nil
+	}
+	np := pod.DeepCopy()
+	np.Status = *st
+	_, err := k.client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, np, metav1.UpdateOptions{})
+	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		// A newer version is on its way through the informer.
+		return nil
+	}
+	if err == nil {
+		log.Printf("kubelet: %s: status Running ip %s ready %v", rt.key, rt.ip, ready)
+	}
+	return err
+}
+
+func statusEqual(a, b *corev1.PodStatus) bool {
+	if a.Phase != b.Phase || a.PodIP != b.PodIP || a.HostIP != b.HostIP || len(a.Conditions) != len(b.Conditions) ||
+		len(a.ContainerStatuses) != len(b.ContainerStatuses) {
+		return false
+	}
+	for i := range a.Conditions {
+		if a.Conditions[i].Type != b.Conditions[i].Type || a.Conditions[i].Status != b.Conditions[i].Status {
+			return false
+		}
+	}
+	for i := range a.ContainerStatuses {
+		if a.ContainerStatuses[i].Ready != b.ContainerStatuses[i].Ready ||
+			a.ContainerStatuses[i].RestartCount != b.ContainerStatuses[i].RestartCount {
+			return false
+		}
+	}
+	return true
+}

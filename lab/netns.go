@@ -1,0 +1,124 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// listNetns returns the names of the lab's network namespaces.
+func listNetns() ([]string, error) {
+	ents, err := os.ReadDir("/run/netns")
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if hasPrefix(e.Name()) {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// netnsPids lists the processes inside a network namespace.
+func netnsPids(netns string) []int {
+	out, err := run("ip", "netns", "pids", netns)
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, f := range strings.Fields(out) {
+		if p, err := strconv.Atoi(f); err == nil && p != os.Getpid() {
+			pids = append(pids, p)
+		}
+	}
+	return pids
+}
+
+// deleteNetns kills whatever runs in netns, deletes it and its /etc/netns
+// folder. Interfaces inside (veth ends, the bridge) and its iptables state go
+// with it.
+func deleteNetns(netns string) error {
+	if !hasPrefix(netns) {
+		return fmt.Errorf("refusing to delete netns %q without prefix %q", netns, Prefix)
+	}
+	killPids(netnsPids(netns), 3e9)
+	var err error
+	if _, statErr := os.Stat(filepath.Join("/run/netns", netns)); statErr == nil {
+		err = ip("netns", "del", netns)
+	}
+	_ = os.RemoveAll(filepath.Join("/etc/netns", netns))
+	return err
+}
+
+// dialInNetns dials addr from inside a network namespace: the socket is made
+// on a thread that entered the namespace; that thread is thrown away after.
+func dialInNetns(ctx context.Context, netns, network, addr string) (net.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		// No UnlockOSThread: the thread changed namespace, so Go ends it
+		// when this goroutine returns.
+		f, err := os.Open(filepath.Join("/run/netns", netns))
+		if err != nil {
+			ch <- result{nil, err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{nil, fmt.Errorf("setns %s: %w", netns, err)}
+			return
+		}
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		ch <- result{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
+}
+
+// NetnsDialer returns a DialContext func that dials inside netns.
+func NetnsDialer(netns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return dialInNetns(ctx, netns, network, addr)
+	}
+}
+
+// podNetwork wires a namespace to cbr0: a veth whose node end (vethName) is
+// a hairpin port of the bridge, the pod end eth0 with addr/24.
+func podNetwork(netns, vethName, addr string) error {
+	if err := ip("netns", "add", netns); err != nil {
+		return err
+	}
+	steps := [][]string{
+		{"-n", netns, "link", "set", "lo", "up"},
+		{"-n", NodeNetns, "link", "add", vethName, "type", "veth", "peer", "name", "eth0", "netns", netns},
+		{"-n", NodeNetns, "link", "set", vethName, "master", Bridge},
+		{"-n", NodeNetns, "link", "set", vethName, "type", "bridge_slave", "hairpin", "on"},
+		{"-n", NodeNetns, "link", "set", vethName, "up"},
+		{"-n", netns, "addr", "add", addr + "/24", "dev", "eth0"},
+		{"-n", netns, "link", "set", "eth0", "up"},
+		{"-n", netns, "route", "add", "default", "via", NodeIP},
+	}
+	for _, s := range steps {
+		if err := ip(s...); err != nil {
+			return err
+		}
+	}
+	return nil
+}

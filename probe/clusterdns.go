@@ -1,0 +1,157 @@
+package probe
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// ClusterDNSProber checks cluster DNS itself, once per round rather than once per Service: the
+// canary a Pod would use (kubernetes.default through the search list), each nameserver of
+// resolv.conf (the DNS Service IP), and each DNS Pod asked directly. Comparing the last two tells
+// "the DNS Service IP is not forwarded" from "DNS is down".
+type ClusterDNSProber struct {
+	Budget        *Budget
+	Conf          ResolvConf
+	ClusterDomain string // "cluster.local" when empty
+}
+
+// DNSServer is one Pod behind the cluster DNS Service.
+type DNSServer struct {
+	Name string // Pod name
+	Addr netip.AddrPort
+}
+
+// PodDNSCheck is the check of one DNS Pod asked directly.
+type PodDNSCheck struct {
+	Name  string
+	Check Check
+}
+
+// ClusterDNSResult is one round of cluster DNS checks.
+type ClusterDNSResult struct {
+	Canary Check         // kubernetes.default through the search list and Conf.Servers
+	VIP    []Check       // one per Conf.Servers entry, each asked alone, in resolv.conf order
+	Pods   []PodDNSCheck // one per DNS Pod, in the order given
+	At     time.Time
+}
+
+// VIPUp reports whether any resolv.conf nameserver answered.
+func (r ClusterDNSResult) VIPUp() bool {
+	for _, c := range r.VIP {
+		if c.OK() {
+			return true
+		}
+	}
+	return false
+}
+
+// PodsUp counts the DNS Pods that answered with a record. A Pod answering SERVFAIL or NXDOMAIN is
+// down: it is reachable but cannot resolve the one name every cluster has.
+func (r ClusterDNSResult) PodsUp() (up, total int) {
+	for _, p := range r.Pods {
+		if p.Check.OK() {
+			up++
+		}
+	}
+	return up, len(r.Pods)
+}
+
+// DownPods names the DNS Pods that did not answer with a record, in the order given.
+func (r ClusterDNSResult) DownPods() []string {
+	var out []string
+	for _, p := range r.Pods {
+		if !p.Check.OK() {
+			out = append(out, p.Name)
+		}
+	}
+	return out
+}
+
+// ProxySuspect reports that every resolv.conf nameserver failed with timeout, refused or
+// unreachable while at least one DNS Pod answered when asked directly: DNS works, the way to it
+// through the Service IP does not, which is kube-proxy's (or the CNI's service routing) job.
+// REFUSED counts whether it is a refused socket or a REFUSED rcode: a DNS Pod that answers
+// directly would not refuse through the Service IP unless the Service IP leads elsewhere.
+// SERVFAIL and NXDOMAIN through the Service IP do not count: they mean DNS itself is unwell.
+func (r ClusterDNSResult) ProxySuspect() bool {
+	if len(r.VIP) == 0 {
+		return false
+	}
+	for _, c := range r.VIP {
+		switch c.Reason {
+		case ReasonTimeout, ReasonRefused, ReasonUnreachable:
+		default:
+			return false
+		}
+	}
+	up, _ := r.PodsUp()
+	return up > 0
+}
+
+// Probe runs the checks concurrently, so a dead nameserver eating its whole timeout does not
+// starve the Pod checks that tell why it is dead. Each query still takes a token from Budget;
+// with a Budget concurrency below the number of checks some may wait and then report
+// budget_exhausted, which ProxySuspect never takes as evidence.
+func (p *ClusterDNSProber) Probe(ctx context.Context, servers []DNSServer) ClusterDNSResult {
+	res := ClusterDNSResult{
+		At:   time.Now(),
+		VIP:  make([]Check, len(p.Conf.Servers)),
+		Pods: make([]PodDNSCheck, len(servers)),
+	}
+	domain := dnsClusterDomain(p.ClusterDomain)
+	fqdn := "kubernetes.default.svc." + domain + "."
+	// The kubernetes Service has the cluster's primary IP family, as does the DNS Service IP
+	// kubelet writes into resolv.conf, so ask for that family's records.
+	qtype := dns.TypeA
+	if len(p.Conf.Servers) > 0 && p.Conf.Servers[0].Addr().Unmap().Is6() {
+		qtype = dns.TypeAAAA
+	}
+	qname := dns.TypeToString[qtype]
+
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		l := dnsWalk(ctx, p.Budget, p.Conf.Servers, p.Conf.Candidates("kubernetes.default"), qtype)
+		res.Canary = clusterDNSCheck(qname+" kubernetes.default via search path", l, true)
+	})
+	for i, srv := range p.Conf.Servers {
+		wg.Go(func() {
+			l := dnsWalk(ctx, p.Budget, []netip.AddrPort{srv}, []string{fqdn}, qtype)
+			res.VIP[i] = clusterDNSCheck(fmt.Sprintf("%s %s @%s", qname, fqdn, srv), l, false)
+		})
+	}
+	for i, s := range servers {
+		wg.Go(func() {
+			l := dnsWalk(ctx, p.Budget, []netip.AddrPort{s.Addr}, []string{fqdn}, qtype)
+			res.Pods[i] = PodDNSCheck{
+				Name:  s.Name,
+				Check: clusterDNSCheck(fmt.Sprintf("%s %s @%s (pod %s)", qname, fqdn, s.Addr, s.Name), l, false),
+			}
+		})
+	}
+	wg.Wait()
+	return res
+}
+
+// clusterDNSCheck turns a lookup into a check: any record will do, since the prober does not know
+// the kubernetes Service's IP and only cares that DNS resolves it.
+func clusterDNSCheck(subject string, l dnsLookup, walk bool) Check {
+	c := Check{Subject: subject, Reason: l.reason, Detail: l.detail, Duration: l.rtt}
+	if l.reason == ReasonSuccess {
+		var got []string
+		for _, rr := range l.records {
+			switch rr := rr.(type) {
+			case *dns.A:
+				got = append(got, rr.A.String())
+			case *dns.AAAA:
+				got = append(got, rr.AAAA.String())
+			}
+		}
+		c.Detail = fmt.Sprint(got) + l.source(walk)
+	}
+	return c
+}

@@ -1,0 +1,135 @@
+package probe
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+const fqdnKubernetes = "kubernetes.default.svc.cluster.local."
+
+// kubernetesDNS is a healthy DNS Pod: it knows the kubernetes Service.
+func kubernetesDNS(t *testing.T) *fakeDNS {
+	return newFakeDNS(t, fqdnKubernetes+" 5 IN A 192.0.2.1")
+}
+
+func runClusterDNS(t *testing.T, vips []netip.AddrPort, pods []DNSServer, timeout time.Duration) ClusterDNSResult {
+	t.Helper()
+	p := &ClusterDNSProber{Budget: testBudget(t), Conf: kubeletConf(vips...), ClusterDomain: "cluster.local"}
+	return p.Probe(dnsCtx(t, timeout), pods)
+}
+
+func TestClusterDNSHealthy(t *testing.T) {
+	vip := serveFakeDNS(t, kubernetesDNS(t))
+	pods := []DNSServer{
+		{Name: "coredns-a", Addr: serveFakeDNS(t, kubernetesDNS(t))},
+		{Name: "coredns-b", Addr: serveFakeDNS(t, kubernetesDNS(t))},
+	}
+	before := time.Now()
+	r := runClusterDNS(t, []netip.AddrPort{vip}, pods, 2*time.Second)
+	if !r.Canary.OK() || !strings.Contains(r.Canary.Subject, "search path") {
+		t.Errorf("canary %+v", r.Canary)
+	}
+	if !r.VIPUp() || len(r.VIP) != 1 || r.VIP[0].Subject != "A "+fqdnKubernetes+" @"+vip.String() {
+		t.Errorf("VIP %+v", r.VIP)
+	}
+	if up, total := r.PodsUp(); up != 2 || total != 2 {
+		t.Errorf("pods up %d/%d, want 2/2", up, total)
+	}
+	if r.ProxySuspect() {
+		t.Errorf("proxy suspect while everything works")
+	}
+	if r.At.Before(before) {
+		t.Errorf("At %v is before the probe started", r.At)
+	}
+}
+
+func TestClusterDNSOnePodServFail(t *testing.T) {
+	broken := newFakeDNS(t)
+	broken.allRcode = dns.RcodeServerFailure
+	pods := []DNSServer{
+		{Name: "coredns-a", Addr: serveFakeDNS(t, kubernetesDNS(t))},
+		{Name: "coredns-b", Addr: serveFakeDNS(t, broken)},
+	}
+	r := runClusterDNS(t, []netip.AddrPort{serveFakeDNS(t, kubernetesDNS(t))}, pods, 2*time.Second)
+	if up, total := r.PodsUp(); up != 1 || total != 2 {
+		t.Errorf("pods up %d/%d, want 1/2", up, total)
+	}
+	if got := r.DownPods(); !slices.Equal(got, []string{"coredns-b"}) {
+		t.Errorf("down pods %v, want [coredns-b]", got)
+	}
+	if c := r.Pods[1]; c.Name != "coredns-b" || c.Check.Reason != ReasonServFail || !strings.Contains(c.Check.Subject, "coredns-b") {
+		t.Errorf("pod check %+v", c)
+	}
+	if !r.VIPUp() || r.ProxySuspect() {
+		t.Errorf("VIP up %v, proxy suspect %v: want up and not suspect", r.VIPUp(), r.ProxySuspect())
+	}
+}
+
+func TestClusterDNSVIPDeadPodsAnswer(t *testing.T) {
+	// Two resolv.conf nameservers, neither forwarded: one port refuses, the other drops packets.
+	silent := newFakeDNS(t)
+	silent.silent = true
+	vips := []netip.AddrPort{closedUDPPort(t), serveFakeDNS(t, silent)}
+	pods := []DNSServer{{Name: "coredns-a", Addr: serveFakeDNS(t, kubernetesDNS(t))}}
+	r := runClusterDNS(t, vips, pods, 500*time.Millisecond)
+	if r.VIP[0].Reason != ReasonRefused || r.VIP[1].Reason != ReasonTimeout {
+		t.Errorf("VIP checks %+v, want refused then timeout", r.VIP)
+	}
+	if r.VIPUp() {
+		t.Errorf("VIP up")
+	}
+	if r.Canary.OK() {
+		t.Errorf("canary %+v succeeded through dead nameservers", r.Canary)
+	}
+	if up, _ := r.PodsUp(); up != 1 {
+		t.Errorf("the pod asked directly should answer: %+v", r.Pods)
+	}
+	if !r.ProxySuspect() {
+		t.Errorf("DNS Pods answer while the Service IP does not: want proxy suspect")
+	}
+}
+
+func TestClusterDNSAllDead(t *testing.T) {
+	silent := newFakeDNS(t)
+	silent.silent = true
+	pods := []DNSServer{
+		{Name: "coredns-a", Addr: closedUDPPort(t)},
+		{Name: "coredns-b", Addr: serveFakeDNS(t, silent)},
+	}
+	r := runClusterDNS(t, []netip.AddrPort{serveFakeDNS(t, silent)}, pods, 300*time.Millisecond)
+	if r.VIPUp() {
+		t.Errorf("VIP up")
+	}
+	if up, total := r.PodsUp(); up != 0 || total != 2 {
+		t.Errorf("pods up %d/%d, want 0/2", up, total)
+	}
+	if r.ProxySuspect() {
+		t.Errorf("nothing answers anywhere: DNS is down, not the proxy")
+	}
+}
+
+func TestClusterDNSVIPServFailIsNotProxy(t *testing.T) {
+	// The Service IP leads to a DNS server that replies: the proxy did its job.
+	broken := newFakeDNS(t)
+	broken.allRcode = dns.RcodeServerFailure
+	pods := []DNSServer{{Name: "coredns-a", Addr: serveFakeDNS(t, kubernetesDNS(t))}}
+	r := runClusterDNS(t, []netip.AddrPort{serveFakeDNS(t, broken)}, pods, 2*time.Second)
+	if r.VIPUp() || r.ProxySuspect() {
+		t.Errorf("VIP up %v, proxy suspect %v: want neither", r.VIPUp(), r.ProxySuspect())
+	}
+}
+
+func TestClusterDNSAsksIPv6WhenTheVIPIsIPv6(t *testing.T) {
+	pod := newFakeDNS(t, fqdnKubernetes+" 5 IN AAAA 2001:db8::1")
+	p := &ClusterDNSProber{Budget: testBudget(t), Conf: ResolvConf{Servers: []netip.AddrPort{netip.MustParseAddrPort("[::1]:9")}}}
+	// The VIP is an unused IPv6 loopback port; the answer that matters is the Pod's.
+	r := p.Probe(dnsCtx(t, time.Second), []DNSServer{{Name: "coredns-a", Addr: serveFakeDNS(t, pod)}})
+	if !r.Pods[0].Check.OK() || !strings.HasPrefix(r.Pods[0].Check.Subject, "AAAA ") {
+		t.Errorf("pod check %+v, want an AAAA answer", r.Pods[0].Check)
+	}
+}

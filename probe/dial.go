@@ -1,0 +1,239 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/svcprobe/svcprobe/discovery"
+)
+
+// maxHTTPBody bounds what an HTTP probe reads: enough for an identity or a health page, never a
+// download that would hold a probe slot.
+const maxHTTPBody = 64 << 10
+
+// dnsProbeName is what DNSUDP asks. It is a name the cluster DNS answers authoritatively, so a
+// probe never makes CoreDNS query upstream; any answer (even NXDOMAIN in a cluster with another
+// domain) proves that the server speaks DNS.
+const dnsProbeName = "kubernetes.default.svc.cluster.local."
+
+// Dialer opens the probe sockets: every one of them through Budget, to exactly the address it is
+// given (no proxy, no redirect, no resolver), and closed so that it leaves no TIME_WAIT behind.
+//
+// The zero value works without a budget (tests); the exporter always sets Budget. A Dialer must
+// not be copied after first use.
+type Dialer struct {
+	Budget *Budget
+
+	// dialContext replaces net.Dialer.DialContext in tests, to inject errors that loopback cannot
+	// produce (unreachable, port exhaustion). nil in production.
+	dialContext func(ctx context.Context, network, address string) (net.Conn, error)
+
+	once      sync.Once
+	transport *http.Transport
+}
+
+// conn acquires a connection slot, with the error marked as a budget error.
+func (d *Dialer) conn(ctx context.Context) (func(), error) {
+	if d.Budget == nil {
+		return func() {}, nil
+	}
+	release, err := d.Budget.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errBudget, err)
+	}
+	return release, nil
+}
+
+// dnsSlot acquires a DNS query slot, with the error marked as a budget error.
+func (d *Dialer) dnsSlot(ctx context.Context) (func(), error) {
+	if d.Budget == nil {
+		return func() {}, nil
+	}
+	release, err := d.Budget.DNS(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errBudget, err)
+	}
+	return release, nil
+}
+
+func (d *Dialer) dial(ctx context.Context, network, address string) (net.Conn, error) {
+	if d.dialContext != nil {
+		return d.dialContext(ctx, network, address)
+	}
+	var nd net.Dialer
+	return nd.DialContext(ctx, network, address)
+}
+
+// abort closes a TCP connection with SO_LINGER 0: the kernel sends RST and frees the socket at
+// once instead of keeping it in TIME_WAIT for a minute. A prober opening thousands of short
+// connections per round would otherwise exhaust its ephemeral ports (and the conntrack table).
+func abort(c net.Conn) error {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0) // best effort: Close below still frees the descriptor
+	}
+	return c.Close()
+}
+
+// TCP connects to addr and closes the connection at once. Duration is the connect time.
+func (d *Dialer) TCP(ctx context.Context, addr netip.AddrPort, subject string) Check {
+	c := Check{Subject: subject}
+	release, err := d.conn(ctx)
+	if err != nil {
+		c.Reason, c.Detail = classify(err)
+		return c
+	}
+	defer release()
+	start := time.Now()
+	conn, err := d.dial(ctx, "tcp", addr.String())
+	c.Duration = time.Since(start)
+	if err != nil {
+		c.Reason, c.Detail = classify(err)
+		return c
+	}
+	_ = abort(conn) // the connect was the probe; nothing to report about the close
+	c.Reason, c.Detail = ReasonSuccess, "TCP connect succeeded"
+	return c
+}
+
+// budgetConn is a probe connection that holds a budget slot until it is closed, however the
+// HTTP transport ends up closing it.
+type budgetConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *budgetConn) Close() error {
+	err := abort(c.Conn)
+	c.once.Do(c.release)
+	return err
+}
+
+func (d *Dialer) httpTransport() *http.Transport {
+	d.once.Do(func() {
+		d.transport = &http.Transport{
+			// Proxy stays nil: a probe must reach the address itself, never HTTP_PROXY.
+			DisableKeepAlives:      true, // one connection per probe, closed by us (no TIME_WAIT)
+			DisableCompression:     true, // the body is compared byte for byte (hairpin identity)
+			MaxResponseHeaderBytes: maxHTTPBody,
+			DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+				release, err := d.conn(ctx)
+				if err != nil {
+					return nil, err
+				}
+				conn, err := d.dial(ctx, network, address)
+				if err != nil {
+					release()
+					return nil, err
+				}
+				return &budgetConn{Conn: conn, release: release}, nil
+			},
+		}
+	})
+	return d.transport
+}
+
+// HTTP sends GET http://addr<opts.Path> with the Host header host (addr when empty) and checks the
+// status against opts (200-399 when opts has no range). Redirects are not followed: a redirect
+// is an answer of the backend, judged by its status. It returns the check and the first 64 KiB
+// of the body (nil when no response arrived), which the hairpin stage compares to an identity.
+// Duration covers the whole exchange.
+func (d *Dialer) HTTP(ctx context.Context, addr netip.AddrPort, host string, opts discovery.HTTPOptions, subject string) (Check, []byte) {
+	c := Check{Subject: subject}
+	path := opts.Path
+	if path == "" {
+		path = "/"
+	}
+	if opts.StatusMin == 0 && opts.StatusMax == 0 {
+		opts.StatusMin, opts.StatusMax = 200, 399
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr.String()+path, nil)
+	if err != nil {
+		c.Reason, c.Detail = ReasonError, fmt.Sprintf("building the request for path %q: %v", path, err)
+		return c, nil
+	}
+	if host != "" {
+		req.Host = host
+	}
+	req.Header.Set("User-Agent", "svcprobe")
+	client := &http.Client{
+		Transport: d.httpTransport(),
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+	start := time.Now()
+	resp, err := client.Do(req)
+	if err != nil {
+		c.Duration = time.Since(start)
+		c.Reason, c.Detail = classify(err)
+		return c, nil
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxHTTPBody))
+	_ = resp.Body.Close() // closes the connection (keep-alives are off)
+	c.Duration = time.Since(start)
+	if err != nil {
+		c.Reason, c.Detail = classify(err)
+		c.Detail = fmt.Sprintf("HTTP %d, then reading the body: %s", resp.StatusCode, c.Detail)
+		return c, body
+	}
+	status := strconv.Itoa(resp.StatusCode)
+	if t := http.StatusText(resp.StatusCode); t != "" {
+		status += " " + t
+	}
+	if !opts.Accepts(resp.StatusCode) {
+		c.Reason = ReasonHTTPStatus
+		c.Detail = fmt.Sprintf("HTTP %s from GET %s (accepted %d-%d)", status, path, opts.StatusMin, opts.StatusMax)
+		return c, body
+	}
+	c.Reason, c.Detail = ReasonSuccess, fmt.Sprintf("HTTP %s from GET %s", status, path)
+	return c, body
+}
+
+// DNSUDP sends one DNS query over UDP to addr. Any well-formed response, whatever its rcode,
+// succeeds: the probe asks whether a DNS server answers on the port, not what it knows (the dns
+// stage checks answers).
+func (d *Dialer) DNSUDP(ctx context.Context, addr netip.AddrPort, subject string) Check {
+	c := Check{Subject: subject}
+	release, err := d.dnsSlot(ctx)
+	if err != nil {
+		c.Reason, c.Detail = classify(err)
+		return c
+	}
+	defer release()
+	start := time.Now()
+	conn, err := d.dial(ctx, "udp", addr.String())
+	if err != nil {
+		c.Duration = time.Since(start)
+		c.Reason, c.Detail = classify(err)
+		return c
+	}
+	defer conn.Close()
+	m := new(dns.Msg)
+	m.SetQuestion(dnsProbeName, dns.TypeA)
+	// Without a deadline on ctx the client's own 2s timeouts apply, so a probe never hangs.
+	client := &dns.Client{Net: "udp"}
+	resp, _, err := client.ExchangeWithConnContext(ctx, m, &dns.Conn{Conn: conn})
+	c.Duration = time.Since(start)
+	if err != nil {
+		c.Reason, c.Detail = classify(err)
+		var perr *net.OpError
+		if c.Reason == ReasonError && !errors.As(err, &perr) {
+			c.Detail = "malformed DNS response: " + c.Detail
+		}
+		return c
+	}
+	c.Reason = ReasonSuccess
+	c.Detail = fmt.Sprintf("DNS server answered %s for A %s", dns.RcodeToString[resp.Rcode], dnsProbeName)
+	return c
+}

@@ -1,0 +1,143 @@
+package probe
+
+import (
+	"context"
+	"time"
+
+	"github.com/svcprobe/svcprobe/discovery"
+)
+
+// Stage is one step of the runbook.
+type Stage string
+
+// The stages, in runbook order.
+const (
+	StageSpec      Stage = "spec"
+	StageEndpoints Stage = "endpoints"
+	StageDNS       Stage = "dns"
+	StagePod       Stage = "pod"
+	StageProxy     Stage = "proxy"
+	StageHairpin   Stage = "hairpin"
+)
+
+// Stages lists every stage in runbook order.
+var Stages = []Stage{StageSpec, StageEndpoints, StageDNS, StagePod, StageProxy, StageHairpin}
+
+// Reason is the outcome of a probe, from a closed set (it becomes a label value).
+type Reason string
+
+// The closed set of reasons.
+const (
+	ReasonSuccess   Reason = "success"
+	ReasonNotProbed Reason = "not_probed"
+
+	ReasonSelectorMatchesNoPods Reason = "selector_matches_no_pods"
+	ReasonTargetPortUnresolved  Reason = "target_port_unresolved"
+	ReasonProtocolMismatch      Reason = "protocol_mismatch"
+
+	ReasonNoEndpoints      Reason = "no_endpoints"
+	ReasonNoReadyEndpoints Reason = "no_ready_endpoints"
+
+	ReasonTimeout     Reason = "timeout"
+	ReasonNXDomain    Reason = "nxdomain"
+	ReasonServFail    Reason = "servfail"
+	ReasonRefused     Reason = "refused"
+	ReasonWrongAnswer Reason = "wrong_answer"
+	ReasonNoAnswer    Reason = "no_answer"
+
+	ReasonReset         Reason = "reset"
+	ReasonUnreachable   Reason = "unreachable"
+	ReasonHTTPStatus    Reason = "http_status"
+	ReasonPortExhausted Reason = "port_exhausted"
+	ReasonWrongBackend  Reason = "wrong_backend"
+	ReasonBudget        Reason = "budget_exhausted"
+	ReasonError         Reason = "error"
+)
+
+// Reasons is the closed set, for documentation and tests.
+var Reasons = []Reason{
+	ReasonSuccess, ReasonNotProbed,
+	ReasonSelectorMatchesNoPods, ReasonTargetPortUnresolved, ReasonProtocolMismatch,
+	ReasonNoEndpoints, ReasonNoReadyEndpoints,
+	ReasonTimeout, ReasonNXDomain, ReasonServFail, ReasonRefused, ReasonWrongAnswer, ReasonNoAnswer,
+	ReasonReset, ReasonUnreachable, ReasonHTTPStatus, ReasonPortExhausted, ReasonWrongBackend,
+	ReasonBudget, ReasonError,
+}
+
+// Outcome says whether a stage passed, failed or did not apply.
+type Outcome int
+
+const (
+	// Skipped: the stage does not apply to this Service (e.g. proxy for a headless Service).
+	Skipped Outcome = iota
+	OK
+	Failed
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case OK:
+		return "ok"
+	case Failed:
+		return "failed"
+	}
+	return "skipped"
+}
+
+// Check is one piece of evidence of a stage: what was asked, what was seen.
+type Check struct {
+	Subject  string        // e.g. "198.18.0.5:9376 (pod hostnames-abc)", "A hostnames.default.svc.cluster.local"
+	Reason   Reason        // success or why not
+	Detail   string        // what was seen, in words
+	Duration time.Duration // zero for checks that open no socket
+	// Pod and Addr name the endpoint a pod-stage check dialed (for per-endpoint series).
+	Pod  string
+	Addr string
+}
+
+// OK reports whether the check succeeded.
+func (c Check) OK() bool { return c.Reason == ReasonSuccess }
+
+// Result is the outcome of one stage against one Service.
+type Result struct {
+	Stage    Stage
+	Outcome  Outcome
+	Reason   Reason // ReasonSuccess when OK; the first failure otherwise
+	Detail   string // one line for humans
+	Hint     string // what to check next, for a failing stage
+	Checks   []Check
+	Duration time.Duration
+	At       time.Time
+	// Failing and Total count failing checks among all, e.g. 1 of 3 endpoints (degraded).
+	Failing, Total int
+}
+
+// Prober runs one stage against one target. Implementations must honour ctx's deadline.
+type Prober interface {
+	Stage() Stage
+	Probe(ctx context.Context, t *discovery.Target) Result
+}
+
+// skipped builds the result of a stage that does not apply.
+func skipped(s Stage, why string) Result {
+	return Result{Stage: s, Outcome: Skipped, Reason: ReasonNotProbed, Detail: why}
+}
+
+// fromChecks folds checks into a result: OK when every check succeeded, else the first failure's
+// reason. An empty list is a skip.
+func fromChecks(s Stage, checks []Check, why string) Result {
+	if len(checks) == 0 {
+		return skipped(s, why)
+	}
+	r := Result{Stage: s, Outcome: OK, Reason: ReasonSuccess, Checks: checks, Total: len(checks)}
+	for _, c := range checks {
+		r.Duration += c.Duration
+		if !c.OK() {
+			if r.Failing == 0 {
+				r.Outcome, r.Reason, r.Detail = Failed, c.Reason, c.Subject+": "+c.Detail
+			}
+			r.Failing++
+		}
+	}
+	return r
+}

@@ -1,0 +1,351 @@
+package probe
+
+import (
+	"container/heap"
+	"context"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/svcprobe/svcprobe/discovery"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// ResultSink receives what the scheduler measured. The metrics store implements it.
+type ResultSink interface {
+	Record(t *discovery.Target, results []Result)
+	Forget(uid types.UID)
+	RecordClusterDNS(r ClusterDNSResult)
+}
+
+// SchedulerConfig sets the pace.
+type SchedulerConfig struct {
+	Interval time.Duration // every target is probed once per interval
+	Timeout  time.Duration // per stage
+	Workers  int           // targets probed at once
+	// ClusterDNS, when set, runs once per interval (the canary and each DNS Pod).
+	ClusterDNS func(ctx context.Context) ClusterDNSResult
+}
+
+// Validate rejects absurd settings at start.
+func (c SchedulerConfig) Validate() error {
+	switch {
+	case c.Interval <= 0:
+		return fmt.Errorf("--probe.interval must be positive, got %s", c.Interval)
+	case c.Timeout <= 0:
+		return fmt.Errorf("--probe.timeout must be positive, got %s", c.Timeout)
+	case c.Timeout > c.Interval:
+		return fmt.Errorf("--probe.timeout (%s) must not exceed --probe.interval (%s)", c.Timeout, c.Interval)
+	case c.Workers < 1:
+		return fmt.Errorf("workers must be at least 1, got %d", c.Workers)
+	}
+	return nil
+}
+
+// Scheduler keeps the set of targets and probes each once per interval, spread over the interval
+// by a hash of the UID plus jitter, so thousands of Services do not fire at once. A new or changed
+// target gets its cheap stages (spec, endpoints) at once, in the caller's goroutine, and its
+// network stages within moments.
+type Scheduler struct {
+	cfg     SchedulerConfig
+	cheap   []Prober // spec, endpoints: no sockets, run on every change
+	network []Prober // dns, pod, proxy, hairpin
+	sink    ResultSink
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	entries map[types.UID]*entry
+	queue   entryHeap
+	wake    chan struct{}
+
+	stats SchedulerStats
+}
+
+// SchedulerStats are the scheduler's self-metrics.
+type SchedulerStats struct {
+	Rounds        atomic.Uint64 // target probes completed
+	Skipped       atomic.Uint64 // a target was due while its previous probe still ran
+	LagNanos      atomic.Int64  // how late the last probe started against its slot
+	MaxLagNanos   atomic.Int64  // the largest lag since start
+	Pending       atomic.Int64  // targets never probed yet
+	ClusterRounds atomic.Uint64
+}
+
+type entry struct {
+	t       *discovery.Target
+	next    time.Time
+	index   int // in the heap; -1 when not queued
+	running bool
+	probed  bool
+}
+
+// NewScheduler builds a scheduler over the given probers.
+func NewScheduler(cfg SchedulerConfig, probers []Prober, sink ResultSink, log *slog.Logger) (*Scheduler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Scheduler{cfg: cfg, sink: sink, log: log, entries: map[types.UID]*entry{}, wake: make(chan struct{}, 1)}
+	for _, p := range probers {
+		switch p.Stage() {
+		case StageSpec, StageEndpoints:
+			s.cheap = append(s.cheap, p)
+		default:
+			s.network = append(s.network, p)
+		}
+	}
+	return s, nil
+}
+
+// Stats returns the scheduler's counters.
+func (s *Scheduler) Stats() *SchedulerStats { return &s.stats }
+
+// Upsert adds or updates a target (discovery.Sink).
+func (s *Scheduler) Upsert(t *discovery.Target) {
+	now := time.Now()
+	// The cheap stages answer "does it have ready endpoints" the moment the slice changes.
+	results := make([]Result, 0, len(s.cheap))
+	for _, p := range s.cheap {
+		results = append(results, s.run(context.Background(), p, t, now))
+	}
+	s.sink.Record(t, results)
+
+	s.mu.Lock()
+	e, ok := s.entries[t.UID]
+	if !ok {
+		e = &entry{index: -1}
+		s.entries[t.UID] = e
+		s.stats.Pending.Add(1)
+	}
+	e.t = t
+	// Probe the network stages soon, spread a little so a burst of changes is not a burst of dials.
+	soon := now.Add(time.Duration(rand.Int64N(int64(min(s.cfg.Interval/10, time.Second)) + 1)))
+	if e.index < 0 && !e.running {
+		e.next = soon
+		heap.Push(&s.queue, e)
+	} else if e.index >= 0 && soon.Before(e.next) {
+		e.next = soon
+		heap.Fix(&s.queue, e.index)
+	}
+	s.mu.Unlock()
+	s.poke()
+}
+
+// Delete removes a target and its results (discovery.Sink).
+func (s *Scheduler) Delete(uid types.UID, _ string) {
+	s.mu.Lock()
+	if e, ok := s.entries[uid]; ok {
+		if e.index >= 0 {
+			heap.Remove(&s.queue, e.index)
+		}
+		if !e.probed {
+			s.stats.Pending.Add(-1)
+		}
+		delete(s.entries, uid)
+	}
+	s.mu.Unlock()
+	s.sink.Forget(uid)
+}
+
+func (s *Scheduler) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Pending returns how many targets have not been probed yet (readiness waits for zero).
+func (s *Scheduler) Pending() int { return int(s.stats.Pending.Load()) }
+
+// Run probes until ctx ends, then waits for in-flight probes (which see ctx cancelled).
+func (s *Scheduler) Run(ctx context.Context) {
+	work := make(chan *entry)
+	var wg sync.WaitGroup
+	for range s.cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range work {
+				s.probe(ctx, e)
+			}
+		}()
+	}
+	if s.cfg.ClusterDNS != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.clusterLoop(ctx)
+		}()
+	}
+	defer func() {
+		close(work)
+		wg.Wait()
+	}()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		var due *entry
+		wait := time.Hour
+		if len(s.queue) > 0 {
+			head := s.queue[0]
+			if d := time.Until(head.next); d <= 0 {
+				due = heap.Pop(&s.queue).(*entry)
+				due.running = true
+			} else {
+				wait = d
+			}
+		}
+		s.mu.Unlock()
+		if due != nil {
+			select {
+			case work <- due:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// probe runs the network stages of one target, then schedules its next slot.
+func (s *Scheduler) probe(ctx context.Context, e *entry) {
+	s.mu.Lock()
+	t, slot := e.t, e.next
+	s.mu.Unlock()
+	start := time.Now()
+	lag := start.Sub(slot)
+	s.stats.LagNanos.Store(int64(lag))
+	for {
+		m := s.stats.MaxLagNanos.Load()
+		if int64(lag) <= m || s.stats.MaxLagNanos.CompareAndSwap(m, int64(lag)) {
+			break
+		}
+	}
+	results := make([]Result, len(s.cheap)+len(s.network))
+	for i, p := range s.cheap {
+		results[i] = s.run(ctx, p, t, start)
+	}
+	var wg sync.WaitGroup
+	for i, p := range s.network {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[len(s.cheap)+i] = s.run(ctx, p, t, start)
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return // shutting down: a cancelled probe is not a failure of the Service
+	}
+	s.stats.Rounds.Add(1)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e.running = false
+	if cur, ok := s.entries[t.UID]; !ok || cur != e {
+		return // deleted while probing: its results must not come back
+	}
+	if e.t.Version != t.Version {
+		// Upsert already recorded the new target's spec and endpoints; do not overwrite them.
+		results = results[len(s.cheap):]
+	}
+	s.sink.Record(t, results)
+	if !e.probed {
+		e.probed = true
+		s.stats.Pending.Add(-1)
+	}
+	if e.t.Version != t.Version {
+		e.next = time.Now() // changed while probing: probe again now
+	} else {
+		e.next = s.nextSlot(t.UID, slot, time.Now())
+	}
+	heap.Push(&s.queue, e)
+	s.poke()
+}
+
+// nextSlot keeps each target on its own phase of the interval: the slot after prev that is still
+// in the future. Slots missed because a probe overran are counted as skipped rounds.
+func (s *Scheduler) nextSlot(uid types.UID, prev, now time.Time) time.Time {
+	iv := s.cfg.Interval
+	phase := time.Duration(hashUID(uid) % uint64(iv))
+	base := now.Truncate(iv).Add(phase)
+	for !base.After(now) {
+		base = base.Add(iv)
+	}
+	if missed := int64(base.Sub(prev)/iv) - 1; missed > 0 && !prev.IsZero() {
+		s.stats.Skipped.Add(uint64(missed))
+	}
+	// Jitter of up to 1% of the interval keeps Services that hash alike from dialing in lockstep.
+	return base.Add(time.Duration(rand.Int64N(int64(iv/100) + 1)))
+}
+
+func hashUID(uid types.UID) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(uid))
+	return h.Sum64()
+}
+
+func (s *Scheduler) run(ctx context.Context, p Prober, t *discovery.Target, now time.Time) Result {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	start := time.Now()
+	r := p.Probe(ctx, t)
+	r.Stage = p.Stage()
+	r.Duration = time.Since(start)
+	r.At = now
+	return r
+}
+
+func (s *Scheduler) clusterLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Interval)
+	defer t.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+		r := s.cfg.ClusterDNS(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		s.stats.ClusterRounds.Add(1)
+		s.sink.RecordClusterDNS(r)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// entryHeap orders entries by their next slot.
+type entryHeap []*entry
+
+func (h entryHeap) Len() int           { return len(h) }
+func (h entryHeap) Less(i, j int) bool { return h[i].next.Before(h[j].next) }
+func (h entryHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *entryHeap) Push(x any) {
+	e := x.(*entry)
+	e.index = len(*h)
+	*h = append(*h, e)
+}
+func (h *entryHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	e.index = -1
+	return e
+}
