@@ -49,13 +49,12 @@ type Collector struct {
 var (
 	svcLabels = []string{"namespace", "service"}
 
-	descVerdict     = prometheus.NewDesc("svcprobe_service_verdict", "The layer to blame for this Service (1 on the series whose layer label names it; ok when nothing is broken).", append(svcLabels, "layer"), nil)
+	descVerdict     = prometheus.NewDesc("svcprobe_service_verdict", "The layer to blame for this Service and why (one series per Service, value 1; layer ok and reason success when nothing is broken).", append(svcLabels, "layer", "reason"), nil)
 	descStageUp     = prometheus.NewDesc("svcprobe_stage_up", "Whether the stage passed at its last run (1) or failed (0). Stages that do not apply have no series.", append(svcLabels, "stage"), nil)
 	descStageDur    = prometheus.NewDesc("svcprobe_stage_duration_seconds", "How long the last run of a network stage (dns, pod, proxy, hairpin) took.", append(svcLabels, "stage"), nil)
 	descProbes      = prometheus.NewDesc("svcprobe_probes_total", "Stage runs by result (success or the failure reason).", append(svcLabels, "stage", "result"), nil)
 	descEndpoints   = prometheus.NewDesc("svcprobe_endpoints", "Endpoints by state; unreachable counts ready endpoints that failed the pod stage (a subset of ready).", append(svcLabels, "state"), nil)
 	descAnnErr      = prometheus.NewDesc("svcprobe_service_annotation_errors", "Malformed svcprobe.io/ annotations on this Service (probed with defaults for them).", svcLabels, nil)
-	descLastProbe   = prometheus.NewDesc("svcprobe_last_probe_timestamp_seconds", "When the network stages of this Service last ran.", svcLabels, nil)
 	descEndpointUp  = prometheus.NewDesc("svcprobe_endpoint_up", "Whether one endpoint answered the pod stage (only with --metrics.per-endpoint, capped per Service).", append(svcLabels, "pod", "address"), nil)
 	descOverBudget  = prometheus.NewDesc("svcprobe_series_budget_exceeded_services", "Services whose series were cut to the per-Service budget at this scrape.", nil, nil)
 	descSynced      = prometheus.NewDesc("svcprobe_discovery_synced", "Whether the informer caches have synced.", nil, nil)
@@ -99,7 +98,7 @@ func NewCollector(cfg CollectorConfig, store *Store, disc Discovery, sched *prob
 // Describe sends every descriptor (the histogram's too).
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descVerdict, descStageUp, descStageDur, descProbes, descEndpoints, descAnnErr,
-		descLastProbe, descEndpointUp, descOverBudget, descSynced, descLastEvent, descEvents, descWatchErr, descTargets,
+		descEndpointUp, descOverBudget, descSynced, descLastEvent, descEvents, descWatchErr, descTargets,
 		descAnnErrTotal, descLag, descMaxLag, descSkipped, descRounds, descPending, descWaits, descWaitSecs, descDNSUp} {
 		ch <- d
 	}
@@ -122,7 +121,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		if exists, known := c.disc.Exists(e.Namespace, e.Name); known && !exists && c.disc.Synced() {
-			ch <- prometheus.MustNewConstMetric(descVerdict, prometheus.GaugeValue, 1, c.lv(e.Namespace), c.lv(e.Name), string(LayerMissing))
+			ch <- prometheus.MustNewConstMetric(descVerdict, prometheus.GaugeValue, 1, c.lv(e.Namespace), c.lv(e.Name), string(LayerMissing), "not_found")
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(descOverBudget, prometheus.GaugeValue, float64(over))
@@ -139,7 +138,7 @@ func (c *Collector) collectService(ch chan<- prometheus.Metric, st ServiceStatus
 	gauge := func(d *prometheus.Desc, v float64, lv ...string) {
 		out = append(out, prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{ns, name}, lv...)...))
 	}
-	gauge(descVerdict, 1, string(st.Verdict))
+	gauge(descVerdict, 1, string(st.Verdict), string(st.Reason))
 	for _, s := range probe.Stages {
 		r, ok := st.Results[s]
 		if !ok || r.Outcome == probe.Skipped {
@@ -164,11 +163,8 @@ func (c *Collector) collectService(ch chan<- prometheus.Metric, st ServiceStatus
 	if n := len(t.AnnotationErrors); n > 0 {
 		gauge(descAnnErr, float64(n))
 	}
-	if !st.LastProbe.IsZero() {
-		gauge(descLastProbe, float64(st.LastProbe.UnixNano())/1e9)
-	}
-	// Counters fill what is left of the budget: successes first (one per stage), then failure
-	// reasons by how often they happened.
+	// Counters fill what is left of the budget: successes first (one per stage), then the reasons
+	// stages fail with now, then older failure reasons by how often they happened.
 	type counter struct {
 		stage  probe.Stage
 		reason probe.Reason
@@ -180,10 +176,17 @@ func (c *Collector) collectService(ch chan<- prometheus.Metric, st ServiceStatus
 			counters = append(counters, counter{stage, reason, n})
 		}
 	}
+	current := func(k counter) bool {
+		r, ok := st.Results[k.stage]
+		return ok && r.Reason == k.reason
+	}
 	sort.Slice(counters, func(i, j int) bool {
 		a, b := counters[i], counters[j]
 		if (a.reason == probe.ReasonSuccess) != (b.reason == probe.ReasonSuccess) {
 			return a.reason == probe.ReasonSuccess
+		}
+		if current(a) != current(b) {
+			return current(a) // why it fails now is never cut
 		}
 		if a.n != b.n {
 			return a.n > b.n

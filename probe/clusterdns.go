@@ -127,10 +127,9 @@ func (p *ClusterDNSProber) Probe(ctx context.Context, servers []DNSServer) Clust
 	for i, s := range servers {
 		wg.Go(func() {
 			l := dnsWalk(ctx, p.Budget, []netip.AddrPort{s.Addr}, []string{fqdn}, qtype)
-			res.Pods[i] = PodDNSCheck{
-				Name:  s.Name,
-				Check: clusterDNSCheck(fmt.Sprintf("%s %s @%s (pod %s)", qname, fqdn, s.Addr, s.Name), l, false),
-			}
+			c := clusterDNSCheck(fmt.Sprintf("%s %s @%s (pod %s)", qname, fqdn, s.Addr, s.Name), l, false)
+			c.Pod, c.Addr = s.Name, s.Addr.String()
+			res.Pods[i] = PodDNSCheck{Name: s.Name, Check: c}
 		})
 	}
 	wg.Wait()

@@ -105,38 +105,39 @@ func (d *Dialer) TCP(ctx context.Context, addr netip.AddrPort, subject string) C
 	return c
 }
 
-// budgetConn is a probe connection that holds a budget slot until it is closed, however the
-// HTTP transport ends up closing it.
-type budgetConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *budgetConn) Close() error {
-	err := abort(c.Conn)
-	c.once.Do(c.release)
-	return err
-}
+// probeCtxKey carries an HTTP probe's own context to the transport's dial (see httpTransport).
+type probeCtxKey struct{}
 
 func (d *Dialer) httpTransport() *http.Transport {
 	d.once.Do(func() {
 		d.transport = &http.Transport{
 			// Proxy stays nil: a probe must reach the address itself, never HTTP_PROXY.
-			DisableKeepAlives:      true, // one connection per probe, closed by us (no TIME_WAIT)
+			DisableKeepAlives:      true, // one connection per probe, closed after the response
 			DisableCompression:     true, // the body is compared byte for byte (hairpin identity)
 			MaxResponseHeaderBytes: maxHTTPBody,
+			// No budget here: the transport dials with a context detached from the request's
+			// deadline and reports the request's own context error when that expires, so a
+			// budget wait in here would surface as a timeout of the Service. HTTP holds the slot.
 			DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
-				release, err := d.conn(ctx)
-				if err != nil {
-					return nil, err
+				// The transport detaches the dial from the request's cancellation (to pool
+				// the connection for a later request) and then leaves it running without a
+				// deadline: a dial to a black-holed Pod would outlive the probe and its
+				// budget slot by minutes. Tie it back to the probe's context.
+				if probe, ok := ctx.Value(probeCtxKey{}).(context.Context); ok {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithCancel(ctx)
+					defer cancel()
+					defer context.AfterFunc(probe, cancel)()
 				}
 				conn, err := d.dial(ctx, network, address)
 				if err != nil {
-					release()
 					return nil, err
 				}
-				return &budgetConn{Conn: conn, release: release}, nil
+				// Set now, so that however the transport closes it, the close is an RST.
+				if tc, ok := conn.(*net.TCPConn); ok {
+					_ = tc.SetLinger(0)
+				}
+				return conn, nil
 			},
 		}
 	})
@@ -150,6 +151,17 @@ func (d *Dialer) httpTransport() *http.Transport {
 // Duration covers the whole exchange.
 func (d *Dialer) HTTP(ctx context.Context, addr netip.AddrPort, host string, opts discovery.HTTPOptions, subject string) (Check, []byte) {
 	c := Check{Subject: subject}
+	// The slot is held for the whole exchange: the connection is closed when the body is.
+	release, err := d.conn(ctx)
+	if err != nil {
+		c.Reason, c.Detail = classify(err)
+		return c, nil
+	}
+	defer release()
+	// Cancelled on return, which also ends a dial the transport would otherwise leave running.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ctx = context.WithValue(ctx, probeCtxKey{}, ctx)
 	path := opts.Path
 	if path == "" {
 		path = "/"

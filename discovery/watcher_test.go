@@ -1,0 +1,213 @@
+package discovery
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+// recordingSink keeps what the watcher pushed.
+type recordingSink struct {
+	mu      sync.Mutex
+	targets map[string]*Target
+	deletes []string
+	upserts int
+}
+
+func newSink() *recordingSink { return &recordingSink{targets: map[string]*Target{}} }
+
+func (s *recordingSink) Upsert(t *Target) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.targets[t.Key()] = t
+	s.upserts++
+}
+
+func (s *recordingSink) Delete(_ types.UID, key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.targets, key)
+	s.deletes = append(s.deletes, key)
+}
+
+func (s *recordingSink) get(key string) *Target {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.targets[key]
+}
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// startWatcher runs a watcher on a fake clientset until the test ends.
+func startWatcher(t *testing.T, cfg Config, objs ...any) (*fake.Clientset, *recordingSink, *Watcher) {
+	t.Helper()
+	client := fake.NewClientset()
+	ctx := context.Background()
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *corev1.Service:
+			client.CoreV1().Services(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *corev1.Pod:
+			client.CoreV1().Pods(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *discoveryv1.EndpointSlice:
+			client.DiscoveryV1().EndpointSlices(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		}
+	}
+	if cfg.TotalShards == 0 {
+		cfg.TotalShards = 1
+	}
+	sink := newSink()
+	w, err := NewWatcher(client, cfg, sink, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- w.Run(runCtx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	eventually(t, "discovery synced", w.Synced)
+	return client, sink, w
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func hostnamesObjects() []any {
+	return []any{
+		service("default", "hostnames", map[string]string{"app": "hostnames"}, svcPort("", 80, intstr.FromInt32(9376))),
+		pod("default", "hostnames-a", "198.18.0.5", map[string]string{"app": "hostnames"}, true, corev1.ContainerPort{ContainerPort: 9376}),
+		slice("default", "hostnames", "hostnames-1", 9376, "", ep{ip: "198.18.0.5", pod: "hostnames-a", ready: true, serving: true}),
+	}
+}
+
+func TestWatcherBuildsTargetsFromInformers(t *testing.T) {
+	_, sink, w := startWatcher(t, Config{DNSService: "kube-system/kube-dns"}, append(hostnamesObjects(),
+		slice("kube-system", "kube-dns", "kube-dns-1", 53, "dns", ep{ip: "198.18.0.53", pod: "coredns-a", ready: true, serving: true}))...)
+	eventually(t, "hostnames target", func() bool {
+		tg := sink.get("default/hostnames")
+		return tg != nil && tg.Counts().Ready == 1 && len(tg.Pods) == 1
+	})
+	eventually(t, "cluster DNS endpoints", func() bool {
+		eps := w.DNSEndpoints()
+		return len(eps) == 1 && eps[0].PodName == "coredns-a"
+	})
+	if exists, known := w.Exists("default", "hostnames"); !exists || !known {
+		t.Fatal("Exists(default/hostnames) false")
+	}
+	if exists, _ := w.Exists("default", "nope"); exists {
+		t.Fatal("Exists(default/nope) true")
+	}
+	if w.Stats().Events.Load() == 0 || w.LastEvent().IsZero() {
+		t.Fatal("events not counted")
+	}
+}
+
+// A Service losing its last ready endpoint reaches the sink through the slice update event.
+func TestWatcherSeesEndpointChangesByEvent(t *testing.T) {
+	client, sink, _ := startWatcher(t, Config{}, hostnamesObjects()...)
+	eventually(t, "ready endpoint", func() bool { tg := sink.get("default/hostnames"); return tg != nil && tg.Counts().Ready == 1 })
+	sl := slice("default", "hostnames", "hostnames-1", 9376, "", ep{ip: "198.18.0.5", pod: "hostnames-a", ready: false, serving: false})
+	if _, err := client.DiscoveryV1().EndpointSlices("default").Update(context.Background(), sl, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	eventually(t, "no ready endpoint", func() bool { tg := sink.get("default/hostnames"); return tg != nil && tg.Counts().Ready == 0 })
+	t.Logf("endpoint change reached the sink in %s", time.Since(start))
+}
+
+func TestWatcherDeletesAndFilters(t *testing.T) {
+	skipped := service("default", "opted-out", nil)
+	skipped.Annotations = map[string]string{AnnotationSkip: "true"}
+	other := service("kube-system", "metrics", nil)
+	client, sink, _ := startWatcher(t, Config{NamespacesExclude: []string{"kube-system"}}, append(hostnamesObjects(), skipped, other)...)
+	eventually(t, "hostnames", func() bool { return sink.get("default/hostnames") != nil })
+	if sink.get("default/opted-out") != nil || sink.get("kube-system/metrics") != nil {
+		t.Fatal("opted-out or excluded Service was pushed")
+	}
+	// Opting out later removes the target.
+	h := hostnamesObjects()[0].(*corev1.Service)
+	h.Annotations = map[string]string{AnnotationSkip: "true"}
+	client.CoreV1().Services("default").Update(context.Background(), h, metav1.UpdateOptions{})
+	eventually(t, "opt-out removes", func() bool { return sink.get("default/hostnames") == nil })
+	// Deleting a Service removes it too.
+	client.CoreV1().Services("default").Create(context.Background(), service("default", "gone", nil), metav1.CreateOptions{})
+	eventually(t, "gone created", func() bool { return sink.get("default/gone") != nil })
+	client.CoreV1().Services("default").Delete(context.Background(), "gone", metav1.DeleteOptions{})
+	eventually(t, "gone deleted", func() bool { return sink.get("default/gone") == nil })
+}
+
+func TestWatcherPodLabelChangeUpdatesSelection(t *testing.T) {
+	client, sink, _ := startWatcher(t, Config{}, hostnamesObjects()...)
+	eventually(t, "pod selected", func() bool { tg := sink.get("default/hostnames"); return tg != nil && len(tg.Pods) == 1 })
+	p := hostnamesObjects()[1].(*corev1.Pod)
+	p.Labels = map[string]string{"run": "hostnames"}
+	p.ResourceVersion = "2"
+	client.CoreV1().Pods("default").Update(context.Background(), p, metav1.UpdateOptions{})
+	eventually(t, "pod unselected", func() bool {
+		tg := sink.get("default/hostnames")
+		return tg != nil && len(tg.Pods) == 0 && tg.NearestPod != nil && tg.NearestPod.Labels["run"] == "hostnames"
+	})
+}
+
+func TestWatcherMalformedAnnotationCountedOnce(t *testing.T) {
+	s := service("default", "bad", nil, svcPort("", 80, intstr.FromInt32(80)))
+	s.Annotations = map[string]string{AnnotationHTTPPath: "no-slash"}
+	client, sink, w := startWatcher(t, Config{}, s)
+	eventually(t, "bad is probed anyway", func() bool { tg := sink.get("default/bad"); return tg != nil && len(tg.AnnotationErrors) == 1 })
+	s.Spec.Ports[0].Port = 81 // an unrelated change: the same annotation is not counted again
+	client.CoreV1().Services("default").Update(context.Background(), s, metav1.UpdateOptions{})
+	eventually(t, "update seen", func() bool { tg := sink.get("default/bad"); return tg != nil && tg.Ports[0].Port == 81 })
+	if n := w.Stats().AnnotationErrors.Load(); n != 1 {
+		t.Fatalf("annotation errors counted %d times, want 1", n)
+	}
+}
+
+func TestWatcherSharding(t *testing.T) {
+	var objs []any
+	for _, n := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
+		objs = append(objs, service("default", n, nil))
+	}
+	_, sink0, _ := startWatcher(t, Config{Shard: 0, TotalShards: 2}, objs...)
+	_, sink1, _ := startWatcher(t, Config{Shard: 1, TotalShards: 2}, objs...)
+	size := func(s *recordingSink) int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.targets) }
+	eventually(t, "both shards together hold 8 Services", func() bool { return size(sink0)+size(sink1) >= 8 })
+	seen := map[string]int{}
+	for _, sink := range []*recordingSink{sink0, sink1} {
+		sink.mu.Lock()
+		for k := range sink.targets {
+			seen[k]++
+		}
+		sink.mu.Unlock()
+	}
+	if len(seen) != 8 {
+		t.Fatalf("shards together cover %d of 8 Services: %v", len(seen), seen)
+	}
+	for k, n := range seen {
+		if n != 1 {
+			t.Fatalf("%s probed by %d shards", k, n)
+		}
+	}
+}

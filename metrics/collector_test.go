@@ -1,0 +1,311 @@
+package metrics
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/svcprobe/svcprobe/discovery"
+	"github.com/svcprobe/svcprobe/probe"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+type fakeDiscovery struct {
+	stats    discovery.Stats
+	synced   atomic.Bool
+	existing map[string]bool
+}
+
+func (f *fakeDiscovery) Synced() bool            { return f.synced.Load() }
+func (f *fakeDiscovery) LastEvent() time.Time    { return time.Unix(1700000000, 0) }
+func (f *fakeDiscovery) Stats() *discovery.Stats { return &f.stats }
+func (f *fakeDiscovery) Targets() int            { return len(f.existing) }
+func (f *fakeDiscovery) Exists(ns, name string) (bool, bool) {
+	return f.existing[ns+"/"+name], true
+}
+
+func target(ns, name string) *discovery.Target {
+	return &discovery.Target{UID: types.UID("uid-" + ns + "-" + name), Namespace: ns, Name: name, Kind: discovery.KindClusterIP,
+		ClusterIPs: []netip.Addr{netip.MustParseAddr("198.19.0.20")},
+		Endpoints: []discovery.Endpoint{
+			{Ready: true, Serving: true, PodName: "a", Addresses: []netip.Addr{netip.MustParseAddr("198.18.0.5")}},
+			{Ready: true, Serving: true, PodName: "b", Addresses: []netip.Addr{netip.MustParseAddr("198.18.0.6")}},
+			{Terminating: true, PodName: "c", Addresses: []netip.Addr{netip.MustParseAddr("198.18.0.7")}},
+		}}
+}
+
+func setup(t *testing.T, cfg CollectorConfig) (*Store, *Collector, *prometheus.Registry, *fakeDiscovery) {
+	t.Helper()
+	store := NewStore()
+	disc := &fakeDiscovery{existing: map[string]bool{}}
+	disc.synced.Store(true)
+	budget, err := probe.NewBudget(probe.BudgetConfig{Concurrency: 4, DNSQPS: 10, NewConnsPerSecond: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewCollector(cfg, store, disc, &probe.SchedulerStats{}, budget, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	return store, c, reg, disc
+}
+
+func podResult(failing ...string) probe.Result {
+	r := probe.Result{Stage: probe.StagePod, Outcome: probe.OK, Reason: probe.ReasonSuccess, Duration: 3 * time.Millisecond}
+	for _, addr := range []string{"198.18.0.5:9376", "198.18.0.6:9376"} {
+		c := probe.Check{Subject: addr, Reason: probe.ReasonSuccess, Addr: addr, Pod: map[string]string{"198.18.0.5:9376": "a", "198.18.0.6:9376": "b"}[addr]}
+		for _, f := range failing {
+			if f == addr {
+				c.Reason = probe.ReasonRefused
+				r.Outcome, r.Reason = probe.Failed, probe.ReasonRefused
+			}
+		}
+		r.Checks = append(r.Checks, c)
+	}
+	return r
+}
+
+func healthy() []probe.Result {
+	return []probe.Result{ok(probe.StageSpec), ok(probe.StageEndpoints),
+		{Stage: probe.StageDNS, Outcome: probe.OK, Reason: probe.ReasonSuccess, Duration: 2 * time.Millisecond},
+		podResult(),
+		{Stage: probe.StageProxy, Outcome: probe.OK, Reason: probe.ReasonSuccess, Duration: time.Millisecond},
+		skip(probe.StageHairpin)}
+}
+
+func TestExpositionPerService(t *testing.T) {
+	store, _, reg, _ := setup(t, CollectorConfig{})
+	tg := target("default", "hostnames")
+	store.Record(tg, healthy())
+	store.Record(tg, []probe.Result{podResult("198.18.0.6:9376")})
+	want := `
+# HELP svcprobe_endpoints Endpoints by state; unreachable counts ready endpoints that failed the pod stage (a subset of ready).
+# TYPE svcprobe_endpoints gauge
+svcprobe_endpoints{namespace="default",service="hostnames",state="not_ready"} 0
+svcprobe_endpoints{namespace="default",service="hostnames",state="ready"} 2
+svcprobe_endpoints{namespace="default",service="hostnames",state="terminating"} 1
+svcprobe_endpoints{namespace="default",service="hostnames",state="unreachable"} 1
+# HELP svcprobe_service_verdict The layer to blame for this Service and why (one series per Service, value 1; layer ok and reason success when nothing is broken).
+# TYPE svcprobe_service_verdict gauge
+svcprobe_service_verdict{layer="pod",namespace="default",reason="refused",service="hostnames"} 1
+# HELP svcprobe_stage_up Whether the stage passed at its last run (1) or failed (0). Stages that do not apply have no series.
+# TYPE svcprobe_stage_up gauge
+svcprobe_stage_up{namespace="default",service="hostnames",stage="dns"} 1
+svcprobe_stage_up{namespace="default",service="hostnames",stage="endpoints"} 1
+svcprobe_stage_up{namespace="default",service="hostnames",stage="pod"} 0
+svcprobe_stage_up{namespace="default",service="hostnames",stage="proxy"} 1
+svcprobe_stage_up{namespace="default",service="hostnames",stage="spec"} 1
+# HELP svcprobe_probes_total Stage runs by result (success or the failure reason).
+# TYPE svcprobe_probes_total counter
+svcprobe_probes_total{namespace="default",result="refused",service="hostnames",stage="pod"} 1
+svcprobe_probes_total{namespace="default",result="success",service="hostnames",stage="dns"} 1
+svcprobe_probes_total{namespace="default",result="success",service="hostnames",stage="endpoints"} 1
+svcprobe_probes_total{namespace="default",result="success",service="hostnames",stage="pod"} 1
+svcprobe_probes_total{namespace="default",result="success",service="hostnames",stage="proxy"} 1
+svcprobe_probes_total{namespace="default",result="success",service="hostnames",stage="spec"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "svcprobe_endpoints", "svcprobe_service_verdict", "svcprobe_stage_up", "svcprobe_probes_total"); err != nil {
+		t.Fatal(err)
+	}
+	// Durations of network stages only; the histogram by stage.
+	if n := testutil.CollectAndCount(reg, "svcprobe_stage_duration_seconds"); n != 3 {
+		t.Fatalf("stage duration series %d, want 3 (dns, pod, proxy)", n)
+	}
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() == "svcprobe_probe_duration_seconds" {
+			for _, m := range mf.Metric {
+				if m.GetHistogram().GetSampleCount() == 0 {
+					t.Fatalf("histogram for %v empty", m.Label)
+				}
+			}
+			return
+		}
+	}
+	t.Fatal("svcprobe_probe_duration_seconds missing")
+}
+
+func TestDeletedServiceLeavesNoSeries(t *testing.T) {
+	store, _, reg, _ := setup(t, CollectorConfig{})
+	a, b := target("default", "a"), target("default", "b")
+	store.Record(a, healthy())
+	store.Record(b, healthy())
+	before := countSeriesOf(t, reg, "a")
+	if before == 0 {
+		t.Fatal("no series for a")
+	}
+	store.Forget(a.UID)
+	if n := countSeriesOf(t, reg, "a"); n != 0 {
+		t.Fatalf("%d series of the deleted Service remain", n)
+	}
+	if countSeriesOf(t, reg, "b") != before {
+		t.Fatal("the other Service lost series")
+	}
+}
+
+func countSeriesOf(t *testing.T, reg *prometheus.Registry, service string) int {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, mf := range mfs {
+		for _, m := range mf.Metric {
+			if labelValue(m, "service") == service {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func labelValue(m *dto.Metric, name string) string {
+	for _, l := range m.Label {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+// However many reasons a Service accumulates, it never has more series than the budget.
+func TestSeriesBudgetPerService(t *testing.T) {
+	store, _, reg, _ := setup(t, CollectorConfig{})
+	tg := target("default", "flappy")
+	tg.AnnotationErrors = []error{fmt.Errorf("bad")}
+	store.Record(tg, healthy())
+	for _, r := range probe.Reasons {
+		if r == probe.ReasonSuccess || r == probe.ReasonNotProbed {
+			continue
+		}
+		for _, s := range []probe.Stage{probe.StageDNS, probe.StagePod, probe.StageProxy} {
+			store.Record(tg, []probe.Result{fail(s, r)})
+		}
+	}
+	if n := countSeriesOf(t, reg, "flappy"); n > DefaultSeriesPerService {
+		t.Fatalf("%d series for one Service, budget %d", n, DefaultSeriesPerService)
+	}
+	if v := testutil.ToFloat64(gatherOne(t, reg, "svcprobe_series_budget_exceeded_services")); v != 1 {
+		t.Fatalf("budget exceeded gauge %v", v)
+	}
+	// A healthy Service fits comfortably.
+	store.Record(target("default", "calm"), healthy())
+	if n := countSeriesOf(t, reg, "calm"); n > 18 {
+		t.Fatalf("healthy Service has %d series", n)
+	}
+}
+
+func gatherOne(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.Metric) == 1 {
+			return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "x", Help: "x"}, func() float64 { return mf.Metric[0].GetGauge().GetValue() })
+		}
+	}
+	t.Fatalf("%s not found", name)
+	return nil
+}
+
+func TestExpectedServiceMissing(t *testing.T) {
+	store, _, reg, disc := setup(t, CollectorConfig{Expected: []Expected{{"default", "hostnames"}, {"default", "present"}}})
+	disc.existing["default/present"] = true
+	store.Record(target("default", "present"), healthy())
+	want := `
+# HELP svcprobe_service_verdict The layer to blame for this Service and why (one series per Service, value 1; layer ok and reason success when nothing is broken).
+# TYPE svcprobe_service_verdict gauge
+svcprobe_service_verdict{layer="missing",namespace="default",reason="not_found",service="hostnames"} 1
+svcprobe_service_verdict{layer="ok",namespace="default",reason="success",service="present"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "svcprobe_service_verdict"); err != nil {
+		t.Fatal(err)
+	}
+	// A missing Service has the verdict and nothing else.
+	if n := countSeriesOf(t, reg, "hostnames"); n != 1 {
+		t.Fatalf("missing Service has %d series, want only the verdict", n)
+	}
+	// Before discovery has synced, absence proves nothing.
+	disc.synced.Store(false)
+	if n := countSeriesOf(t, reg, "hostnames"); n != 0 {
+		t.Fatal("missing verdict before discovery synced")
+	}
+}
+
+func TestClusterDNSAndSelfMetrics(t *testing.T) {
+	store, _, reg, disc := setup(t, CollectorConfig{})
+	disc.stats.WatchErrors.Add(2)
+	store.RecordClusterDNS(*clusterDNS(false, true, false))
+	want := `
+# HELP svcprobe_cluster_dns_up Whether cluster DNS answered kubernetes.default: through each resolv.conf nameserver (kind=service), through the search list (kind=canary), and from each DNS Pod asked directly (kind=pod).
+# TYPE svcprobe_cluster_dns_up gauge
+svcprobe_cluster_dns_up{kind="canary",server="kubernetes.default"} 0
+svcprobe_cluster_dns_up{kind="pod",server="a"} 1
+svcprobe_cluster_dns_up{kind="pod",server="b"} 0
+svcprobe_cluster_dns_up{kind="service",server=""} 0
+# HELP svcprobe_discovery_watch_errors_total List/watch failures against the API server (the informers retry and keep the last known state).
+# TYPE svcprobe_discovery_watch_errors_total counter
+svcprobe_discovery_watch_errors_total 2
+# HELP svcprobe_discovery_synced Whether the informer caches have synced.
+# TYPE svcprobe_discovery_synced gauge
+svcprobe_discovery_synced 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "svcprobe_cluster_dns_up", "svcprobe_discovery_watch_errors_total", "svcprobe_discovery_synced"); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"svcprobe_budget_waits_total", "svcprobe_budget_wait_seconds_total", "svcprobe_scheduler_lag_seconds",
+		"svcprobe_scheduler_rounds_skipped_total", "svcprobe_scheduler_pending_targets", "svcprobe_annotation_errors_total",
+		"svcprobe_discovery_last_event_timestamp_seconds", "svcprobe_targets", "svcprobe_discovery_events_total"} {
+		if testutil.CollectAndCount(reg, name) == 0 {
+			t.Errorf("%s missing", name)
+		}
+	}
+}
+
+func TestPerEndpointSeriesCapped(t *testing.T) {
+	store, _, reg, _ := setup(t, CollectorConfig{PerEndpoint: true, PerEndpointLimit: 1})
+	store.Record(target("default", "hostnames"), healthy())
+	if n := testutil.CollectAndCount(reg, "svcprobe_endpoint_up"); n != 1 {
+		t.Fatalf("%d per-endpoint series, cap 1", n)
+	}
+	store2, _, reg2, _ := setup(t, CollectorConfig{})
+	store2.Record(target("default", "hostnames"), healthy())
+	if n := testutil.CollectAndCount(reg2, "svcprobe_endpoint_up"); n != 0 {
+		t.Fatal("per-endpoint series without the flag")
+	}
+}
+
+// The equivalent of promtool check metrics: names, units, help, counters' _total.
+func TestMetricsLint(t *testing.T) {
+	store, _, reg, _ := setup(t, CollectorConfig{PerEndpoint: true, PerEndpointLimit: 5})
+	tg := target("default", "hostnames")
+	tg.AnnotationErrors = []error{fmt.Errorf("x")}
+	store.Record(tg, healthy())
+	store.RecordClusterDNS(*clusterDNS(true, true))
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+func TestBoundLabel(t *testing.T) {
+	if got := BoundLabel("a\x00b<script>\u00e9", 128); got != "a_b<script>__" {
+		t.Fatalf("got %q", got)
+	}
+	if got := BoundLabel(strings.Repeat("x", 500), 128); len(got) != 128 {
+		t.Fatalf("len %d", len(got))
+	}
+}

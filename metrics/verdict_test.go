@@ -1,0 +1,88 @@
+package metrics
+
+import (
+	"testing"
+
+	"github.com/svcprobe/svcprobe/probe"
+)
+
+func ok(s probe.Stage) probe.Result {
+	return probe.Result{Stage: s, Outcome: probe.OK, Reason: probe.ReasonSuccess}
+}
+func fail(s probe.Stage, r probe.Reason) probe.Result {
+	return probe.Result{Stage: s, Outcome: probe.Failed, Reason: r}
+}
+func skip(s probe.Stage) probe.Result {
+	return probe.Result{Stage: s, Outcome: probe.Skipped, Reason: probe.ReasonNotProbed}
+}
+
+func results(rs ...probe.Result) map[probe.Stage]probe.Result {
+	m := map[probe.Stage]probe.Result{}
+	for _, s := range probe.Stages {
+		m[s] = ok(s)
+	}
+	m[probe.StageHairpin] = skip(probe.StageHairpin)
+	for _, r := range rs {
+		m[r.Stage] = r
+	}
+	return m
+}
+
+func dnsCheck(ok bool, r probe.Reason) probe.Check {
+	if ok {
+		r = probe.ReasonSuccess
+	}
+	return probe.Check{Reason: r}
+}
+
+// clusterDNS builds a cluster DNS round: the VIP answering or not, the DNS Pods answering or not.
+func clusterDNS(vip bool, pods ...bool) *probe.ClusterDNSResult {
+	c := &probe.ClusterDNSResult{Canary: dnsCheck(vip, probe.ReasonTimeout), VIP: []probe.Check{dnsCheck(vip, probe.ReasonTimeout)}}
+	for i, up := range pods {
+		c.Pods = append(c.Pods, probe.PodDNSCheck{Name: string(rune('a' + i)), Check: dnsCheck(up, probe.ReasonTimeout)})
+	}
+	return c
+}
+
+func TestVerdictTable(t *testing.T) {
+	cases := []struct {
+		name    string
+		results map[probe.Stage]probe.Result
+		cluster *probe.ClusterDNSResult
+		layer   Layer
+		reason  probe.Reason
+	}{
+		{"healthy", results(), clusterDNS(true, true, true), LayerOK, probe.ReasonSuccess},
+		{"selector typo", results(fail(probe.StageSpec, probe.ReasonSelectorMatchesNoPods), fail(probe.StageEndpoints, probe.ReasonNoEndpoints), skip(probe.StagePod), skip(probe.StageProxy)), nil, LayerSpec, probe.ReasonSelectorMatchesNoPods},
+		{"named port unresolved", results(fail(probe.StageSpec, probe.ReasonTargetPortUnresolved), fail(probe.StageEndpoints, probe.ReasonNoReadyEndpoints)), nil, LayerSpec, probe.ReasonTargetPortUnresolved},
+		{"protocol mismatch", results(fail(probe.StageSpec, probe.ReasonProtocolMismatch)), nil, LayerSpec, probe.ReasonProtocolMismatch},
+		{"no ready endpoints", results(fail(probe.StageEndpoints, probe.ReasonNoReadyEndpoints), skip(probe.StagePod), skip(probe.StageProxy)), nil, LayerEndpoints, probe.ReasonNoReadyEndpoints},
+		{"wrong targetPort: pods refuse, VIP too", results(fail(probe.StagePod, probe.ReasonRefused), fail(probe.StageProxy, probe.ReasonRefused)), clusterDNS(true, true), LayerPod, probe.ReasonRefused},
+		{"kube-proxy broken, DNS fine", results(fail(probe.StageProxy, probe.ReasonUnreachable)), clusterDNS(true, true), LayerProxy, probe.ReasonUnreachable},
+		// The case the precedence exists for: rules flushed, so the DNS VIP fails too, but the DNS
+		// Pods answer directly. The verdict is proxy, not dns.
+		{"kube-proxy flushed: VIP and DNS fail", results(fail(probe.StageProxy, probe.ReasonUnreachable), fail(probe.StageDNS, probe.ReasonTimeout)), clusterDNS(false, true, true), LayerProxy, probe.ReasonUnreachable},
+		{"headless during kube-proxy flush: only DNS fails", results(skip(probe.StageProxy), fail(probe.StageDNS, probe.ReasonTimeout)), clusterDNS(false, true, true), LayerProxy, probe.ReasonTimeout},
+		{"DNS pods dead", results(fail(probe.StageDNS, probe.ReasonRefused)), clusterDNS(false, false, false), LayerDNS, probe.ReasonRefused},
+		{"service DNS wrong, cluster DNS fine", results(fail(probe.StageDNS, probe.ReasonWrongAnswer)), clusterDNS(true, true), LayerDNS, probe.ReasonWrongAnswer},
+		{"no cluster DNS round yet", results(fail(probe.StageDNS, probe.ReasonTimeout)), nil, LayerDNS, probe.ReasonTimeout},
+		{"hairpin", results(fail(probe.StageHairpin, probe.ReasonTimeout)), clusterDNS(true, true), LayerHairpin, probe.ReasonTimeout},
+		{"hairpin wrong backend", results(fail(probe.StageHairpin, probe.ReasonWrongBackend)), nil, LayerHairpin, probe.ReasonWrongBackend},
+		{"only cheap stages yet", map[probe.Stage]probe.Result{probe.StageSpec: ok(probe.StageSpec), probe.StageEndpoints: ok(probe.StageEndpoints)}, nil, LayerOK, probe.ReasonSuccess},
+	}
+	covered := map[Layer]bool{LayerMissing: true} // missing is decided by the collector; see TestExpectedServiceMissing
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			layer, reason := Verdict(c.results, c.cluster)
+			if layer != c.layer || reason != c.reason {
+				t.Fatalf("verdict %s/%s, want %s/%s", layer, reason, c.layer, c.reason)
+			}
+		})
+		covered[c.layer] = true
+	}
+	for _, l := range Layers {
+		if !covered[l] {
+			t.Errorf("layer %s has no case in the table", l)
+		}
+	}
+}

@@ -1,0 +1,153 @@
+package probe
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/svcprobe/svcprobe/discovery"
+)
+
+// vipTarget is a Service whose ClusterIPs are loopback addresses (standing in for the VIP)
+// with one ready endpoint (never dialed by the proxy stage).
+func vipTarget(port discovery.Port, vips ...netip.Addr) *discovery.Target {
+	return &discovery.Target{
+		Namespace: "default", Name: "hostnames", Kind: discovery.KindClusterIP,
+		ClusterIPs: vips, Selector: map[string]string{"app": "hostnames"},
+		Ports: []discovery.Port{port},
+		Endpoints: []discovery.Endpoint{{
+			Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, Ready: true, PodName: "hostnames-a",
+		}},
+	}
+}
+
+func tcpPort(name string, port uint16) discovery.Port {
+	return discovery.Port{Name: name, Port: int32(port), TargetPort: intstr.FromInt32(9376), Protocol: "TCP"}
+}
+
+func probeProxy(t *testing.T, d *Dialer, tgt *discovery.Target) Result {
+	t.Helper()
+	r := (&ProxyProber{Dialer: d}).Probe(shortCtx(t, 5*time.Second), tgt)
+	if r.Stage != StageProxy {
+		t.Errorf("stage %q, want %q", r.Stage, StageProxy)
+	}
+	return r
+}
+
+func TestProxyProberSuccess(t *testing.T) {
+	s := newTCPServer(t, "127.0.0.1", 0)
+	r := probeProxy(t, &Dialer{Budget: looseBudget(t)}, vipTarget(tcpPort("web", s.addr.Port()), s.addr.Addr()))
+	if r.Outcome != OK || r.Total != 1 {
+		t.Fatalf("result %v %s %q total %d, want ok 1", r.Outcome, r.Reason, r.Detail, r.Total)
+	}
+	if want := s.addr.String() + " (service default/hostnames)"; r.Checks[0].Subject != want {
+		t.Errorf("subject %q, want %q", r.Checks[0].Subject, want)
+	}
+	if n := s.accepted.Load(); n == 0 {
+		time.Sleep(50 * time.Millisecond)
+		if s.accepted.Load() == 0 {
+			t.Error("the VIP listener saw no connection")
+		}
+	}
+}
+
+// TestProxyProberDualStack: each ClusterIP is a separate path (iptables vs ip6tables rules).
+func TestProxyProberDualStack(t *testing.T) {
+	v4 := newTCPServer(t, "127.0.0.1", 0)
+	ln, err := net.Listen("tcp", net.JoinHostPort("::1", strconv.Itoa(int(v4.addr.Port()))))
+	if err != nil {
+		t.Skipf("no IPv6 loopback on the same port: %v", err)
+	}
+	_ = ln.Close()
+	v6 := newTCPServer(t, "::1", v4.addr.Port())
+	r := probeProxy(t, &Dialer{Budget: looseBudget(t)}, vipTarget(tcpPort("web", v4.addr.Port()), v4.addr.Addr(), v6.addr.Addr()))
+	if r.Outcome != OK || r.Total != 2 {
+		t.Fatalf("result %v %s total %d (%q), want ok with both families", r.Outcome, r.Reason, r.Total, subjects(r))
+	}
+	if !strings.HasPrefix(r.Checks[1].Subject, "[::1]:") {
+		t.Errorf("second check %q, want the IPv6 ClusterIP", r.Checks[1].Subject)
+	}
+}
+
+func TestProxyProberFailureHint(t *testing.T) {
+	dead := freeTCPPort(t, "127.0.0.1")
+	r := probeProxy(t, &Dialer{Budget: looseBudget(t)}, vipTarget(tcpPort("web", dead.Port()), dead.Addr()))
+	if r.Outcome != Failed || r.Reason != ReasonRefused || r.Failing != 1 {
+		t.Fatalf("result %v %s failing %d, want failed refused", r.Outcome, r.Reason, r.Failing)
+	}
+	for _, want := range []string{"kube-proxy", "KUBE-SERVICES", "default/hostnames"} {
+		if !strings.Contains(r.Hint, want) {
+			t.Errorf("hint %q lacks %q", r.Hint, want)
+		}
+	}
+}
+
+// TestProxyProberHTTP: the annotation's HTTP check also runs against the VIP, with the Service's
+// name as Host.
+func TestProxyProberHTTP(t *testing.T) {
+	var host atomic.Value
+	addr := httpServerOn(t, "127.0.0.1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host.Store(r.Host)
+		if r.URL.Path != "/healthz" {
+			w.WriteHeader(http.StatusNotFound)
+		}
+	}))
+	tgt := vipTarget(tcpPort("web", addr.Port()), addr.Addr())
+	tgt.Options.HTTP = map[string]discovery.HTTPOptions{"web": {Path: "/healthz", StatusMin: 200, StatusMax: 299}}
+	r := probeProxy(t, &Dialer{Budget: looseBudget(t)}, tgt)
+	if r.Outcome != OK || !strings.Contains(r.Checks[0].Detail, "HTTP 200") {
+		t.Fatalf("result %v %s %q, want an HTTP 200", r.Outcome, r.Reason, r.Detail)
+	}
+	if want := "hostnames.default.svc:" + strconv.Itoa(int(addr.Port())); host.Load() != want {
+		t.Errorf("Host %q, want %q", host.Load(), want)
+	}
+}
+
+// TestProxyProberSkips: no VIP (headless, ExternalName) or nothing behind it: skipped, no dial.
+func TestProxyProberSkips(t *testing.T) {
+	d := &Dialer{dialContext: func(_ context.Context, _, address string) (net.Conn, error) {
+		t.Errorf("dialed %s for a skipped Service", address)
+		return nil, dialErr(syscall.ECONNREFUSED)
+	}}
+	vip := netip.MustParseAddr("127.0.0.1")
+	headless := vipTarget(tcpPort("web", 80))
+	headless.Kind = discovery.KindHeadless
+	external := vipTarget(tcpPort("web", 80))
+	external.Kind, external.ExternalName = discovery.KindExternalName, "example.com"
+	notReady := vipTarget(tcpPort("web", 80), vip)
+	notReady.Endpoints[0].Ready = false
+	noEndpoints := vipTarget(tcpPort("web", 80), vip)
+	noEndpoints.Endpoints = nil
+	udpOnly := vipTarget(discovery.Port{Name: "syslog", Port: 514, Protocol: "UDP"}, vip)
+	for name, tgt := range map[string]*discovery.Target{
+		"headless": headless, "external name": external, "no ready endpoint": notReady,
+		"no endpoints": noEndpoints, "UDP only": udpOnly,
+	} {
+		if r := probeProxy(t, d, tgt); r.Outcome != Skipped || r.Reason != ReasonNotProbed || r.Detail == "" {
+			t.Errorf("%s: result %v %s %q, want skipped with a reason", name, r.Outcome, r.Reason, r.Detail)
+		}
+	}
+}
+
+// TestProxyProberUDPDNS: a Service on UDP 53 gets a DNS query to its VIP.
+func TestProxyProberUDPDNS(t *testing.T) {
+	var dialed []string
+	d := &Dialer{Budget: looseBudget(t), dialContext: func(_ context.Context, network, address string) (net.Conn, error) {
+		dialed = append(dialed, network+" "+address)
+		return nil, dialErr(syscall.ECONNREFUSED) // no packet leaves
+	}}
+	tgt := vipTarget(discovery.Port{Name: "dns", Port: 53, TargetPort: intstr.FromInt32(53), Protocol: "UDP"}, netip.MustParseAddr("127.0.0.1"))
+	r := probeProxy(t, d, tgt)
+	if r.Total != 1 || r.Reason != ReasonRefused || len(dialed) != 1 || dialed[0] != "udp 127.0.0.1:53" {
+		t.Fatalf("result %s total %d, dialed %q; want one refused DNS query to udp 127.0.0.1:53", r.Reason, r.Total, dialed)
+	}
+}

@@ -1,0 +1,206 @@
+package probe
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/svcprobe/svcprobe/discovery"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+type fakeProber struct {
+	stage Stage
+	hang  map[types.UID]bool // block until ctx ends for these
+	mu    sync.Mutex
+	calls map[types.UID]int
+}
+
+func (f *fakeProber) Stage() Stage { return f.stage }
+
+func (f *fakeProber) Probe(ctx context.Context, t *discovery.Target) Result {
+	f.mu.Lock()
+	if f.calls == nil {
+		f.calls = map[types.UID]int{}
+	}
+	f.calls[t.UID]++
+	f.mu.Unlock()
+	if f.hang[t.UID] {
+		<-ctx.Done()
+		return Result{Outcome: Failed, Reason: ReasonTimeout}
+	}
+	return Result{Outcome: OK, Reason: ReasonSuccess}
+}
+
+func (f *fakeProber) count(uid types.UID) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[uid]
+}
+
+type memSink struct {
+	mu        sync.Mutex
+	results   map[types.UID]map[Stage]Result
+	records   map[types.UID]int
+	forgotten map[types.UID]bool
+	cluster   int
+}
+
+func newMemSink() *memSink {
+	return &memSink{results: map[types.UID]map[Stage]Result{}, records: map[types.UID]int{}, forgotten: map[types.UID]bool{}}
+}
+
+func (m *memSink) Record(t *discovery.Target, rs []Result) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.results[t.UID] == nil {
+		m.results[t.UID] = map[Stage]Result{}
+	}
+	for _, r := range rs {
+		m.results[t.UID][r.Stage] = r
+	}
+	m.records[t.UID]++
+}
+func (m *memSink) Forget(uid types.UID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.results, uid)
+	m.forgotten[uid] = true
+}
+func (m *memSink) RecordClusterDNS(ClusterDNSResult) { m.mu.Lock(); m.cluster++; m.mu.Unlock() }
+
+func (m *memSink) has(uid types.UID, s Stage) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.results[uid][s]
+	return ok
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func startScheduler(t *testing.T, cfg SchedulerConfig, probers ...Prober) (*Scheduler, *memSink) {
+	t.Helper()
+	sink := newMemSink()
+	s, err := NewScheduler(cfg, probers, sink, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("scheduler did not stop")
+		}
+	})
+	return s, sink
+}
+
+func TestSchedulerCheapStagesRunOnUpsert(t *testing.T) {
+	spec := &fakeProber{stage: StageSpec}
+	pod := &fakeProber{stage: StagePod}
+	s, sink := startScheduler(t, SchedulerConfig{Interval: time.Hour, Timeout: time.Second, Workers: 1}, spec, pod)
+	s.Upsert(&discovery.Target{UID: "a", Version: 1})
+	// No waiting: the spec result is recorded before Upsert returns.
+	if !sink.has("a", StageSpec) {
+		t.Fatal("spec result not recorded synchronously on Upsert")
+	}
+	waitFor(t, "network stage soon after upsert", func() bool { return sink.has("a", StagePod) })
+	if s.Pending() != 0 {
+		t.Fatalf("pending %d after the first probe", s.Pending())
+	}
+}
+
+func TestSchedulerProbesEveryInterval(t *testing.T) {
+	pod := &fakeProber{stage: StagePod}
+	s, _ := startScheduler(t, SchedulerConfig{Interval: 100 * time.Millisecond, Timeout: 50 * time.Millisecond, Workers: 2}, pod)
+	s.Upsert(&discovery.Target{UID: "a", Version: 1})
+	waitFor(t, "three rounds", func() bool { return pod.count("a") >= 3 })
+	if s.Stats().Rounds.Load() < 3 {
+		t.Fatalf("rounds %d", s.Stats().Rounds.Load())
+	}
+}
+
+func TestSchedulerSlowTargetDoesNotDelayOthers(t *testing.T) {
+	pod := &fakeProber{stage: StagePod, hang: map[types.UID]bool{"slow": true}}
+	s, _ := startScheduler(t, SchedulerConfig{Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond, Workers: 2}, pod)
+	s.Upsert(&discovery.Target{UID: "slow", Version: 1})
+	s.Upsert(&discovery.Target{UID: "fast", Version: 1})
+	waitFor(t, "fast probed repeatedly while slow hangs", func() bool { return pod.count("fast") >= 4 })
+	// The slow one is bounded by its timeout: it comes round again too.
+	waitFor(t, "slow probed again after its timeout", func() bool { return pod.count("slow") >= 2 })
+}
+
+func TestSchedulerDeleteForgets(t *testing.T) {
+	pod := &fakeProber{stage: StagePod}
+	s, sink := startScheduler(t, SchedulerConfig{Interval: 50 * time.Millisecond, Timeout: 20 * time.Millisecond, Workers: 1}, pod)
+	s.Upsert(&discovery.Target{UID: "a", Version: 1})
+	waitFor(t, "probed", func() bool { return sink.has("a", StagePod) })
+	s.Delete("a", "default/a")
+	n := pod.count("a")
+	time.Sleep(200 * time.Millisecond) // several intervals: no probe may come back for a deleted target
+	if sink.has("a", StagePod) || !sink.forgotten["a"] {
+		t.Fatal("deleted target still has results")
+	}
+	if pod.count("a") > n+1 { // at most the one in flight at Delete
+		t.Fatalf("deleted target probed %d more times", pod.count("a")-n)
+	}
+}
+
+func TestSchedulerClusterDNSEachInterval(t *testing.T) {
+	var mu sync.Mutex
+	calls := 0
+	_, sink := startScheduler(t, SchedulerConfig{Interval: 50 * time.Millisecond, Timeout: 20 * time.Millisecond, Workers: 1,
+		ClusterDNS: func(context.Context) ClusterDNSResult { mu.Lock(); calls++; mu.Unlock(); return ClusterDNSResult{} }})
+	waitFor(t, "cluster DNS rounds", func() bool { sink.mu.Lock(); defer sink.mu.Unlock(); return sink.cluster >= 2 })
+}
+
+func TestSchedulerConfigValidate(t *testing.T) {
+	for _, c := range []SchedulerConfig{
+		{Interval: 0, Timeout: time.Second, Workers: 1},
+		{Interval: time.Second, Timeout: -time.Second, Workers: 1},
+		{Interval: time.Second, Timeout: 2 * time.Second, Workers: 1},
+		{Interval: time.Second, Timeout: time.Second, Workers: 0},
+	} {
+		if c.Validate() == nil {
+			t.Errorf("%+v accepted", c)
+		}
+	}
+}
+
+func TestNextSlotSpreadsAndCountsSkips(t *testing.T) {
+	s := &Scheduler{cfg: SchedulerConfig{Interval: 10 * time.Second}}
+	now := time.Unix(1000, 0)
+	buckets := map[int64]bool{}
+	for i := range 100 {
+		slot := s.nextSlot(types.UID(fmt.Sprintf("uid-%d", i)), now, now)
+		if !slot.After(now) || slot.Sub(now) > 11*time.Second {
+			t.Fatalf("next slot %s not within one interval of %s", slot, now)
+		}
+		buckets[int64(slot.Sub(now)/time.Second)] = true
+	}
+	if len(buckets) < 8 {
+		t.Fatalf("100 Services fall in only %d of 10 one-second buckets: not spread", len(buckets))
+	}
+	// A probe that overran three intervals counts the slots it missed.
+	s.nextSlot("uid-a", now, now.Add(35*time.Second))
+	if got := s.stats.Skipped.Load(); got < 2 {
+		t.Fatalf("skipped %d, want at least 2", got)
+	}
+}
