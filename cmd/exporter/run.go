@@ -34,30 +34,15 @@ type exporter struct {
 
 // newExporter wires the components. It starts nothing.
 func newExporter(cfg *config, client kubernetes.Interface, log *slog.Logger) (*exporter, error) {
-	f, err := os.Open(cfg.ResolvConf)
+	rc, err := readResolvConf(cfg.ResolvConf)
 	if err != nil {
-		return nil, fmt.Errorf("--dns.resolv-conf: %w", err)
-	}
-	rc, err := probe.ParseResolvConf(f)
-	f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("--dns.resolv-conf %s: %w", cfg.ResolvConf, err)
+		return nil, err
 	}
 	budget, err := probe.NewBudget(probe.BudgetConfig{Concurrency: cfg.Concurrency, DNSQPS: cfg.DNSQPS, NewConnsPerSecond: cfg.NewConnsPerSecond})
 	if err != nil {
 		return nil, err
 	}
-	dialer := &probe.Dialer{Budget: budget}
-	probers := []probe.Prober{
-		probe.SpecProber{},
-		probe.EndpointsProber{},
-		&probe.DNSProber{Budget: budget, Conf: rc, ClusterDomain: cfg.ClusterDomain},
-		&probe.PodProber{Dialer: dialer},
-		&probe.ProxyProber{Dialer: dialer},
-	}
-	if cfg.HairpinService != "" {
-		probers = append(probers, &probe.HairpinProber{Dialer: dialer, Service: cfg.HairpinService, Identity: cfg.HairpinIdentity})
-	}
+	probers := newProbers(cfg, rc, budget)
 	store := metrics.NewStore()
 	e := &exporter{store: store, registry: prometheus.NewRegistry(), mux: http.NewServeMux()}
 
@@ -106,6 +91,36 @@ func newExporter(cfg *config, client kubernetes.Interface, log *slog.Logger) (*e
 	}
 	e.mux.Handle("/", landing)
 	return e, nil
+}
+
+func readResolvConf(path string) (probe.ResolvConf, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return probe.ResolvConf{}, fmt.Errorf("--dns.resolv-conf: %w", err)
+	}
+	defer f.Close()
+	rc, err := probe.ParseResolvConf(f)
+	if err != nil {
+		return probe.ResolvConf{}, fmt.Errorf("--dns.resolv-conf %s: %w", path, err)
+	}
+	return rc, nil
+}
+
+// newProbers builds every stage, in runbook order. The exporter and `svcprobe diagnose` share it:
+// there is one implementation of each check.
+func newProbers(cfg *config, rc probe.ResolvConf, budget *probe.Budget) []probe.Prober {
+	dialer := &probe.Dialer{Budget: budget}
+	probers := []probe.Prober{
+		probe.SpecProber{},
+		probe.EndpointsProber{},
+		&probe.DNSProber{Budget: budget, Conf: rc, ClusterDomain: cfg.ClusterDomain},
+		&probe.PodProber{Dialer: dialer},
+		&probe.ProxyProber{Dialer: dialer},
+	}
+	if cfg.HairpinService != "" {
+		probers = append(probers, &probe.HairpinProber{Dialer: dialer, Service: cfg.HairpinService, Identity: cfg.HairpinIdentity})
+	}
+	return probers
 }
 
 // ready: informers synced and every known Service probed once.
