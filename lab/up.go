@@ -115,12 +115,12 @@ func Up(ctx context.Context, c Config) (*Result, error) {
 	c.Log("waiting for kube-apiserver /readyz")
 	if err := waitFor(ctx, 60*time.Second, "kube-apiserver /readyz", func() error {
 		if err := c.componentAlive("kube-apiserver"); err != nil {
-			return backoff.Permanent(err)
+			return backoff.Permanent(c.withLog("kube-apiserver", err))
 		}
 		_, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		return err
 	}); err != nil {
-		return nil, c.withLog("kube-apiserver", err)
+		return nil, err
 	}
 	c.Log("kube-apiserver ready after %s", time.Since(start).Round(time.Millisecond))
 
@@ -170,12 +170,12 @@ func Up(ctx context.Context, c Config) (*Result, error) {
 	for _, ns := range []string{"kube-system", "default"} {
 		if err := waitFor(ctx, 60*time.Second, "ServiceAccount "+ns+"/default", func() error {
 			if err := c.componentAlive("kube-controller-manager"); err != nil {
-				return backoff.Permanent(err)
+				return backoff.Permanent(c.withLog("kube-controller-manager", err))
 			}
 			_, err := client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
 			return err
 		}); err != nil {
-			return nil, c.withLog("kube-controller-manager", err)
+			return nil, err
 		}
 	}
 
@@ -198,7 +198,7 @@ func Up(ctx context.Context, c Config) (*Result, error) {
 	if err := waitFor(ctx, 90*time.Second, "deployment hostnames available and DNS answering", func() error {
 		for _, comp := range components {
 			if err := c.componentAlive(comp); err != nil {
-				return backoff.Permanent(err)
+				return backoff.Permanent(c.withLog(comp, err))
 			}
 		}
 		d, err := client.AppsV1().Deployments("default").Get(ctx, "hostnames", metav1.GetOptions{})
@@ -346,7 +346,7 @@ func (c *Config) componentAlive(name string) error {
 		return fmt.Errorf("%s: no pid file: %w", name, err)
 	}
 	if !alive(pid, marker) || !exists(pid) {
-		return c.withLog(name, fmt.Errorf("%s (pid %d) exited", name, pid))
+		return fmt.Errorf("%s (pid %d) exited", name, pid)
 	}
 	return nil
 }

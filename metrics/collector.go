@@ -209,35 +209,51 @@ func (c *Collector) collectService(ch chan<- prometheus.Metric, st ServiceStatus
 	}
 	if c.cfg.PerEndpoint {
 		if r, ok := st.Results[probe.StagePod]; ok {
-			n := 0
-			for _, chk := range r.Checks {
-				if chk.Addr == "" {
-					continue
-				}
-				if n >= c.cfg.PerEndpointLimit {
+			for i, ep := range endpointResults(r) {
+				if i >= c.cfg.PerEndpointLimit {
 					break
 				}
-				n++
-				ch <- prometheus.MustNewConstMetric(descEndpointUp, prometheus.GaugeValue, boolf(chk.OK()), ns, name, c.lv(chk.Pod), chk.Addr)
+				ch <- prometheus.MustNewConstMetric(descEndpointUp, prometheus.GaugeValue, boolf(ep.up), ns, name, c.lv(ep.pod), ep.addr)
 			}
 		}
 	}
 	return cut
 }
 
-// failingEndpoints counts distinct endpoint addresses with at least one failing pod-stage check.
-func failingEndpoints(r probe.Result) int {
-	bad := map[string]bool{}
+type endpointResult struct {
+	pod, addr string
+	up        bool
+}
+
+// endpointResults folds the pod stage's checks (one per endpoint and port) into one result per
+// endpoint address, in check order: an endpoint is up when every port answered.
+func endpointResults(r probe.Result) []endpointResult {
+	var out []endpointResult
+	index := map[string]int{}
 	for _, chk := range r.Checks {
-		if !chk.OK() {
-			key := chk.Addr
-			if key == "" {
-				key = chk.Subject
-			}
-			bad[key] = true
+		if chk.Addr == "" {
+			continue
+		}
+		i, ok := index[chk.Addr]
+		if !ok {
+			i = len(out)
+			index[chk.Addr] = i
+			out = append(out, endpointResult{pod: chk.Pod, addr: chk.Addr, up: true})
+		}
+		out[i].up = out[i].up && chk.OK()
+	}
+	return out
+}
+
+// failingEndpoints counts endpoints with at least one failing pod-stage check.
+func failingEndpoints(r probe.Result) int {
+	n := 0
+	for _, ep := range endpointResults(r) {
+		if !ep.up {
+			n++
 		}
 	}
-	return len(bad)
+	return n
 }
 
 func (c *Collector) collectCluster(ch chan<- prometheus.Metric, r *probe.ClusterDNSResult) {

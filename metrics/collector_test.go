@@ -60,7 +60,8 @@ func setup(t *testing.T, cfg CollectorConfig) (*Store, *Collector, *prometheus.R
 func podResult(failing ...string) probe.Result {
 	r := probe.Result{Stage: probe.StagePod, Outcome: probe.OK, Reason: probe.ReasonSuccess, Duration: 3 * time.Millisecond}
 	for _, addr := range []string{"198.18.0.5:9376", "198.18.0.6:9376"} {
-		c := probe.Check{Subject: addr, Reason: probe.ReasonSuccess, Addr: addr, Pod: map[string]string{"198.18.0.5:9376": "a", "198.18.0.6:9376": "b"}[addr]}
+		ip, _, _ := strings.Cut(addr, ":")
+		c := probe.Check{Subject: addr, Reason: probe.ReasonSuccess, Addr: ip, Pod: map[string]string{"198.18.0.5:9376": "a", "198.18.0.6:9376": "b"}[addr]}
 		for _, f := range failing {
 			if f == addr {
 				c.Reason = probe.ReasonRefused

@@ -78,7 +78,7 @@ func (b *Budget) acquire(ctx context.Context, l *rate.Limiter, kind BudgetKind) 
 		case b.sem <- struct{}{}:
 		case <-ctx.Done():
 			b.waited(BudgetConcurrency, start)
-			return nil, fmt.Errorf("waiting for a probe slot: %w", ctx.Err())
+			return nil, fmt.Errorf("%w: waiting for a probe slot: %w", errBudget, ctx.Err())
 		}
 		b.waited(BudgetConcurrency, start)
 	}
@@ -89,7 +89,7 @@ func (b *Budget) acquire(ctx context.Context, l *rate.Limiter, kind BudgetKind) 
 		b.waited(kind, t0)
 		if err != nil {
 			release()
-			return nil, fmt.Errorf("waiting for the %s budget: %w", kind, err)
+			return nil, fmt.Errorf("%w: waiting for the %s budget: %w", errBudget, kind, err)
 		}
 	}
 	return release, nil

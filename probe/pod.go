@@ -79,7 +79,11 @@ func runJobs(ctx context.Context, d *Dialer, jobs []job) []Check {
 	checks := make([]Check, len(jobs))
 	var wg sync.WaitGroup
 	for i, j := range jobs {
-		wg.Go(func() { checks[i] = j.run(ctx, d) })
+		wg.Go(func() {
+			c := j.run(ctx, d)
+			c.Pod, c.Addr = j.podName, j.addr.Addr().String()
+			checks[i] = c
+		})
 	}
 	wg.Wait()
 	return checks

@@ -97,6 +97,10 @@ func TestPodProberDegraded(t *testing.T) {
 			t.Errorf("check %d (%s): %s, want %s", i, r.Checks[i].Subject, r.Checks[i].Reason, want)
 		}
 	}
+	// Each check names its endpoint, for the per-endpoint series and the unreachable count.
+	if c := r.Checks[2]; c.Pod != "hostnames-c" || c.Addr != "127.0.0.3" {
+		t.Errorf("check 2 names pod %q addr %q, want hostnames-c 127.0.0.3", c.Pod, c.Addr)
+	}
 }
 
 // TestPodProberAllRefuseBlamesTargetPort: ready Pods that all refuse the same port are up but

@@ -1,0 +1,377 @@
+package web
+
+import (
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/svcprobe/svcprobe/metrics"
+	"github.com/svcprobe/svcprobe/probe"
+)
+
+// The JSON documents of /api/v1/services. Field names are part of the API: add fields, never
+// rename or remove them. Durations are float seconds, times RFC 3339.
+
+// Status is the state of a stage, a runbook step or the cluster DNS as shown to a human.
+type Status string
+
+const (
+	StatusOK        Status = "ok"         // every check passed
+	StatusDegraded  Status = "degraded"   // some checks failed, not all (e.g. 1 of 3 endpoints)
+	StatusFailed    Status = "failed"     // every check failed
+	StatusSkipped   Status = "skipped"    // the stage does not apply to this Service
+	StatusNotProbed Status = "not_probed" // the stage has not run yet
+)
+
+// ServiceList is the document of GET /api/v1/services.
+type ServiceList struct {
+	GeneratedAt time.Time   `json:"generated_at"`
+	Ready       bool        `json:"ready"`
+	ReadyDetail string      `json:"ready_detail,omitempty"`
+	ClusterDNS  *ClusterDNS `json:"cluster_dns"`
+	Total       int         `json:"total"`  // Services matching the filters, on all pages
+	Broken      int         `json:"broken"` // of those, Services whose verdict is not ok
+	Page        int         `json:"page"`   // 1-based
+	PageSize    int         `json:"page_size"`
+	Pages       int         `json:"pages"`
+	Services    []Service   `json:"services"`
+}
+
+// Service is one Service: its verdict, its stages and, in the per-Service document, the runbook
+// walk with every check.
+type Service struct {
+	Namespace        string            `json:"namespace"`
+	Name             string            `json:"name"`
+	UID              string            `json:"uid,omitempty"`
+	Kind             string            `json:"kind,omitempty"`
+	ClusterIPs       []string          `json:"cluster_ips"`
+	Selector         map[string]string `json:"selector,omitempty"`
+	Verdict          string            `json:"verdict"` // the broken layer, or "ok"
+	Reason           string            `json:"reason"`  // why the layer is blamed
+	Healthy          bool              `json:"healthy"`
+	Endpoints        EndpointCounts    `json:"endpoints"`
+	LastProbe        *time.Time        `json:"last_probe"` // last network probe, null before the first
+	LatencySeconds   float64           `json:"latency_seconds"`
+	AnnotationErrors []string          `json:"annotation_errors,omitempty"`
+	Stages           []Stage           `json:"stages"`            // in probe.Stages order
+	Runbook          []Step            `json:"runbook,omitempty"` // only in the per-Service document
+}
+
+// EndpointCounts counts a Service's endpoints by state.
+type EndpointCounts struct {
+	Ready       int `json:"ready"`
+	NotReady    int `json:"not_ready"`
+	Terminating int `json:"terminating"`
+}
+
+// Stage is the latest result of one stage.
+type Stage struct {
+	Stage           string     `json:"stage"`
+	Status          Status     `json:"status"`
+	Reason          string     `json:"reason"`
+	Detail          string     `json:"detail,omitempty"`
+	Hint            string     `json:"hint,omitempty"`
+	Failing         int        `json:"failing"`
+	Total           int        `json:"total"`
+	DurationSeconds float64    `json:"duration_seconds"`
+	At              *time.Time `json:"at,omitempty"`
+	Checks          []Check    `json:"checks,omitempty"` // only in the per-Service document
+}
+
+// Check is one piece of evidence: what was asked, what was seen.
+type Check struct {
+	Subject         string  `json:"subject"`
+	OK              bool    `json:"ok"`
+	Reason          string  `json:"reason"`
+	Detail          string  `json:"detail,omitempty"`
+	DurationSeconds float64 `json:"duration_seconds"`
+	Pod             string  `json:"pod,omitempty"`
+	Addr            string  `json:"addr,omitempty"`
+}
+
+// Step is one step of the Debug Services runbook, in the runbook's order.
+type Step struct {
+	Step     int     `json:"step"`
+	ID       string  `json:"id"`              // exists, dns, cluster_dns, proxy, spec, endpoints, pod, hairpin
+	Question string  `json:"question"`        // the runbook's question
+	Stage    string  `json:"stage,omitempty"` // the probe stage answering it, if any
+	Status   Status  `json:"status"`
+	Reason   string  `json:"reason"`
+	Detail   string  `json:"detail,omitempty"`
+	Hint     string  `json:"hint,omitempty"`
+	Blamed   bool    `json:"blamed"` // this step is the layer the verdict names
+	Checks   []Check `json:"checks,omitempty"`
+}
+
+// ClusterDNS is the latest round of cluster DNS checks.
+type ClusterDNS struct {
+	At           time.Time `json:"at"`
+	Status       Status    `json:"status"`
+	ProxySuspect bool      `json:"proxy_suspect"` // DNS Pods answer, the DNS Service IP does not
+	PodsUp       int       `json:"pods_up"`
+	PodsTotal    int       `json:"pods_total"`
+	Canary       Check     `json:"canary"`
+	Nameservers  []Check   `json:"nameservers"` // each resolv.conf nameserver (the DNS Service IP)
+	Pods         []Check   `json:"pods"`        // each DNS Pod asked directly
+}
+
+// NewService converts a store snapshot entry. With detail it also carries every check and the
+// runbook walk (the per-Service document); cluster is the cluster DNS round the walk quotes.
+func NewService(ss metrics.ServiceStatus, cluster *probe.ClusterDNSResult, detail bool) Service {
+	t := ss.Target
+	c := t.Counts()
+	s := Service{
+		Namespace: t.Namespace, Name: t.Name, UID: string(t.UID), Kind: string(t.Kind),
+		ClusterIPs: addrStrings(t.ClusterIPs), Selector: t.Selector,
+		Verdict: string(ss.Verdict), Reason: string(ss.Reason), Healthy: ss.Verdict == metrics.LayerOK,
+		Endpoints: EndpointCounts{Ready: c.Ready, NotReady: c.NotReady, Terminating: c.Terminating},
+	}
+	if !ss.LastProbe.IsZero() {
+		lp := ss.LastProbe.UTC()
+		s.LastProbe = &lp
+	}
+	for _, err := range t.AnnotationErrors {
+		s.AnnotationErrors = append(s.AnnotationErrors, err.Error())
+	}
+	for _, st := range probe.Stages {
+		r, ok := ss.Results[st]
+		s.Stages = append(s.Stages, newStage(st, r, ok, detail))
+		if ok && r.Outcome != probe.Skipped {
+			s.LatencySeconds += r.Duration.Seconds()
+		}
+	}
+	if detail {
+		s.Runbook = walk(ss, cluster)
+	}
+	return s
+}
+
+// MissingService is the document of a Service that is expected but does not exist.
+func MissingService(namespace, name string) Service {
+	return Service{
+		Namespace: namespace, Name: name, ClusterIPs: []string{},
+		Verdict: string(metrics.LayerMissing), Reason: string(metrics.LayerMissing),
+		Runbook: []Step{{
+			Step: 1, ID: "exists", Question: questions["exists"], Status: StatusFailed, Reason: "missing",
+			Detail: "no Service " + namespace + "/" + name + " in the API",
+			Hint:   "Create the Service, or check the name and namespace (kubectl get svc -n " + namespace + "): the runbook stops here.",
+			Blamed: true,
+		}},
+	}
+}
+
+// StatusOf classifies a result: ok, degraded (Failing < Total), failed, skipped or not_probed.
+func StatusOf(r probe.Result, probed bool) Status {
+	switch {
+	case !probed:
+		return StatusNotProbed
+	case r.Outcome == probe.Skipped:
+		return StatusSkipped
+	case r.Outcome == probe.OK:
+		return StatusOK
+	case r.Failing > 0 && r.Failing < r.Total:
+		return StatusDegraded
+	}
+	return StatusFailed
+}
+
+func newStage(st probe.Stage, r probe.Result, probed, detail bool) Stage {
+	s := Stage{Stage: string(st), Status: StatusOf(r, probed), Reason: string(r.Reason), Detail: r.Detail,
+		Hint: r.Hint, Failing: r.Failing, Total: r.Total, DurationSeconds: r.Duration.Seconds()}
+	if !probed {
+		s.Reason = string(probe.ReasonNotProbed)
+	}
+	if !r.At.IsZero() {
+		at := r.At.UTC()
+		s.At = &at
+	}
+	if detail {
+		s.Checks = newChecks(r.Checks)
+	}
+	return s
+}
+
+func newCheck(c probe.Check) Check {
+	return Check{Subject: c.Subject, OK: c.OK(), Reason: string(c.Reason), Detail: c.Detail,
+		DurationSeconds: c.Duration.Seconds(), Pod: c.Pod, Addr: c.Addr}
+}
+
+func newChecks(cs []probe.Check) []Check {
+	if len(cs) == 0 {
+		return nil
+	}
+	out := make([]Check, len(cs))
+	for i, c := range cs {
+		out[i] = newCheck(c)
+	}
+	return out
+}
+
+// NewClusterDNS converts a cluster DNS round; nil before the first round.
+func NewClusterDNS(r *probe.ClusterDNSResult) *ClusterDNS {
+	if r == nil {
+		return nil
+	}
+	up, total := r.PodsUp()
+	c := &ClusterDNS{At: r.At.UTC(), ProxySuspect: r.ProxySuspect(), PodsUp: up, PodsTotal: total,
+		Canary: newCheck(r.Canary), Nameservers: newChecks(r.VIP), Pods: []Check{}}
+	if c.Nameservers == nil {
+		c.Nameservers = []Check{}
+	}
+	for _, p := range r.Pods {
+		pc := newCheck(p.Check)
+		if pc.Pod == "" {
+			pc.Pod = p.Name
+		}
+		c.Pods = append(c.Pods, pc)
+	}
+	switch {
+	case r.Canary.OK() && r.VIPUp() && up == total:
+		c.Status = StatusOK
+	case r.Canary.OK() || r.VIPUp() || up > 0:
+		c.Status = StatusDegraded
+	default:
+		c.Status = StatusFailed
+	}
+	return c
+}
+
+// questions are the runbook's questions, by step id.
+var questions = map[string]string{
+	"exists":      "Does the Service exist?",
+	"dns":         "Does the Service work by DNS name?",
+	"cluster_dns": "Does any Service work by DNS name?",
+	"proxy":       "Does the Service work by IP?",
+	"spec":        "Is the Service defined correctly?",
+	"endpoints":   "Does the Service have any Endpoints?",
+	"pod":         "Are the Pods working?",
+	"hairpin":     "Is kube-proxy working? Can a Pod reach itself via its Service IP?",
+}
+
+// runbookOrder maps the runbook's steps onto the stages. The runbook asks DNS and the VIP before
+// looking at the spec, while the verdict blames the lowest broken layer: the walk shows every
+// failed step and marks the one the verdict names.
+var runbookOrder = []struct {
+	id    string
+	stage probe.Stage
+}{
+	{"exists", ""}, {"dns", probe.StageDNS}, {"cluster_dns", ""}, {"proxy", probe.StageProxy},
+	{"spec", probe.StageSpec}, {"endpoints", probe.StageEndpoints}, {"pod", probe.StagePod},
+	{"hairpin", probe.StageHairpin},
+}
+
+// layerStep is the step the verdict's layer points at.
+var layerStep = map[metrics.Layer]string{
+	metrics.LayerMissing: "exists", metrics.LayerSpec: "spec", metrics.LayerEndpoints: "endpoints",
+	metrics.LayerPod: "pod", metrics.LayerProxy: "proxy", metrics.LayerDNS: "dns", metrics.LayerHairpin: "hairpin",
+}
+
+func walk(ss metrics.ServiceStatus, cluster *probe.ClusterDNSResult) []Step {
+	blamed := layerStep[ss.Verdict]
+	// A DNS failure blamed on the proxy (DNS Pods answer, the DNS Service IP does not) is a
+	// broken VIP for kube-dns, not for this Service: mark the cluster DNS step.
+	if ss.Verdict == metrics.LayerProxy {
+		if r, ok := ss.Results[probe.StageProxy]; !ok || r.Outcome != probe.Failed {
+			blamed = "cluster_dns"
+		}
+	}
+	var steps []Step
+	for i, o := range runbookOrder {
+		s := Step{Step: i + 1, ID: o.id, Question: questions[o.id], Stage: string(o.stage), Blamed: o.id == blamed}
+		switch o.id {
+		case "exists":
+			s.Status, s.Reason = StatusOK, string(probe.ReasonSuccess)
+			s.Detail = "Service " + ss.Target.Key() + " (" + string(ss.Target.Kind) + ")"
+			if ips := addrStrings(ss.Target.ClusterIPs); len(ips) > 0 {
+				s.Detail += ", cluster IPs " + strings.Join(ips, ", ")
+			}
+		case "cluster_dns":
+			clusterStep(&s, cluster)
+		default:
+			r, ok := ss.Results[o.stage]
+			s.Status, s.Reason, s.Detail, s.Checks = StatusOf(r, ok), string(r.Reason), r.Detail, newChecks(r.Checks)
+			if !ok {
+				s.Reason = string(probe.ReasonNotProbed)
+			}
+			if s.Status == StatusFailed || s.Status == StatusDegraded {
+				s.Hint = r.Hint
+			}
+			if s.Status == StatusOK && s.Detail == "" {
+				s.Detail = summary(r)
+			}
+		}
+		steps = append(steps, s)
+	}
+	return steps
+}
+
+func clusterStep(s *Step, r *probe.ClusterDNSResult) {
+	c := NewClusterDNS(r)
+	if c == nil {
+		s.Status, s.Reason, s.Detail = StatusNotProbed, string(probe.ReasonNotProbed), "no cluster DNS round yet"
+		return
+	}
+	s.Status, s.Reason = c.Status, c.Canary.Reason
+	s.Checks = append(append([]Check{c.Canary}, c.Nameservers...), c.Pods...)
+	s.Detail = summaryDNS(c)
+	switch {
+	case c.ProxySuspect:
+		s.Hint = "The DNS Pods answer when asked directly but the DNS Service IP does not: the service proxy " +
+			"(kube-proxy or the CNI's service routing) does not forward the DNS Service on this node. Check kube-proxy here."
+	case c.Status != StatusOK:
+		s.Hint = "Cluster DNS itself is unwell: check the DNS Pods (kubectl -n kube-system get pods -l k8s-app=kube-dns; their logs) " +
+			"and that the nameserver in the Pods' /etc/resolv.conf is the DNS Service IP."
+	}
+}
+
+func summaryDNS(c *ClusterDNS) string {
+	nsUp := 0
+	for _, n := range c.Nameservers {
+		if n.OK {
+			nsUp++
+		}
+	}
+	return "canary " + c.Canary.Reason + "; " + strconv.Itoa(nsUp) + " of " + strconv.Itoa(len(c.Nameservers)) +
+		" nameservers answer; " + strconv.Itoa(c.PodsUp) + " of " + strconv.Itoa(c.PodsTotal) + " DNS Pods answer"
+}
+
+func summary(r probe.Result) string {
+	if r.Total == 0 {
+		return ""
+	}
+	return strconv.Itoa(r.Total-r.Failing) + " of " + strconv.Itoa(r.Total) + " checks passed"
+}
+
+func addrStrings(as []netip.Addr) []string {
+	out := make([]string, 0, len(as))
+	for _, a := range as {
+		out = append(out, a.String())
+	}
+	return out
+}
+
+// sortBrokenFirst orders Services by namespace (namespaces with a broken Service first), then
+// broken before healthy, then by name.
+func sortBrokenFirst(ss []metrics.ServiceStatus) {
+	brokenNS := map[string]bool{}
+	for _, s := range ss {
+		if s.Verdict != metrics.LayerOK {
+			brokenNS[s.Target.Namespace] = true
+		}
+	}
+	sort.SliceStable(ss, func(i, j int) bool {
+		a, b := ss[i], ss[j]
+		if a.Target.Namespace != b.Target.Namespace {
+			if brokenNS[a.Target.Namespace] != brokenNS[b.Target.Namespace] {
+				return brokenNS[a.Target.Namespace]
+			}
+			return a.Target.Namespace < b.Target.Namespace
+		}
+		if ab, bb := a.Verdict != metrics.LayerOK, b.Verdict != metrics.LayerOK; ab != bb {
+			return ab
+		}
+		return a.Target.Name < b.Target.Name
+	})
+}
