@@ -7,12 +7,25 @@ LDFLAGS       := -s -w -X github.com/prometheus/common/version.Version=$(VERSION
                  -X github.com/prometheus/common/version.Branch=$(shell git rev-parse --abbrev-ref HEAD 2>/dev/null)
 export SVCPROBE_CACHE ?= $(HOME)/.cache/svcprobe
 
-.PHONY: all build test unit vet lint fmt-check bench clean
+.PHONY: all build build-all image test unit vet fmt-check clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/svcprobe ./cmd/exporter
+
+## build-all: the binary for every platform we ship (Windows nodes included).
+build-all:
+	@for p in linux/amd64 linux/arm64 windows/amd64; do \
+		os=$${p%/*}; arch=$${p#*/}; ext=; [ $$os = windows ] && ext=.exe; \
+		echo "build $$os/$$arch"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/svcprobe-$$os-$$arch$$ext ./cmd/exporter || exit 1; \
+	done
+
+## image: the container image, without a Docker daemon (Debian's buildah, vfs storage, chroot isolation).
+image: build
+	@command -v buildah >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah)
+	buildah --storage-driver vfs bud --isolation chroot --build-arg VERSION=$(VERSION) -t svcprobe:$(VERSION) .
 
 ## test: every test (unit, race detector, goroutine leaks; and the lab end-to-end tests).
 test: fmt-check vet unit
