@@ -44,7 +44,7 @@ func testConfig(t *testing.T) *config {
 		t.Fatal(err)
 	}
 	return &config{
-		TotalShards: 1, Interval: 200 * time.Millisecond, Timeout: 100 * time.Millisecond, Concurrency: 8,
+		TotalShards: 1, Interval: time.Hour, Timeout: 100 * time.Millisecond, Concurrency: 8,
 		NewConnsPerSecond: 100, DNSQPS: 100, ResolvConf: rc, ClusterDomain: "cluster.local",
 		DNSService: "kube-system/kube-dns", SeriesPerService: 20, PerEndpointLimit: 10,
 		ExpectFlags: []string{"default/hostnames", "default/must-exist"},
@@ -136,6 +136,24 @@ func TestExporterEndToEndOnFakeCluster(t *testing.T) {
 	}
 	if code, _ := get(t, base+"/-/healthy"); code != http.StatusOK {
 		t.Fatalf("/-/healthy %d", code)
+	}
+	// The last ready endpoint goes away: the verdict follows the EndpointSlice event, without
+	// waiting for a probe round (the interval is an hour here).
+	sl.Endpoints[0].Conditions.Ready = ptr.To(false)
+	if _, err := client.DiscoveryV1().EndpointSlices("default").Update(context.Background(), sl, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	changed := time.Now()
+	for {
+		_, body := get(t, base+"/metrics")
+		if strings.Contains(body, `svcprobe_service_verdict{layer="endpoints",namespace="default",reason="no_ready_endpoints",service="hostnames"} 1`) {
+			t.Logf("verdict changed %s after the EndpointSlice update", time.Since(changed))
+			break
+		}
+		if time.Since(changed) > 5*time.Second {
+			t.Fatalf("verdict did not follow the EndpointSlice event:\n%s", body)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	// SIGTERM is a cancelled context: everything stops within a second, no goroutine left (goleak).
 	cancel()
