@@ -281,27 +281,48 @@ func (w *Watcher) sliceKeys(obj any) []string {
 	return keys
 }
 
-// podHandler enqueues the Services whose selector matches the Pod before or after the change.
+// podHandler enqueues the Services whose selector matches the Pod before or after the change, and
+// the Services that select no Pod at all (their nearest-Pod hint may change). Matching here keeps
+// a Pod event from rebuilding every Service of a large namespace.
 func (w *Watcher) podHandler() cache.ResourceEventHandler {
 	enqueue := func(pods ...any) {
 		w.touched()
+		var ns string
+		var sets []labels.Set
 		for _, obj := range pods {
 			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 				obj = d.Obj
 			}
-			p, ok := obj.(*corev1.Pod)
-			if !ok {
+			if p, ok := obj.(*corev1.Pod); ok {
+				ns = p.Namespace
+				sets = append(sets, labels.Set(p.Labels))
+			}
+		}
+		if len(sets) == 0 {
+			return
+		}
+		svcs, err := w.serviceLister(ns).Services(ns).List(labels.Everything())
+		if err != nil {
+			return
+		}
+		for _, s := range svcs {
+			if len(s.Spec.Selector) == 0 {
 				continue
 			}
-			svcs, err := w.serviceLister(p.Namespace).Services(p.Namespace).List(labels.Everything())
-			if err != nil {
-				continue
+			key := s.Namespace + "/" + s.Name
+			sel := labels.SelectorFromValidatedSet(s.Spec.Selector)
+			hit := false
+			for _, set := range sets {
+				hit = hit || sel.Matches(set)
 			}
-			for _, s := range svcs {
-				// A Service matching no Pod also wants to hear about Pods: its nearest-Pod hint changes.
-				if len(s.Spec.Selector) > 0 {
-					w.queue.Add(s.Namespace + "/" + s.Name)
-				}
+			if !hit {
+				w.mu.Lock()
+				t := w.known[key]
+				hit = t != nil && len(t.Pods) == 0
+				w.mu.Unlock()
+			}
+			if hit {
+				w.queue.Add(key)
 			}
 		}
 	}

@@ -5,7 +5,8 @@
 #
 #   make lab-deps    apt-get the network tools when missing
 #   make lab-tools   build etcd, kube-apiserver, kube-controller-manager,
-#                    kube-proxy, kubectl, coredns into $(LAB_BIN) (once per version)
+#                    kube-proxy, coredns into $(LAB_BIN) (once per version)
+#   make lab-kubectl kubectl of the same version (optional, for poking by hand)
 #   make lab-up / lab-down / lab-status
 #   make lab-test    the end-to-end test (needs root)
 
@@ -31,14 +32,14 @@ K8S_LDFLAGS := -s -w \
 	-X k8s.io/client-go/pkg/version.gitMajor=1 \
 	-X k8s.io/client-go/pkg/version.gitMinor=37
 
-LAB_K8S_CMDS := kube-apiserver kube-controller-manager kube-proxy kubectl
+LAB_K8S_CMDS := kube-apiserver kube-controller-manager kube-proxy
 
 LAB_TOOLS := \
 	$(LAB_BIN)/etcd-$(ETCD_VERSION) \
 	$(LAB_BIN)/coredns-$(COREDNS_VERSION) \
 	$(foreach c,$(LAB_K8S_CMDS),$(LAB_BIN)/$(c)-$(K8S_VERSION))
 
-.PHONY: lab-deps lab-tools lab-up lab-down lab-status lab-test
+.PHONY: lab-deps lab-tools lab-kubectl lab-up lab-down lab-status lab-test
 
 lab-deps:
 	@missing=""; \
@@ -57,6 +58,9 @@ lab-deps:
 lab-tools: $(LAB_TOOLS)
 	@echo "lab-tools: all present in $(LAB_BIN)"
 
+lab-kubectl: $(LAB_BIN)/kubectl-$(K8S_VERSION)
+	@echo "lab-kubectl: $<"
+
 $(LAB_BIN)/etcd-$(ETCD_VERSION):
 	@mkdir -p $(LAB_BIN)
 	@echo "lab-tools: building etcd $(ETCD_VERSION) (~1 min cold)"
@@ -73,7 +77,7 @@ $(LAB_BIN)/coredns-$(COREDNS_VERSION):
 
 $(LAB_BIN)/%-$(K8S_VERSION):
 	@mkdir -p $(LAB_BIN)
-	@echo "lab-tools: building $* $(K8S_VERSION) (the first Kubernetes command takes ~9 min cold)"
+	@echo "lab-tools: building $* $(K8S_VERSION) (cold: the first Kubernetes command ~10-20 min on 2 busy cores, the others reuse its build cache)"
 	@start=$$(date +%s); \
 	cd $(LAB_DIR)/tools/kubernetes && $(LAB_GO_BUILD) -ldflags '$(K8S_LDFLAGS)' -o $@.tmp k8s.io/kubernetes/cmd/$* \
 		&& mv $@.tmp $@ && echo "lab-tools: $* done in $$(( $$(date +%s) - start ))s"
