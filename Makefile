@@ -27,8 +27,9 @@ image: build
 	@command -v buildah >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah)
 	buildah --storage-driver vfs bud --isolation chroot --build-arg VERSION=$(VERSION) -t svcprobe:$(VERSION) .
 
-## test: every test (unit, race detector, goroutine leaks; and the lab end-to-end tests).
-test: fmt-check vet unit
+## test: every test (unit, race detector, goroutine leaks; and the lab end-to-end tests, whose
+## Debian packages and upstream binaries are installed/built first, cached by version).
+test: lab-deps lab-tools fmt-check vet unit
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

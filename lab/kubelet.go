@@ -74,6 +74,7 @@ func RunKubelet(ctx context.Context, kc KubeletConfig) error {
 		return err
 	}
 	rc.QPS, rc.Burst = 50, 100
+	rc.Dial = NetnsDialer(NodeNetns) // the kubelet runs in the host namespace
 	cl, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return err
@@ -394,7 +395,7 @@ func probeOnce(ctx context.Context, podIP string, c corev1.Container) bool {
 			if err != nil {
 				return false
 			}
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := probeClient.Do(req)
 			if err != nil {
 				return false
 			}
@@ -416,9 +417,12 @@ func probeOnce(ctx context.Context, podIP string, c corev1.Container) bool {
 	return true
 }
 
+// Probes reach pod addresses from the node namespace, over cbr0.
+var probeClient = &http.Client{Transport: &http.Transport{
+	DialContext: NetnsDialer(NodeNetns), DisableKeepAlives: true}}
+
 func tcpOK(ctx context.Context, addr string) bool {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := dialInNetns(ctx, NodeNetns, "tcp", addr)
 	if err != nil {
 		return false
 	}

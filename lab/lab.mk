@@ -63,14 +63,14 @@ lab-kubectl: $(LAB_BIN)/kubectl-$(K8S_VERSION)
 
 $(LAB_BIN)/etcd-$(ETCD_VERSION):
 	@mkdir -p $(LAB_BIN)
-	@echo "lab-tools: building etcd $(ETCD_VERSION) (~1 min cold)"
+	@echo "lab-tools: building etcd $(ETCD_VERSION) (cold ~1.5 min)"
 	@start=$$(date +%s); \
 	cd $(LAB_DIR)/tools/etcd && $(LAB_GO_BUILD) -ldflags '-s -w' -o $@.tmp go.etcd.io/etcd/server/v3 \
 		&& mv $@.tmp $@ && echo "lab-tools: etcd done in $$(( $$(date +%s) - start ))s"
 
 $(LAB_BIN)/coredns-$(COREDNS_VERSION):
 	@mkdir -p $(LAB_BIN)
-	@echo "lab-tools: building coredns $(COREDNS_VERSION) (~3 min cold)"
+	@echo "lab-tools: building coredns $(COREDNS_VERSION) (cold 3-14 min, depending on load)"
 	@start=$$(date +%s); \
 	cd $(LAB_DIR)/tools/coredns && $(LAB_GO_BUILD) -ldflags '-s -w' -o $@.tmp github.com/coredns/coredns \
 		&& mv $@.tmp $@ && echo "lab-tools: coredns done in $$(( $$(date +%s) - start ))s"

@@ -99,14 +99,14 @@ func cmdline(pid int) string {
 	return string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
 }
 
-// alive reports whether pid runs and its command line contains marker.
+// alive reports whether pid runs and its command line contains marker. An
+// empty command line (read while the process is in execve) counts as a match.
 func alive(pid int, marker string) bool {
-	c := cmdline(pid)
-	if c == "" {
+	if !exists(pid) {
 		return false
 	}
-	// A zombie has an empty cmdline, so c != "" means it still runs.
-	return marker == "" || strings.Contains(c, marker)
+	c := cmdline(pid)
+	return c == "" || marker == "" || strings.Contains(c, marker)
 }
 
 // killPids sends SIGTERM to each pid (and its process group when it leads

@@ -30,6 +30,8 @@ type Result struct {
 	AdminKubeconfig   string // for the host (API proxy on loopback)
 	ClusterKubeconfig string // for the node and pod namespaces
 	HostnamesIP       string // ClusterIP of default/hostnames
+	LabExe            string // the installed svcprobe-lab (exec, http-get, resolve)
+	Kubectl           string // cached kubectl, or "kubectl" when not built
 	Elapsed           time.Duration
 }
 
@@ -152,7 +154,11 @@ func Up(ctx context.Context, c Config) (*Result, error) {
 	); err != nil {
 		return nil, err
 	}
-	if err := c.startComponent("kubelet", c.LabExe(), "kubelet",
+	// The kubelet stays in the host's mount and network namespaces: the
+	// pod namespaces it adds must be visible to `down`, and `ip netns exec`
+	// would give it a private mount namespace. It dials inside the node
+	// namespace instead.
+	if err := c.startHostComponent("kubelet", c.LabExe(), "kubelet",
 		"--kubeconfig="+c.ClusterKubeconfig(),
 		"--state-dir="+c.StateDir,
 		"--bin-dir="+c.BinDir,
@@ -223,7 +229,12 @@ func Up(ctx context.Context, c Config) (*Result, error) {
 		AdminKubeconfig:   c.AdminKubeconfig(),
 		ClusterKubeconfig: c.ClusterKubeconfig(),
 		HostnamesIP:       svcIP,
+		LabExe:            c.LabExe(),
+		Kubectl:           "kubectl",
 		Elapsed:           time.Since(start),
+	}
+	if _, err := os.Stat(c.Binary("kubectl")); err == nil {
+		r.Kubectl = c.Binary("kubectl")
 	}
 	return r, nil
 }
@@ -345,7 +356,7 @@ func (c *Config) componentAlive(name string) error {
 	if err != nil {
 		return fmt.Errorf("%s: no pid file: %w", name, err)
 	}
-	if !alive(pid, marker) || !exists(pid) {
+	if !alive(pid, marker) {
 		return fmt.Errorf("%s (pid %d) exited", name, pid)
 	}
 	return nil

@@ -101,10 +101,11 @@ func runSub(ctx context.Context, sub string, args []string) error {
   admin kubeconfig (host):  %s
   kubeconfig (in netns):    %s
   service hostnames:        %s:80
-  try: kubectl --kubeconfig %s get pods -A
+  try: %s --kubeconfig %s get pods -A
        %s exec -- curl -s http://hostnames/
+       %s down
 `, r.Elapsed.Round(time.Millisecond), r.AdminKubeconfig, r.ClusterKubeconfig, r.HostnamesIP,
-			r.AdminKubeconfig, os.Args[0])
+			r.Kubectl, r.AdminKubeconfig, r.LabExe, r.LabExe)
 		return nil
 	case "down":
 		return lab.Down(cfg)
