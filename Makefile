@@ -29,7 +29,7 @@ image: build
 
 ## test: every test (unit, race detector, goroutine leaks; and the lab end-to-end tests, whose
 ## Debian packages and upstream binaries are installed/built first, cached by version).
-test: lab-deps lab-tools fmt-check vet unit
+test: lab-deps lab-tools browser-deps fmt-check vet unit
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -45,3 +45,4 @@ clean:
 	rm -rf $(BIN)
 
 -include lab/lab.mk
+-include web/web.mk

@@ -154,14 +154,9 @@ type listing struct {
 func (h *handler) list(r *http.Request) listing {
 	f := h.parseFilter(r)
 	snap, cluster := h.store.Snapshot()
-	sortBrokenFirst(snap)
 	seen := make(map[metrics.Expected]bool, len(snap))
 	nsSet := map[string]bool{}
 	rows := make([]row, 0, len(snap))
-	var missing []row
-	for _, e := range h.opts.Expected {
-		missing = append(missing, row{ns: e.Namespace, name: e.Name, broken: true})
-	}
 	for i := range snap {
 		s := &snap[i]
 		seen[metrics.Expected{Namespace: s.Target.Namespace, Name: s.Target.Name}] = true
@@ -171,18 +166,18 @@ func (h *handler) list(r *http.Request) listing {
 			rows = append(rows, rw)
 		}
 	}
-	// Missing Services lead: nothing further down the runbook can work for them.
-	var lead []row
-	for _, m := range missing {
-		if seen[metrics.Expected{Namespace: m.ns, Name: m.name}] {
+	for _, e := range h.opts.Expected {
+		if seen[e] {
 			continue
 		}
-		nsSet[m.ns] = true
-		if f.match(m, string(metrics.LayerMissing), string(metrics.LayerMissing)) {
-			lead = append(lead, m)
+		seen[e] = true
+		nsSet[e.Namespace] = true
+		rw := row{ns: e.Namespace, name: e.Name, broken: true}
+		if f.match(rw, string(metrics.LayerMissing), string(metrics.LayerMissing)) {
+			rows = append(rows, rw)
 		}
 	}
-	rows = append(lead, rows...)
+	sortBrokenFirst(rows)
 
 	l := listing{Filter: f}
 	l.GeneratedAt = h.opts.Now().UTC()

@@ -294,6 +294,10 @@ func walk(ss metrics.ServiceStatus, cluster *probe.ClusterDNSResult) []Step {
 			s.Status, s.Reason, s.Detail, s.Checks = StatusOf(r, ok), string(r.Reason), r.Detail, newChecks(r.Checks)
 			if !ok {
 				s.Reason = string(probe.ReasonNotProbed)
+				s.Detail = "no result: not probed yet"
+				if o.stage == probe.StageHairpin {
+					s.Detail = "no result: the hairpin stage runs only when --hairpin.service is set, against that Service"
+				}
 			}
 			if s.Status == StatusFailed || s.Status == StatusDegraded {
 				s.Hint = r.Hint
@@ -352,26 +356,35 @@ func addrStrings(as []netip.Addr) []string {
 	return out
 }
 
-// sortBrokenFirst orders Services by namespace (namespaces with a broken Service first), then
-// broken before healthy, then by name.
-func sortBrokenFirst(ss []metrics.ServiceStatus) {
+// sortBrokenFirst orders rows by namespace (namespaces with a broken Service first), then missing
+// Services, then broken before healthy, then by name.
+func sortBrokenFirst(rows []row) {
 	brokenNS := map[string]bool{}
-	for _, s := range ss {
-		if s.Verdict != metrics.LayerOK {
-			brokenNS[s.Target.Namespace] = true
+	for _, r := range rows {
+		if r.broken {
+			brokenNS[r.ns] = true
 		}
 	}
-	sort.SliceStable(ss, func(i, j int) bool {
-		a, b := ss[i], ss[j]
-		if a.Target.Namespace != b.Target.Namespace {
-			if brokenNS[a.Target.Namespace] != brokenNS[b.Target.Namespace] {
-				return brokenNS[a.Target.Namespace]
+	rank := func(r row) int {
+		switch {
+		case r.status == nil:
+			return 0 // missing: nothing further down the runbook can work
+		case r.broken:
+			return 1
+		}
+		return 2
+	}
+	sort.SliceStable(rows, func(i, j int) bool {
+		a, b := rows[i], rows[j]
+		if a.ns != b.ns {
+			if brokenNS[a.ns] != brokenNS[b.ns] {
+				return brokenNS[a.ns]
 			}
-			return a.Target.Namespace < b.Target.Namespace
+			return a.ns < b.ns
 		}
-		if ab, bb := a.Verdict != metrics.LayerOK, b.Verdict != metrics.LayerOK; ab != bb {
-			return ab
+		if ra, rb := rank(a), rank(b); ra != rb {
+			return ra < rb
 		}
-		return a.Target.Name < b.Target.Name
+		return a.name < b.name
 	})
 }

@@ -27,7 +27,12 @@ func main() {
 	promslogflag.AddFlags(app, logCfg)
 	app.Version(version.Print("svcprobe"))
 	app.HelpFlag.Short('h')
-	if _, err := app.Parse(os.Args[1:]); err != nil {
+	app.Command("serve", "Run the exporter (the default).").Default()
+	diagnoseCmd := app.Command("diagnose", "Run every stage once against one Service and print the runbook walk; exit 0 when healthy, 3 when broken.")
+	diagnoseKey := diagnoseCmd.Arg("service", "The Service, NAMESPACE/NAME.").Required().String()
+	diagnoseFormat := diagnoseCmd.Flag("output", "Output format: text or json (the document of /api/v1/services/{ns}/{name}).").Short('o').Default("text").Enum("text", "json")
+	command, err := app.Parse(os.Args[1:])
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "svcprobe:", err)
 		os.Exit(2)
 	}
@@ -43,6 +48,11 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	if command == diagnoseCmd.FullCommand() {
+		code := diagnoseMain(ctx, client, cfg, *diagnoseKey, *diagnoseFormat)
+		stop()
+		os.Exit(code)
+	}
 	log.Info("starting svcprobe", "version", version.Info(), "build_context", version.BuildContext())
 	if err := run(ctx, cfg, client, webFlags, log); err != nil {
 		log.Error("svcprobe stopped", "err", err)

@@ -137,6 +137,13 @@ func TestExporterEndToEndOnFakeCluster(t *testing.T) {
 	if code, _ := get(t, base+"/-/healthy"); code != http.StatusOK {
 		t.Fatalf("/-/healthy %d", code)
 	}
+	// The status page and its JSON API read the same store.
+	if code, body := get(t, base+"/status"); code != http.StatusOK || !strings.Contains(body, "hostnames") {
+		t.Fatalf("/status %d", code)
+	}
+	if code, body := get(t, base+"/api/v1/services/default/hostnames"); code != http.StatusOK || !strings.Contains(body, `"name"`) {
+		t.Fatalf("/api/v1/services/default/hostnames %d: %s", code, body)
+	}
 	// The last ready endpoint goes away: the verdict follows the EndpointSlice event, without
 	// waiting for a probe round (the interval is an hour here).
 	sl.Endpoints[0].Conditions.Ready = ptr.To(false)
@@ -186,7 +193,7 @@ func TestConfigErrors(t *testing.T) {
 		"bad selector":          func(c *config) { c.Selector = "a in ((" },
 		"tiny series budget":    func(c *config) { c.SeriesPerService = 3 },
 		"missing resolv.conf":   func(c *config) { c.ResolvConf = "/nonexistent/resolv.conf" },
-		"timeout over interval": func(c *config) { c.Timeout = time.Minute },
+		"timeout over interval": func(c *config) { c.Timeout = 2 * time.Hour },
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {

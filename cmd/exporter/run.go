@@ -14,11 +14,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/svcprobe/svcprobe/discovery"
 	"github.com/svcprobe/svcprobe/metrics"
 	"github.com/svcprobe/svcprobe/probe"
+	statusweb "github.com/svcprobe/svcprobe/web"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
 )
@@ -82,14 +82,11 @@ func newExporter(cfg *config, client kubernetes.Interface, log *slog.Logger) (*e
 	if cfg.HairpinIdentity != "" {
 		e.mux.Handle(probe.DefaultIdentityPath, probe.IdentityHandler(cfg.HairpinIdentity))
 	}
-	landing, err := web.NewLandingPage(web.LandingConfig{
-		Name: "svcprobe", Description: "Runs the Kubernetes Debug Services runbook against every Service", Version: version.Info(),
-		Links: []web.LandingLinks{{Address: "/metrics", Text: "Metrics"}, {Address: "/-/ready", Text: "Readiness"}},
-	})
-	if err != nil {
-		return nil, err
-	}
-	e.mux.Handle("/", landing)
+	e.mux.Handle("/", statusweb.New(store, statusweb.Options{
+		Ready:    e.ready,
+		Expected: cfg.Expected,
+		Links:    []statusweb.Link{{Text: "Metrics", Href: "/metrics"}, {Text: "Readiness", Href: "/-/ready"}},
+	}))
 	return e, nil
 }
 

@@ -1,0 +1,305 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/svcprobe/svcprobe/discovery"
+	"github.com/svcprobe/svcprobe/metrics"
+	"github.com/svcprobe/svcprobe/probe"
+	"github.com/svcprobe/svcprobe/web"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// Exit codes of `svcprobe diagnose`.
+const (
+	diagnoseHealthy = 0 // every step passed
+	diagnoseError   = 1 // the diagnosis could not run (API error)
+	diagnoseUsage   = 2 // bad arguments or configuration
+	diagnoseBroken  = 3 // the Service is broken (or missing); the output names the layer
+)
+
+// diagnoseMain is `svcprobe diagnose`: it prints the walk to stdout, errors to stderr, and returns
+// the process's exit code.
+func diagnoseMain(ctx context.Context, client kubernetes.Interface, cfg *config, key, format string) int {
+	code, err := diagnose(ctx, client, cfg, key, os.Stdout, format)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "svcprobe diagnose:", err)
+		if code == diagnoseHealthy {
+			code = diagnoseError
+		}
+	}
+	return code
+}
+
+// diagnose runs every stage once against the Service key ("namespace/name"), plus one cluster DNS
+// round, and writes the runbook walk to out as text or as the JSON document of
+// /api/v1/services/{namespace}/{name}. It builds the target with the same code as the watcher
+// (discovery.BuildTarget), probes with the exporter's stages (newProbers) and blames a layer with
+// the exporter's verdict: there is no second implementation of any check.
+func diagnose(ctx context.Context, client kubernetes.Interface, cfg *config, key string, out io.Writer, format string) (int, error) {
+	ns, name, ok := strings.Cut(key, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return diagnoseUsage, fmt.Errorf("%q: want NAMESPACE/SERVICE", key)
+	}
+	switch format {
+	case "", "text", "json":
+	default:
+		return diagnoseUsage, fmt.Errorf("-o %q: want text or json", format)
+	}
+	rc, err := readResolvConf(cfg.ResolvConf)
+	if err != nil {
+		return diagnoseUsage, err
+	}
+	return diagnoseService(ctx, client, cfg, rc, ns, name, out, format)
+}
+
+// diagnoseService is diagnose with the resolv.conf already read (tests point it at a DNS server on
+// a loopback port, which a resolv.conf cannot name).
+func diagnoseService(ctx context.Context, client kubernetes.Interface, cfg *config, rc probe.ResolvConf, ns, name string, out io.Writer, format string) (int, error) {
+	budget, err := probe.NewBudget(probe.BudgetConfig{Concurrency: cfg.Concurrency, DNSQPS: cfg.DNSQPS, NewConnsPerSecond: cfg.NewConnsPerSecond})
+	if err != nil {
+		return diagnoseUsage, err
+	}
+	t, err := fetchTarget(ctx, client, ns, name)
+	if err != nil {
+		return diagnoseError, err
+	}
+	if t == nil {
+		doc := web.MissingService(ns, name)
+		return diagnoseBroken, writeDiagnosis(out, format, doc, nil)
+	}
+
+	var notes []string
+	if t.Options.Skip {
+		notes = append(notes, "the Service opts out of probing (svcprobe.io annotation); diagnosing it anyway")
+	}
+	dnsEps, err := dnsServiceEndpoints(ctx, client, cfg.DNSService)
+	if err != nil {
+		notes = append(notes, fmt.Sprintf("cluster DNS Pods not asked directly: %v", err))
+	}
+
+	probers := newProbers(cfg, rc, budget)
+	results := make([]probe.Result, len(probers))
+	var cluster probe.ClusterDNSResult
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i, p := range probers {
+		wg.Go(func() { results[i] = runStage(ctx, p, t, cfg.Timeout, start) })
+	}
+	wg.Go(func() {
+		cctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		defer cancel()
+		clusterDNS := &probe.ClusterDNSProber{Budget: budget, Conf: rc, ClusterDomain: cfg.ClusterDomain}
+		cluster = clusterDNS.Probe(cctx, dnsServers(dnsEps))
+	})
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return diagnoseError, fmt.Errorf("diagnose %s/%s: %w", ns, name, err)
+	}
+
+	// The store computes the verdict exactly as the exporter does, cluster DNS included.
+	store := metrics.NewStore()
+	store.Record(t, results)
+	store.RecordClusterDNS(cluster)
+	snap, cr := store.Snapshot()
+	doc := web.NewService(snap[0], cr, true)
+	code := diagnoseHealthy
+	if !doc.Healthy {
+		code = diagnoseBroken
+	}
+	return code, writeDiagnosis(out, format, doc, notes)
+}
+
+// runStage is the scheduler's run: one stage under the per-stage timeout, stamped.
+func runStage(ctx context.Context, p probe.Prober, t *discovery.Target, timeout time.Duration, at time.Time) probe.Result {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	r := p.Probe(ctx, t)
+	r.Stage = p.Stage()
+	r.Duration = time.Since(start)
+	r.At = at
+	return r
+}
+
+// fetchTarget reads the Service, its EndpointSlices and the Pods of its namespace once and builds
+// the target the watcher would. A Service that does not exist is (nil, nil).
+func fetchTarget(ctx context.Context, client kubernetes.Interface, ns, name string) (*discovery.Target, error) {
+	svc, err := client.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get Service %s/%s: %w", ns, name, err)
+	}
+	epSlices, err := serviceSlices(ctx, client, ns, name)
+	if err != nil {
+		return nil, err
+	}
+	var pods []*corev1.Pod
+	if len(svc.Spec.Selector) > 0 {
+		// All Pods of the namespace, not only the selected ones: the spec stage names the
+		// nearest Pod when the selector matches none.
+		list, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("list Pods in %s: %w", ns, err)
+		}
+		for i := range list.Items {
+			pods = append(pods, &list.Items[i])
+		}
+	}
+	return discovery.BuildTarget(svc, epSlices, pods), nil
+}
+
+func serviceSlices(ctx context.Context, client kubernetes.Interface, ns, name string) ([]*discoveryv1.EndpointSlice, error) {
+	list, err := client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + name})
+	if err != nil {
+		return nil, fmt.Errorf("list EndpointSlices of %s/%s: %w", ns, name, err)
+	}
+	out := make([]*discoveryv1.EndpointSlice, 0, len(list.Items))
+	for i := range list.Items {
+		out = append(out, &list.Items[i])
+	}
+	return out, nil
+}
+
+// dnsServiceEndpoints returns the endpoints of the cluster DNS Service (--dns.service), each a DNS
+// Pod to ask directly.
+func dnsServiceEndpoints(ctx context.Context, client kubernetes.Interface, key string) ([]discovery.Endpoint, error) {
+	if key == "" {
+		return nil, nil
+	}
+	ns, name, ok := strings.Cut(key, "/")
+	if !ok {
+		return nil, fmt.Errorf("--dns.service %q: want namespace/name", key)
+	}
+	epSlices, err := serviceSlices(ctx, client, ns, name)
+	if err != nil {
+		return nil, err
+	}
+	// BuildTarget only needs the Service's identity to turn slices into endpoints.
+	stub := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	return discovery.BuildTarget(stub, epSlices, nil).Endpoints, nil
+}
+
+func writeDiagnosis(out io.Writer, format string, doc web.Service, notes []string) error {
+	if format == "json" {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(doc)
+	}
+	var b strings.Builder
+	writeWalk(&b, doc, notes)
+	_, err := io.WriteString(out, b.String())
+	return err
+}
+
+// writeWalk prints the runbook walk for a terminal.
+func writeWalk(b *strings.Builder, s web.Service, notes []string) {
+	fmt.Fprintf(b, "svcprobe diagnose %s/%s\n", s.Namespace, s.Name)
+	if s.Kind != "" {
+		facts := []string{s.Kind}
+		if len(s.ClusterIPs) > 0 {
+			facts = append(facts, "cluster IPs "+strings.Join(s.ClusterIPs, ", "))
+		}
+		if len(s.Selector) > 0 {
+			facts = append(facts, "selector "+formatSelector(s.Selector))
+		}
+		facts = append(facts, fmt.Sprintf("endpoints %d ready, %d not ready, %d terminating", s.Endpoints.Ready, s.Endpoints.NotReady, s.Endpoints.Terminating))
+		fmt.Fprintf(b, "  %s\n", strings.Join(facts, " · "))
+	}
+	for _, e := range s.AnnotationErrors {
+		fmt.Fprintf(b, "  ! malformed annotation (probed with defaults): %s\n", e)
+	}
+	for _, n := range notes {
+		fmt.Fprintf(b, "  ! %s\n", n)
+	}
+	b.WriteString("\n")
+	var blamed *web.Step
+	for i, st := range s.Runbook {
+		mark := "✔"
+		switch st.Status {
+		case web.StatusFailed, web.StatusDegraded:
+			mark = "✘"
+		case web.StatusSkipped, web.StatusNotProbed:
+			mark = "–"
+		}
+		line := fmt.Sprintf("%d. %s %s", st.Step, mark, st.Question)
+		if st.Status != web.StatusOK {
+			line += fmt.Sprintf("  [%s", st.Status)
+			if st.Status == web.StatusFailed || st.Status == web.StatusDegraded {
+				line += ": " + st.Reason
+			}
+			line += "]"
+		}
+		if st.Blamed {
+			line += "  <- the broken layer"
+			blamed = &s.Runbook[i]
+		}
+		fmt.Fprintln(b, line)
+		if st.Detail != "" && !repeatsCheck(st) {
+			fmt.Fprintf(b, "     %s\n", st.Detail)
+		}
+		for _, c := range st.Checks {
+			m := "✔"
+			if !c.OK {
+				m = "✘"
+			}
+			fmt.Fprintf(b, "     %s %s: %s", m, c.Subject, c.Reason)
+			if c.Detail != "" && c.Detail != c.Reason {
+				fmt.Fprintf(b, " — %s", c.Detail)
+			}
+			if c.DurationSeconds > 0 {
+				fmt.Fprintf(b, " (%s)", time.Duration(c.DurationSeconds*float64(time.Second)).Round(10*time.Microsecond))
+			}
+			b.WriteString("\n")
+		}
+		if st.Hint != "" {
+			fmt.Fprintf(b, "     next: %s\n", st.Hint)
+		}
+	}
+	b.WriteString("\n")
+	if s.Healthy {
+		fmt.Fprintf(b, "HEALTHY: %s/%s passed every step.\n", s.Namespace, s.Name)
+		return
+	}
+	fmt.Fprintf(b, "BROKEN: layer %s (%s)", s.Verdict, s.Reason)
+	if blamed != nil {
+		fmt.Fprintf(b, " at step %d, %q", blamed.Step, blamed.Question)
+		if blamed.Hint != "" {
+			fmt.Fprintf(b, "\nNext: %s", blamed.Hint)
+		}
+	}
+	b.WriteString("\n")
+}
+
+func formatSelector(m map[string]string) string {
+	parts := make([]string, 0, len(m))
+	for k, v := range m {
+		parts = append(parts, k+"="+v)
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
+}
+
+// repeatsCheck reports whether a step's detail is only its first failing check, printed below.
+func repeatsCheck(st web.Step) bool {
+	for _, c := range st.Checks {
+		if st.Detail == c.Subject+": "+c.Detail {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,327 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/svcprobe/svcprobe/probe"
+	"github.com/svcprobe/svcprobe/web"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/utils/ptr"
+)
+
+// Every socket these tests open is on loopback: the Service's VIP is 127.0.0.2, its endpoint
+// 127.0.0.3, cluster DNS an in-process server on a 127.0.0.1 port (or a closed port 53).
+
+// diagConfig is a diagnose configuration with a resolv.conf naming 127.0.0.1 (port 53, closed).
+func diagConfig(t *testing.T) *config {
+	t.Helper()
+	rc := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(rc, []byte("nameserver 127.0.0.1\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &config{
+		TotalShards: 1, Interval: time.Second, Timeout: time.Second, Concurrency: 8,
+		NewConnsPerSecond: 100, DNSQPS: 100, ResolvConf: rc, ClusterDomain: "cluster.local",
+		DNSService: "kube-system/kube-dns", SeriesPerService: 20, PerEndpointLimit: 10,
+	}
+}
+
+// listenTCP accepts and closes connections on addr ("127.0.0.x:0") until the test ends.
+func listenTCP(t *testing.T, addr string) netip.AddrPort {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("cannot listen on %s (loopback aliases unavailable?): %v", addr, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { l.Close(); <-done })
+	return l.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// closedTCP returns a loopback address where nothing listens.
+func closedTCP(t *testing.T, addr string) netip.AddrPort {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("cannot listen on %s: %v", addr, err)
+	}
+	ap := l.Addr().(*net.TCPAddr).AddrPort()
+	l.Close()
+	return ap
+}
+
+// diagDNS answers A queries from a fixed table, NXDOMAIN otherwise.
+type diagDNS map[string]string
+
+func (d diagDNS) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	m.Authoritative = true
+	q := r.Question[0]
+	ip, ok := d[strings.ToLower(q.Name)]
+	switch {
+	case !ok:
+		m.Rcode = dns.RcodeNameError
+	case q.Qtype == dns.TypeA:
+		m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 5}, A: net.ParseIP(ip)})
+	}
+	_ = w.WriteMsg(m)
+}
+
+// serveDiagDNS starts d on a UDP port of 127.0.0.1 until the test ends.
+func serveDiagDNS(t *testing.T, d diagDNS) netip.AddrPort {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: d}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	done := make(chan error, 1)
+	go func() { done <- srv.ActivateAndServe() }()
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("DNS server: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Shutdown(); err != nil {
+			t.Errorf("DNS shutdown: %v", err)
+		}
+		<-done
+	})
+	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// cluster builds the API objects of default/hostnames: VIP vip, one ready endpoint at ep backed
+// by Pod hostnames-0 (labels app=hostnames), selector sel; and kube-dns with one Pod at dnsAddr.
+func cluster(vip, ep netip.AddrPort, sel string, dnsAddr netip.AddrPort) *fake.Clientset {
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "hostnames", UID: "uid-hostnames"},
+		Spec: corev1.ServiceSpec{
+			Type: corev1.ServiceTypeClusterIP, ClusterIP: vip.Addr().String(), ClusterIPs: []string{vip.Addr().String()},
+			Selector: map[string]string{"app": sel},
+			Ports:    []corev1.ServicePort{{Port: int32(vip.Port()), TargetPort: intstr.FromInt32(int32(ep.Port())), Protocol: corev1.ProtocolTCP}},
+		},
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "hostnames-0", Labels: map[string]string{"app": "hostnames"}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Ports: []corev1.ContainerPort{{ContainerPort: int32(ep.Port())}}}}},
+		Status: corev1.PodStatus{PodIP: ep.Addr().String(),
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
+	}
+	objs := []runtime.Object{svc, pod,
+		// A slice of another Service in the namespace must not be taken for hostnames'.
+		slice("default", "other-1", "other", ep.Addr(), 1, "", "UDP"),
+		slice("kube-system", "kube-dns-1", "kube-dns", dnsAddr.Addr(), dnsAddr.Port(), "dns", "UDP"),
+	}
+	if sel == "hostnames" {
+		objs = append(objs, slice("default", "hostnames-1", "hostnames", ep.Addr(), ep.Port(), "", "TCP"))
+	}
+	return fake.NewClientset(objs...)
+}
+
+func slice(ns, name, svc string, addr netip.Addr, port uint16, portName string, proto corev1.Protocol) *discoveryv1.EndpointSlice {
+	return &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Port: ptr.To(int32(port)), Protocol: ptr.To(proto), Name: ptr.To(portName)}},
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{addr.String()}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
+			TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: name + "-pod"}}},
+	}
+}
+
+// healthyDNS answers for hostnames and the canary as cluster DNS would.
+func healthyDNS(t *testing.T, vip netip.AddrPort) netip.AddrPort {
+	return serveDiagDNS(t, diagDNS{
+		"hostnames.default.svc.cluster.local.":  vip.Addr().String(),
+		"kubernetes.default.svc.cluster.local.": "127.0.0.9",
+	})
+}
+
+func resolvConfAt(dnsAddr netip.AddrPort) probe.ResolvConf {
+	return probe.ResolvConf{Servers: []netip.AddrPort{dnsAddr},
+		Search: []string{"default.svc.cluster.local", "svc.cluster.local", "cluster.local"}, Ndots: 5}
+}
+
+func TestDiagnoseHealthy(t *testing.T) {
+	vip := listenTCP(t, "127.0.0.2:0")
+	ep := listenTCP(t, "127.0.0.3:0")
+	dnsAddr := healthyDNS(t, vip)
+	client := cluster(vip, ep, "hostnames", dnsAddr)
+	cfg := diagConfig(t)
+
+	var out bytes.Buffer
+	code, err := diagnoseService(context.Background(), client, cfg, resolvConfAt(dnsAddr), "default", "hostnames", &out, "text")
+	if err != nil || code != diagnoseHealthy {
+		t.Fatalf("exit %d, err %v:\n%s", code, err, out.String())
+	}
+	text := out.String()
+	t.Logf("diagnose default/hostnames:\n%s", text)
+	for _, want := range []string{
+		"1. ✔ Does the Service exist?",
+		"2. ✔ Does the Service work by DNS name?",
+		"3. ✔ Does any Service work by DNS name?",
+		"(pod hostnames-1-pod)",
+		"4. ✔ Does the Service work by IP?",
+		"5. ✔ Is the Service defined correctly?",
+		"6. ✔ Does the Service have any Endpoints?",
+		"7. ✔ Are the Pods working?",
+		"8. – Is kube-proxy working?",
+		"HEALTHY: default/hostnames passed every step.",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "✘") {
+		t.Errorf("a healthy Service shows a failed check:\n%s", text)
+	}
+
+	// -o json is the document of /api/v1/services/{ns}/{name}: decode it strictly into the
+	// shared struct.
+	out.Reset()
+	code, err = diagnoseService(context.Background(), client, cfg, resolvConfAt(dnsAddr), "default", "hostnames", &out, "json")
+	if err != nil || code != diagnoseHealthy {
+		t.Fatalf("json: exit %d, err %v", code, err)
+	}
+	dec := json.NewDecoder(&out)
+	dec.DisallowUnknownFields()
+	var doc web.Service
+	if err := dec.Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	if !doc.Healthy || doc.Verdict != "ok" || len(doc.Runbook) != 8 || doc.Endpoints.Ready != 1 || doc.ClusterIPs[0] != "127.0.0.2" {
+		t.Errorf("json document: %+v", doc)
+	}
+	for _, st := range doc.Stages {
+		if st.Stage == "proxy" && (st.Status != web.StatusOK || len(st.Checks) != 1 || !st.Checks[0].OK) {
+			t.Errorf("proxy stage: %+v", st)
+		}
+	}
+}
+
+func TestDiagnoseSelectorTypo(t *testing.T) {
+	vip := listenTCP(t, "127.0.0.2:0")
+	ep := listenTCP(t, "127.0.0.3:0")
+	// Through diagnose itself: its resolv.conf names 127.0.0.1:53, where nothing answers.
+	client := cluster(vip, ep, "hostname", netip.MustParseAddrPort("127.0.0.1:53"))
+	var out bytes.Buffer
+	code, err := diagnose(context.Background(), client, diagConfig(t), "default/hostnames", &out, "text")
+	if err != nil || code != diagnoseBroken {
+		t.Fatalf("exit %d, err %v:\n%s", code, err, out.String())
+	}
+	text := out.String()
+	t.Logf("diagnose default/hostnames:\n%s", text)
+	for _, want := range []string{
+		"5. ✘ Is the Service defined correctly?  [failed: selector_matches_no_pods]  <- the broken layer",
+		"selector app=hostname matches no Pod in namespace default",
+		`The closest Pod, hostnames-0, has app=hostnames where the selector wants app=hostname: label "app" is "hostnames", not "hostname"`,
+		"6. ✘ Does the Service have any Endpoints?",
+		"BROKEN: layer spec (selector_matches_no_pods) at step 5",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+func TestDiagnoseKubeProxyFlushed(t *testing.T) {
+	// The Pod answers on 127.0.0.3; nothing forwards the VIP 127.0.0.2 (no rules, no listener).
+	vip := closedTCP(t, "127.0.0.2:0")
+	ep := listenTCP(t, "127.0.0.3:0")
+	dnsAddr := healthyDNS(t, vip)
+	var out bytes.Buffer
+	code, err := diagnoseService(context.Background(), cluster(vip, ep, "hostnames", dnsAddr), diagConfig(t), resolvConfAt(dnsAddr), "default", "hostnames", &out, "text")
+	if err != nil || code != diagnoseBroken {
+		t.Fatalf("exit %d, err %v:\n%s", code, err, out.String())
+	}
+	text := out.String()
+	t.Logf("diagnose default/hostnames:\n%s", text)
+	for _, want := range []string{
+		"4. ✘ Does the Service work by IP?  [failed: refused]  <- the broken layer",
+		"7. ✔ Are the Pods working?",
+		"BROKEN: layer proxy (refused) at step 4",
+		"Check that kube-proxy runs here",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+func TestDiagnoseTargetPortMismatch(t *testing.T) {
+	vip := listenTCP(t, "127.0.0.2:0")
+	ep := closedTCP(t, "127.0.0.3:0") // the Pod listens elsewhere
+	dnsAddr := healthyDNS(t, vip)
+	var out bytes.Buffer
+	code, err := diagnoseService(context.Background(), cluster(vip, ep, "hostnames", dnsAddr), diagConfig(t), resolvConfAt(dnsAddr), "default", "hostnames", &out, "text")
+	if err != nil || code != diagnoseBroken {
+		t.Fatalf("exit %d, err %v:\n%s", code, err, out.String())
+	}
+	if text := out.String(); !strings.Contains(text, "BROKEN: layer pod (refused)") || !strings.Contains(text, "the Service's targetPort is the likely cause") {
+		t.Errorf("want the pod layer with the targetPort hint:\n%s", text)
+	}
+}
+
+func TestDiagnoseMissingService(t *testing.T) {
+	client := fake.NewClientset()
+	var out bytes.Buffer
+	code, err := diagnose(context.Background(), client, diagConfig(t), "default/nope", &out, "json")
+	if err != nil || code != diagnoseBroken {
+		t.Fatalf("exit %d, err %v", code, err)
+	}
+	var doc web.Service
+	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Verdict != "missing" || doc.Healthy || len(doc.Runbook) != 1 || !doc.Runbook[0].Blamed {
+		t.Errorf("got %+v", doc)
+	}
+	out.Reset()
+	code, _ = diagnose(context.Background(), client, diagConfig(t), "default/nope", &out, "text")
+	if code != diagnoseBroken || !strings.Contains(out.String(), "BROKEN: layer missing") || !strings.Contains(out.String(), "1. ✘ Does the Service exist?") {
+		t.Errorf("exit %d:\n%s", code, out.String())
+	}
+}
+
+func TestDiagnoseUsageErrors(t *testing.T) {
+	cfg := diagConfig(t)
+	for _, tc := range []struct{ key, format string }{{"hostnames", "text"}, {"default/", "text"}, {"a/b/c", "text"}, {"default/hostnames", "yaml"}} {
+		var out bytes.Buffer
+		code, err := diagnose(context.Background(), fake.NewClientset(), cfg, tc.key, &out, tc.format)
+		if err == nil || code != diagnoseUsage {
+			t.Errorf("%q -o %s: exit %d, err %v", tc.key, tc.format, code, err)
+		}
+	}
+	cfg.ResolvConf = filepath.Join(t.TempDir(), "absent")
+	if code, err := diagnose(context.Background(), fake.NewClientset(), cfg, "default/x", &bytes.Buffer{}, "text"); err == nil || code != diagnoseUsage {
+		t.Errorf("missing resolv.conf: exit %d, err %v", code, err)
+	}
+}

@@ -1,0 +1,420 @@
+package web
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/svcprobe/svcprobe/discovery"
+	"github.com/svcprobe/svcprobe/metrics"
+	"github.com/svcprobe/svcprobe/probe"
+)
+
+func fixtureHandler(s *metrics.Store, opts Options) http.Handler {
+	if opts.Now == nil {
+		opts.Now = func() time.Time { return fixtureNow }
+	}
+	return New(s, opts)
+}
+
+func do(t *testing.T, h http.Handler, target string) (int, http.Header, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
+	b, _ := io.ReadAll(rec.Result().Body)
+	return rec.Code, rec.Result().Header, string(b)
+}
+
+// rows returns the data-service attribute of every matrix row, in page order.
+func rows(body string) []string {
+	var out []string
+	for _, m := range regexp.MustCompile(`<tr class="svc [a-z]+" data-service="([^"]+)"`).FindAllStringSubmatch(body, -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
+
+func TestIndexGroupsByNamespaceBrokenFirst(t *testing.T) {
+	h := fixtureHandler(demoStore(), Options{})
+	for _, path := range []string{"/", "/status", "/status/"} {
+		code, hdr, body := do(t, h, path)
+		if code != http.StatusOK || !strings.HasPrefix(hdr.Get("Content-Type"), "text/html") {
+			t.Fatalf("GET %s: %d %s", path, code, hdr.Get("Content-Type"))
+		}
+		got := strings.Join(rows(body), " ")
+		// Namespaces with a broken Service first (default, shop), then the healthy ones; inside
+		// a namespace broken rows first.
+		want := "default/hostnames-typo default/web default/hostnames shop/api shop/cart shop/db kube-system/kube-dns monitoring/prometheus"
+		if got != want {
+			t.Errorf("GET %s rows:\n got %s\nwant %s", path, got, want)
+		}
+	}
+}
+
+func TestIndexCellsShowStatusAndReason(t *testing.T) {
+	_, _, body := do(t, fixtureHandler(demoStore(), Options{}), "/status")
+	row := func(key string) string {
+		i := strings.Index(body, `data-service="`+key+`"`)
+		if i < 0 {
+			t.Fatalf("no row %s", key)
+		}
+		j := strings.Index(body[i:], "</tr>")
+		return body[i : i+j]
+	}
+	typo := row("default/hostnames-typo")
+	for _, want := range []string{
+		`data-verdict="spec"`, `spec: selector_matches_no_pods`,
+		`class="cell s-failed" title="selector app=hostname matches no Pod in namespace default">selector_matches_no_pods<`,
+		`class="cell s-skipped"`, `0 / 0 / 0`, `4s ago`,
+	} {
+		if !strings.Contains(typo, want) {
+			t.Errorf("hostnames-typo row lacks %q:\n%s", want, typo)
+		}
+	}
+	if web := row("default/web"); !strings.Contains(web, `class="cell s-degraded"`) || !strings.Contains(web, "refused (1/3)") {
+		t.Errorf("web row should show the pod stage degraded, 1 of 3:\n%s", web)
+	}
+	if cart := row("shop/cart"); !strings.Contains(cart, `proxy: timeout`) || !strings.Contains(cart, "2.00s") {
+		t.Errorf("cart row should blame the proxy and show its latency:\n%s", cart)
+	}
+	if hn := row("default/hostnames"); strings.Contains(hn, "s-failed") || !strings.Contains(hn, `>ok<`) || !strings.Contains(hn, "3 / 0 / 0") {
+		t.Errorf("hostnames row should be healthy with 3 ready endpoints:\n%s", hn)
+	}
+	if !strings.Contains(body, `id="cluster-dns"`) || !strings.Contains(body, "coredns-5d78c9869d-9wz7m") || !strings.Contains(body, "2 of 2 answer") {
+		t.Error("cluster DNS summary missing or incomplete")
+	}
+	if strings.Contains(body, "<script") {
+		t.Error("the status page must not need any script")
+	}
+}
+
+func TestIndexFilters(t *testing.T) {
+	h := fixtureHandler(demoStore(), Options{Expected: []metrics.Expected{{Namespace: "default", Name: "must-exist"}, {Namespace: "default", Name: "hostnames"}}})
+	for _, tc := range []struct{ query, want string }{
+		{"?namespace=shop", "shop/api shop/cart shop/db"},
+		{"?broken=1", "default/must-exist default/hostnames-typo default/web shop/api shop/cart"},
+		{"?q=typo", "default/hostnames-typo"},
+		{"?q=PROXY", "shop/cart"}, // verdict matches, case-insensitively
+		{"?q=timeout&namespace=default", ""},
+		{"?namespace=default&broken=1", "default/must-exist default/hostnames-typo default/web"},
+	} {
+		_, _, body := do(t, h, "/status"+tc.query)
+		if got := strings.Join(rows(body), " "); got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.query, got, tc.want)
+		}
+	}
+	// The form keeps the filter.
+	_, _, body := do(t, h, "/status?namespace=shop&q=ca&broken=1")
+	for _, want := range []string{`<option value="shop" selected>`, `name="q" value="ca"`, `value="1" checked`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("filter form lacks %q", want)
+		}
+	}
+}
+
+func bigStore(n int) *metrics.Store {
+	s := metrics.NewStore()
+	at := fixtureNow.Add(-time.Second)
+	for i := range n {
+		tg := target(fmt.Sprintf("ns-%03d", i%50), fmt.Sprintf("svc-%05d", i), "10.96.1.1", 2, map[string]string{"app": "x"})
+		res := healthyResults(tg, at)
+		if i%97 == 0 {
+			res[3] = failed(probe.StagePod, at, probe.ReasonTimeout, "timeout", "check the Pods", chk("10.244.0.10:9376", probe.ReasonTimeout, "no answer", 2000))
+		}
+		s.Record(tg, res)
+	}
+	return s
+}
+
+func TestPaginationKeepsPagesSmall(t *testing.T) {
+	const n = 5000
+	h := fixtureHandler(bigStore(n), Options{})
+	start := time.Now()
+	code, _, body := do(t, h, "/status")
+	elapsed := time.Since(start)
+	if code != http.StatusOK {
+		t.Fatal(code)
+	}
+	r := rows(body)
+	if len(r) != DefaultPageSize {
+		t.Fatalf("first page has %d rows, want %d", len(r), DefaultPageSize)
+	}
+	// 5000/97 rounded up = 52 broken Services, all in the first rows.
+	if !strings.Contains(body, "5000 shown, 52 broken") || !strings.Contains(body, "page 1 of 25") {
+		t.Errorf("summary or page count wrong")
+	}
+	if !strings.Contains(body, `href="/status?page=2"`) {
+		t.Error("no link to page 2")
+	}
+	if len(body) > 1<<20 {
+		t.Errorf("one page is %d bytes; pagination should keep it well under 1 MiB", len(body))
+	}
+	t.Logf("5000 Services: page 1 rendered in %s, %d KiB", elapsed, len(body)>>10)
+
+	_, _, last := do(t, h, "/status?page=25")
+	if got := len(rows(last)); got != n-24*DefaultPageSize {
+		t.Errorf("last page has %d rows", got)
+	}
+	_, _, beyond := do(t, h, "/status?page=99")
+	if len(rows(beyond)) != 0 || !strings.Contains(beyond, "No Service matches") {
+		t.Error("a page past the end should be empty, not an error")
+	}
+	var list ServiceList
+	_, _, js := do(t, h, "/api/v1/services?page=2&page_size=50")
+	if err := json.Unmarshal([]byte(js), &list); err != nil {
+		t.Fatal(err)
+	}
+	if list.Total != n || list.Page != 2 || list.PageSize != 50 || list.Pages != 100 || len(list.Services) != 50 {
+		t.Errorf("list paging: total %d page %d size %d pages %d got %d", list.Total, list.Page, list.PageSize, list.Pages, len(list.Services))
+	}
+}
+
+func BenchmarkStatusPage5000(b *testing.B) {
+	h := fixtureHandler(bigStore(5000), Options{})
+	req := httptest.NewRequest(http.MethodGet, "/status", nil)
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatal(rec.Code)
+		}
+	}
+}
+
+func TestServiceRunbookWalk(t *testing.T) {
+	h := fixtureHandler(demoStore(), Options{})
+	code, _, body := do(t, h, "/status/default/hostnames-typo")
+	if code != http.StatusOK {
+		t.Fatal(code)
+	}
+	// Steps in the runbook's order.
+	var ids []string
+	for _, m := range regexp.MustCompile(`<li class="step s-([a-z_]+)( blamed)?" id="step-([a-z_]+)"`).FindAllStringSubmatch(body, -1) {
+		ids = append(ids, m[3]+"="+m[1]+m[2])
+	}
+	want := "exists=ok dns=ok cluster_dns=ok proxy=skipped spec=failed blamed endpoints=failed pod=skipped hairpin=skipped"
+	if got := strings.Join(ids, " "); got != want {
+		t.Errorf("runbook steps:\n got %s\nwant %s", got, want)
+	}
+	for _, want := range []string{
+		"Broken at step 5: Is the Service defined correctly?",
+		`label &#34;app&#34; is &#34;hostnames&#34;, not &#34;hostname&#34;`, // the hint, escaped
+		"selector app=hostname",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("walk lacks %q", want)
+		}
+	}
+
+	_, _, body = do(t, h, "/status/default/web")
+	for _, want := range []string{`id="step-pod"`, "10.244.0.12:9376 (pod web-2)", "connection refused", "Check the failing Pods (web-2)", `s-degraded blamed`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("web walk lacks %q", want)
+		}
+	}
+	code, _, body = do(t, h, "/status/default/nope")
+	if code != http.StatusNotFound || !strings.Contains(body, "Does the Service exist?") {
+		t.Errorf("unknown Service: %d", code)
+	}
+}
+
+func TestAPIFieldNamesAreStable(t *testing.T) {
+	h := fixtureHandler(demoStore(), Options{Ready: func() (bool, string) { return false, "discovery not synced" }})
+	code, hdr, body := do(t, h, "/api/v1/services")
+	if code != http.StatusOK || hdr.Get("Content-Type") != "application/json" {
+		t.Fatal(code, hdr)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(body), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"generated_at", "ready", "ready_detail", "cluster_dns", "total", "broken", "page", "page_size", "pages", "services"} {
+		if _, ok := doc[k]; !ok {
+			t.Errorf("list document lacks %q", k)
+		}
+	}
+	if doc["ready"] != false || doc["total"] != 8.0 || doc["broken"] != 4.0 {
+		t.Errorf("ready %v total %v broken %v", doc["ready"], doc["total"], doc["broken"])
+	}
+	dnsDoc := doc["cluster_dns"].(map[string]any)
+	for _, k := range []string{"at", "status", "proxy_suspect", "pods_up", "pods_total", "canary", "nameservers", "pods"} {
+		if _, ok := dnsDoc[k]; !ok {
+			t.Errorf("cluster_dns lacks %q", k)
+		}
+	}
+	svc := doc["services"].([]any)[0].(map[string]any)
+	for _, k := range []string{"namespace", "name", "cluster_ips", "verdict", "reason", "healthy", "endpoints", "last_probe", "latency_seconds", "stages"} {
+		if _, ok := svc[k]; !ok {
+			t.Errorf("service lacks %q", k)
+		}
+	}
+	if _, ok := svc["runbook"]; ok {
+		t.Error("the list should not carry the runbook walk")
+	}
+
+	code, _, body = do(t, h, "/api/v1/services/default/hostnames-typo")
+	if code != http.StatusOK {
+		t.Fatal(code)
+	}
+	var one Service
+	if err := json.Unmarshal([]byte(body), &one); err != nil {
+		t.Fatal(err)
+	}
+	if one.Verdict != "spec" || one.Reason != "selector_matches_no_pods" || one.Healthy || len(one.Runbook) != 8 {
+		t.Fatalf("got %+v", one)
+	}
+	spec := one.Runbook[4]
+	if spec.ID != "spec" || !spec.Blamed || spec.Status != StatusFailed || !strings.Contains(spec.Hint, "hostnames-7c9d4b8f6-x2k4q") || len(spec.Checks) != 1 || spec.Checks[0].OK {
+		t.Errorf("spec step: %+v", spec)
+	}
+	for _, k := range []string{`"step":`, `"id":`, `"question":`, `"blamed":`, `"checks":`, `"subject":`, `"duration_seconds":`, `"ok":`} {
+		if !strings.Contains(body, k) {
+			t.Errorf("service document lacks %s", k)
+		}
+	}
+
+	code, _, body = do(t, h, "/api/v1/services/default/nope")
+	if code != http.StatusNotFound || !strings.Contains(body, `"error"`) {
+		t.Errorf("unknown Service: %d %s", code, body)
+	}
+	h = fixtureHandler(demoStore(), Options{Expected: []metrics.Expected{{Namespace: "default", Name: "must-exist"}}})
+	code, _, body = do(t, h, "/api/v1/services/default/must-exist")
+	if code != http.StatusOK || !strings.Contains(body, `"verdict": "missing"`) {
+		t.Errorf("expected but missing Service: %d %s", code, body)
+	}
+}
+
+func TestEscapesEverythingFromTheCluster(t *testing.T) {
+	const evil = `<script>alert("x")</script><img src=x onerror=alert(1)>`
+	s := metrics.NewStore()
+	tg := target("default", "evil"+evil, "10.96.0.99", 1, map[string]string{"app": evil})
+	tg.AnnotationErrors = []error{fmt.Errorf("svcprobe.io/http-path: %s", evil)}
+	res := healthyResults(tg, fixtureNow)
+	res[0] = failed(probe.StageSpec, fixtureNow, probe.ReasonSelectorMatchesNoPods, "detail "+evil, "hint "+evil,
+		chk("selector "+evil, probe.ReasonSelectorMatchesNoPods, "seen "+evil, 0))
+	s.Record(tg, res)
+	s.RecordClusterDNS(probe.ClusterDNSResult{Canary: chk("canary", probe.ReasonSuccess, evil, 1), Pods: []probe.PodDNSCheck{{Name: evil, Check: chk(evil, probe.ReasonSuccess, "", 1)}}})
+	h := fixtureHandler(s, Options{Title: evil, Links: []Link{{Text: evil, Href: "javascript:alert(1)"}}})
+	for _, path := range []string{"/status", "/status/default/" + url.PathEscape("evil"+evil)} {
+		code, hdr, body := do(t, h, path)
+		if code != http.StatusOK && code != http.StatusNotFound {
+			t.Fatalf("%s: %d", path, code)
+		}
+		if strings.Contains(body, "<script") || strings.Contains(body, "<img") || strings.Contains(body, "javascript:") {
+			t.Errorf("%s: markup from the cluster reached the page unescaped", path)
+		}
+		if !strings.Contains(body, "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;") {
+			t.Errorf("%s: the markup should be shown as text", path)
+		}
+		if !strings.Contains(hdr.Get("Content-Security-Policy"), "default-src 'none'") {
+			t.Errorf("%s: no CSP", path)
+		}
+	}
+	// The detail page of the evil Service, found through the link the matrix renders.
+	_, _, body := do(t, h, "/status")
+	m := regexp.MustCompile(`<a href="(/status/default/evil[^"]*)"`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatal("no link to the Service")
+	}
+	link := strings.NewReplacer("&amp;", "&", "&#43;", "+").Replace(m[1])
+	code, _, body := do(t, h, link)
+	if code != http.StatusOK {
+		t.Fatalf("GET %s: %d", link, code)
+	}
+	for _, want := range []string{"hint &lt;script&gt;", "seen &lt;script&gt;", "svcprobe.io/http-path: &lt;script&gt;"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("detail page lacks %q", want)
+		}
+	}
+	if strings.Contains(body, "<script") {
+		t.Error("detail page: markup unescaped")
+	}
+	// JSON escapes < and > too, so the document is safe to embed.
+	_, _, js := do(t, h, "/api/v1/services")
+	if strings.Contains(js, "<script") {
+		t.Error("JSON carries raw markup")
+	}
+}
+
+func TestStatusOf(t *testing.T) {
+	for _, tc := range []struct {
+		r      probe.Result
+		probed bool
+		want   Status
+	}{
+		{probe.Result{}, false, StatusNotProbed},
+		{probe.Result{Outcome: probe.Skipped}, true, StatusSkipped},
+		{probe.Result{Outcome: probe.OK, Total: 2}, true, StatusOK},
+		{probe.Result{Outcome: probe.Failed, Failing: 1, Total: 3}, true, StatusDegraded},
+		{probe.Result{Outcome: probe.Failed, Failing: 3, Total: 3}, true, StatusFailed},
+		{probe.Result{Outcome: probe.Failed}, true, StatusFailed},
+	} {
+		if got := StatusOf(tc.r, tc.probed); got != tc.want {
+			t.Errorf("%+v: got %s, want %s", tc.r, got, tc.want)
+		}
+	}
+}
+
+func TestDNSBlamedOnProxyMarksClusterDNSStep(t *testing.T) {
+	s := metrics.NewStore()
+	tg := target("default", "hostnames", "10.96.12.34", 1, map[string]string{"app": "hostnames"})
+	res := healthyResults(tg, fixtureNow)
+	res[2] = failed(probe.StageDNS, fixtureNow, probe.ReasonTimeout, "A hostnames: timeout", "dns hint",
+		chk("A hostnames.default.svc.cluster.local.", probe.ReasonTimeout, "no answer", 2000))
+	s.Record(tg, res)
+	s.RecordClusterDNS(probe.ClusterDNSResult{
+		Canary: chk("canary", probe.ReasonTimeout, "no answer", 2000),
+		VIP:    []probe.Check{chk("@10.96.0.10:53", probe.ReasonTimeout, "no answer", 2000)},
+		Pods:   []probe.PodDNSCheck{{Name: "coredns-a", Check: chk("@10.244.0.2:53", probe.ReasonSuccess, "[10.96.0.1]", 1)}},
+	})
+	code, _, body := do(t, fixtureHandler(s, Options{}), "/api/v1/services/default/hostnames")
+	if code != http.StatusOK {
+		t.Fatal(code)
+	}
+	var one Service
+	if err := json.Unmarshal([]byte(body), &one); err != nil {
+		t.Fatal(err)
+	}
+	if one.Verdict != string(metrics.LayerProxy) {
+		t.Fatalf("verdict %s", one.Verdict)
+	}
+	var blamed []string
+	for _, st := range one.Runbook {
+		if st.Blamed {
+			blamed = append(blamed, st.ID)
+		}
+	}
+	if strings.Join(blamed, ",") != "cluster_dns" || !strings.Contains(one.Runbook[2].Hint, "service proxy") {
+		t.Errorf("blamed %v, cluster DNS step %+v", blamed, one.Runbook[2])
+	}
+	_ = discovery.KindClusterIP
+}
+
+func TestMissingServicesJoinTheirNamespaceAndReadinessBanner(t *testing.T) {
+	h := fixtureHandler(demoStore(), Options{
+		Expected: []metrics.Expected{{Namespace: "shop", Name: "payments"}, {Namespace: "shop", Name: "api"}, {Namespace: "billing", Name: "ledger"}},
+		Ready:    func() (bool, string) { return false, "3 Services not probed yet" },
+	})
+	_, _, body := do(t, h, "/status")
+	got := strings.Join(rows(body), " ")
+	want := "billing/ledger default/hostnames-typo default/web default/hostnames shop/payments shop/api shop/cart shop/db kube-system/kube-dns monitoring/prometheus"
+	if got != want {
+		t.Errorf("rows:\n got %s\nwant %s", got, want)
+	}
+	if n := strings.Count(body, "namespace shop</th>"); n != 1 {
+		t.Errorf("namespace shop has %d headers, want 1", n)
+	}
+	if !strings.Contains(body, "Not ready: 3 Services not probed yet.") {
+		t.Error("no readiness banner")
+	}
+	if !strings.Contains(body, `data-service="shop/payments" data-verdict="missing"`) {
+		t.Error("missing Service row lacks its verdict")
+	}
+}
