@@ -7,7 +7,9 @@ LDFLAGS       := -s -w -X github.com/prometheus/common/version.Version=$(VERSION
                  -X github.com/prometheus/common/version.Branch=$(shell git rev-parse --abbrev-ref HEAD 2>/dev/null)
 export SVCPROBE_CACHE ?= $(HOME)/.cache/svcprobe
 
-.PHONY: all build build-all image test unit vet fmt-check clean
+.PHONY: all build build-all image test unit vet fmt-check fuzz clean
+
+FUZZTIME ?= 30s
 
 all: build
 
@@ -40,6 +42,13 @@ vet:
 
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+## fuzz: each fuzz target for FUZZTIME (seeds in the tests; failures are saved under testdata/fuzz).
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseAnnotations$$' -fuzztime $(FUZZTIME) ./discovery
+	$(GO) test -run '^$$' -fuzz '^FuzzDNSAnswer$$' -fuzztime $(FUZZTIME) ./probe
+	$(GO) test -run '^$$' -fuzz '^FuzzParseResolvConf$$' -fuzztime $(FUZZTIME) ./probe
+	$(GO) test -run '^$$' -fuzz '^FuzzParseFileConfig$$' -fuzztime $(FUZZTIME) ./cmd/exporter
 
 clean:
 	rm -rf $(BIN)
