@@ -32,6 +32,9 @@ const (
 	CoreDNSIP1   = "198.18.0.53"
 	CoreDNSIP2   = "198.18.0.54"
 	ClientIP     = "198.18.0.250"
+	// ExporterIP is pinned on the svcprobe Pod, so the host can reach it.
+	ExporterIP   = "198.18.0.9"
+	ExporterPort = 9817
 
 	APIServerPort = 6443
 	ClusterDomain = "cluster.local"
@@ -55,6 +58,15 @@ type Config struct {
 	// ProxyAddr is where the API proxy listens on the host's loopback, for
 	// the admin kubeconfig. Default 127.0.0.1:16443.
 	ProxyAddr string
+	// Exporter is the svcprobe binary DeployExporter runs as a Pod (copied
+	// into StateDir first). Default: bin/svcprobe of the module root.
+	Exporter string
+	// DeployDir holds the exporter's manifests (deploy/base). Default: found
+	// from the working directory upwards.
+	DeployDir string
+	// ExporterProxyAddr is where `demo` forwards the exporter's port on the
+	// host's loopback. Default 127.0.0.1:9817.
+	ExporterProxyAddr string
 	// Log receives progress lines. Default: discard.
 	Log func(format string, args ...any)
 }
@@ -86,6 +98,17 @@ func (c *Config) fill() {
 	}
 	if c.ProxyAddr == "" {
 		c.ProxyAddr = "127.0.0.1:16443"
+	}
+	if c.ExporterProxyAddr == "" {
+		c.ExporterProxyAddr = "127.0.0.1:9817"
+	}
+	if root := moduleRoot(); root != "" {
+		if c.DeployDir == "" {
+			c.DeployDir = filepath.Join(root, "deploy", "base")
+		}
+		if c.Exporter == "" {
+			c.Exporter = filepath.Join(root, "bin", "svcprobe")
+		}
 	}
 	if c.Log == nil {
 		c.Log = func(string, ...any) {}
@@ -167,3 +190,22 @@ func writeResolvConf(netns, namespace string) error {
 }
 
 func hasPrefix(name string) bool { return strings.HasPrefix(name, Prefix) }
+
+// moduleRoot finds the svcprobe module's root from the working directory up.
+func moduleRoot() string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil &&
+			strings.Contains(string(b), "module github.com/svcprobe/svcprobe\n") {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
+}

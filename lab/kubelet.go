@@ -7,6 +7,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"strconv"
 	"sync"
@@ -64,7 +65,28 @@ type podRuntime struct {
 	restarts map[string]int32
 	procs    map[string]*exec.Cmd // by container name
 	cancel   context.CancelFunc
+	env      []string // extra environment: fieldRefs, LAB_KUBECONFIG
+
+	// Fault switches from the Pod's annotations (see AnnReady, AnnStopped).
+	readyMode   string // "", "false" or "keep"
+	hold        bool   // containers stopped and not restarted
+	terminating time.Time
 }
+
+// Annotations the mini kubelet obeys; the fault catalogue sets them.
+const (
+	// AnnReady "false" reports the Pod not ready while its processes keep
+	// running; "keep" freezes readiness at its current value (the kubelet
+	// stops probing, like a readinessProbe whose failureThreshold has not
+	// been reached yet).
+	AnnReady = "lab.svcprobe.io/ready"
+	// AnnStopped "true" kills the Pod's container processes (SIGKILL) and
+	// keeps them from being restarted until the annotation goes.
+	AnnStopped = "lab.svcprobe.io/stopped"
+	// terminationDrain is how long a deleted Pod keeps serving before its
+	// processes are killed, like a preStop sleep: Endpoints drop it first.
+	terminationDrain = 2 * time.Second
+)
 
 // RunKubelet runs the mini kubelet until ctx ends.
 func RunKubelet(ctx context.Context, kc KubeletConfig) error {
@@ -187,6 +209,16 @@ func (k *kubelet) sync(ctx context.Context, key string) error {
 	}
 	if pod.DeletionTimestamp != nil {
 		if rt != nil {
+			k.mu.Lock()
+			if rt.terminating.IsZero() {
+				rt.terminating = time.Now()
+			}
+			wait := terminationDrain - time.Since(rt.terminating)
+			k.mu.Unlock()
+			if wait > 0 && pod.DeletionGracePeriodSeconds != nil && *pod.DeletionGracePeriodSeconds > 0 {
+				k.queue.AddAfter(key, wait)
+				return nil
+			}
 			k.teardown(rt)
 		}
 		log.Printf("kubelet: removing %s", key)
@@ -203,11 +235,12 @@ func (k *kubelet) sync(ctx context.Context, key string) error {
 		return nil
 	}
 	if rt == nil {
-		rt, err = k.setup(pod)
+		rt, err = k.setup(ctx, pod)
 		if err != nil {
 			return err
 		}
 	}
+	k.applyAnnotations(pod, rt)
 	return k.writeStatus(ctx, pod, rt)
 }
 
@@ -236,7 +269,34 @@ func vethName(uid types.UID) string {
 	return fmt.Sprintf("lv%08x", h.Sum32())
 }
 
-func (k *kubelet) setup(pod *corev1.Pod) (*podRuntime, error) {
+// applyAnnotations takes the fault switches of the Pod's annotations.
+func (k *kubelet) applyAnnotations(pod *corev1.Pod, rt *podRuntime) {
+	k.mu.Lock()
+	rt.readyMode = pod.Annotations[AnnReady]
+	if rt.readyMode == "false" {
+		rt.ready = false
+	}
+	hold := pod.Annotations[AnnStopped] == "true"
+	stop := hold && !rt.hold
+	rt.hold = hold
+	var pids []int
+	if stop {
+		for _, cmd := range rt.procs {
+			if cmd.Process != nil {
+				pids = append(pids, cmd.Process.Pid)
+			}
+		}
+	}
+	k.mu.Unlock()
+	if stop {
+		log.Printf("kubelet: %s: %s: killing its containers", rt.key, AnnStopped)
+		for _, p := range pids {
+			signalTree(p, syscall.SIGKILL)
+		}
+	}
+}
+
+func (k *kubelet) setup(ctx context.Context, pod *corev1.Pod) (*podRuntime, error) {
 	key := pod.Namespace + "/" + pod.Name
 	addr, err := k.allocIP(pod)
 	if err != nil {
@@ -257,7 +317,20 @@ func (k *kubelet) setup(pod *corev1.Pod) (*podRuntime, error) {
 		k.freeIP(addr)
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	rt.env = []string{"HOSTNAME=" + pod.Name, "POD_NAME=" + pod.Name, "POD_NAMESPACE=" + pod.Namespace, "POD_IP=" + addr}
+	if needsToken(pod) {
+		kc, err := k.writePodKubeconfig(ctx, pod)
+		if err != nil {
+			_ = deleteNetns(rt.netns)
+			k.freeIP(addr)
+			return nil, fmt.Errorf("service account token: %w", err)
+		}
+		rt.env = append(rt.env, "LAB_KUBECONFIG="+kc)
+	}
+	rt.readyMode = pod.Annotations[AnnReady]
+	rt.hold = pod.Annotations[AnnStopped] == "true"
+	cctx, cancel := context.WithCancel(context.Background())
+	ctx = cctx
 	rt.cancel = cancel
 	k.mu.Lock()
 	k.pods[key] = rt
@@ -306,15 +379,25 @@ func (k *kubelet) argv(pod *corev1.Pod, c corev1.Container) []string {
 }
 
 func (k *kubelet) runContainer(ctx context.Context, rt *podRuntime, pod *corev1.Pod, c corev1.Container) {
-	argv := inNetns(rt.netns, k.argv(pod, c)...)
-	env := []string{"HOSTNAME=" + pod.Name, "POD_NAME=" + pod.Name, "POD_NAMESPACE=" + pod.Namespace, "POD_IP=" + rt.ip}
-	for _, e := range c.Env {
-		if e.ValueFrom == nil {
-			env = append(env, e.Name+"="+e.Value)
-		}
-	}
+	env := containerEnv(pod, c, rt)
+	argv := inNetns(rt.netns, expandVars(k.argv(pod, c), env)...)
 	logFile := k.cfg.path("logs", "pod-"+pod.Namespace+"-"+pod.Name+"-"+c.Name+".log")
 	for ctx.Err() == nil {
+		for {
+			k.mu.Lock()
+			hold := rt.hold
+			k.mu.Unlock()
+			if !hold || ctx.Err() != nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
 		cmd, err := startDetached(argv, logFile, env)
 		if err != nil {
 			log.Printf("kubelet: %s/%s: %v", rt.key, c.Name, err)
@@ -349,10 +432,20 @@ func (k *kubelet) probe(ctx context.Context, rt *podRuntime, pod *corev1.Pod) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
+		k.mu.Lock()
+		mode, was := rt.readyMode, rt.ready
+		k.mu.Unlock()
 		ok := true
-		for _, c := range pod.Spec.Containers {
-			if !probeOnce(ctx, rt.ip, c) {
-				ok = false
+		switch mode {
+		case "false":
+			ok = false
+		case "keep":
+			ok = was
+		default:
+			for _, c := range pod.Spec.Containers {
+				if !probeOnce(ctx, rt.ip, c) {
+					ok = false
+				}
 			}
 		}
 		k.mu.Lock()
@@ -451,6 +544,7 @@ func (k *kubelet) teardown(rt *podRuntime) {
 	if err := deleteNetns(rt.netns); err != nil {
 		log.Printf("kubelet: %s: %v", rt.key, err)
 	}
+	_ = os.RemoveAll(k.cfg.podDir(rt.key))
 	k.freeIP(rt.ip)
 }
 

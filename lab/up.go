@@ -139,19 +139,7 @@ func Up(ctx context.Context, c Config) (*Result, error) {
 	); err != nil {
 		return nil, err
 	}
-	if err := c.startComponent("kube-proxy", c.Binary("kube-proxy"),
-		"--kubeconfig="+c.ClusterKubeconfig(),
-		"--hostname-override="+NodeName,
-		"--proxy-mode=iptables",
-		"--cluster-cidr="+PodCIDR,
-		"--bind-address=127.0.0.1",
-		"--healthz-bind-address=127.0.0.1:10256",
-		"--metrics-bind-address=127.0.0.1:10249",
-		// Leave the host-wide conntrack sysctls alone.
-		"--conntrack-max-per-core=0",
-		"--conntrack-tcp-timeout-established=0",
-		"--conntrack-tcp-timeout-close-wait=0",
-	); err != nil {
+	if err := c.StartKubeProxy(); err != nil {
 		return nil, err
 	}
 	// The kubelet stays in the host's mount and network namespaces: the
@@ -237,6 +225,24 @@ func Up(ctx context.Context, c Config) (*Result, error) {
 		r.Kubectl = c.Binary("kubectl")
 	}
 	return r, nil
+}
+
+// StartKubeProxy starts kube-proxy (iptables mode) in the node namespace.
+func (c *Config) StartKubeProxy() error {
+	c.fill()
+	return c.startComponent("kube-proxy", c.Binary("kube-proxy"),
+		"--kubeconfig="+c.ClusterKubeconfig(),
+		"--hostname-override="+NodeName,
+		"--proxy-mode=iptables",
+		"--cluster-cidr="+PodCIDR,
+		"--bind-address=127.0.0.1",
+		"--healthz-bind-address=127.0.0.1:10256",
+		"--metrics-bind-address=127.0.0.1:10249",
+		// Leave the host-wide conntrack sysctls alone.
+		"--conntrack-max-per-core=0",
+		"--conntrack-tcp-timeout-established=0",
+		"--conntrack-tcp-timeout-close-wait=0",
+	)
 }
 
 // ClientExec runs `svcprobe-lab ARGS` inside the client namespace (resolv.conf
@@ -534,7 +540,7 @@ func Down(c Config) error {
 	c.fill()
 	var errs []error
 	// 1. Recorded components, kubelet first.
-	order := append([]string{"kubelet"}, reverseExcept(components, "kubelet")...)
+	order := append([]string{"kubelet", "exporterproxy"}, reverseExcept(components, "kubelet")...)
 	for _, name := range order {
 		pid, marker, err := readPidFile(c.pidPath(name))
 		if err != nil {

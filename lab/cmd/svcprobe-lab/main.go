@@ -7,6 +7,10 @@
 //	svcprobe-lab down     stop everything and delete the namespaces
 //	svcprobe-lab status   what runs
 //	svcprobe-lab exec -- CMD ARGS...   run a command in the client namespace
+//	svcprobe-lab deploy   run svcprobe (--exporter, default bin/svcprobe) as a Pod of the lab
+//	svcprobe-lab demo     up + deploy + more Services + a loopback forward to the exporter
+//	svcprobe-lab faults   list the fault catalogue
+//	svcprobe-lab break FAULT / fix FAULT   inject / undo a fault
 //
 // It needs root and the binaries of `make lab-tools`.
 package main
@@ -31,6 +35,10 @@ import (
 func usage() {
 	fmt.Fprintf(os.Stderr, `usage: svcprobe-lab up|down|status [flags]
        svcprobe-lab exec [--netns NS] -- CMD ARGS...  (default: the client namespace)
+       svcprobe-lab deploy|demo [--exporter bin/svcprobe] [--interval 5s]
+       svcprobe-lab faults
+       svcprobe-lab break|fix FAULT
+       svcprobe-lab metrics        print the exporter's svcprobe_service_verdict series
 
 flags:
   --state-dir DIR   (default $SVCPROBE_LAB_STATE or /run/svcprobe-lab)
@@ -75,6 +83,9 @@ func runSub(ctx context.Context, sub string, args []string) error {
 	fs.StringVar(&cfg.StateDir, "state-dir", "", "state directory")
 	fs.StringVar(&cfg.BinDir, "bin-dir", "", "directory of the upstream binaries")
 	fs.StringVar(&cfg.ProxyAddr, "proxy-addr", "", "API proxy address on the host loopback")
+	fs.StringVar(&cfg.Exporter, "exporter", "", "svcprobe binary (deploy, demo; default bin/svcprobe)")
+	fs.StringVar(&cfg.ExporterProxyAddr, "exporter-addr", "", "loopback forward to the exporter (demo; default 127.0.0.1:9817)")
+	interval := fs.Duration("interval", 5*time.Second, "--probe.interval of the exporter (deploy, demo)")
 	// Flags of the hidden subcommands.
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig (kubelet)")
 	var ports portsFlag
@@ -109,6 +120,46 @@ func runSub(ctx context.Context, sub string, args []string) error {
 		return nil
 	case "down":
 		return lab.Down(cfg)
+	case "deploy":
+		if err := lab.DeployExporter(ctx, cfg, lab.ExporterOptions{Interval: *interval, Timeout: min(*interval, 2*time.Second)}); err != nil {
+			return err
+		}
+		fmt.Printf("svcprobe runs in namespace svcprobe at %s\n", lab.ExporterURL("/metrics"))
+		return nil
+	case "demo":
+		return demo(ctx, cfg, *interval)
+	case "faults":
+		for _, f := range lab.Faults {
+			fmt.Printf("%-18s %s\n%-18s expect: %s\n", f.Name, f.Breaks, "", f.Expect)
+		}
+		return nil
+	case "break", "fix":
+		if fs.NArg() != 1 {
+			return fmt.Errorf("%s FAULT (see `svcprobe-lab faults`)", sub)
+		}
+		if sub == "break" {
+			if err := lab.Break(ctx, cfg, fs.Arg(0)); err != nil {
+				return err
+			}
+			fmt.Printf("broke %s; undo with `svcprobe-lab fix %s` (make demo-fix FAULT=%s)\n", fs.Arg(0), fs.Arg(0), fs.Arg(0))
+			return nil
+		}
+		if err := lab.Fix(ctx, cfg, fs.Arg(0)); err != nil {
+			return err
+		}
+		fmt.Printf("fixed %s\n", fs.Arg(0))
+		return nil
+	case "metrics":
+		body, err := lab.ScrapeExporter(ctx, "/metrics")
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(body, "\n") {
+			if strings.HasPrefix(l, "svcprobe_service_verdict{") || strings.HasPrefix(l, "svcprobe_cluster_dns_up{") {
+				fmt.Println(l)
+			}
+		}
+		return nil
 	case "status":
 		return lab.Status(ctx, cfg, os.Stdout)
 	case "exec":
@@ -163,5 +214,46 @@ func runSub(ctx context.Context, sub string, args []string) error {
 		return nil
 	}
 	usage()
+	return nil
+}
+
+func demo(ctx context.Context, cfg lab.Config, interval time.Duration) error {
+	if _, err := lab.Up(ctx, cfg); err != nil {
+		return fmt.Errorf("%w\n(logs in the state dir; run `svcprobe-lab down`)", err)
+	}
+	if err := lab.CreateDemoServices(ctx, cfg); err != nil {
+		return err
+	}
+	if err := lab.DeployExporter(ctx, cfg, lab.ExporterOptions{Interval: interval, Timeout: min(interval, 2*time.Second)}); err != nil {
+		return err
+	}
+	c := cfg
+	if c.ExporterProxyAddr == "" {
+		c.ExporterProxyAddr = lab.DefaultConfig().ExporterProxyAddr
+	}
+	url := "http://" + c.ExporterProxyAddr
+	if err := lab.StartExporterProxy(cfg); err != nil {
+		return err
+	}
+	var names []string
+	for _, f := range lab.Faults {
+		names = append(names, f.Name)
+	}
+	fmt.Printf(`
+svcprobe runs as a Pod of the lab (namespace svcprobe, RBAC of deploy/base, probe interval %s).
+Services: default/hostnames (+ -headless, -named, -nodeport, -external), kube-system/kube-dns,
+          svcprobe/svcprobe, svcprobe/svcprobe-hairpin, default/kubernetes
+
+  status page:  %s/
+  metrics:      curl -s %s/metrics | grep -E 'svcprobe_(service_verdict|cluster_dns_up)'
+  verdicts:     go run ./lab/cmd/svcprobe-lab metrics
+  from a Pod:   go run ./lab/cmd/svcprobe-lab exec -- curl -s http://svcprobe.svcprobe:9817/metrics
+  the cluster:  go run ./lab/cmd/svcprobe-lab status
+
+break something:  make demo-break FAULT=<name>    undo: make demo-fix FAULT=<name>
+  faults: %s
+  (go run ./lab/cmd/svcprobe-lab faults lists what each does and the verdict to expect)
+tear down:        make demo-down
+`, interval, url, url, strings.Join(names, ", "))
 	return nil
 }
