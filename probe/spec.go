@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/svcprobe/svcprobe/discovery"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
@@ -119,20 +120,12 @@ func declaredPorts(pods []discovery.Pod) string {
 	return strings.Join(out, ", ")
 }
 
+// formatLabels prints labels as a selector would be written, sorted: app=hostnames,tier=web.
 func formatLabels(m map[string]string) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = k + "=" + m[k]
-	}
-	if len(parts) == 0 {
+	if len(m) == 0 {
 		return "{}"
 	}
-	return strings.Join(parts, ",")
+	return labels.Set(m).String()
 }
 
 // mismatch names the selector pairs a Pod's labels do not satisfy.

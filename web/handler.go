@@ -15,6 +15,7 @@ import (
 
 	"github.com/svcprobe/svcprobe/metrics"
 	"github.com/svcprobe/svcprobe/probe"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // DefaultPageSize is how many Services one page of the matrix (and of the JSON list) shows.
@@ -406,15 +407,5 @@ func cellText(s Stage) string {
 	return s.Reason
 }
 
-func formatLabels(m map[string]string) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = k + "=" + m[k]
-	}
-	return strings.Join(parts, ",")
-}
+// formatLabels prints labels sorted, as a selector is written (app=hostnames,tier=web).
+func formatLabels(m map[string]string) string { return labels.Set(m).String() }
