@@ -8,7 +8,10 @@
 #                    kube-proxy, coredns into $(LAB_BIN) (once per version)
 #   make lab-kubectl kubectl of the same version (optional, for poking by hand)
 #   make lab-up / lab-down / lab-status
-#   make lab-test    the end-to-end test (needs root)
+#   make lab-test    the lab's own test: up, DNS + VIP checks, down (needs root)
+#   make lab-e2e     the fault catalogue end to end (needs root, ~6 min)
+#   make demo        lab + svcprobe as a Pod + example Services; prints where to look
+#   make demo-break FAULT=name / demo-fix FAULT=name / demo-faults / demo-down
 
 LAB_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 
@@ -39,7 +42,7 @@ LAB_TOOLS := \
 	$(LAB_BIN)/coredns-$(COREDNS_VERSION) \
 	$(foreach c,$(LAB_K8S_CMDS),$(LAB_BIN)/$(c)-$(K8S_VERSION))
 
-.PHONY: lab-deps lab-tools lab-kubectl lab-up lab-down lab-status lab-test
+.PHONY: lab-deps lab-tools lab-kubectl lab-up lab-down lab-status lab-test lab-e2e demo demo-down demo-break demo-fix demo-faults lab-exporter
 
 lab-deps:
 	@missing=""; \
@@ -95,3 +98,35 @@ lab-status:
 
 lab-test: lab-deps lab-tools
 	GOWORK=off go test -count=1 -run TestLabHostnames -v -timeout 10m ./$(LAB_DIR)/
+
+lab-e2e: lab-deps lab-tools
+	SVCPROBE_E2E=1 GOWORK=off go test -count=1 -v -timeout 20m ./$(LAB_DIR)/
+
+# The exporter binary the demo runs as a Pod (the main Makefile's `build`
+# makes the same file, with version ldflags).
+LAB_EXPORTER := $(LAB_DIR)/../bin/svcprobe
+
+lab-exporter:
+	@echo "demo: building the exporter ($(LAB_EXPORTER))"
+	$(MAKE) --no-print-directory -C $(LAB_DIR)/.. build
+
+# DEMO_INTERVAL: the exporter's --probe.interval in the demo.
+DEMO_INTERVAL ?= 5s
+
+demo: lab-deps lab-tools lab-exporter
+	@echo "demo: starting the lab, svcprobe and the example Services"
+	$(LAB_CMD) demo --exporter $(LAB_EXPORTER) --interval $(DEMO_INTERVAL)
+
+demo-down:
+	$(LAB_CMD) down
+
+demo-faults:
+	@$(LAB_CMD) faults
+
+demo-break:
+	@test -n "$(FAULT)" || { echo "usage: make demo-break FAULT=<name>; the faults:"; $(LAB_CMD) faults; exit 2; }
+	$(LAB_CMD) break $(FAULT)
+
+demo-fix:
+	@test -n "$(FAULT)" || { echo "usage: make demo-fix FAULT=<name>"; exit 2; }
+	$(LAB_CMD) fix $(FAULT)

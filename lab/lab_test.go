@@ -43,7 +43,10 @@ func requireLab(t *testing.T, cfg *Config) {
 
 func TestLabHostnames(t *testing.T) {
 	cfg := DefaultConfig()
-	requireLab(t, &cfg)
+	requireE2E(t, &cfg)
+	// This test brings its own lab up and down: the shared one goes.
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
 
 	exe := filepath.Join(t.TempDir(), "svcprobe-lab")
 	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")

@@ -297,13 +297,19 @@ func hashUID(uid types.UID) uint64 {
 }
 
 func (s *Scheduler) run(ctx context.Context, p Prober, t *discovery.Target, now time.Time) Result {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	return Run(ctx, p, t, s.cfg.Timeout, now)
+}
+
+// Run runs one stage under its timeout and stamps the result with the stage, the wall time it
+// took and the round it belongs to. The scheduler and the one-shot diagnose both use it.
+func Run(ctx context.Context, p Prober, t *discovery.Target, timeout time.Duration, round time.Time) Result {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
 	r := p.Probe(ctx, t)
 	r.Stage = p.Stage()
 	r.Duration = time.Since(start)
-	r.At = now
+	r.At = round
 	return r
 }
 

@@ -96,7 +96,7 @@ func diagnoseService(ctx context.Context, client kubernetes.Interface, cfg *conf
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i, p := range probers {
-		wg.Go(func() { results[i] = runStage(ctx, p, t, cfg.Timeout, start) })
+		wg.Go(func() { results[i] = probe.Run(ctx, p, t, cfg.Timeout, start) })
 	}
 	wg.Go(func() {
 		cctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
@@ -120,18 +120,6 @@ func diagnoseService(ctx context.Context, client kubernetes.Interface, cfg *conf
 		code = diagnoseBroken
 	}
 	return code, writeDiagnosis(out, format, doc, notes)
-}
-
-// runStage is the scheduler's run: one stage under the per-stage timeout, stamped.
-func runStage(ctx context.Context, p probe.Prober, t *discovery.Target, timeout time.Duration, at time.Time) probe.Result {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	start := time.Now()
-	r := p.Probe(ctx, t)
-	r.Stage = p.Stage()
-	r.Duration = time.Since(start)
-	r.At = at
-	return r
 }
 
 // fetchTarget reads the Service, its EndpointSlices and the Pods of its namespace once and builds
