@@ -55,3 +55,4 @@ clean:
 
 -include lab/lab.mk
 -include web/web.mk
+-include bench/bench.mk
