@@ -9,7 +9,7 @@
 #   make lab-kubectl kubectl of the same version (optional, for poking by hand)
 #   make lab-up / lab-down / lab-status
 #   make lab-test    the lab's own test: up, DNS + VIP checks, down (needs root)
-#   make lab-e2e     the fault catalogue end to end (needs root, ~6 min)
+#   make lab-e2e     the fault catalogue end to end (needs root, ~3 min)
 #   make demo        lab + svcprobe as a Pod + example Services; prints where to look
 #   make demo-break FAULT=name / demo-fix FAULT=name / demo-faults / demo-down
 
@@ -97,7 +97,7 @@ lab-status:
 	$(LAB_CMD) status
 
 lab-test: lab-deps lab-tools
-	GOWORK=off go test -count=1 -run TestLabHostnames -v -timeout 10m ./$(LAB_DIR)/
+	SVCPROBE_E2E=1 GOWORK=off go test -count=1 -run TestLabHostnames -v -timeout 10m ./$(LAB_DIR)/
 
 lab-e2e: lab-deps lab-tools
 	SVCPROBE_E2E=1 GOWORK=off go test -count=1 -v -timeout 20m ./$(LAB_DIR)/

@@ -46,7 +46,7 @@ func listenTCP(t *testing.T, addr string) netip.AddrPort {
 	t.Helper()
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Skipf("cannot listen on %s (loopback aliases unavailable?): %v", addr, err)
+		t.Fatalf("cannot listen on %s: %v", addr, err)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -68,7 +68,7 @@ func closedTCP(t *testing.T, addr string) netip.AddrPort {
 	t.Helper()
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Skipf("cannot listen on %s: %v", addr, err)
+		t.Fatalf("cannot listen on %s: %v", addr, err)
 	}
 	ap := l.Addr().(*net.TCPAddr).AddrPort()
 	l.Close()
