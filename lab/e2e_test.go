@@ -1,0 +1,856 @@
+package lab
+
+// The fault catalogue, end to end: svcprobe runs as a Pod of the lab (RBAC
+// of deploy/base, a bound ServiceAccount token, kubeconfig on the kubernetes
+// Service VIP) and every fault of lab.Faults is injected into the real
+// components; the verdict is read from the exporter's /metrics.
+//
+// One lab serves the whole test binary (sharedLab; torn down by TestMain).
+// The tests run under CI=true or SVCPROBE_E2E=1 (they need root and take the
+// machine's one lab); SVCPROBE_SOAK=1 makes the steady run 5 minutes instead
+// of 60 s; SVCPROBE_E2E_EXPORTER=path runs that exporter binary instead of
+// building ./cmd/exporter.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	authnv1 "k8s.io/api/authentication/v1"
+	authzv1 "k8s.io/api/authorization/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Probe interval and timeout of the exporter in the tests.
+const (
+	e2eInterval = 2 * time.Second
+	e2eTimeout  = time.Second
+)
+
+var shared struct {
+	mu     sync.Mutex
+	cfg    Config
+	cl     kubernetes.Interface
+	tmp    string
+	up     bool
+	broken error // a failed Up: every later test fails fast with it
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	shared.mu.Lock()
+	if shared.up {
+		if err := Down(shared.cfg); err != nil {
+			fmt.Fprintf(os.Stderr, "lab down: %v\n", err)
+			if code == 0 {
+				code = 1
+			}
+		}
+	}
+	if shared.tmp != "" {
+		_ = os.RemoveAll(shared.tmp)
+	}
+	shared.mu.Unlock()
+	os.Exit(code)
+}
+
+// requireE2E skips unless the lab tests were asked for (CI=true or
+// SVCPROBE_E2E=1), then checks the prerequisites (fail under CI, skip
+// otherwise).
+func requireE2E(t *testing.T, cfg *Config) {
+	t.Helper()
+	if os.Getenv("CI") != "true" && os.Getenv("SVCPROBE_E2E") != "1" {
+		t.Skip("lab end-to-end test: set SVCPROBE_E2E=1 (CI=true does too); it needs root and replaces any running lab (make lab-e2e)")
+	}
+	requireLab(t, cfg)
+}
+
+// sharedLab brings the lab up with svcprobe deployed, once per test binary
+// (again if another test tore it down).
+func sharedLab(t *testing.T) (*Config, kubernetes.Interface) {
+	t.Helper()
+	cfg := DefaultConfig()
+	requireE2E(t, &cfg)
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.broken != nil {
+		t.Fatalf("the shared lab failed to come up: %v", shared.broken)
+	}
+	if shared.up && shared.cfg.componentAlive("kubelet") == nil {
+		if _, err := ScrapeExporter(context.Background(), "/-/healthy"); err == nil {
+			return &shared.cfg, shared.cl
+		}
+	}
+	if shared.tmp == "" {
+		dir, err := os.MkdirTemp("", "svcprobe-e2e-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		shared.tmp = dir
+		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+		for _, b := range []struct{ out, pkg string }{
+			{"svcprobe-lab", "./lab/cmd/svcprobe-lab"}, {"svcprobe", "./cmd/exporter"},
+		} {
+			cmd := exec.Command(goBin, "build", "-trimpath", "-o", filepath.Join(dir, b.out), b.pkg)
+			cmd.Dir = ".."
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				shared.broken = fmt.Errorf("building %s: %v\n%s", b.pkg, err, out)
+				t.Fatal(shared.broken)
+			}
+		}
+	}
+	cfg.Exe = filepath.Join(shared.tmp, "svcprobe-lab")
+	cfg.Exporter = filepath.Join(shared.tmp, "svcprobe")
+	if e := os.Getenv("SVCPROBE_E2E_EXPORTER"); e != "" {
+		cfg.Exporter = e // a prebuilt exporter instead of ./cmd/exporter
+	}
+	cfg.DeployDir = filepath.Join("..", "deploy", "base")
+	cfg.Log = func(format string, args ...any) { t.Logf(format, args...) }
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	start := time.Now()
+	shared.up = true // from here on, TestMain tears down whatever is left
+	shared.cfg = cfg
+	if _, err := Up(ctx, cfg); err != nil {
+		shared.broken = err
+		t.Fatalf("up: %v", err)
+	}
+	if err := DeployExporter(ctx, cfg, ExporterOptions{Interval: e2eInterval, Timeout: e2eTimeout}); err != nil {
+		shared.broken = fmt.Errorf("deploy svcprobe: %w", err)
+		t.Fatal(shared.broken)
+	}
+	cl, err := cfg.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared.cl = cl
+	cfg.Log = func(string, ...any) {} // t of the first test must not be used later
+	shared.cfg = cfg
+	t.Logf("lab up with svcprobe in %s", time.Since(start).Round(time.Millisecond))
+	return &shared.cfg, cl
+}
+
+// --- /metrics ------------------------------------------------------------
+
+type sample struct {
+	name   string
+	labels map[string]string
+	value  float64
+}
+
+type snapshot []sample
+
+func scrape(ctx context.Context) (snapshot, error) {
+	body, err := ScrapeExporter(ctx, "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	return parseMetrics(body)
+}
+
+// parseMetrics reads the Prometheus text format (enough of it for svcprobe).
+func parseMetrics(body string) (snapshot, error) {
+	var out snapshot
+	for _, line := range strings.Split(body, "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		s := sample{labels: map[string]string{}}
+		i := strings.IndexAny(line, "{ ")
+		if i < 0 {
+			return nil, fmt.Errorf("bad line %q", line)
+		}
+		s.name = line[:i]
+		rest := line[i:]
+		if rest[0] == '{' {
+			rest = rest[1:]
+			for {
+				rest = strings.TrimLeft(rest, ",")
+				if strings.HasPrefix(rest, "}") {
+					rest = rest[1:]
+					break
+				}
+				eq := strings.Index(rest, `="`)
+				if eq < 0 {
+					return nil, fmt.Errorf("bad labels in %q", line)
+				}
+				key := rest[:eq]
+				rest = rest[eq+2:]
+				var val strings.Builder
+				for {
+					if rest == "" {
+						return nil, fmt.Errorf("unterminated label in %q", line)
+					}
+					c := rest[0]
+					rest = rest[1:]
+					if c == '\\' && rest != "" {
+						switch rest[0] {
+						case 'n':
+							val.WriteByte('\n')
+						default:
+							val.WriteByte(rest[0])
+						}
+						rest = rest[1:]
+						continue
+					}
+					if c == '"' {
+						break
+					}
+					val.WriteByte(c)
+				}
+				s.labels[key] = val.String()
+			}
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			return nil, fmt.Errorf("no value in %q", line)
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			return nil, fmt.Errorf("bad value in %q", line)
+		}
+		s.value = v
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// verdicts maps namespace/service to "layer/reason".
+func (m snapshot) verdicts() (map[string]string, error) {
+	out := map[string]string{}
+	for _, s := range m {
+		if s.name != "svcprobe_service_verdict" || s.value != 1 {
+			continue
+		}
+		key := s.labels["namespace"] + "/" + s.labels["service"]
+		if old, dup := out[key]; dup {
+			return nil, fmt.Errorf("two verdicts for %s: %s and %s/%s", key, old, s.labels["layer"], s.labels["reason"])
+		}
+		out[key] = s.labels["layer"] + "/" + s.labels["reason"]
+	}
+	return out, nil
+}
+
+// value returns the value of the one series of name with the given labels.
+func (m snapshot) value(name string, kv ...string) (float64, bool) {
+	for _, s := range m {
+		if s.name != name {
+			continue
+		}
+		match := true
+		for i := 0; i+1 < len(kv); i += 2 {
+			if s.labels[kv[i]] != kv[i+1] {
+				match = false
+			}
+		}
+		if match {
+			return s.value, true
+		}
+	}
+	return 0, false
+}
+
+func (m snapshot) seriesOf(ns, svc string) []string {
+	var out []string
+	for _, s := range m {
+		if s.labels["namespace"] == ns && s.labels["service"] == svc {
+			out = append(out, fmt.Sprintf("%s%v", s.name, s.labels))
+		}
+	}
+	return out
+}
+
+func formatVerdicts(v map[string]string) string {
+	var keys []string
+	for k := range v {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "\n  %-36s %s", k, v[k])
+	}
+	return b.String()
+}
+
+// --- polling -------------------------------------------------------------
+
+// waitMetrics polls /metrics every 200ms until check passes; it fails the
+// test after within. It returns how long it took.
+func waitMetrics(t *testing.T, what string, within time.Duration, check func(snapshot, map[string]string) error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var last error
+	var lastV map[string]string
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		m, err := scrape(ctx)
+		cancel()
+		if err == nil {
+			var v map[string]string
+			if v, err = m.verdicts(); err == nil {
+				lastV = v
+				if err = check(m, v); err == nil {
+					return time.Since(start)
+				}
+			}
+		}
+		last = err
+		if time.Since(start) > within {
+			t.Fatalf("%s: not seen within %s: %v\nverdicts:%s", what, within, last, formatVerdicts(lastV))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func wantVerdict(v map[string]string, key, want string) error {
+	got, ok := v[key]
+	if !ok {
+		return fmt.Errorf("no verdict for %s", key)
+	}
+	for _, w := range strings.Split(want, "|") {
+		if got == w || (strings.HasSuffix(w, "/*") && strings.HasPrefix(got, strings.TrimSuffix(w, "*"))) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: verdict %s, want %s", key, got, want)
+}
+
+// allOK checks that every Service of the cluster has verdict ok.
+func allOK(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error {
+	return func(m snapshot, v map[string]string) error {
+		svcs, err := cl.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, s := range svcs.Items {
+			if err := wantVerdict(v, s.Namespace+"/"+s.Name, "ok/success"); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if n, _ := m.value("svcprobe_cluster_dns_up", "kind", "canary"); n != 1 {
+			errs = append(errs, errors.New("svcprobe_cluster_dns_up{kind=canary} is not 1"))
+		}
+		return errors.Join(errs...)
+	}
+}
+
+// fullyHealthy is allOK plus every backend back (all hostnames and CoreDNS
+// Pods ready and answering): a fault that freezes readiness must not freeze
+// a Pod still NotReady from the previous one.
+func fullyHealthy(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error {
+	return func(m snapshot, v map[string]string) error {
+		var errs []error
+		if err := allOK(ctx, cl)(m, v); err != nil {
+			errs = append(errs, err)
+		}
+		for _, c := range []struct {
+			ns, svc, state string
+			want           float64
+		}{
+			{"default", "hostnames", "ready", 3}, {"default", "hostnames", "not_ready", 0},
+			{"default", "hostnames", "terminating", 0}, {"default", "hostnames", "unreachable", 0},
+			{"kube-system", "kube-dns", "ready", 2}, {"kube-system", "kube-dns", "not_ready", 0},
+			{"kube-system", "kube-dns", "unreachable", 0},
+		} {
+			if err := metricIs("svcprobe_endpoints", c.want, "namespace", c.ns, "service", c.svc, "state", c.state)(m, v); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for _, srv := range []string{"coredns-0", "coredns-1"} {
+			if err := metricIs("svcprobe_cluster_dns_up", 1, "kind", "pod", "server", srv)(m, v); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	}
+}
+
+// forEveryService checks want for every Service but those in except.
+func forEveryService(ctx context.Context, cl kubernetes.Interface, want string, except ...string) func(snapshot, map[string]string) error {
+	return func(m snapshot, v map[string]string) error {
+		svcs, err := cl.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		var errs []error
+	next:
+		for _, s := range svcs.Items {
+			key := s.Namespace + "/" + s.Name
+			for _, e := range except {
+				if e == key {
+					continue next
+				}
+			}
+			if err := wantVerdict(v, key, want); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	}
+}
+
+func both(fs ...func(snapshot, map[string]string) error) func(snapshot, map[string]string) error {
+	return func(m snapshot, v map[string]string) error {
+		for _, f := range fs {
+			if err := f(m, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+func metricIs(name string, want float64, kv ...string) func(snapshot, map[string]string) error {
+	return func(m snapshot, _ map[string]string) error {
+		got, ok := m.value(name, kv...)
+		if !ok {
+			return fmt.Errorf("no series %s%v", name, kv)
+		}
+		if got != want {
+			return fmt.Errorf("%s%v = %v, want %v", name, kv, got, want)
+		}
+		return nil
+	}
+}
+
+// --- the catalogue -------------------------------------------------------
+
+const hostnames = "default/hostnames"
+
+type faultCase struct {
+	// allowance is added to two probe intervals for the control plane to
+	// carry the fault (kubelet readiness, EndpointSlices, a container
+	// restart) before the exporter can see it.
+	allowance time.Duration
+	check     func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error
+	// during, if set, must hold at every sample until check passes.
+	during func(snapshot, map[string]string) error
+}
+
+var faultCases = map[string]faultCase{
+	// Recovery recreates the Service: a new VIP that kube-proxy must sync
+	// (its min sync period is 1 s) before the proxy stage passes.
+	"missing-service": {allowance: 2 * time.Second, check: func(context.Context, kubernetes.Interface) func(snapshot, map[string]string) error {
+		return func(m snapshot, v map[string]string) error {
+			if err := wantVerdict(v, hostnames, "missing/not_found"); err != nil {
+				return err
+			}
+			if s := m.seriesOf("default", "hostnames"); len(s) != 1 {
+				return fmt.Errorf("default/hostnames has %d series, want only the verdict: %v", len(s), s)
+			}
+			return nil
+		}
+	}},
+	"selector-typo": {allowance: time.Second, check: hostnamesIs("spec/selector_matches_no_pods")},
+	// All endpoints refuse: the status API's hint names the targetPort.
+	"wrong-targetport": {allowance: time.Second, check: func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error {
+		return both(hostnamesIs("pod/refused")(ctx, cl), func(snapshot, map[string]string) error {
+			body, err := ScrapeExporter(ctx, "/api/v1/services/default/hostnames")
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(body, "targetPort is the likely cause") {
+				return fmt.Errorf("no targetPort hint in /api/v1/services/default/hostnames:\n%s", body)
+			}
+			return nil
+		})
+	}},
+	"named-targetport":  {allowance: time.Second, check: hostnamesIs("spec/target_port_unresolved")},
+	"protocol-mismatch": {allowance: time.Second, check: hostnamesIs("spec/protocol_mismatch")},
+	"pods-not-ready":    {allowance: 2 * time.Second, check: hostnamesIs("endpoints/no_ready_endpoints")},
+	"backend-killed": {allowance: 2 * time.Second, check: func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error {
+		return both(hostnamesIs("pod/refused")(ctx, cl),
+			metricIs("svcprobe_endpoints", 1, "namespace", "default", "service", "hostnames", "state", "unreachable"),
+			metricIs("svcprobe_endpoints", 3, "namespace", "default", "service", "hostnames", "state", "ready"))
+	}},
+	// Both CoreDNS Pods dead (and so NotReady): kube-dns itself has no
+	// ready endpoints; every other Service fails in DNS and nothing else.
+	// The reason is timeout or refused: the kernel rate-limits the ICMP
+	// errors kube-proxy's REJECT rule sends.
+	"dns-down": {allowance: 2 * time.Second, check: func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error {
+		return both(
+			forEveryService(ctx, cl, "dns/timeout|dns/refused", "kube-system/kube-dns"),
+			func(_ snapshot, v map[string]string) error {
+				return wantVerdict(v, "kube-system/kube-dns", "endpoints/no_ready_endpoints")
+			},
+			// NotReady DNS Pods are not asked directly (their
+			// kind="pod" series go): the canary and the Service IP say it.
+			metricIs("svcprobe_cluster_dns_up", 0, "kind", "canary"),
+			func(m snapshot, _ map[string]string) error {
+				for _, s := range m {
+					if s.name == "svcprobe_cluster_dns_up" && s.value != 0 {
+						return fmt.Errorf("svcprobe_cluster_dns_up%v = %v, want 0", s.labels, s.value)
+					}
+				}
+				return nil
+			})
+	}},
+	// One replica dead but still Ready: the direct query names it; the
+	// Service verdicts may say dns (queries kube-proxy sends to it fail)
+	// but nothing else.
+	"dns-replica-down": {allowance: 2 * time.Second,
+		check: func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error {
+			return both(
+				metricIs("svcprobe_cluster_dns_up", 0, "kind", "pod", "server", "coredns-1"),
+				metricIs("svcprobe_cluster_dns_up", 1, "kind", "pod", "server", "coredns-0"))
+		},
+	},
+	// The exporter's search path is wrong, the FQDN through the same
+	// nameserver still resolves. The name's last candidate is tried
+	// absolute ("hostnames.default."), which the lab's CoreDNS (no forward
+	// plugin) answers SERVFAIL. The exporter container restarts to read
+	// the file, so this one gets a few seconds more.
+	"resolv-search": {allowance: 6 * time.Second, check: func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error {
+		return both(hostnamesIs("dns/servfail|dns/nxdomain")(ctx, cl),
+			func(m snapshot, _ map[string]string) error {
+				for _, s := range m {
+					if s.name == "svcprobe_cluster_dns_up" && s.labels["kind"] == "service" && s.value != 1 {
+						return fmt.Errorf("the FQDN check through %s failed", s.labels["server"])
+					}
+				}
+				return nil
+			},
+			metricIs("svcprobe_cluster_dns_up", 0, "kind", "canary"))
+	}},
+	// Every VIP fails: connects to a VIP hit the node's unreachable route
+	// (EHOSTUNREACH, or a timeout once the kernel rate-limits the ICMP
+	// errors); DNS fails through its VIP while the CoreDNS Pods answer
+	// directly, so headless and ExternalName Services say proxy too.
+	"kube-proxy-down": {allowance: time.Second, check: func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error {
+		return forEveryService(ctx, cl, "proxy/unreachable|proxy/timeout|proxy/refused")
+	}},
+	"hairpin-off": {allowance: time.Second, check: func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error {
+		return func(m snapshot, v map[string]string) error {
+			if err := wantVerdict(v, hostnames, "ok/success"); err != nil {
+				return err
+			}
+			return wantVerdict(v, "svcprobe/svcprobe-hairpin", "hairpin/*")
+		}
+	}},
+}
+
+// The verdicts a fault may show at any time while it is in (none other may
+// show), by Service ("*": every Service not named).
+var faultAllowedDuring = map[string]map[string]string{
+	// coredns-1 is Ready but dead: kube-dns itself has a backend that
+	// refuses (pod); everything else may only see DNS trouble.
+	"dns-replica-down": {"*": "ok/*|dns/*", "kube-system/kube-dns": "ok/*|dns/*|pod/*"},
+}
+
+func checkAllowed(t *testing.T, fault string, allowed map[string]string, v map[string]string) {
+	t.Helper()
+	for k, got := range v {
+		want, ok := allowed[k]
+		if !ok {
+			want = allowed["*"]
+		}
+		if err := wantVerdict(map[string]string{k: got}, k, want); err != nil {
+			t.Fatalf("%s: verdict %s for %s is not allowed during this fault (only %s)", fault, got, k, want)
+		}
+	}
+}
+
+func hostnamesIs(want string) func(context.Context, kubernetes.Interface) func(snapshot, map[string]string) error {
+	return func(context.Context, kubernetes.Interface) func(snapshot, map[string]string) error {
+		return func(_ snapshot, v map[string]string) error { return wantVerdict(v, hostnames, want) }
+	}
+}
+
+func TestFaultCatalogue(t *testing.T) {
+	for _, f := range Faults {
+		if _, ok := faultCases[f.Name]; !ok {
+			t.Errorf("fault %s has no test case", f.Name)
+		}
+	}
+	for _, f := range Faults {
+		fc, ok := faultCases[f.Name]
+		if !ok {
+			continue
+		}
+		t.Run(f.Name, func(t *testing.T) {
+			cfg, cl := sharedLab(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			within := 2*e2eInterval + fc.allowance
+
+			waitMetrics(t, "healthy before "+f.Name, 60*time.Second, fullyHealthy(ctx, cl))
+
+			undone := false
+			t.Cleanup(func() {
+				if undone {
+					return
+				}
+				if err := f.Undo(context.Background(), cfg, cl); err != nil {
+					t.Errorf("undo %s: %v", f.Name, err)
+				}
+				// Leave the lab healthy for the next test.
+				waitMetrics(t, "healthy after cleanup of "+f.Name, 60*time.Second, fullyHealthy(context.Background(), cl))
+			})
+
+			if err := f.Inject(ctx, cfg, cl); err != nil {
+				t.Fatalf("inject %s: %v", f.Name, err)
+			}
+			check := fc.check(ctx, cl)
+			allowed := faultAllowedDuring[f.Name]
+			took := waitMetrics(t, f.Name+": "+f.Expect, within, func(m snapshot, v map[string]string) error {
+				if allowed != nil {
+					checkAllowed(t, f.Name, allowed, v)
+				}
+				return check(m, v)
+			})
+			t.Logf("%s: seen after %s (limit %s)", f.Name, took.Round(10*time.Millisecond), within)
+			if allowed != nil {
+				// Keep watching for two more intervals: still nothing but allowed.
+				end := time.Now().Add(2 * e2eInterval)
+				for time.Now().Before(end) {
+					waitMetrics(t, f.Name+" steady", 5*time.Second, func(_ snapshot, v map[string]string) error {
+						checkAllowed(t, f.Name, allowed, v)
+						return nil
+					})
+					time.Sleep(200 * time.Millisecond)
+				}
+			}
+
+			if err := f.Undo(ctx, cfg, cl); err != nil {
+				t.Fatalf("undo %s: %v", f.Name, err)
+			}
+			undone = true
+			took = waitMetrics(t, "recovery from "+f.Name, within, allOK(ctx, cl))
+			t.Logf("%s: recovered after %s (limit %s)", f.Name, took.Round(10*time.Millisecond), within)
+		})
+	}
+}
+
+// --- no false alarms -----------------------------------------------------
+
+// sampleVerdicts scrapes every `every` until done() and fails on any verdict
+// that bad() rejects (and on a failed scrape).
+func sampleVerdicts(t *testing.T, every time.Duration, done func() bool, bad func(key, verdict string) bool) int {
+	t.Helper()
+	n := 0
+	for !done() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		m, err := scrape(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("scrape: %v", err)
+		}
+		v, err := m.verdicts()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, got := range v {
+			if bad(k, got) {
+				t.Fatalf("false alarm at sample %d: %s has verdict %s\nverdicts:%s", n, k, got, formatVerdicts(v))
+			}
+		}
+		n++
+		time.Sleep(every)
+	}
+	return n
+}
+
+func TestNoFalseAlarmSteady(t *testing.T) {
+	_, cl := sharedLab(t)
+	d := 60 * time.Second
+	if os.Getenv("SVCPROBE_SOAK") == "1" {
+		d = 5 * time.Minute
+	}
+	ctx := context.Background()
+	waitMetrics(t, "healthy", 60*time.Second, fullyHealthy(ctx, cl))
+	end := time.Now().Add(d)
+	n := sampleVerdicts(t, 500*time.Millisecond, func() bool { return time.Now().After(end) },
+		func(_, v string) bool { return v != "ok/success" })
+	t.Logf("%d samples over %s: every verdict ok", n, d)
+}
+
+func TestNoFalseAlarmRollingUpdate(t *testing.T) {
+	_, cl := sharedLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	waitMetrics(t, "healthy", 60*time.Second, fullyHealthy(ctx, cl))
+	before, err := cl.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=hostnames"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch := fmt.Sprintf(`{"spec":{"strategy":{"type":"RollingUpdate","rollingUpdate":{"maxUnavailable":0,"maxSurge":1}},`+
+		`"template":{"metadata":{"annotations":{"lab.svcprobe.io/restartedAt":%q}}}}}`, time.Now().Format(time.RFC3339Nano))
+	d, err := cl.AppsV1().Deployments("default").Patch(ctx, "hostnames", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := d.Generation
+	var doneAt time.Time
+	start := time.Now()
+	n := sampleVerdicts(t, 200*time.Millisecond, func() bool {
+		if !doneAt.IsZero() {
+			return time.Since(doneAt) > 2*e2eInterval
+		}
+		if time.Since(start) > 2*time.Minute {
+			t.Fatalf("rollout of hostnames not complete after 2 minutes")
+		}
+		d, err := cl.AppsV1().Deployments("default").Get(ctx, "hostnames", metav1.GetOptions{})
+		if err == nil && rolledOut(d, gen) {
+			pods, err := cl.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=hostnames"})
+			if err == nil && len(pods.Items) == 3 {
+				doneAt = time.Now()
+			}
+		}
+		return false
+	}, func(k, v string) bool { return k == hostnames && v != "ok/success" })
+	after, err := cl.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=hostnames"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range after.Items {
+		for _, b := range before.Items {
+			if p.UID == b.UID {
+				t.Fatalf("pod %s was not replaced by the rollout", p.Name)
+			}
+		}
+	}
+	t.Logf("rollout done in %s; %d samples every 200ms, hostnames always ok", doneAt.Sub(start).Round(10*time.Millisecond), n)
+}
+
+func rolledOut(d *appsv1.Deployment, gen int64) bool {
+	want := int32(1)
+	if d.Spec.Replicas != nil {
+		want = *d.Spec.Replicas
+	}
+	return d.Status.ObservedGeneration >= gen && d.Status.UpdatedReplicas == want &&
+		d.Status.Replicas == want && d.Status.AvailableReplicas == want
+}
+
+func TestNoFalseAlarmCoreDNSRestart(t *testing.T) {
+	_, cl := sharedLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	waitMetrics(t, "healthy", 60*time.Second, fullyHealthy(ctx, cl))
+	if err := RestartPodProcesses("kube-system", "coredns-1"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	sawDown := false
+	var upAgain time.Time
+	n := sampleVerdicts(t, 200*time.Millisecond, func() bool {
+		if time.Since(start) > time.Minute {
+			t.Fatalf("coredns-1 not back after a minute")
+		}
+		m, err := scrape(ctx)
+		if err != nil {
+			return false
+		}
+		if v, _ := m.value("svcprobe_cluster_dns_up", "kind", "pod", "server", "coredns-1"); v == 0 {
+			sawDown = true
+			upAgain = time.Time{}
+		} else if upAgain.IsZero() {
+			upAgain = time.Now()
+		}
+		// Done once it has been up for three intervals.
+		return !upAgain.IsZero() && time.Since(upAgain) > 3*e2eInterval
+	}, func(k, v string) bool {
+		// kube-dns itself may see its dead backend (pod) until the
+		// kubelet marks coredns-1 NotReady.
+		if k == "kube-system/kube-dns" && strings.HasPrefix(v, "pod/") {
+			return false
+		}
+		return !strings.HasPrefix(v, "ok/") && !strings.HasPrefix(v, "dns/")
+	})
+	waitMetrics(t, "healthy after the restart", 2*e2eInterval+2*time.Second, allOK(ctx, cl))
+	t.Logf("%d samples; coredns-1 seen down by svcprobe: %v; verdicts never worse than dns", n, sawDown)
+}
+
+// TestExporterLeastPrivilege checks that the exporter runs with a token of
+// the svcprobe ServiceAccount bound to its Pod, through the kubernetes
+// Service VIP, and that this identity can do what deploy/base grants and
+// nothing more.
+func TestExporterLeastPrivilege(t *testing.T) {
+	cfg, cl := sharedLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pod, err := cfg.ExporterPod(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kcPath := filepath.Join(cfg.podDir(pod.Namespace+"/"+pod.Name), "kubeconfig")
+	rc, err := clientcmd.BuildConfigFromFlags("", kcPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := cl.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "https://" + svc.Spec.ClusterIP + ":443"; rc.Host != want {
+		t.Errorf("exporter kubeconfig server %s, want the kubernetes Service VIP %s", rc.Host, want)
+	}
+	// Talk as the exporter, from its own network namespace (through the VIP).
+	rc.Dial = NetnsDialer(PodNetns(pod.Namespace, pod.Name))
+	as, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	who, err := as.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := who.Status.UserInfo
+	if u.Username != "system:serviceaccount:svcprobe:svcprobe" {
+		t.Errorf("exporter authenticates as %q", u.Username)
+	}
+	if got := u.Extra["authentication.kubernetes.io/pod-name"]; len(got) != 1 || got[0] != pod.Name {
+		t.Errorf("token not bound to the Pod %s: extra %v", pod.Name, u.Extra)
+	}
+	for _, c := range []struct {
+		verb, group, resource string
+		allowed               bool
+	}{
+		{"list", "", "services", true}, {"watch", "", "services", true}, {"list", "", "pods", true},
+		{"watch", "discovery.k8s.io", "endpointslices", true},
+		{"get", "", "secrets", false}, {"list", "", "configmaps", false}, {"list", "", "endpoints", false},
+		{"update", "", "services", false}, {"delete", "", "pods", false}, {"create", "", "pods", false},
+		{"patch", "discovery.k8s.io", "endpointslices", false}, {"list", "", "nodes", false},
+	} {
+		r, err := as.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authzv1.SelfSubjectAccessReview{
+			Spec: authzv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authzv1.ResourceAttributes{
+				Verb: c.verb, Group: c.group, Resource: c.resource}}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status.Allowed != c.allowed {
+			t.Errorf("%s %s.%s: allowed=%v, want %v", c.verb, c.resource, c.group, r.Status.Allowed, c.allowed)
+		}
+	}
+	// And the exporter itself never hit a refusal.
+	logs, _ := filepath.Glob(cfg.path("logs", "pod-svcprobe-"+pod.Name+"-*.log"))
+	if len(logs) == 0 {
+		t.Fatalf("no log of the exporter Pod in %s", cfg.path("logs"))
+	}
+	for _, l := range logs {
+		b, err := os.ReadFile(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(strings.ToLower(string(b)), "forbidden") {
+			t.Errorf("%s mentions forbidden:\n%s", l, b)
+		}
+	}
+}
