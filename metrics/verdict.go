@@ -26,7 +26,10 @@ var Layers = []Layer{LayerOK, LayerMissing, LayerSpec, LayerEndpoints, LayerDNS,
 //  2. endpoints: no ready endpoints, nothing to reach.
 //  3. pod: the backends themselves do not answer on IP:targetPort; the VIP failing too is a
 //     consequence, not a second cause.
-//  4. proxy: the Pods answer directly but the ClusterIP does not.
+//  4. proxy: the Pods answer directly but the ClusterIP does not — unless the VIP leads only to
+//     the exporter's own Pod (the hairpin Service, or the exporter's metrics Service with one
+//     replica) while the cluster DNS Service IP answers: kube-proxy works, the hairpin path does
+//     not, and the verdict says hairpin.
 //  5. dns: the name does not resolve right — unless the cluster DNS Pods answer when asked
 //     directly while the DNS Service IP does not: then the service proxy is what broke DNS, and
 //     the verdict says proxy.
@@ -41,10 +44,17 @@ func Verdict(results map[probe.Stage]probe.Result, cluster *probe.ClusterDNSResu
 	for _, step := range []struct {
 		stage probe.Stage
 		layer Layer
-	}{{probe.StageSpec, LayerSpec}, {probe.StageEndpoints, LayerEndpoints}, {probe.StagePod, LayerPod}, {probe.StageProxy, LayerProxy}} {
+	}{{probe.StageSpec, LayerSpec}, {probe.StageEndpoints, LayerEndpoints}, {probe.StagePod, LayerPod}} {
 		if reason, ok := failed(step.stage); ok {
 			return step.layer, reason
 		}
+	}
+	if reason, ok := failed(probe.StageProxy); ok {
+		_, hairpinFailed := failed(probe.StageHairpin)
+		if (results[probe.StageProxy].SelfOnly || hairpinFailed) && cluster != nil && cluster.VIPUp() {
+			return LayerHairpin, reason
+		}
+		return LayerProxy, reason
 	}
 	if reason, ok := failed(probe.StageDNS); ok {
 		if cluster != nil && cluster.ProxySuspect() {

@@ -67,6 +67,16 @@ func TestVerdictTable(t *testing.T) {
 		{"service DNS wrong, cluster DNS fine", results(fail(probe.StageDNS, probe.ReasonWrongAnswer)), clusterDNS(true, true), LayerDNS, probe.ReasonWrongAnswer},
 		{"no cluster DNS round yet", results(fail(probe.StageDNS, probe.ReasonTimeout)), nil, LayerDNS, probe.ReasonTimeout},
 		{"hairpin", results(fail(probe.StageHairpin, probe.ReasonTimeout)), clusterDNS(true, true), LayerHairpin, probe.ReasonTimeout},
+		// hairpin_mode off: the hairpin Service's VIP leads back to the exporter, so its proxy
+		// check fails too; kube-proxy demonstrably works (the DNS VIP answers): hairpin.
+		{"hairpin off: hairpin Service's VIP fails too", results(fail(probe.StageProxy, probe.ReasonTimeout), fail(probe.StageHairpin, probe.ReasonTimeout)), clusterDNS(true, true, true), LayerHairpin, probe.ReasonTimeout},
+		{"hairpin off: the exporter's own metrics Service", results(probe.Result{Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonTimeout, SelfOnly: true}), clusterDNS(true, true), LayerHairpin, probe.ReasonTimeout},
+		// The same failures with kube-proxy gone (DNS VIP dead, DNS Pods fine) stay proxy.
+		{"kube-proxy flushed: hairpin Service", results(fail(probe.StageProxy, probe.ReasonUnreachable), fail(probe.StageHairpin, probe.ReasonUnreachable)), clusterDNS(false, true, true), LayerProxy, probe.ReasonUnreachable},
+		{"kube-proxy flushed: self-only Service", results(probe.Result{Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonUnreachable, SelfOnly: true}), clusterDNS(false, true, true), LayerProxy, probe.ReasonUnreachable},
+		// One of two DNS replicas dead: the DNS VIP fails for the queries sent to it, the other
+		// replica answers directly. That is DNS, not the proxy.
+		{"one DNS replica dead", results(fail(probe.StageDNS, probe.ReasonTimeout)), clusterDNS(false, true, false), LayerDNS, probe.ReasonTimeout},
 		{"hairpin wrong backend", results(fail(probe.StageHairpin, probe.ReasonWrongBackend)), nil, LayerHairpin, probe.ReasonWrongBackend},
 		{"only cheap stages yet", map[probe.Stage]probe.Result{probe.StageSpec: ok(probe.StageSpec), probe.StageEndpoints: ok(probe.StageEndpoints)}, nil, LayerOK, probe.ReasonSuccess},
 	}

@@ -89,8 +89,10 @@ func (r ClusterDNSResult) ProxySuspect() bool {
 			return false
 		}
 	}
-	up, _ := r.PodsUp()
-	return up > 0
+	// Every DNS Pod must answer directly: with one replica dead, the Service IP fails for the
+	// queries kube-proxy sends to it, and that is DNS's fault, not the proxy's.
+	up, total := r.PodsUp()
+	return up > 0 && up == total
 }
 
 // Probe runs the checks concurrently, so a dead nameserver eating its whole timeout does not

@@ -110,6 +110,9 @@ type Result struct {
 	At       time.Time
 	// Failing and Total count failing checks among all, e.g. 1 of 3 endpoints (degraded).
 	Failing, Total int
+	// SelfOnly marks a proxy result whose VIP leads only to the exporter's own Pod: its traffic
+	// takes the hairpin path, so a failure there may be hairpin rather than the proxy.
+	SelfOnly bool
 }
 
 // Prober runs one stage against one target. Implementations must honour ctx's deadline.

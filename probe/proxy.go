@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/svcprobe/svcprobe/discovery"
 )
@@ -13,6 +14,9 @@ import (
 // node would: through kube-proxy's rules for the VIP.
 type ProxyProber struct {
 	Dialer *Dialer
+	// Self are the exporter Pod's own addresses (empty outside a Pod). A Service whose every
+	// ready endpoint is one of them is reached through the hairpin path; the result says so.
+	Self []netip.Addr
 }
 
 func (p *ProxyProber) Stage() Stage { return StageProxy }
@@ -49,7 +53,12 @@ func (p *ProxyProber) Probe(ctx context.Context, t *discovery.Target) Result {
 		}
 	}
 	r := fromChecks(StageProxy, runJobs(ctx, p.Dialer, jobs), "no TCP ports (UDP not probed)")
-	if r.Outcome == Failed {
+	r.SelfOnly = p.selfOnly(t)
+	if r.Outcome == Failed && r.SelfOnly {
+		r.Hint = "The Service's virtual IP leads only to this exporter's own Pod, so this is the hairpin path: " +
+			"a Pod reaching itself through its Service. Check the bridge port's hairpin mode (kubelet --hairpin-mode, " +
+			"the CNI's hairpinMode) and that kube-proxy masquerades hairpin traffic."
+	} else if r.Outcome == Failed {
 		r.Hint = "The Service's virtual IP does not answer; if the pod stage passes, the Pods do, so the " +
 			"translation VIP -> Pod is broken on this node. Check that kube-proxy runs here " +
 			"(kubectl -n kube-system get pods -l k8s-app=kube-proxy -o wide; its logs) and that its rules " +
@@ -57,4 +66,19 @@ func (p *ProxyProber) Probe(ctx context.Context, t *discovery.Target) Result {
 			"or ipvsadm -Ln / nft list ruleset)."
 	}
 	return r
+}
+
+// selfOnly reports whether every ready endpoint of t is this Pod.
+func (p *ProxyProber) selfOnly(t *discovery.Target) bool {
+	if len(p.Self) == 0 {
+		return false
+	}
+	for _, e := range t.ReadyEndpoints() {
+		for _, a := range e.Addresses {
+			if !slices.Contains(p.Self, a.Unmap()) {
+				return false
+			}
+		}
+	}
+	return true
 }

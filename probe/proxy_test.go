@@ -151,3 +151,19 @@ func TestProxyProberUDPDNS(t *testing.T) {
 		t.Fatalf("result %s total %d, dialed %q; want one refused DNS query to udp 127.0.0.1:53", r.Reason, r.Total, dialed)
 	}
 }
+
+// A VIP whose only endpoint is the exporter's own Pod is the hairpin path: the result says so,
+// and the hint points at hairpin mode rather than kube-proxy.
+func TestProxyProberSelfOnly(t *testing.T) {
+	vip := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freeTCPPort(t, "127.0.0.1").Port())
+	tgt := vipTarget(tcpPort("web", vip.Port()), vip.Addr()) // its endpoint is 127.0.0.1
+	self := &ProxyProber{Dialer: &Dialer{Budget: looseBudget(t)}, Self: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}
+	r := self.Probe(shortCtx(t, 5*time.Second), tgt)
+	if r.Outcome != Failed || !r.SelfOnly || !strings.Contains(r.Hint, "hairpin") {
+		t.Fatalf("result %v self-only %v hint %q", r.Outcome, r.SelfOnly, r.Hint)
+	}
+	other := &ProxyProber{Dialer: &Dialer{Budget: looseBudget(t)}, Self: []netip.Addr{netip.MustParseAddr("127.0.0.9")}}
+	if r := other.Probe(shortCtx(t, 5*time.Second), tgt); r.SelfOnly || strings.Contains(r.Hint, "hairpin") {
+		t.Fatalf("another Pod's Service marked self-only: %+v", r)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -35,6 +36,7 @@ type config struct {
 
 	HairpinService  string
 	HairpinIdentity string
+	PodIPs          []netip.Addr
 
 	ExpectFlags []string
 	Expected    []metrics.Expected
@@ -68,6 +70,7 @@ func registerFlags(app *kingpin.Application) *config {
 	app.Flag("dns.service", "The cluster DNS Service (namespace/name); each of its Pods is asked directly too.").Default("kube-system/kube-dns").StringVar(&c.DNSService)
 	app.Flag("hairpin.service", "namespace/name of a Service that selects only this Pod; probed through its VIP (empty: no hairpin stage).").StringVar(&c.HairpinService)
 	app.Flag("hairpin.identity", "This Pod's name, served on /-/identity and expected back through the hairpin Service.").Envar("POD_NAME").StringVar(&c.HairpinIdentity)
+	app.Flag("pod.ip", "This Pod's IP addresses, comma-separated (downward API status.podIPs); a Service leading only to them is reached through the hairpin path.").Envar("POD_IP").StringVar(new(string))
 	app.Flag("expect", "A Service that must exist, namespace/name (repeatable); missing ones get the verdict missing.").StringsVar(&c.ExpectFlags)
 	app.Flag("metrics.max-series-per-service", "Series budget per Service; svcprobe_probes_total is cut to fit.").Default("20").IntVar(&c.SeriesPerService)
 	app.Flag("metrics.per-endpoint", "Also export svcprobe_endpoint_up per endpoint.").BoolVar(&c.PerEndpoint)
@@ -75,6 +78,14 @@ func registerFlags(app *kingpin.Application) *config {
 	app.Action(func(*kingpin.ParseContext) error {
 		c.Namespaces = splitList(app.GetFlag("namespaces").Model().Value.String())
 		c.NamespacesExclude = splitList(app.GetFlag("namespaces-exclude").Model().Value.String())
+		c.PodIPs = nil
+		for _, s := range splitList(app.GetFlag("pod.ip").Model().Value.String()) {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return fmt.Errorf("--pod.ip %q: %w", s, err)
+			}
+			c.PodIPs = append(c.PodIPs, a)
+		}
 		return nil
 	})
 	return c

@@ -112,7 +112,7 @@ func newProbers(cfg *config, rc probe.ResolvConf, budget *probe.Budget) []probe.
 		probe.EndpointsProber{},
 		&probe.DNSProber{Budget: budget, Conf: rc, ClusterDomain: cfg.ClusterDomain},
 		&probe.PodProber{Dialer: dialer},
-		&probe.ProxyProber{Dialer: dialer},
+		&probe.ProxyProber{Dialer: dialer, Self: cfg.PodIPs},
 	}
 	if cfg.HairpinService != "" {
 		probers = append(probers, &probe.HairpinProber{Dialer: dialer, Service: cfg.HairpinService, Identity: cfg.HairpinIdentity})
