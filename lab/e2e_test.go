@@ -443,6 +443,9 @@ type faultCase struct {
 	check     func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error
 	// during, if set, must hold at every sample until check passes.
 	during func(snapshot, map[string]string) error
+	// diagnose, if set, is what `svcprobe diagnose default/hostnames`, run once in the
+	// exporter's Pod while the fault is in, must print (and it must exit 3).
+	diagnose string
 }
 
 var faultCases = map[string]faultCase{
@@ -459,7 +462,8 @@ var faultCases = map[string]faultCase{
 			return nil
 		}
 	}},
-	"selector-typo": {allowance: time.Second, check: hostnamesIs("spec/selector_matches_no_pods")},
+	"selector-typo": {allowance: time.Second, check: hostnamesIs("spec/selector_matches_no_pods"),
+		diagnose: "BROKEN: layer spec (selector_matches_no_pods)"},
 	// All endpoints refuse: the status API's hint names the targetPort.
 	"wrong-targetport": {allowance: time.Second, check: func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error {
 		return both(hostnamesIs("pod/refused")(ctx, cl), func(snapshot, map[string]string) error {
@@ -536,7 +540,7 @@ var faultCases = map[string]faultCase{
 	// directly, so headless and ExternalName Services say proxy too.
 	"kube-proxy-down": {allowance: time.Second, check: func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error {
 		return forEveryService(ctx, cl, "proxy/unreachable|proxy/timeout|proxy/refused")
-	}},
+	}, diagnose: "BROKEN: layer proxy ("},
 	"hairpin-off": {allowance: time.Second, check: func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error {
 		return func(m snapshot, v map[string]string) error {
 			if err := wantVerdict(v, hostnames, "ok/success"); err != nil {
@@ -617,6 +621,12 @@ func TestFaultCatalogue(t *testing.T) {
 				return check(m, v)
 			})
 			t.Logf("%s: seen after %s (limit %s)", f.Name, took.Round(10*time.Millisecond), within)
+			if fc.diagnose != "" {
+				out, code := runDiagnose(t, ctx, cfg, "default/hostnames")
+				if code != 3 || !strings.Contains(out, fc.diagnose) {
+					t.Fatalf("%s: svcprobe diagnose exited %d, want 3 and %q in:\n%s", f.Name, code, fc.diagnose, out)
+				}
+			}
 			if allowed != nil {
 				// Keep watching for two more intervals: still nothing but allowed.
 				end := time.Now().Add(2 * e2eInterval)
@@ -637,6 +647,27 @@ func TestFaultCatalogue(t *testing.T) {
 			t.Logf("%s: recovered after %s (limit %s)", f.Name, took.Round(10*time.Millisecond), within)
 		})
 	}
+}
+
+// runDiagnose runs `svcprobe diagnose` once inside the exporter's Pod (its netns, its resolv.conf,
+// its ServiceAccount's kubeconfig): what an on-call engineer would run with kubectl exec.
+func runDiagnose(t *testing.T, ctx context.Context, cfg *Config, key string) (string, int) {
+	t.Helper()
+	pod, err := cfg.ExporterPod(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := filepath.Join(cfg.podDir(pod.Namespace+"/"+pod.Name), "kubeconfig")
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", PodNetns(pod.Namespace, pod.Name),
+		cfg.Exporter, "diagnose", "--kubeconfig="+kc, "--probe.timeout=1s", "--pod.ip="+ExporterIP, key)
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("svcprobe diagnose: %v", err)
+	}
+	return string(out), code
 }
 
 // --- no false alarms -----------------------------------------------------

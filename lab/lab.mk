@@ -100,7 +100,7 @@ lab-test: lab-deps lab-tools
 	SVCPROBE_E2E=1 GOWORK=off go test -count=1 -run TestLabHostnames -v -timeout 10m ./$(LAB_DIR)/
 
 lab-e2e: lab-deps lab-tools
-	SVCPROBE_E2E=1 GOWORK=off go test -count=1 -v -timeout 20m ./$(LAB_DIR)/
+	SVCPROBE_E2E=1 GOWORK=off go test -race -count=1 -v -timeout 25m ./$(LAB_DIR)/
 
 # The exporter binary the demo runs as a Pod (the main Makefile's `build`
 # makes the same file, with version ldflags).
