@@ -5,7 +5,7 @@
 
 ## browser-deps: install Debian's chromium when it is missing.
 browser-deps:
-	command -v chromium || (apt-get update && apt-get install -y chromium)
+	command -v chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 ## browser-test: the status page in headless chromium; screenshots land in $$ARTIFACTS or web/testdata/artifacts.
 browser-test: browser-deps
