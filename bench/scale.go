@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -76,7 +75,7 @@ func newBenchExporter(cfg benchConfig, rc probe.ResolvConf, client kubernetes.In
 		Interval: cfg.Interval, Timeout: cfg.Timeout,
 		Workers: max(1, cfg.Concurrency/2),
 		ClusterDNS: func(ctx context.Context) probe.ClusterDNSResult {
-			return clusterDNS.Probe(ctx, dnsServers(e.watcher.DNSEndpoints()))
+			return clusterDNS.Probe(ctx, probe.DNSServersFrom(e.watcher.DNSEndpoints()))
 		},
 	}
 	if e.scheduler, err = probe.NewScheduler(schedCfg, probers, store, log.With("component", "scheduler")); err != nil {
@@ -96,27 +95,6 @@ func newBenchExporter(cfg benchConfig, rc probe.ResolvConf, client kubernetes.In
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError), EnableOpenMetrics: true,
 	}))
 	return e, nil
-}
-
-// dnsServers is run.go's, verbatim.
-func dnsServers(eps []discovery.Endpoint) []probe.DNSServer {
-	var out []probe.DNSServer
-	for _, ep := range eps {
-		if !ep.Ready || ep.Terminating {
-			continue
-		}
-		for _, p := range ep.Ports {
-			if p.Port == 53 && p.Protocol == "UDP" || (p.Name == "dns" && p.Protocol == "UDP") {
-				name := ep.PodName
-				if name == "" {
-					name = ep.Addresses[0].String()
-				}
-				out = append(out, probe.DNSServer{Name: name, Addr: netip.AddrPortFrom(ep.Addresses[0], uint16(p.Port))})
-				break
-			}
-		}
-	}
-	return out
 }
 
 // ScaleResult is what one scale run reports to the orchestrator.

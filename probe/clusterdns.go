@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/svcprobe/svcprobe/discovery"
 )
 
 // ClusterDNSProber checks cluster DNS itself, once per round rather than once per Service: the
@@ -155,4 +156,26 @@ func clusterDNSCheck(subject string, l dnsLookup, walk bool) Check {
 		c.Detail = fmt.Sprint(got) + l.source(walk)
 	}
 	return c
+}
+
+// DNSServersFrom picks the DNS Pods to ask directly from the cluster DNS Service's endpoints:
+// ready, not terminating, on their UDP DNS port.
+func DNSServersFrom(eps []discovery.Endpoint) []DNSServer {
+	var out []DNSServer
+	for _, ep := range eps {
+		if !ep.Ready || ep.Terminating || len(ep.Addresses) == 0 {
+			continue
+		}
+		for _, p := range ep.Ports {
+			if p.Protocol == "UDP" && (p.Port == 53 || p.Name == "dns") {
+				name := ep.PodName
+				if name == "" {
+					name = ep.Addresses[0].String()
+				}
+				out = append(out, DNSServer{Name: name, Addr: netip.AddrPortFrom(ep.Addresses[0], uint16(p.Port))})
+				break
+			}
+		}
+	}
+	return out
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/svcprobe/svcprobe/discovery"
 )
 
 const fqdnKubernetes = "kubernetes.default.svc.cluster.local."
@@ -131,5 +132,24 @@ func TestClusterDNSAsksIPv6WhenTheVIPIsIPv6(t *testing.T) {
 	r := p.Probe(dnsCtx(t, time.Second), []DNSServer{{Name: "coredns-a", Addr: serveFakeDNS(t, pod)}})
 	if !r.Pods[0].Check.OK() || !strings.HasPrefix(r.Pods[0].Check.Subject, "AAAA ") {
 		t.Errorf("pod check %+v, want an AAAA answer", r.Pods[0].Check)
+	}
+}
+
+func TestDNSServersFrom(t *testing.T) {
+	ip := func(s string) []netip.Addr { return []netip.Addr{netip.MustParseAddr(s)} }
+	udp53 := []discovery.EndpointPort{{Name: "dns", Port: 53, Protocol: "UDP"}, {Name: "dns-tcp", Port: 53, Protocol: "TCP"}}
+	got := DNSServersFrom([]discovery.Endpoint{
+		{Addresses: ip("198.18.0.53"), Ready: true, PodName: "coredns-0", Ports: udp53},
+		{Addresses: ip("198.18.0.54"), Ready: false, PodName: "coredns-1", Ports: udp53},                   // not ready
+		{Addresses: ip("198.18.0.55"), Ready: true, Terminating: true, PodName: "coredns-2", Ports: udp53}, // leaving
+		{Addresses: ip("198.18.0.56"), Ready: true, Ports: []discovery.EndpointPort{{Name: "metrics", Port: 9153, Protocol: "TCP"}}},
+		{Addresses: ip("198.18.0.57"), Ready: true, Ports: udp53}, // no Pod: named by its address
+	})
+	want := []DNSServer{
+		{Name: "coredns-0", Addr: netip.MustParseAddrPort("198.18.0.53:53")},
+		{Name: "198.18.0.57", Addr: netip.MustParseAddrPort("198.18.0.57:53")},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
 	}
 }

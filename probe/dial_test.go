@@ -227,7 +227,7 @@ func TestDialerTCPBudgetExhausted(t *testing.T) {
 // TIME_WAIT on its port: without SO_LINGER 0 every probe would leave one for a minute.
 func TestDialerTCPLeavesNoTimeWait(t *testing.T) {
 	if _, err := os.Stat("/proc/net/tcp"); err != nil {
-		t.Skipf("no /proc/net/tcp: %v", err)
+		t.Fatalf("no /proc/net/tcp to count TIME_WAIT sockets in: %v", err)
 	}
 	s := newTCPServer(t, "127.0.0.1", 0)
 	d := &Dialer{Budget: looseBudget(t)}

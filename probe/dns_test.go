@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -126,6 +127,9 @@ func serveFakeDNSWithTCP(t *testing.T, f *fakeDNS) netip.AddrPort {
 	addr := serveFakeDNS(t, f)
 	l, err := net.Listen("tcp", addr.String())
 	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("TCP port %d is taken, cannot pair it with the UDP one: %v", addr.Port(), err)
+		}
 		t.Skipf("TCP port %d is taken, cannot pair it with the UDP one: %v", addr.Port(), err)
 	}
 	startDNSServer(t, &dns.Server{Listener: l, Handler: f})

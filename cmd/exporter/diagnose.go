@@ -102,7 +102,7 @@ func diagnoseService(ctx context.Context, client kubernetes.Interface, cfg *conf
 		cctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 		defer cancel()
 		clusterDNS := &probe.ClusterDNSProber{Budget: budget, Conf: rc, ClusterDomain: cfg.ClusterDomain}
-		cluster = clusterDNS.Probe(cctx, dnsServers(dnsEps))
+		cluster = clusterDNS.Probe(cctx, probe.DNSServersFrom(dnsEps))
 	})
 	wg.Wait()
 	if err := ctx.Err(); err != nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"os"
 	"time"
 
@@ -52,7 +51,7 @@ func newExporter(cfg *config, client kubernetes.Interface, log *slog.Logger) (*e
 		// Workers only pace targets; sockets are bounded by the budget's concurrency.
 		Workers: max(1, cfg.Concurrency/2),
 		ClusterDNS: func(ctx context.Context) probe.ClusterDNSResult {
-			return clusterDNS.Probe(ctx, dnsServers(e.watcher.DNSEndpoints()))
+			return clusterDNS.Probe(ctx, probe.DNSServersFrom(e.watcher.DNSEndpoints()))
 		},
 	}
 	if e.scheduler, err = probe.NewScheduler(schedCfg, probers, store, log.With("component", "scheduler")); err != nil {
@@ -129,26 +128,6 @@ func (e *exporter) ready() (bool, string) {
 		return false, fmt.Sprintf("%d Services not probed yet", n)
 	}
 	return true, ""
-}
-
-func dnsServers(eps []discovery.Endpoint) []probe.DNSServer {
-	var out []probe.DNSServer
-	for _, ep := range eps {
-		if !ep.Ready || ep.Terminating {
-			continue
-		}
-		for _, p := range ep.Ports {
-			if p.Port == 53 && p.Protocol == "UDP" || (p.Name == "dns" && p.Protocol == "UDP") {
-				name := ep.PodName
-				if name == "" {
-					name = ep.Addresses[0].String()
-				}
-				out = append(out, probe.DNSServer{Name: name, Addr: netip.AddrPortFrom(ep.Addresses[0], uint16(p.Port))})
-				break
-			}
-		}
-	}
-	return out
 }
 
 // run serves until ctx ends, then stops everything within a second.
