@@ -91,9 +91,7 @@ func newBenchExporter(cfg benchConfig, rc probe.ResolvConf, client kubernetes.In
 	}, store, e.watcher, e.scheduler.Stats(), budget, log)
 	e.registry.MustRegister(collector, versioncollector.NewCollector("svcprobe"),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	e.mux.Handle("/metrics", promhttp.HandlerFor(e.registry, promhttp.HandlerOpts{
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError), EnableOpenMetrics: true,
-	}))
+	e.mux.Handle("/metrics", metrics.Handler(e.registry, collector.ServiceFamilies(), log.With("component", "metrics")))
 	return e, nil
 }
 

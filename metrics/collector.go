@@ -2,8 +2,6 @@ package metrics
 
 import (
 	"log/slog"
-	"slices"
-	"sort"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,19 +42,10 @@ type Collector struct {
 	budget    *probe.Budget
 	log       *slog.Logger
 	durations *prometheus.HistogramVec
+	services  *ServiceFamilies
 }
 
 var (
-	svcLabels = []string{"namespace", "service"}
-
-	descVerdict     = prometheus.NewDesc("svcprobe_service_verdict", "The layer to blame for this Service and why (one series per Service, value 1; layer ok and reason success when nothing is broken).", append(svcLabels, "layer", "reason"), nil)
-	descStageUp     = prometheus.NewDesc("svcprobe_stage_up", "Whether the stage passed at its last run (1) or failed (0). Stages that do not apply have no series.", append(svcLabels, "stage"), nil)
-	descStageDur    = prometheus.NewDesc("svcprobe_stage_duration_seconds", "How long the last run of a network stage (dns, pod, proxy, hairpin) took.", append(svcLabels, "stage"), nil)
-	descProbes      = prometheus.NewDesc("svcprobe_probes_total", "Stage runs by result (success or the failure reason).", append(svcLabels, "stage", "result"), nil)
-	descEndpoints   = prometheus.NewDesc("svcprobe_endpoints", "Endpoints by state; unreachable counts ready endpoints that failed the pod stage (a subset of ready).", append(svcLabels, "state"), nil)
-	descAnnErr      = prometheus.NewDesc("svcprobe_service_annotation_errors", "Malformed svcprobe.io/ annotations on this Service (probed with defaults for them).", svcLabels, nil)
-	descEndpointUp  = prometheus.NewDesc("svcprobe_endpoint_up", "Whether one endpoint answered the pod stage (only with --metrics.per-endpoint, capped per Service).", append(svcLabels, "pod", "address"), nil)
-	descOverBudget  = prometheus.NewDesc("svcprobe_series_budget_exceeded_services", "Services whose series were cut to the per-Service budget at this scrape.", nil, nil)
 	descSynced      = prometheus.NewDesc("svcprobe_discovery_synced", "Whether the informer caches have synced.", nil, nil)
 	descLastEvent   = prometheus.NewDesc("svcprobe_discovery_last_event_timestamp_seconds", "When the last informer event arrived.", nil, nil)
 	descEvents      = prometheus.NewDesc("svcprobe_discovery_events_total", "Informer events handled.", nil, nil)
@@ -81,7 +70,8 @@ func NewCollector(cfg CollectorConfig, store *Store, disc Discovery, sched *prob
 	if cfg.LabelValueMaxLen <= 0 {
 		cfg.LabelValueMaxLen = 128
 	}
-	c := &Collector{cfg: cfg, store: store, disc: disc, sched: sched, budget: budget, log: log}
+	c := &Collector{cfg: cfg, store: store, disc: disc, sched: sched, budget: budget, log: log,
+		services: &ServiceFamilies{cfg: cfg, store: store, disc: disc}}
 	c.durations = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "svcprobe_probe_duration_seconds",
 		Help: "Duration of stage runs, by stage (classic buckets include common SLO thresholds; native buckets too).",
@@ -95,130 +85,29 @@ func NewCollector(cfg CollectorConfig, store *Store, disc Discovery, sched *prob
 	return c
 }
 
-// Describe sends every descriptor (the histogram's too).
+// Describe sends every descriptor (the histogram's too), and those of the per-Service families
+// ServiceFamilies writes, so that Describe lists every family the exporter exposes.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descVerdict, descStageUp, descStageDur, descProbes, descEndpoints, descAnnErr,
-		descEndpointUp, descOverBudget, descSynced, descLastEvent, descEvents, descWatchErr, descTargets,
+	for _, f := range families {
+		ch <- prometheus.NewDesc(f.name, f.help, f.labels, nil)
+	}
+	for _, d := range []*prometheus.Desc{descSynced, descLastEvent, descEvents, descWatchErr, descTargets,
 		descAnnErrTotal, descLag, descMaxLag, descSkipped, descRounds, descPending, descWaits, descWaitSecs, descDNSUp} {
 		ch <- d
 	}
 	c.durations.Describe(ch)
 }
 
-// Collect builds the series from the current state.
+// Collect builds the cluster and self series from the current state. The per-Service families
+// are not collected here: ServiceFamilies writes them (see services.go and Handler).
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	statuses, cluster := c.store.Snapshot()
-	over := 0
-	seen := map[Expected]bool{}
-	for _, st := range statuses {
-		seen[Expected{st.Target.Namespace, st.Target.Name}] = true
-		if c.collectService(ch, st) {
-			over++
-		}
-	}
-	for _, e := range c.cfg.Expected {
-		if seen[e] {
-			continue
-		}
-		if exists, known := c.disc.Exists(e.Namespace, e.Name); known && !exists && c.disc.Synced() {
-			ch <- prometheus.MustNewConstMetric(descVerdict, prometheus.GaugeValue, 1, c.lv(e.Namespace), c.lv(e.Name), string(LayerMissing), "not_found")
-		}
-	}
-	ch <- prometheus.MustNewConstMetric(descOverBudget, prometheus.GaugeValue, float64(over))
-	c.collectCluster(ch, cluster)
+	c.collectCluster(ch, c.store.ClusterDNS())
 	c.collectSelf(ch)
 	c.durations.Collect(ch)
 }
 
-// collectService emits one Service's series within the budget; it reports whether it had to cut.
-func (c *Collector) collectService(ch chan<- prometheus.Metric, st ServiceStatus) bool {
-	t := st.Target
-	ns, name := c.lv(t.Namespace), c.lv(t.Name)
-	var out []prometheus.Metric
-	gauge := func(d *prometheus.Desc, v float64, lv ...string) {
-		out = append(out, prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{ns, name}, lv...)...))
-	}
-	gauge(descVerdict, 1, string(st.Verdict), string(st.Reason))
-	for _, s := range probe.Stages {
-		r, ok := st.Results[s]
-		if !ok || r.Outcome == probe.Skipped {
-			continue
-		}
-		gauge(descStageUp, boolf(r.Outcome == probe.OK), string(s))
-		if s != probe.StageSpec && s != probe.StageEndpoints {
-			gauge(descStageDur, r.Duration.Seconds(), string(s))
-		}
-	}
-	if t.Kind != discovery.KindExternalName {
-		counts := t.Counts()
-		unreachable := 0
-		if r, ok := st.Results[probe.StagePod]; ok && r.Outcome != probe.Skipped {
-			unreachable = failingEndpoints(r)
-		}
-		gauge(descEndpoints, float64(counts.Ready), "ready")
-		gauge(descEndpoints, float64(counts.NotReady), "not_ready")
-		gauge(descEndpoints, float64(counts.Terminating), "terminating")
-		gauge(descEndpoints, float64(unreachable), "unreachable")
-	}
-	if n := len(t.AnnotationErrors); n > 0 {
-		gauge(descAnnErr, float64(n))
-	}
-	// Counters fill what is left of the budget: successes first (one per stage), then the reasons
-	// stages fail with now, then older failure reasons by how often they happened.
-	type counter struct {
-		stage  probe.Stage
-		reason probe.Reason
-		n      uint64
-	}
-	var counters []counter
-	for stage, byReason := range st.Counters {
-		for reason, n := range byReason {
-			counters = append(counters, counter{stage, reason, n})
-		}
-	}
-	current := func(k counter) bool {
-		r, ok := st.Results[k.stage]
-		return ok && r.Reason == k.reason
-	}
-	sort.Slice(counters, func(i, j int) bool {
-		a, b := counters[i], counters[j]
-		if (a.reason == probe.ReasonSuccess) != (b.reason == probe.ReasonSuccess) {
-			return a.reason == probe.ReasonSuccess
-		}
-		if current(a) != current(b) {
-			return current(a) // why it fails now is never cut
-		}
-		if a.n != b.n {
-			return a.n > b.n
-		}
-		if a.stage != b.stage {
-			return slices.Index(probe.Stages, a.stage) < slices.Index(probe.Stages, b.stage)
-		}
-		return a.reason < b.reason
-	})
-	room := c.cfg.SeriesPerService - len(out)
-	cut := len(counters) > room
-	for i, k := range counters {
-		if i >= room {
-			break
-		}
-		out = append(out, prometheus.MustNewConstMetric(descProbes, prometheus.CounterValue, float64(k.n), ns, name, string(k.stage), string(k.reason)))
-	}
-	for _, m := range out {
-		ch <- m
-	}
-	if c.cfg.PerEndpoint {
-		if r, ok := st.Results[probe.StagePod]; ok {
-			for i, ep := range endpointResults(r) {
-				if i >= c.cfg.PerEndpointLimit {
-					break
-				}
-				ch <- prometheus.MustNewConstMetric(descEndpointUp, prometheus.GaugeValue, boolf(ep.up), ns, name, c.lv(ep.pod), ep.addr)
-			}
-		}
-	}
-	return cut
-}
+// ServiceFamilies returns the per-Service families for Handler.
+func (c *Collector) ServiceFamilies() *ServiceFamilies { return c.services }
 
 type endpointResult struct {
 	pod, addr string
@@ -247,6 +136,16 @@ func endpointResults(r probe.Result) []endpointResult {
 
 // failingEndpoints counts endpoints with at least one failing pod-stage check.
 func failingEndpoints(r probe.Result) int {
+	allOK := true
+	for i := range r.Checks {
+		if !r.Checks[i].OK() {
+			allOK = false
+			break
+		}
+	}
+	if allOK { // the common case, without endpointResults' map
+		return 0
+	}
 	n := 0
 	for _, ep := range endpointResults(r) {
 		if !ep.up {

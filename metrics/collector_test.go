@@ -42,7 +42,10 @@ func target(ns, name string) *discovery.Target {
 		}}
 }
 
-func setup(t *testing.T, cfg CollectorConfig) (*Store, *Collector, *prometheus.Registry, *fakeDiscovery) {
+// setup returns what /metrics serves as one Gatherer: the registry (cluster, self, histogram) and
+// the per-Service families in their dto form (TestDirectWriterMatchesExpfmt keeps the direct
+// writer equal to it).
+func setup(t *testing.T, cfg CollectorConfig) (*Store, *Collector, prometheus.Gatherer, *fakeDiscovery) {
 	t.Helper()
 	store := NewStore()
 	disc := &fakeDiscovery{existing: map[string]bool{}}
@@ -54,7 +57,7 @@ func setup(t *testing.T, cfg CollectorConfig) (*Store, *Collector, *prometheus.R
 	c := NewCollector(cfg, store, disc, &probe.SchedulerStats{}, budget, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
-	return store, c, reg, disc
+	return store, c, prometheus.Gatherers{reg, c.ServiceFamilies()}, disc
 }
 
 func podResult(failing ...string) probe.Result {
@@ -116,7 +119,7 @@ svcprobe_probes_total{namespace="default",result="success",service="hostnames",s
 		t.Fatal(err)
 	}
 	// Durations of network stages only; the histogram by stage.
-	if n := testutil.CollectAndCount(reg, "svcprobe_stage_duration_seconds"); n != 3 {
+	if n := gatherCount(t, reg, "svcprobe_stage_duration_seconds"); n != 3 {
 		t.Fatalf("stage duration series %d, want 3 (dns, pod, proxy)", n)
 	}
 	mfs, _ := reg.Gather()
@@ -151,7 +154,7 @@ func TestDeletedServiceLeavesNoSeries(t *testing.T) {
 	}
 }
 
-func countSeriesOf(t *testing.T, reg *prometheus.Registry, service string) int {
+func countSeriesOf(t *testing.T, reg prometheus.Gatherer, service string) int {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -204,7 +207,7 @@ func TestSeriesBudgetPerService(t *testing.T) {
 	}
 }
 
-func gatherOne(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+func gatherOne(t *testing.T, reg prometheus.Gatherer, name string) prometheus.Collector {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -267,7 +270,7 @@ svcprobe_discovery_synced 1
 	for _, name := range []string{"svcprobe_budget_waits_total", "svcprobe_budget_wait_seconds_total", "svcprobe_scheduler_lag_seconds",
 		"svcprobe_scheduler_rounds_skipped_total", "svcprobe_scheduler_pending_targets", "svcprobe_annotation_errors_total",
 		"svcprobe_discovery_last_event_timestamp_seconds", "svcprobe_targets", "svcprobe_discovery_events_total"} {
-		if testutil.CollectAndCount(reg, name) == 0 {
+		if gatherCount(t, reg, name) == 0 {
 			t.Errorf("%s missing", name)
 		}
 	}
@@ -276,12 +279,12 @@ svcprobe_discovery_synced 1
 func TestPerEndpointSeriesCapped(t *testing.T) {
 	store, _, reg, _ := setup(t, CollectorConfig{PerEndpoint: true, PerEndpointLimit: 1})
 	store.Record(target("default", "hostnames"), healthy())
-	if n := testutil.CollectAndCount(reg, "svcprobe_endpoint_up"); n != 1 {
+	if n := gatherCount(t, reg, "svcprobe_endpoint_up"); n != 1 {
 		t.Fatalf("%d per-endpoint series, cap 1", n)
 	}
 	store2, _, reg2, _ := setup(t, CollectorConfig{})
 	store2.Record(target("default", "hostnames"), healthy())
-	if n := testutil.CollectAndCount(reg2, "svcprobe_endpoint_up"); n != 0 {
+	if n := gatherCount(t, reg2, "svcprobe_endpoint_up"); n != 0 {
 		t.Fatal("per-endpoint series without the flag")
 	}
 }
@@ -309,4 +312,19 @@ func TestBoundLabel(t *testing.T) {
 	if got := BoundLabel(strings.Repeat("x", 500), 128); len(got) != 128 {
 		t.Fatalf("len %d", len(got))
 	}
+}
+
+// gatherCount counts the series of one family.
+func gatherCount(t *testing.T, g prometheus.Gatherer, name string) int {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return len(mf.Metric)
+		}
+	}
+	return 0
 }

@@ -119,3 +119,14 @@ func (s *Store) Snapshot() ([]ServiceStatus, *probe.ClusterDNSResult) {
 	}
 	return out, cluster
 }
+
+// ClusterDNS returns a copy of the latest cluster DNS round, or nil before the first.
+func (s *Store) ClusterDNS() *probe.ClusterDNSResult {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.cluster == nil {
+		return nil
+	}
+	c := *s.cluster
+	return &c
+}

@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/svcprobe/svcprobe/discovery"
 	"github.com/svcprobe/svcprobe/metrics"
@@ -67,9 +66,8 @@ func newExporter(cfg *config, client kubernetes.Interface, log *slog.Logger) (*e
 	e.registry.MustRegister(collector, versioncollector.NewCollector("svcprobe"),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	e.mux.Handle("/metrics", promhttp.HandlerFor(e.registry, promhttp.HandlerOpts{
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError), EnableOpenMetrics: true,
-	}))
+	// The registry's families through expfmt, the per-Service ones written directly (issue 7).
+	e.mux.Handle("/metrics", metrics.Handler(e.registry, collector.ServiceFamilies(), log.With("component", "metrics")))
 	e.mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "Healthy") })
 	e.mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) {
 		if ok, why := e.ready(); !ok {

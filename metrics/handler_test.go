@@ -1,0 +1,270 @@
+package metrics
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/svcprobe/svcprobe/probe"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// busyStore fills a store with every kind of per-Service series: failures, a budget cut,
+// annotation errors, per-endpoint series, label values that need escaping, a missing Service.
+func busyStore(t *testing.T) (*Store, *Collector, *prometheus.Registry) {
+	t.Helper()
+	cfg := CollectorConfig{PerEndpoint: true, PerEndpointLimit: 5, Expected: []Expected{{"default", "gone"}}}
+	store, c, _, _ := setup(t, cfg)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	for i := range 30 {
+		tg := target(fmt.Sprintf("ns-%02d", i%4), fmt.Sprintf("svc-%02d", i))
+		if i%7 == 0 {
+			tg.AnnotationErrors = []error{fmt.Errorf("bad")}
+		}
+		store.Record(tg, healthy())
+		if i%3 == 0 {
+			store.Record(tg, []probe.Result{podResult("198.18.0.6:9376"), fail(probe.StageDNS, probe.ReasonNXDomain)})
+		}
+		if i == 5 { // more reasons than the budget holds
+			for _, r := range probe.Reasons {
+				if r != probe.ReasonSuccess && r != probe.ReasonNotProbed {
+					store.Record(tg, []probe.Result{fail(probe.StageProxy, r), fail(probe.StageDNS, r)})
+				}
+			}
+		}
+	}
+	odd := target("default", `we"ird\name`)
+	odd.UID = types.UID("odd")
+	store.Record(odd, healthy())
+	store.RecordClusterDNS(*clusterDNS(true, false))
+	return store, c, reg
+}
+
+// The direct writer is what /metrics serves for text and OpenMetrics scrapes; it must be exactly
+// what expfmt's encoders make of the same families (the dto form, which the other tests check).
+func TestDirectWriterMatchesExpfmt(t *testing.T) {
+	_, c, _ := busyStore(t)
+	svc := c.ServiceFamilies()
+	mfs, err := svc.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) < 7 {
+		t.Fatalf("only %d per-Service families; the fixture should produce every one", len(mfs))
+	}
+	for _, f := range []expfmt.Format{expfmt.NewFormat(expfmt.TypeTextPlain), expfmt.NewFormat(expfmt.TypeOpenMetrics)} {
+		var want bytes.Buffer
+		enc := expfmt.NewEncoder(&want, f)
+		for _, mf := range mfs {
+			if err := enc.Encode(mf); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := svc.WriteText(nil, f.FormatType() == expfmt.TypeOpenMetrics, nil)
+		if !bytes.Equal(got, want.Bytes()) {
+			gl, wl := strings.Split(string(got), "\n"), strings.Split(want.String(), "\n")
+			for i := range min(len(gl), len(wl)) {
+				if gl[i] != wl[i] {
+					t.Fatalf("%s: line %d differs:\n got  %q\n want %q", f, i+1, gl[i], wl[i])
+				}
+			}
+			t.Fatalf("%s: %d lines, expfmt %d", f, len(gl), len(wl))
+		}
+	}
+	// WriteTo streams the same bytes, in pieces.
+	var streamed bytes.Buffer
+	if err := svc.WriteTo(&streamed, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(streamed.Bytes(), svc.WriteText(nil, true, nil)) {
+		t.Fatal("WriteTo and WriteText differ")
+	}
+	// The filter keeps only the named families.
+	got := string(svc.WriteText(nil, false, map[string]bool{"svcprobe_service_verdict": true}))
+	if !strings.Contains(got, "svcprobe_service_verdict{") || strings.Contains(got, "svcprobe_stage_up") {
+		t.Fatalf("filtered output:\n%s", got)
+	}
+}
+
+func TestFloatFormats(t *testing.T) {
+	for _, v := range []float64{0, 1, -1, 2, 0.5, 1e-9, 12345678901234, 3.25e21} {
+		var a, b bytes.Buffer
+		mf := &dto.MetricFamily{Name: strPtr("x"), Help: strPtr("h"), Type: dto.MetricType_GAUGE.Enum(),
+			Metric: []*dto.Metric{{Gauge: &dto.Gauge{Value: &v}}}}
+		if _, err := expfmt.MetricFamilyToText(&a, mf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := expfmt.MetricFamilyToOpenMetrics(&b, mf); err != nil {
+			t.Fatal(err)
+		}
+		if want, got := lastField(a.String()), string(appendFloat(nil, v)); got != want {
+			t.Errorf("text %v: %q, expfmt %q", v, got, want)
+		}
+		if want, got := lastField(b.String()), string(appendOMFloat(nil, v)); got != want {
+			t.Errorf("openmetrics %v: %q, expfmt %q", v, got, want)
+		}
+	}
+}
+
+func strPtr(s string) *string { return &s }
+
+func lastField(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	f := strings.Fields(lines[len(lines)-1])
+	return f[len(f)-1]
+}
+
+func scrapeWith(t *testing.T, url string, hdr map[string]string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	// No transparent decompression: the test reads Content-Encoding itself.
+	rsp, err := (&http.Transport{DisableCompression: true}).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rsp.Body.Close()
+	b, err := io.ReadAll(rsp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rsp.StatusCode != http.StatusOK {
+		t.Fatalf("status %s: %s", rsp.Status, b)
+	}
+	return rsp, b
+}
+
+// What a scraper sees through Handler in each format: every family once, the registry's and the
+// per-Service ones together, OpenMetrics ending in # EOF, gzip when asked.
+func TestHandlerFormats(t *testing.T) {
+	_, c, reg := busyStore(t)
+	srv := httptest.NewServer(Handler(reg, c.ServiceFamilies(), slog.New(slog.DiscardHandler)))
+	defer srv.Close()
+	wantFams := []string{"svcprobe_service_verdict", "svcprobe_probes_total", "svcprobe_endpoint_up", "svcprobe_cluster_dns_up",
+		"svcprobe_series_budget_exceeded_services", "svcprobe_probe_duration_seconds", "svcprobe_discovery_synced"}
+
+	// Text 0.0.4, the format promtool and curl get.
+	rsp, body := scrapeWith(t, srv.URL, nil)
+	if ct := rsp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		t.Fatalf("content type %q", ct)
+	}
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(body)) // fails on a family written twice
+	if err != nil {
+		t.Fatalf("text exposition does not parse: %v", err)
+	}
+	for _, n := range wantFams {
+		if fams[n] == nil {
+			t.Errorf("text: %s missing", n)
+		}
+	}
+	// svc-05 (every reason), and svc-00 and svc-21 (annotation error + two current failures: 21 series).
+	if v := fams["svcprobe_series_budget_exceeded_services"].GetMetric()[0].GetGauge().GetValue(); v != 3 {
+		t.Errorf("budget exceeded %v, want 3", v)
+	}
+
+	// OpenMetrics, gzip: what Prometheus asks for.
+	rsp, body = scrapeWith(t, srv.URL, map[string]string{
+		"Accept":          "application/openmetrics-text;version=1.0.0;q=0.6,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+		"Accept-Encoding": "gzip",
+	})
+	if rsp.Header.Get("Content-Encoding") != "gzip" || !strings.HasPrefix(rsp.Header.Get("Content-Type"), "application/openmetrics-text") {
+		t.Fatalf("headers %v", rsp.Header)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	om, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasSuffix(om, []byte("\n# EOF\n")) || bytes.Count(om, []byte("# EOF")) != 1 {
+		t.Fatalf("OpenMetrics does not end with one # EOF:\n...%s", om[max(0, len(om)-200):])
+	}
+	types := map[string]int{}
+	for _, l := range strings.Split(string(om), "\n") {
+		if f := strings.Fields(l); len(f) == 4 && f[1] == "TYPE" {
+			types[f[2]]++
+		}
+	}
+	for n, k := range types {
+		if k != 1 {
+			t.Errorf("OpenMetrics family %s declared %d times", n, k)
+		}
+	}
+	if types["svcprobe_probes"] != 1 || !bytes.Contains(om, []byte(`svcprobe_probes_total{namespace="ns-00"`)) {
+		t.Error("OpenMetrics counter family svcprobe_probes(_total) missing")
+	}
+
+	// Protobuf, for native histograms.
+	rsp, body = scrapeWith(t, srv.URL, map[string]string{"Accept": string(expfmt.NewFormat(expfmt.TypeProtoDelim))})
+	dec := expfmt.NewDecoder(bytes.NewReader(body), expfmt.ResponseFormat(rsp.Header))
+	got := map[string]*dto.MetricFamily{}
+	for {
+		var mf dto.MetricFamily
+		if err := dec.Decode(&mf); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("protobuf: %v", err)
+		}
+		if got[mf.GetName()] != nil {
+			t.Errorf("protobuf family %s twice", mf.GetName())
+		}
+		got[mf.GetName()] = &mf
+	}
+	for _, n := range wantFams {
+		if got[n] == nil {
+			t.Errorf("protobuf: %s missing", n)
+		}
+	}
+	if len(got["svcprobe_service_verdict"].GetMetric()) != len(fams["svcprobe_service_verdict"].GetMetric()) {
+		t.Error("protobuf and text disagree on the verdict series")
+	}
+
+	// name[] filter, as promhttp has it.
+	_, body = scrapeWith(t, srv.URL+"/?name[]=svcprobe_service_verdict&name[]=svcprobe_discovery_synced", nil)
+	parser = expfmt.NewTextParser(model.LegacyValidation)
+	fams, err = parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fams) != 2 || fams["svcprobe_service_verdict"] == nil || fams["svcprobe_discovery_synced"] == nil {
+		t.Fatalf("filtered scrape has %d families", len(fams))
+	}
+}
+
+// A Service deleted and created again under the same name can sit in the store twice for a moment
+// (two UIDs): the exposition must still have one series per name, or Prometheus rejects the scrape.
+func TestSameNameTwoUIDsOneSeries(t *testing.T) {
+	store, _, g, _ := setup(t, CollectorConfig{})
+	a, b := target("default", "again"), target("default", "again")
+	b.UID = "uid-new"
+	store.Record(a, healthy())
+	store.Record(b, healthy())
+	if n := gatherCount(t, g, "svcprobe_service_verdict"); n != 1 {
+		t.Fatalf("%d verdict series for one name", n)
+	}
+}
+
+func TestAcceptsGzip(t *testing.T) {
+	for h, want := range map[string]bool{"": false, "gzip": true, "br, gzip;q=0.5": true, "gzip;q=0": false,
+		"identity": false, "*": true, "GZIP": true, "deflate, gzip ; q=0.0": false} {
+		if got := acceptsGzip(h); got != want {
+			t.Errorf("%q: %v, want %v", h, got, want)
+		}
+	}
+}

@@ -1,0 +1,440 @@
+package metrics
+
+import (
+	"io"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/svcprobe/svcprobe/discovery"
+	"github.com/svcprobe/svcprobe/probe"
+	"google.golang.org/protobuf/proto"
+)
+
+// The per-Service families are not built as client_golang const metrics: at 10k Services that is
+// ~170k MustNewConstMetric calls, the registry's checks and sort, and their garbage, 1.6-1.9 s of
+// CPU per scrape (bench/README.md). ServiceFamilies computes the series once per scrape into flat
+// slices and either writes them straight into the text or OpenMetrics exposition (the /metrics
+// handler) or turns them into dto families (protobuf scrapes, tests). A test keeps the direct
+// writer byte-for-byte equal to expfmt's encoders over the dto families.
+
+// family is one per-Service metric family. Its label names are sorted, as client_golang sorts
+// them, so the two outputs agree.
+type family struct {
+	name, help string
+	typ        dto.MetricType
+	labels     []string
+}
+
+type famID uint8
+
+const (
+	famVerdict famID = iota
+	famStageUp
+	famStageDur
+	famProbes
+	famEndpoints
+	famAnnErr
+	famEndpointUp
+	famOverBudget
+	numFams
+)
+
+var families = [numFams]family{
+	famVerdict: {"svcprobe_service_verdict", "The layer to blame for this Service and why (one series per Service, value 1; layer ok and reason success when nothing is broken).",
+		dto.MetricType_GAUGE, []string{"layer", "namespace", "reason", "service"}},
+	famStageUp: {"svcprobe_stage_up", "Whether the stage passed at its last run (1) or failed (0). Stages that do not apply have no series.",
+		dto.MetricType_GAUGE, []string{"namespace", "service", "stage"}},
+	famStageDur: {"svcprobe_stage_duration_seconds", "How long the last run of a network stage (dns, pod, proxy, hairpin) took.",
+		dto.MetricType_GAUGE, []string{"namespace", "service", "stage"}},
+	famProbes: {"svcprobe_probes_total", "Stage runs by result (success or the failure reason).",
+		dto.MetricType_COUNTER, []string{"namespace", "result", "service", "stage"}},
+	famEndpoints: {"svcprobe_endpoints", "Endpoints by state; unreachable counts ready endpoints that failed the pod stage (a subset of ready).",
+		dto.MetricType_GAUGE, []string{"namespace", "service", "state"}},
+	famAnnErr: {"svcprobe_service_annotation_errors", "Malformed svcprobe.io/ annotations on this Service (probed with defaults for them).",
+		dto.MetricType_GAUGE, []string{"namespace", "service"}},
+	famEndpointUp: {"svcprobe_endpoint_up", "Whether one endpoint answered the pod stage (only with --metrics.per-endpoint, capped per Service).",
+		dto.MetricType_GAUGE, []string{"address", "namespace", "pod", "service"}},
+	famOverBudget: {"svcprobe_series_budget_exceeded_services", "Services whose series were cut to the per-Service budget at this scrape.",
+		dto.MetricType_GAUGE, nil},
+}
+
+// FamilyNames lists the per-Service family names (and the budget gauge) ServiceFamilies writes.
+func FamilyNames() []string {
+	out := make([]string, 0, numFams)
+	for _, f := range families {
+		out = append(out, f.name)
+	}
+	return out
+}
+
+// sample is one series: its label values in the family's label order, and its value.
+type sample struct {
+	lv [4]string
+	v  float64
+}
+
+// series is one scrape's per-Service series, grouped by family, in output order.
+type series [numFams][]sample
+
+var seriesPool = sync.Pool{New: func() any { return new(series) }}
+
+func (s *series) reset() {
+	for i := range s {
+		clear(s[i])
+		s[i] = s[i][:0]
+	}
+}
+
+// ServiceFamilies builds the per-Service families from the store at scrape time. It implements
+// prometheus.Gatherer (the dto form) and writes the text forms directly (WriteText).
+type ServiceFamilies struct {
+	cfg   CollectorConfig
+	store *Store
+	disc  Discovery
+}
+
+// build computes every per-Service series from one snapshot of the store.
+func (f *ServiceFamilies) build(s *series) {
+	statuses, _ := f.store.Snapshot()
+	over := 0
+	seen := make(map[Expected]bool, len(f.cfg.Expected))
+	var prevNS, prevName string
+	for i := range statuses {
+		st := &statuses[i]
+		ns, name := st.Target.Namespace, st.Target.Name
+		if i > 0 && ns == prevNS && name == prevName {
+			// A Service deleted and created again under the same name, both still in the store for
+			// a moment: one series set per name (the first by UID order is as good as any; the old
+			// one is forgotten at its delete event).
+			continue
+		}
+		prevNS, prevName = ns, name
+		if len(f.cfg.Expected) > 0 {
+			seen[Expected{ns, name}] = true
+		}
+		if f.buildService(s, st) {
+			over++
+		}
+	}
+	for _, e := range f.cfg.Expected {
+		if seen[e] || f.disc == nil {
+			continue
+		}
+		if exists, known := f.disc.Exists(e.Namespace, e.Name); known && !exists && f.disc.Synced() {
+			s[famVerdict] = append(s[famVerdict], sample{lv: [4]string{string(LayerMissing), f.lv(e.Namespace), "not_found", f.lv(e.Name)}, v: 1})
+		}
+	}
+	s[famOverBudget] = append(s[famOverBudget], sample{v: float64(over)})
+}
+
+type counter struct {
+	stage  probe.Stage
+	reason probe.Reason
+	n      uint64
+}
+
+// buildService adds one Service's series within the budget; it reports whether it had to cut.
+func (f *ServiceFamilies) buildService(s *series, st *ServiceStatus) bool {
+	t := st.Target
+	ns, name := f.lv(t.Namespace), f.lv(t.Name)
+	n := 0
+	add := func(id famID, v float64, lv ...string) {
+		var sm sample
+		// Place namespace/service and the extra values in the family's sorted label order.
+		extra := 0
+		for i, l := range families[id].labels {
+			switch l {
+			case "namespace":
+				sm.lv[i] = ns
+			case "service":
+				sm.lv[i] = name
+			default:
+				sm.lv[i] = lv[extra]
+				extra++
+			}
+		}
+		sm.v = v
+		s[id] = append(s[id], sm)
+		n++
+	}
+	add(famVerdict, 1, string(st.Verdict), string(st.Reason))
+	for _, stage := range probe.Stages {
+		r, ok := st.Results[stage]
+		if !ok || r.Outcome == probe.Skipped {
+			continue
+		}
+		add(famStageUp, boolf(r.Outcome == probe.OK), string(stage))
+		if stage != probe.StageSpec && stage != probe.StageEndpoints {
+			add(famStageDur, r.Duration.Seconds(), string(stage))
+		}
+	}
+	if t.Kind != discovery.KindExternalName {
+		counts := t.Counts()
+		unreachable := 0
+		if r, ok := st.Results[probe.StagePod]; ok && r.Outcome != probe.Skipped {
+			unreachable = failingEndpoints(r)
+		}
+		add(famEndpoints, float64(counts.Ready), "ready")
+		add(famEndpoints, float64(counts.NotReady), "not_ready")
+		add(famEndpoints, float64(counts.Terminating), "terminating")
+		add(famEndpoints, float64(unreachable), "unreachable")
+	}
+	if k := len(t.AnnotationErrors); k > 0 {
+		add(famAnnErr, float64(k))
+	}
+	// Counters fill what is left of the budget: successes first (one per stage), then the reasons
+	// stages fail with now, then older failure reasons by how often they happened.
+	counters := make([]counter, 0, 8)
+	for stage, byReason := range st.Counters {
+		for reason, k := range byReason {
+			counters = append(counters, counter{stage, reason, k})
+		}
+	}
+	current := func(k counter) bool {
+		r, ok := st.Results[k.stage]
+		return ok && r.Reason == k.reason
+	}
+	sort.Slice(counters, func(i, j int) bool {
+		a, b := counters[i], counters[j]
+		if (a.reason == probe.ReasonSuccess) != (b.reason == probe.ReasonSuccess) {
+			return a.reason == probe.ReasonSuccess
+		}
+		if current(a) != current(b) {
+			return current(a) // why it fails now is never cut
+		}
+		if a.n != b.n {
+			return a.n > b.n
+		}
+		if a.stage != b.stage {
+			return slices.Index(probe.Stages, a.stage) < slices.Index(probe.Stages, b.stage)
+		}
+		return a.reason < b.reason
+	})
+	room := f.cfg.SeriesPerService - n
+	cut := len(counters) > room
+	for i, k := range counters {
+		if i >= room {
+			break
+		}
+		add(famProbes, float64(k.n), string(k.reason), string(k.stage))
+	}
+	if f.cfg.PerEndpoint {
+		if r, ok := st.Results[probe.StagePod]; ok {
+			for i, ep := range endpointResults(r) {
+				if i >= f.cfg.PerEndpointLimit {
+					break
+				}
+				add(famEndpointUp, boolf(ep.up), ep.addr, f.lv(ep.pod))
+			}
+		}
+	}
+	return cut
+}
+
+func (f *ServiceFamilies) lv(s string) string { return BoundLabel(s, f.cfg.LabelValueMaxLen) }
+
+// Gather returns the per-Service families as dto (prometheus.Gatherer): for protobuf scrapes and
+// for tests. Families without series are left out, as a registry leaves them out.
+func (f *ServiceFamilies) Gather() ([]*dto.MetricFamily, error) { return f.gather(nil) }
+
+func (f *ServiceFamilies) gather(filter map[string]bool) ([]*dto.MetricFamily, error) {
+	s := seriesPool.Get().(*series)
+	defer func() { s.reset(); seriesPool.Put(s) }()
+	f.build(s)
+	var out []*dto.MetricFamily
+	for id := range numFams {
+		if len(s[id]) == 0 || (filter != nil && !filter[families[id].name]) {
+			continue
+		}
+		fam := families[id]
+		mf := &dto.MetricFamily{Name: proto.String(fam.name), Help: proto.String(fam.help), Type: fam.typ.Enum()}
+		for _, sm := range s[id] {
+			m := &dto.Metric{}
+			for i, l := range fam.labels {
+				m.Label = append(m.Label, &dto.LabelPair{Name: proto.String(l), Value: proto.String(sm.lv[i])})
+			}
+			if fam.typ == dto.MetricType_COUNTER {
+				m.Counter = &dto.Counter{Value: proto.Float64(sm.v)}
+			} else {
+				m.Gauge = &dto.Gauge{Value: proto.Float64(sm.v)}
+			}
+			mf.Metric = append(mf.Metric, m)
+		}
+		out = append(out, mf)
+	}
+	return out, nil
+}
+
+// WriteText appends the per-Service families to b in the text format (0.0.4) or, with
+// openMetrics, in OpenMetrics 1.0 (without the final # EOF, which the caller writes after every
+// other family), exactly as expfmt would encode the dto families. A non-nil filter keeps only the
+// families it names.
+func (f *ServiceFamilies) WriteText(b []byte, openMetrics bool, filter map[string]bool) []byte {
+	f.write(b, openMetrics, filter, func(p []byte) []byte { b = p; return p })
+	return b
+}
+
+// flushAt is how much WriteTo buffers before it writes.
+const flushAt = 64 << 10
+
+// WriteTo streams the same bytes as WriteText to w, a buffer of about 64 KiB at a time.
+func (f *ServiceFamilies) WriteTo(w io.Writer, openMetrics bool, filter map[string]bool) error {
+	bp := writeBufPool.Get().(*[]byte)
+	defer writeBufPool.Put(bp)
+	var err error
+	b := f.write((*bp)[:0], openMetrics, filter, func(p []byte) []byte {
+		if err == nil && len(p) >= flushAt {
+			_, err = w.Write(p)
+			return p[:0]
+		}
+		return p
+	})
+	if err == nil && len(b) > 0 {
+		_, err = w.Write(b)
+	}
+	*bp = b[:0]
+	return err
+}
+
+var writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, flushAt+16<<10); return &b }}
+
+// write builds the series and appends them to b, calling flush after each sample line; flush
+// returns the buffer to go on with.
+func (f *ServiceFamilies) write(b []byte, openMetrics bool, filter map[string]bool, flush func([]byte) []byte) []byte {
+	s := seriesPool.Get().(*series)
+	defer func() { s.reset(); seriesPool.Put(s) }()
+	f.build(s)
+	for id := range numFams {
+		if len(s[id]) == 0 || (filter != nil && !filter[families[id].name]) {
+			continue
+		}
+		b = appendFamily(b, &families[id], s[id], openMetrics, flush)
+	}
+	return flush(b)
+}
+
+func appendFamily(b []byte, fam *family, samples []sample, om bool, flush func([]byte) []byte) []byte {
+	name := fam.name
+	if om && fam.typ == dto.MetricType_COUNTER {
+		name = name[:len(name)-len("_total")] // OpenMetrics names the counter family without _total
+	}
+	b = append(b, "# HELP "...)
+	b = append(b, name...)
+	b = append(b, ' ')
+	b = appendEscaped(b, fam.help, om)
+	b = append(b, "\n# TYPE "...)
+	b = append(b, name...)
+	if fam.typ == dto.MetricType_COUNTER {
+		b = append(b, " counter\n"...)
+	} else {
+		b = append(b, " gauge\n"...)
+	}
+	for i := range samples {
+		sm := &samples[i]
+		b = append(b, fam.name...)
+		if len(fam.labels) > 0 {
+			b = append(b, '{')
+			for j, l := range fam.labels {
+				if j > 0 {
+					b = append(b, ',')
+				}
+				b = append(b, l...)
+				b = append(b, `="`...)
+				b = appendLabelValue(b, sm.lv[j])
+				b = append(b, '"')
+			}
+			b = append(b, '}')
+		}
+		b = append(b, ' ')
+		if om {
+			b = appendOMFloat(b, sm.v)
+		} else {
+			b = appendFloat(b, sm.v)
+		}
+		b = append(b, '\n')
+		b = flush(b)
+	}
+	return b
+}
+
+// appendEscaped escapes HELP text: backslash and newline in the text format; OpenMetrics also
+// escapes double quotes.
+func appendEscaped(b []byte, s string, om bool) []byte {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\':
+			b = append(b, `\\`...)
+		case c == '\n':
+			b = append(b, `\n`...)
+		case c == '"' && om:
+			b = append(b, `\"`...)
+		default:
+			b = append(b, c)
+		}
+	}
+	return b
+}
+
+func appendLabelValue(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '\\':
+			b = append(b, `\\`...)
+		case '\n':
+			b = append(b, `\n`...)
+		case '"':
+			b = append(b, `\"`...)
+		default:
+			b = append(b, c)
+		}
+	}
+	return b
+}
+
+// appendFloat formats like the text format's encoder (strconv 'g', and +Inf/-Inf/NaN).
+func appendFloat(b []byte, v float64) []byte {
+	switch {
+	case v == 1:
+		return append(b, '1')
+	case v == 0:
+		return append(b, '0')
+	case v != v:
+		return append(b, "NaN"...)
+	case v > maxFloat:
+		return append(b, "+Inf"...)
+	case v < -maxFloat:
+		return append(b, "-Inf"...)
+	}
+	return strconv.AppendFloat(b, v, 'g', -1, 64)
+}
+
+// appendOMFloat formats like the OpenMetrics encoder: integers get a ".0".
+func appendOMFloat(b []byte, v float64) []byte {
+	switch {
+	case v == 1:
+		return append(b, "1.0"...)
+	case v == 0:
+		return append(b, "0.0"...)
+	case v == -1:
+		return append(b, "-1.0"...)
+	case v != v:
+		return append(b, "NaN"...)
+	case v > maxFloat:
+		return append(b, "+Inf"...)
+	case v < -maxFloat:
+		return append(b, "-Inf"...)
+	}
+	start := len(b)
+	b = strconv.AppendFloat(b, v, 'g', -1, 64)
+	for _, c := range b[start:] {
+		if c == 'e' || c == '.' {
+			return b
+		}
+	}
+	return append(b, ".0"...)
+}
+
+const maxFloat = 1.7976931348623157e308
