@@ -184,6 +184,10 @@ func validPortRef(p string) error {
 		}
 		return nil
 	}
+	if strings.Trim(p, "0123456789") == "" {
+		// Digits that Atoi rejects overflow an int: a number out of range, not a port name.
+		return fmt.Errorf("port %.20s out of range", p)
+	}
 	if len(p) > 63 || !isPortName(p) {
 		return fmt.Errorf("port suffix %q is neither a port number nor a port name", p)
 	}

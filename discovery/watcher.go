@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -93,7 +94,40 @@ func (c Config) OwnsShard(uid types.UID) bool {
 	return int(h.Sum32()%uint32(c.TotalShards)) == c.Shard
 }
 
-const sliceServiceIndex = "service"
+const (
+	sliceServiceIndex = "service"
+	addressIndex      = "address"
+)
+
+// serviceAddresses indexes a Service by its ClusterIPs (none for headless and ExternalName).
+func serviceAddresses(obj any) ([]string, error) {
+	s, ok := obj.(*corev1.Service)
+	if !ok || s.Spec.Type == corev1.ServiceTypeExternalName {
+		return nil, nil
+	}
+	var out []string
+	for _, ip := range append([]string{s.Spec.ClusterIP}, s.Spec.ClusterIPs...) {
+		if a, err := netip.ParseAddr(ip); err == nil {
+			out = append(out, a.Unmap().String())
+		}
+	}
+	return out, nil
+}
+
+// podAddresses indexes a Pod by its IPs.
+func podAddresses(obj any) ([]string, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return nil, nil
+	}
+	var out []string
+	for _, ip := range append([]corev1.PodIP{{IP: p.Status.PodIP}}, p.Status.PodIPs...) {
+		if a, err := netip.ParseAddr(ip.IP); err == nil {
+			out = append(out, a.Unmap().String())
+		}
+	}
+	return out, nil
+}
 
 // Watcher runs the informers and turns their events into Targets for a Sink.
 type Watcher struct {
@@ -107,6 +141,9 @@ type Watcher struct {
 	slices    byIndexer
 	pods      map[string]corelisters.PodLister
 	dnsSlices cache.Indexer
+	// addrIndexers index the Services by ClusterIP and the Pods by Pod IP: the addresses the API
+	// server allocated or a kubelet reported, which KnownAddress calls in-cluster.
+	addrIndexers []cache.Indexer
 
 	queue workqueue.TypedInterface[string]
 
@@ -163,6 +200,13 @@ func NewWatcher(client kubernetes.Interface, cfg Config, sink Sink, log *slog.Lo
 		if err := sliceInf.Informer().AddIndexers(cache.Indexers{sliceServiceIndex: sliceService}); err != nil {
 			return nil, fmt.Errorf("endpointslice index: %w", err)
 		}
+		if err := svcInf.Informer().AddIndexers(cache.Indexers{addressIndex: serviceAddresses}); err != nil {
+			return nil, fmt.Errorf("service address index: %w", err)
+		}
+		if err := podInf.Informer().AddIndexers(cache.Indexers{addressIndex: podAddresses}); err != nil {
+			return nil, fmt.Errorf("pod address index: %w", err)
+		}
+		w.addrIndexers = append(w.addrIndexers, svcInf.Informer().GetIndexer(), podInf.Informer().GetIndexer())
 		for name, inf := range map[string]cache.SharedIndexInformer{"services": svcInf.Informer(), "pods": podInf.Informer(), "endpointslices": sliceInf.Informer()} {
 			if err := inf.SetWatchErrorHandlerWithContext(w.watchError(name)); err != nil {
 				return nil, err
@@ -490,6 +534,19 @@ func (w *Watcher) Exists(ns, name string) (exists, ok bool) {
 	}
 	_, err := w.serviceLister(ns).Services(ns).Get(name)
 	return err == nil, true
+}
+
+// KnownAddress reports whether a is a ClusterIP of a watched Service or an IP of a watched Pod:
+// an address the API server allocated or a kubelet reported, hence inside the cluster. EndpointSlice
+// addresses are not consulted: anyone who may write a slice could name any address there.
+func (w *Watcher) KnownAddress(a netip.Addr) bool {
+	key := a.Unmap().WithZone("").String()
+	for _, idx := range w.addrIndexers {
+		if objs, err := idx.ByIndex(addressIndex, key); err == nil && len(objs) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Synced reports whether the informer caches have synced once.

@@ -61,6 +61,10 @@ func errnoReasons() []errnoReason {
 		{syscall.EADDRINUSE, ReasonPortExhausted, "address in use: " + exhausted},
 		{wsaeaddrinuse, ReasonPortExhausted, "address in use: " + exhausted},
 		{wsaenobufs, ReasonPortExhausted, "no buffer space: " + exhausted},
+		// Out of file descriptors is the same diagnosis: the exporter, not the Service, ran out of
+		// sockets. The probe fails at once, so the round goes on (and stretches) instead of spinning.
+		{syscall.EMFILE, ReasonPortExhausted, "too many open files: the exporter's file descriptor limit (ulimit -n) is reached; lower --probe.concurrency or raise the limit"},
+		{syscall.ENFILE, ReasonPortExhausted, "file table overflow: the node's file descriptor limit is reached"},
 		{syscall.ETIMEDOUT, ReasonTimeout, timedOut},
 		{wsaetimedout, ReasonTimeout, timedOut},
 	}

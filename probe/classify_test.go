@@ -46,6 +46,10 @@ func TestClassify(t *testing.T) {
 		{"ETIMEDOUT", dialErr(syscall.ETIMEDOUT), ReasonTimeout},
 		{"WSAETIMEDOUT", dialErr(syscall.Errno(10060)), ReasonTimeout},
 
+		{"EMFILE at socket()", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", syscall.EMFILE)}, ReasonPortExhausted},
+		{"EMFILE via http", httpErr(dialErr(syscall.EMFILE)), ReasonPortExhausted},
+		{"ENFILE", dialErr(syscall.ENFILE), ReasonPortExhausted},
+
 		{"ECONNREFUSED", dialErr(syscall.ECONNREFUSED), ReasonRefused},
 		{"ECONNREFUSED via http", httpErr(dialErr(syscall.ECONNREFUSED)), ReasonRefused},
 		{"WSAECONNREFUSED", dialErr(syscall.Errno(10061)), ReasonRefused},

@@ -33,6 +33,9 @@ const dnsProbeName = "kubernetes.default.svc.cluster.local."
 // not be copied after first use.
 type Dialer struct {
 	Budget *Budget
+	// Guard refuses addresses outside the cluster (see AddressGuard); the stages consult it for
+	// every address they take from a Service. nil allows everything (tests); the exporter sets it.
+	Guard *AddressGuard
 
 	// dialContext replaces net.Dialer.DialContext in tests, to inject errors that loopback cannot
 	// produce (unreachable, port exhaustion). nil in production.

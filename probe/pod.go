@@ -74,11 +74,20 @@ func (j job) run(ctx context.Context, d *Dialer) Check {
 }
 
 // runJobs runs every job concurrently and returns the checks in job order. Concurrency is bounded
-// by the Dialer's Budget, which every socket goes through; goroutines merely wait for it.
-func runJobs(ctx context.Context, d *Dialer, jobs []job) []Check {
+// by the Dialer's Budget, which every socket goes through; goroutines merely wait for it. It is
+// also where the Dialer's AddressGuard sees every address taken from t: a refused one is never
+// dialed, and the Service is logged once.
+func runJobs(ctx context.Context, d *Dialer, t *discovery.Target, stage Stage, jobs []job) []Check {
 	checks := make([]Check, len(jobs))
+	var blocked []netip.Addr
 	var wg sync.WaitGroup
 	for i, j := range jobs {
+		if a := j.addr.Addr(); !d.Guard.Allowed(t, a) {
+			checks[i] = blockedCheck(j.subject, a)
+			checks[i].Pod, checks[i].Addr = j.podName, a.String()
+			blocked = append(blocked, a)
+			continue
+		}
 		wg.Go(func() {
 			c := j.run(ctx, d)
 			c.Pod, c.Addr = j.podName, j.addr.Addr().String()
@@ -86,6 +95,7 @@ func runJobs(ctx context.Context, d *Dialer, jobs []job) []Check {
 		})
 	}
 	wg.Wait()
+	d.Guard.noteBlocked(t, stage, blocked)
 	return checks
 }
 
@@ -145,7 +155,7 @@ func (p *PodProber) Probe(ctx context.Context, t *discovery.Target) Result {
 	if len(unresolved) > 0 {
 		why = fmt.Sprintf("nothing to probe: targetPort of %s not resolved (see the spec stage); UDP is probed on port 53 only", strings.Join(dedup(unresolved), ", "))
 	}
-	checks := runJobs(ctx, p.Dialer, jobs)
+	checks := runJobs(ctx, p.Dialer, t, StagePod, jobs)
 	r := fromChecks(StagePod, checks, why)
 	if r.Outcome == Failed {
 		r.Hint = podHint(ports, jobs, checks)
@@ -201,7 +211,7 @@ func podHint(ports []discovery.Port, jobs []job, checks []Check) string {
 		total, refused := 0, 0
 		var nums []string
 		for i, j := range jobs {
-			if j.port != pi {
+			if j.port != pi || checks[i].Reason == ReasonExternalNotAllowed {
 				continue
 			}
 			total++
@@ -218,7 +228,7 @@ func podHint(ports []discovery.Port, jobs []job, checks []Check) string {
 	}
 	var pods []string
 	for i, j := range jobs {
-		if !checks[i].OK() {
+		if !checks[i].OK() && checks[i].Reason != ReasonExternalNotAllowed {
 			if j.podName != "" {
 				pods = append(pods, j.podName)
 			} else {

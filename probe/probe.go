@@ -52,6 +52,10 @@ const (
 	ReasonWrongBackend  Reason = "wrong_backend"
 	ReasonBudget        Reason = "budget_exhausted"
 	ReasonError         Reason = "error"
+
+	// ReasonExternalNotAllowed: the address is outside the cluster and not allowed by
+	// --probe.allow-external, so it was not dialed (see AddressGuard).
+	ReasonExternalNotAllowed Reason = "external_not_allowed"
 )
 
 // Reasons is the closed set, for documentation and tests.
@@ -61,7 +65,7 @@ var Reasons = []Reason{
 	ReasonNoEndpoints, ReasonNoReadyEndpoints,
 	ReasonTimeout, ReasonNXDomain, ReasonServFail, ReasonRefused, ReasonWrongAnswer, ReasonNoAnswer,
 	ReasonReset, ReasonUnreachable, ReasonHTTPStatus, ReasonPortExhausted, ReasonWrongBackend,
-	ReasonBudget, ReasonError,
+	ReasonBudget, ReasonError, ReasonExternalNotAllowed,
 }
 
 // Outcome says whether a stage passed, failed or did not apply.
@@ -127,13 +131,28 @@ func skipped(s Stage, why string) Result {
 }
 
 // fromChecks folds checks into a result: OK when every check succeeded, else the first failure's
-// reason. An empty list is a skip.
+// reason. An empty list is a skip. Checks the AddressGuard refused measured nothing: they are kept
+// as evidence but neither pass nor fail, and a stage with nothing else is skipped with their reason.
 func fromChecks(s Stage, checks []Check, why string) Result {
 	if len(checks) == 0 {
 		return skipped(s, why)
 	}
-	r := Result{Stage: s, Outcome: OK, Reason: ReasonSuccess, Checks: checks, Total: len(checks)}
+	blocked := 0
 	for _, c := range checks {
+		if c.Reason == ReasonExternalNotAllowed {
+			blocked++
+		}
+	}
+	if blocked == len(checks) {
+		r := skipped(s, checks[0].Subject+": "+checks[0].Detail)
+		r.Reason, r.Checks = ReasonExternalNotAllowed, checks
+		return r
+	}
+	r := Result{Stage: s, Outcome: OK, Reason: ReasonSuccess, Checks: checks, Total: len(checks) - blocked}
+	for _, c := range checks {
+		if c.Reason == ReasonExternalNotAllowed {
+			continue
+		}
 		if !c.OK() {
 			if r.Failing == 0 {
 				r.Outcome, r.Reason, r.Detail = Failed, c.Reason, c.Subject+": "+c.Detail

@@ -5,9 +5,16 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
+
+	"github.com/miekg/dns"
 
 	"github.com/svcprobe/svcprobe/discovery"
 )
+
+// maxExternalAddrs bounds how many addresses of an ExternalName's answer are dialed: a DNS answer
+// is outside the Service's control and must not multiply the probe's cost.
+const maxExternalAddrs = 8
 
 // ProxyProber connects to every ClusterIP (both families on a dual-stack Service) on every probed
 // port (runbook: "Does the Service work by IP?"). It takes the same path as a client Pod on this
@@ -17,6 +24,9 @@ type ProxyProber struct {
 	// Self are the exporter Pod's own addresses (empty outside a Pod). A Service whose every
 	// ready endpoint is one of them is reached through the hairpin path; the result says so.
 	Self []netip.Addr
+	// DNSServers resolve an ExternalName that is a host name (the resolv.conf nameservers, as a
+	// client Pod would). Its DNS tokens come from Dialer.Budget.
+	DNSServers []netip.AddrPort
 }
 
 func (p *ProxyProber) Stage() Stage { return StageProxy }
@@ -24,7 +34,7 @@ func (p *ProxyProber) Stage() Stage { return StageProxy }
 func (p *ProxyProber) Probe(ctx context.Context, t *discovery.Target) Result {
 	switch {
 	case t.Kind == discovery.KindExternalName:
-		return skipped(StageProxy, "ExternalName Service: no virtual IP")
+		return p.probeExternalName(ctx, t)
 	case t.Kind == discovery.KindHeadless || len(t.ClusterIPs) == 0:
 		return skipped(StageProxy, "headless Service: no virtual IP")
 	case len(t.ReadyEndpoints()) == 0:
@@ -52,7 +62,7 @@ func (p *ProxyProber) Probe(ctx context.Context, t *discovery.Target) Result {
 				subject: subjectAddr(addr, kind) + " (service " + t.Key() + ")", port: pi})
 		}
 	}
-	r := fromChecks(StageProxy, runJobs(ctx, p.Dialer, jobs), "no TCP ports (UDP not probed)")
+	r := fromChecks(StageProxy, runJobs(ctx, p.Dialer, t, StageProxy, jobs), "no TCP ports (UDP not probed)")
 	r.SelfOnly = p.selfOnly(t)
 	if r.Outcome == Failed && r.SelfOnly {
 		r.Hint = "The Service's virtual IP leads only to this exporter's own Pod, so this is the hairpin path: " +
@@ -81,4 +91,102 @@ func (p *ProxyProber) selfOnly(t *discovery.Target) bool {
 		}
 	}
 	return true
+}
+
+// probeExternalName connects where a client of an ExternalName Service ends up: the externalName
+// itself when it is an IP address, else the addresses cluster DNS gives for it, on each probed
+// port. Those addresses are whatever the Service's author (or the external zone) says, so the
+// Dialer's AddressGuard decides which may be dialed; refused ones are reported, never dialed.
+func (p *ProxyProber) probeExternalName(ctx context.Context, t *discovery.Target) Result {
+	name := strings.TrimSuffix(strings.TrimSpace(t.ExternalName), ".")
+	if name == "" {
+		return skipped(StageProxy, "ExternalName Service without an externalName")
+	}
+	var ports []discovery.Port
+	for _, port := range t.ProbedPorts() {
+		if kind, _ := kindFor(t, port, port.Port); kind != kindNone && port.Port > 0 {
+			ports = append(ports, port)
+		}
+	}
+	if len(ports) == 0 {
+		return skipped(StageProxy, "ExternalName Service without TCP ports: nothing to connect to (the dns stage checks its CNAME)")
+	}
+	addrs, failed := p.resolveExternal(ctx, name)
+	if failed != nil {
+		r := fromChecks(StageProxy, []Check{*failed}, "")
+		r.Hint = fmt.Sprintf("The externalName %s does not resolve through the cluster's DNS (%v), so no client of the Service can connect: "+
+			"check the name, and that cluster DNS forwards it upstream (the DNS server's forward/upstream configuration).", name, p.DNSServers)
+		return r
+	}
+	var jobs []job
+	for _, ip := range addrs {
+		for pi, port := range ports {
+			kind, h := kindFor(t, port, port.Port)
+			addr := netip.AddrPortFrom(ip, uint16(port.Port))
+			host := name
+			if port.Port != 80 {
+				host = fmt.Sprintf("%s:%d", name, port.Port)
+			}
+			jobs = append(jobs, job{addr: addr, host: host, kind: kind, http: h,
+				subject: subjectAddr(addr, kind) + " (externalName " + name + ")", port: pi})
+		}
+	}
+	r := fromChecks(StageProxy, runJobs(ctx, p.Dialer, t, StageProxy, jobs), "")
+	if r.Outcome == Failed {
+		r.Hint = fmt.Sprintf("The ExternalName Service's destination %s (%v) does not answer: check that it is up and that the cluster "+
+			"may reach it (egress network policy, firewalls on the way).", name, addrs)
+	}
+	return r
+}
+
+// resolveExternal returns the addresses of an externalName: itself when it is an IP address, else
+// its A and AAAA records (CNAME chains included) from the resolv.conf servers. When nothing
+// resolves it returns the failing check instead.
+func (p *ProxyProber) resolveExternal(ctx context.Context, name string) ([]netip.Addr, *Check) {
+	if a, err := netip.ParseAddr(name); err == nil {
+		return []netip.Addr{a.Unmap()}, nil
+	}
+	fqdn := dns.Fqdn(name)
+	c := Check{Subject: "A/AAAA " + fqdn}
+	var addrs []netip.Addr
+	var why []string
+	for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		ans, err := dnsAsk(ctx, p.Dialer.Budget, p.DNSServers, fqdn, qtype)
+		c.Duration += ans.rtt
+		switch {
+		case err != nil:
+			if c.Reason == "" {
+				c.Reason = dnsReasonOf(err)
+			}
+			why = append(why, dns.TypeToString[qtype]+": "+err.Error())
+			continue
+		case ans.msg.Rcode != dns.RcodeSuccess:
+			if c.Reason == "" {
+				c.Reason = rcodeReason(ans.msg.Rcode)
+			}
+			why = append(why, fmt.Sprintf("%s: %s from %s", dns.TypeToString[qtype], dns.RcodeToString[ans.msg.Rcode], ans.server))
+			continue
+		}
+		for _, rr := range dnsRecords(ans.msg, fqdn, qtype) {
+			switch rr := rr.(type) {
+			case *dns.A:
+				if a, ok := netip.AddrFromSlice(rr.A); ok {
+					addrs = append(addrs, a.Unmap())
+				}
+			case *dns.AAAA:
+				if a, ok := netip.AddrFromSlice(rr.AAAA); ok {
+					addrs = append(addrs, a)
+				}
+			}
+		}
+	}
+	if addrs = sortedAddrs(addrs); len(addrs) > 0 {
+		return addrs[:min(len(addrs), maxExternalAddrs)], nil
+	}
+	if c.Reason == "" || c.Reason == ReasonSuccess {
+		c.Reason = ReasonNoAnswer
+		why = append(why, "no A or AAAA record")
+	}
+	c.Detail = truncate(strings.Join(why, "; "), maxErrorDetail)
+	return nil, &c
 }

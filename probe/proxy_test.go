@@ -125,8 +125,9 @@ func TestProxyProberSkips(t *testing.T) {
 	vip := netip.MustParseAddr("127.0.0.1")
 	headless := vipTarget(tcpPort("web", 80))
 	headless.Kind = discovery.KindHeadless
-	external := vipTarget(tcpPort("web", 80))
-	external.Kind, external.ExternalName = discovery.KindExternalName, "example.com"
+	// An ExternalName is dialed only on its ports (TestExternalName* in guard_test.go); without
+	// any there is nothing to connect to.
+	external := &discovery.Target{Namespace: "default", Name: "ext", Kind: discovery.KindExternalName, ExternalName: "example.com"}
 	notReady := vipTarget(tcpPort("web", 80), vip)
 	notReady.Endpoints[0].Ready = false
 	noEndpoints := vipTarget(tcpPort("web", 80), vip)

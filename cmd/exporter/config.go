@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/svcprobe/svcprobe/discovery"
 	"github.com/svcprobe/svcprobe/metrics"
+	"github.com/svcprobe/svcprobe/probe"
 	"sigs.k8s.io/yaml"
 )
 
@@ -37,6 +39,13 @@ type config struct {
 	HairpinService  string
 	HairpinIdentity string
 	PodIPs          []netip.Addr
+
+	// ClusterCIDRFlags and AllowExternalFlags are the raw --cluster.cidr and --probe.allow-external
+	// values; load parses them into ClusterCIDRs and AllowExternal (see probe.AddressGuard).
+	ClusterCIDRFlags   []string
+	AllowExternalFlags []string
+	ClusterCIDRs       []netip.Prefix
+	AllowExternal      []netip.Prefix
 
 	ExpectFlags []string
 	Expected    []metrics.Expected
@@ -71,10 +80,18 @@ func registerFlags(app *kingpin.Application) *config {
 	app.Flag("hairpin.service", "namespace/name of a Service that selects only this Pod; probed through its VIP (empty: no hairpin stage).").StringVar(&c.HairpinService)
 	app.Flag("hairpin.identity", "This Pod's name, served on /-/identity and expected back through the hairpin Service.").Envar("POD_NAME").StringVar(&c.HairpinIdentity)
 	app.Flag("pod.ip", "This Pod's IP addresses, comma-separated (downward API status.podIPs); a Service leading only to them is reached through the hairpin path.").Envar("POD_IP").StringVar(new(string))
+	app.Flag("cluster.cidr", "A Pod or Service range of the cluster, CIDR (repeatable). Addresses in it may be probed; so may every ClusterIP and Pod IP the informers know.").StringsVar(&c.ClusterCIDRFlags)
+	app.Flag("probe.allow-external", "A range outside the cluster that ExternalName Services, their DNS answers and hand-written endpoints may lead the probes to, CIDR (repeatable). Anything else outside the cluster is never dialed.").StringsVar(&c.AllowExternalFlags)
 	app.Flag("expect", "A Service that must exist, namespace/name (repeatable); missing ones get the verdict missing.").StringsVar(&c.ExpectFlags)
 	app.Flag("metrics.max-series-per-service", "Series budget per Service; svcprobe_probes_total is cut to fit.").Default("20").IntVar(&c.SeriesPerService)
 	app.Flag("metrics.per-endpoint", "Also export svcprobe_endpoint_up per endpoint.").BoolVar(&c.PerEndpoint)
 	app.Flag("metrics.per-endpoint-limit", "At most this many svcprobe_endpoint_up series per Service.").Default("10").IntVar(&c.PerEndpointLimit)
+	// kingpin's own parse errors ("time: invalid duration \"banana\"") do not say which flag.
+	for _, name := range []string{"shard", "total-shards", "probe.interval", "probe.timeout", "probe.concurrency",
+		"probe.max-new-conns-per-second", "dns.max-qps", "metrics.max-series-per-service", "metrics.per-endpoint-limit"} {
+		f := app.GetFlag(name)
+		f.SetValue(namedValue{name: name, Value: f.Model().Value})
+	}
 	app.Action(func(*kingpin.ParseContext) error {
 		c.Namespaces = splitList(app.GetFlag("namespaces").Model().Value.String())
 		c.NamespacesExclude = splitList(app.GetFlag("namespaces-exclude").Model().Value.String())
@@ -89,6 +106,19 @@ func registerFlags(app *kingpin.Application) *config {
 		return nil
 	})
 	return c
+}
+
+// namedValue names its flag in parse errors.
+type namedValue struct {
+	name string
+	kingpin.Value
+}
+
+func (v namedValue) Set(s string) error {
+	if err := v.Value.Set(s); err != nil {
+		return fmt.Errorf("--%s=%q: %w", v.name, s, err)
+	}
+	return nil
 }
 
 func splitList(s string) []string {
@@ -123,7 +153,24 @@ func (c *config) load() error {
 		}
 		c.Expected = append(c.Expected, metrics.Expected{Namespace: ns, Name: name})
 	}
+	var err error
+	if c.ClusterCIDRs, err = parsePrefixes("--cluster.cidr", c.ClusterCIDRFlags); err != nil {
+		return err
+	}
+	if c.AllowExternal, err = parsePrefixes("--probe.allow-external", c.AllowExternalFlags); err != nil {
+		return err
+	}
 	switch {
+	case c.Interval <= 0:
+		return fmt.Errorf("--probe.interval must be positive, got %s", c.Interval)
+	case c.Timeout <= 0:
+		return fmt.Errorf("--probe.timeout must be positive, got %s", c.Timeout)
+	case c.Timeout > c.Interval:
+		return fmt.Errorf("--probe.timeout (%s) must not exceed --probe.interval (%s)", c.Timeout, c.Interval)
+	case !(c.NewConnsPerSecond > 0):
+		return fmt.Errorf("--probe.max-new-conns-per-second must be positive, got %v", c.NewConnsPerSecond)
+	case !(c.DNSQPS > 0):
+		return fmt.Errorf("--dns.max-qps must be positive, got %v", c.DNSQPS)
 	case c.Concurrency < 1:
 		return fmt.Errorf("--probe.concurrency must be at least 1, got %d", c.Concurrency)
 	case c.SeriesPerService < 8:
@@ -136,6 +183,32 @@ func (c *config) load() error {
 		return fmt.Errorf("--hairpin.service %q: want namespace/name", c.HairpinService)
 	}
 	return c.discovery().Validate()
+}
+
+// parsePrefixes parses CIDRs strictly: a bare address or a range with host bits set is probably a
+// typo for something else, and an allow-list must mean exactly what it says.
+func parsePrefixes(flag string, values []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range values {
+		p, err := netip.ParsePrefix(strings.TrimSpace(v))
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: want a CIDR such as 10.0.0.0/8 or 127.0.0.2/32: %w", flag, v, err)
+		}
+		if p.Addr().Zone() != "" || p != p.Masked() {
+			return nil, fmt.Errorf("%s %q: host bits set or a zone; did you mean %s?", flag, v, p.Masked())
+		}
+		if p.Addr().Is4In6() { // ::ffff:10.0.0.0/104 is 10.0.0.0/8 (a masked one has at least 96 bits)
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// addressGuard builds the SSRF guard from the flags; known is what the informers know (nil in a
+// one-shot diagnose, which then trusts the target's own ClusterIPs and selected Pods).
+func (c *config) addressGuard(known func(netip.Addr) bool, log *slog.Logger) *probe.AddressGuard {
+	return &probe.AddressGuard{ClusterCIDRs: c.ClusterCIDRs, AllowExternal: c.AllowExternal, Known: known, Log: log}
 }
 
 func parseFileConfig(b []byte) (fileConfig, error) {

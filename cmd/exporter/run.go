@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"time"
 
@@ -40,9 +41,11 @@ func newExporter(cfg *config, client kubernetes.Interface, log *slog.Logger) (*e
 	if err != nil {
 		return nil, err
 	}
-	probers := newProbers(cfg, rc, budget)
 	store := metrics.NewStore()
 	e := &exporter{store: store, registry: prometheus.NewRegistry(), mux: http.NewServeMux()}
+	// The guard asks the watcher (built below, before anything runs) which addresses it knows.
+	guard := cfg.addressGuard(func(a netip.Addr) bool { return e.watcher.KnownAddress(a) }, log.With("component", "guard"))
+	probers := newProbersGuarded(cfg, rc, budget, guard)
 
 	clusterDNS := &probe.ClusterDNSProber{Budget: budget, Conf: rc, ClusterDomain: cfg.ClusterDomain}
 	schedCfg := probe.SchedulerConfig{
@@ -103,13 +106,18 @@ func readResolvConf(path string) (probe.ResolvConf, error) {
 // newProbers builds every stage, in runbook order. The exporter and `svcprobe diagnose` share it:
 // there is one implementation of each check.
 func newProbers(cfg *config, rc probe.ResolvConf, budget *probe.Budget) []probe.Prober {
-	dialer := &probe.Dialer{Budget: budget}
+	return newProbersGuarded(cfg, rc, budget, cfg.addressGuard(nil, nil))
+}
+
+// newProbersGuarded is newProbers with the exporter's AddressGuard, which knows the informers.
+func newProbersGuarded(cfg *config, rc probe.ResolvConf, budget *probe.Budget, guard *probe.AddressGuard) []probe.Prober {
+	dialer := &probe.Dialer{Budget: budget, Guard: guard}
 	probers := []probe.Prober{
 		probe.SpecProber{},
 		probe.EndpointsProber{},
 		&probe.DNSProber{Budget: budget, Conf: rc, ClusterDomain: cfg.ClusterDomain},
 		&probe.PodProber{Dialer: dialer},
-		&probe.ProxyProber{Dialer: dialer, Self: cfg.PodIPs},
+		&probe.ProxyProber{Dialer: dialer, Self: cfg.PodIPs, DNSServers: rc.Servers},
 	}
 	if cfg.HairpinService != "" {
 		probers = append(probers, &probe.HairpinProber{Dialer: dialer, Service: cfg.HairpinService, Identity: cfg.HairpinIdentity})
