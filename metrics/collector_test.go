@@ -328,3 +328,33 @@ func gatherCount(t *testing.T, g prometheus.Gatherer, name string) int {
 	}
 	return 0
 }
+
+// A stage the SSRF guard refused entirely is skipped (no stage_up, no blame) but counted.
+func TestExternalNotAllowedCounted(t *testing.T) {
+	store, _, g, _ := setup(t, CollectorConfig{})
+	tg := target("default", "outside")
+	r := skip(probe.StageProxy)
+	r.Reason = probe.ReasonExternalNotAllowed
+	store.Record(tg, append(healthy()[:4], r))
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, mf := range mfs {
+		for _, m := range mf.Metric {
+			if mf.GetName() == "svcprobe_probes_total" && labelValue(m, "result") == "external_not_allowed" && labelValue(m, "stage") == "proxy" {
+				found = m.GetCounter().GetValue() == 1
+			}
+			if mf.GetName() == "svcprobe_stage_up" && labelValue(m, "stage") == "proxy" {
+				t.Error("a refused stage has a stage_up series")
+			}
+			if mf.GetName() == "svcprobe_service_verdict" && labelValue(m, "layer") != "ok" {
+				t.Errorf("verdict %s for a refused stage", labelValue(m, "layer"))
+			}
+		}
+	}
+	if !found {
+		t.Fatal("svcprobe_probes_total{stage=proxy,result=external_not_allowed} is not 1")
+	}
+}

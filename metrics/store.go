@@ -49,6 +49,12 @@ func (s *Store) Record(t *discovery.Target, results []probe.Result) {
 	for _, r := range results {
 		st.results[r.Stage] = r
 		if r.Outcome == probe.Skipped {
+			// A stage skipped because every address it would dial is outside the cluster and not
+			// allowed (the SSRF guard) is counted, so the refusal shows on /metrics and not only on
+			// the status page; other skips (nothing to probe) are not runs.
+			if r.Reason == probe.ReasonExternalNotAllowed {
+				st.counters[stageResult{r.Stage, r.Reason}]++
+			}
 			continue
 		}
 		st.counters[stageResult{r.Stage, r.Reason}]++
