@@ -7,7 +7,7 @@ LDFLAGS       := -s -w -X github.com/prometheus/common/version.Version=$(VERSION
                  -X github.com/prometheus/common/version.Branch=$(shell git rev-parse --abbrev-ref HEAD 2>/dev/null)
 export SVCPROBE_CACHE ?= $(HOME)/.cache/svcprobe
 
-.PHONY: all build build-all image test unit vet fmt-check fuzz clean
+.PHONY: all build build-all image image-deps test unit vet fmt-check fuzz clean
 
 FUZZTIME ?= 30s
 
@@ -24,14 +24,17 @@ build-all:
 		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/svcprobe-$$os-$$arch$$ext ./cmd/exporter || exit 1; \
 	done
 
-## image: the container image, without a Docker daemon (Debian's buildah, vfs storage, chroot isolation).
-image: build
+## image-deps: Debian's buildah, which builds and runs the image without a Docker daemon.
+image-deps:
 	@command -v buildah >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah)
+
+## image: the container image, without a Docker daemon (Debian's buildah, vfs storage, chroot isolation).
+image: build image-deps
 	buildah --storage-driver vfs bud --isolation chroot --build-arg VERSION=$(VERSION) -t svcprobe:$(VERSION) .
 
 ## test: every test (unit, race detector, goroutine leaks; and the lab end-to-end tests, whose
 ## Debian packages and upstream binaries are installed/built first, cached by version).
-test: lab-deps lab-tools browser-deps fmt-check vet unit lab-e2e
+test: lab-deps lab-tools prom-tools helm-tools image-deps browser-deps fmt-check vet helm-check unit deploy-check lab-e2e
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -58,3 +61,6 @@ clean:
 -include lab/lab.mk
 -include web/web.mk
 -include bench/bench.mk
+-include deploy/check/check.mk
+-include deploy/helm/helm.mk
+-include soak.mk

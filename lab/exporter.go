@@ -35,6 +35,10 @@ type ExporterOptions struct {
 	Timeout  time.Duration // --probe.timeout (default 1s)
 	Expect   []string      // --expect (default default/hostnames)
 	Args     []string      // more flags
+	// Objects, when set, are created instead of the manifests of Config.DeployDir (the
+	// Helm chart's rendering, in lab/dryrun_test.go); the Deployment among them is adapted to the
+	// lab the same way.
+	Objects []runtime.Object
 }
 
 // DeployExporter creates the objects of deploy/base (decoded with client-go's
@@ -68,15 +72,19 @@ func DeployExporter(ctx context.Context, c Config, o ExporterOptions) error {
 	if err := copyFile(c.Exporter, exe); err != nil {
 		return err
 	}
-	objs, err := decodeDir(c.DeployDir)
-	if err != nil {
-		return err
+	objs, from := o.Objects, "the given objects"
+	if objs == nil {
+		var err error
+		if objs, err = decodeDir(c.DeployDir); err != nil {
+			return err
+		}
+		from = c.DeployDir
 	}
 	cl, err := c.Client()
 	if err != nil {
 		return err
 	}
-	c.Log("deploying svcprobe from %s (%d objects)", c.DeployDir, len(objs))
+	c.Log("deploying svcprobe from %s (%d objects)", from, len(objs))
 	for _, obj := range objs {
 		if err := createObject(ctx, cl, obj, exe, o); err != nil {
 			return err

@@ -1,0 +1,2 @@
+// Package check holds tests only; see tools.go.
+package check

@@ -1,0 +1,221 @@
+{{/* The chart's name, cut to 63 characters (a DNS label). */}}
+{{- define "svcprobe.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The objects' name. With release name "svcprobe" (the README's `helm install svcprobe`) it is
+"svcprobe", the name deploy/base uses. Cut to 52 characters so "-hairpin-NN" still fits.
+*/}}
+{{- define "svcprobe.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "svcprobe.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "svcprobe.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "svcprobe.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "svcprobe.labels" -}}
+{{ include "svcprobe.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ include "svcprobe.chart" . }}
+{{- end }}
+
+{{- define "svcprobe.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "svcprobe.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "svcprobe.sharded" -}}
+{{- if gt (int .Values.shards) 1 }}true{{ end }}
+{{- end }}
+
+{{- define "svcprobe.webConfigFile" -}}
+{{- if or .Values.web.config.secretName .Values.web.config.configMapName }}
+{{- printf "/etc/svcprobe/web/%s" .Values.web.config.key }}
+{{- end }}
+{{- end }}
+
+{{/* The exporter's flags (cmd/exporter/config.go); deploy/helm_test.go runs them through the binary. */}}
+{{- define "svcprobe.args" -}}
+- --web.listen-address=:{{ int .Values.web.port }}
+- --probe.interval={{ .Values.probe.interval }}
+- --probe.timeout={{ .Values.probe.timeout }}
+- --probe.concurrency={{ int .Values.probe.concurrency }}
+- --probe.max-new-conns-per-second={{ .Values.probe.maxNewConnsPerSecond }}
+- --dns.max-qps={{ .Values.dns.maxQPS }}
+{{- if .Values.hairpin.enabled }}
+{{- if include "svcprobe.sharded" . }}
+- --hairpin.service={{ .Release.Namespace }}/{{ include "svcprobe.fullname" . }}-hairpin-$(SVCPROBE_SHARD)
+{{- else }}
+- --hairpin.service={{ .Release.Namespace }}/{{ include "svcprobe.fullname" . }}-hairpin
+{{- end }}
+{{- end }}
+{{- if include "svcprobe.sharded" . }}
+- --shard=$(SVCPROBE_SHARD)
+- --total-shards={{ int .Values.shards }}
+{{- end }}
+{{- with .Values.namespaces }}
+- --namespaces={{ join "," . }}
+{{- end }}
+{{- with .Values.namespacesExclude }}
+- --namespaces-exclude={{ join "," . }}
+{{- end }}
+{{- with .Values.selector }}
+- --selector={{ . }}
+{{- end }}
+{{- range .Values.expectedServices }}
+- --expect={{ . }}
+{{- end }}
+{{- range .Values.clusterCIDRs }}
+- --cluster.cidr={{ . }}
+{{- end }}
+{{- range .Values.probe.allowExternal }}
+- --probe.allow-external={{ . }}
+{{- end }}
+{{- with .Values.dns.clusterDomain }}
+- --dns.cluster-domain={{ . }}
+{{- end }}
+{{- with .Values.dns.service }}
+- --dns.service={{ . }}
+{{- end }}
+- --metrics.max-series-per-service={{ int .Values.metrics.maxSeriesPerService }}
+{{- if .Values.metrics.perEndpoint }}
+- --metrics.per-endpoint
+- --metrics.per-endpoint-limit={{ int .Values.metrics.perEndpointLimit }}
+{{- end }}
+{{- with include "svcprobe.webConfigFile" . }}
+- --web.config.file={{ . }}
+{{- end }}
+- --log.level={{ .Values.log.level }}
+- --log.format={{ .Values.log.format }}
+{{- range .Values.extraArgs }}
+- {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* The Pod template of the Deployment or the StatefulSet. */}}
+{{- define "svcprobe.podTemplate" -}}
+metadata:
+  labels:
+    {{- include "svcprobe.selectorLabels" . | nindent 4 }}
+    {{- with .Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with .Values.podAnnotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  serviceAccountName: {{ include "svcprobe.serviceAccountName" . }}
+  automountServiceAccountToken: true
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- with .Values.podSecurityContext }}
+  securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: svcprobe
+      image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+      {{- with .Values.image.pullPolicy }}
+      imagePullPolicy: {{ . }}
+      {{- end }}
+      args:
+        {{- include "svcprobe.args" . | nindent 8 }}
+      env:
+        - name: POD_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        - name: POD_IP
+          valueFrom:
+            fieldRef:
+              fieldPath: status.podIP
+        {{- if include "svcprobe.sharded" . }}
+        - name: SVCPROBE_SHARD
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.labels['apps.kubernetes.io/pod-index']
+        {{- end }}
+      ports:
+        - name: metrics
+          containerPort: {{ int .Values.web.port }}
+          protocol: TCP
+      {{- with .Values.readinessProbe }}
+      readinessProbe:
+        {{- $p := deepCopy . }}
+        {{- if and $p.httpGet (eq $.Values.web.scheme "HTTPS") }}{{ $_ := set $p.httpGet "scheme" "HTTPS" }}{{ end }}
+        {{- toYaml $p | nindent 8 }}
+      {{- end }}
+      {{- with .Values.livenessProbe }}
+      livenessProbe:
+        {{- $p := deepCopy . }}
+        {{- if and $p.httpGet (eq $.Values.web.scheme "HTTPS") }}{{ $_ := set $p.httpGet "scheme" "HTTPS" }}{{ end }}
+        {{- toYaml $p | nindent 8 }}
+      {{- end }}
+      {{- with .Values.resources }}
+      resources:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with .Values.securityContext }}
+      securityContext:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- if include "svcprobe.webConfigFile" . }}
+      volumeMounts:
+        - name: web-config
+          mountPath: /etc/svcprobe/web
+          readOnly: true
+      {{- end }}
+  {{- if include "svcprobe.webConfigFile" . }}
+  volumes:
+    - name: web-config
+      {{- if .Values.web.config.secretName }}
+      secret:
+        secretName: {{ .Values.web.config.secretName }}
+      {{- else }}
+      configMap:
+        name: {{ .Values.web.config.configMapName }}
+      {{- end }}
+  {{- end }}
+  {{- with .Values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.topologySpreadConstraints }}
+  topologySpreadConstraints:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}

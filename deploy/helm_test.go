@@ -1,0 +1,726 @@
+package deploy
+
+// The Helm chart (helm/svcprobe) against deploy/base: with default values it must render the same
+// objects (same RBAC rules, args, securityContext, probes, ports, selectors), with every option on
+// it must render and decode, its args must be flags the exporter accepts, and values the schema
+// forbids must fail. helm is the binary `make helm-tools` builds from deploy/helm/tools (env HELM,
+// else $SVCPROBE_CACHE/bin/helm-v3.22.0); without it the tests skip, or fail under CI=true.
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	helmVersion = "v3.22.0"
+	helmChart   = "helm/svcprobe"
+	helmAllOn   = "helm/ci/all-on-values.yaml"
+	// The README installs with `helm install svcprobe ... -n svcprobe`: the names of deploy/base.
+	helmRelease   = "svcprobe"
+	helmNamespace = "svcprobe"
+)
+
+// helmBinary finds helm: $HELM, else the cached build of `make helm-tools`.
+func helmBinary(t *testing.T) string {
+	t.Helper()
+	path := os.Getenv("HELM")
+	if path == "" {
+		cache := os.Getenv("SVCPROBE_CACHE")
+		if cache == "" {
+			home, _ := os.UserHomeDir()
+			cache = filepath.Join(home, ".cache", "svcprobe")
+		}
+		path = filepath.Join(cache, "bin", "helm-"+helmVersion)
+	}
+	if _, err := os.Stat(path); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("helm %s: %v (make helm-tools builds it)", helmVersion, err)
+		}
+		t.Skipf("helm %s not built (%v): make helm-tools", helmVersion, err)
+	}
+	return path
+}
+
+// helm runs the helm binary and returns stdout; the error carries stderr.
+func helm(t *testing.T, args ...string) ([]byte, error) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(helmBinary(t), args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// No repositories, no network: a private, empty helm home.
+	home := t.TempDir()
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home+"/cache", "HELM_CONFIG_HOME="+home+"/config",
+		"HELM_DATA_HOME="+home+"/data")
+	if err := cmd.Run(); err != nil {
+		return stdout.Bytes(), fmt.Errorf("helm %s: %w\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.Bytes(), nil
+}
+
+// helmTemplate renders the chart as release svcprobe in namespace svcprobe.
+func helmTemplate(t *testing.T, args ...string) ([]byte, error) {
+	t.Helper()
+	return helm(t, append([]string{"template", helmRelease, helmChart, "--namespace", helmNamespace}, args...)...)
+}
+
+// rendered is the chart's output: the Kubernetes objects decoded strictly with client-go's scheme,
+// and the prometheus-operator ones (not in that scheme) as unstructured.
+type rendered struct {
+	objs     map[string]kruntime.Object // kind/name
+	monitors map[string]*unstructured.Unstructured
+}
+
+// decodeRendered splits helm's output into documents and decodes each strictly (unknown or
+// duplicate fields fail).
+func decodeRendered(t *testing.T, out []byte) rendered {
+	t.Helper()
+	codecs := serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict)
+	r := rendered{objs: map[string]kruntime.Object{}, monitors: map[string]*unstructured.Unstructured{}}
+	for _, doc := range splitYAML(out) {
+		var meta struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+			Metadata   struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		}
+		if err := yaml.Unmarshal(doc, &meta); err != nil {
+			t.Fatalf("%v in:\n%s", err, doc)
+		}
+		key := meta.Kind + "/" + meta.Metadata.Name
+		if _, dup := r.objs[key]; dup {
+			t.Fatalf("%s rendered twice", key)
+		}
+		if strings.HasPrefix(meta.APIVersion, "monitoring.coreos.com/") {
+			u := &unstructured.Unstructured{}
+			if err := yaml.UnmarshalStrict(doc, &u.Object); err != nil {
+				t.Fatalf("%s: %v", key, err)
+			}
+			r.monitors[key] = u
+			continue
+		}
+		obj, _, err := codecs.UniversalDeserializer().Decode(doc, nil, nil)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", key, err, doc)
+		}
+		r.objs[key] = obj
+	}
+	return r
+}
+
+// splitYAML cuts a multi-document stream at "---" lines and drops documents with only comments.
+func splitYAML(b []byte) [][]byte {
+	var docs [][]byte
+	for _, d := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(b), -1) {
+		empty := true
+		for _, l := range strings.Split(d, "\n") {
+			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+				empty = false
+				break
+			}
+		}
+		if !empty {
+			docs = append(docs, []byte(d))
+		}
+	}
+	return docs
+}
+
+func get[T kruntime.Object](t *testing.T, objs map[string]kruntime.Object, kind, name string) T {
+	t.Helper()
+	o, ok := objs[kind+"/"+name]
+	if !ok {
+		t.Fatalf("no %s/%s rendered (have %v)", kind, name, slices.Sorted(maps.Keys(objs)))
+	}
+	v, ok := o.(T)
+	if !ok {
+		t.Fatalf("%s/%s is a %T", kind, name, o)
+	}
+	return v
+}
+
+// kindNames lists objects as kind/name, whatever the file they came from.
+func kindNames(objs map[string]kruntime.Object) []string {
+	var out []string
+	for _, o := range objs {
+		m, err := metaOf(o)
+		if err != nil {
+			out = append(out, err.Error())
+			continue
+		}
+		out = append(out, o.GetObjectKind().GroupVersionKind().Kind+"/"+m)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func metaOf(o kruntime.Object) (string, error) {
+	type named interface{ GetName() string }
+	if n, ok := o.(named); ok {
+		return n.GetName(), nil
+	}
+	return "", fmt.Errorf("%T has no name", o)
+}
+
+func TestHelmLint(t *testing.T) {
+	for _, args := range [][]string{nil, {"-f", helmAllOn}} {
+		out, err := helm(t, append([]string{"lint", "--strict", helmChart, "--namespace", helmNamespace}, args...)...)
+		if err != nil {
+			t.Errorf("%v\n%s", err, out)
+		}
+	}
+}
+
+// TestHelmDefaultsMatchBase: `helm template` with default values renders deploy/base.
+func TestHelmDefaultsMatchBase(t *testing.T) {
+	base := decodeBase(t)
+	out, err := helmTemplate(t, "--set", "namespace.create=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	chart := decodeRendered(t, out)
+	if len(chart.monitors) != 0 {
+		t.Errorf("prometheus-operator objects rendered by default: %v", slices.Sorted(maps.Keys(chart.monitors)))
+	}
+	if got, want := kindNames(chart.objs), kindNames(base); !slices.Equal(got, want) {
+		t.Fatalf("chart renders %v, deploy/base has %v", got, want)
+	}
+	// Without namespace.create (the default) the same minus the Namespace.
+	out, err = helmTemplate(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(decodeRendered(t, out).objs); n != len(base)-1 {
+		t.Errorf("default rendering has %d objects, want deploy/base's %d minus the Namespace", n, len(base))
+	}
+
+	ns := get[*corev1.Namespace](t, chart.objs, "Namespace", "svcprobe")
+	if bns := find[*corev1.Namespace](t, base); ns.Labels["pod-security.kubernetes.io/enforce"] != bns.Labels["pod-security.kubernetes.io/enforce"] {
+		t.Errorf("Namespace pod-security label %q, deploy/base %q", ns.Labels["pod-security.kubernetes.io/enforce"], bns.Labels["pod-security.kubernetes.io/enforce"])
+	}
+
+	role := get[*rbacv1.ClusterRole](t, chart.objs, "ClusterRole", "svcprobe")
+	if brole := find[*rbacv1.ClusterRole](t, base); !reflect.DeepEqual(role.Rules, brole.Rules) {
+		t.Errorf("ClusterRole rules differ:\nchart %+v\nbase  %+v", role.Rules, brole.Rules)
+	}
+	crb := get[*rbacv1.ClusterRoleBinding](t, chart.objs, "ClusterRoleBinding", "svcprobe")
+	if bcrb := find[*rbacv1.ClusterRoleBinding](t, base); !reflect.DeepEqual(crb.RoleRef, bcrb.RoleRef) || !reflect.DeepEqual(crb.Subjects, bcrb.Subjects) {
+		t.Errorf("ClusterRoleBinding differs:\nchart %+v %+v\nbase  %+v %+v", crb.RoleRef, crb.Subjects, bcrb.RoleRef, bcrb.Subjects)
+	}
+	sa := get[*corev1.ServiceAccount](t, chart.objs, "ServiceAccount", "svcprobe")
+	if bsa := find[*corev1.ServiceAccount](t, base); sa.Name != bsa.Name || sa.Namespace != bsa.Namespace {
+		t.Errorf("ServiceAccount %s/%s, deploy/base %s/%s", sa.Namespace, sa.Name, bsa.Namespace, bsa.Name)
+	}
+
+	d := get[*appsv1.Deployment](t, chart.objs, "Deployment", "svcprobe")
+	bd := find[*appsv1.Deployment](t, base)
+	if *d.Spec.Replicas != *bd.Spec.Replicas {
+		t.Errorf("replicas %d, deploy/base %d", *d.Spec.Replicas, *bd.Spec.Replicas)
+	}
+	ps, bps := d.Spec.Template.Spec, bd.Spec.Template.Spec
+	if ps.ServiceAccountName != bps.ServiceAccountName || !reflect.DeepEqual(ps.AutomountServiceAccountToken, bps.AutomountServiceAccountToken) {
+		t.Errorf("serviceAccountName %q automount %v, deploy/base %q %v", ps.ServiceAccountName, ps.AutomountServiceAccountToken, bps.ServiceAccountName, bps.AutomountServiceAccountToken)
+	}
+	if !reflect.DeepEqual(ps.SecurityContext, bps.SecurityContext) {
+		t.Errorf("pod securityContext differs:\nchart %+v\nbase  %+v", ps.SecurityContext, bps.SecurityContext)
+	}
+	if len(ps.Containers) != 1 || len(bps.Containers) != 1 {
+		t.Fatalf("containers: chart %d, deploy/base %d, want 1", len(ps.Containers), len(bps.Containers))
+	}
+	c, bc := ps.Containers[0], bps.Containers[0]
+	for _, f := range []struct {
+		name        string
+		chart, base any
+	}{
+		{"name", c.Name, bc.Name},
+		{"image", c.Image, bc.Image},
+		{"imagePullPolicy", c.ImagePullPolicy, bc.ImagePullPolicy},
+		{"securityContext", c.SecurityContext, bc.SecurityContext},
+		{"readinessProbe", c.ReadinessProbe, bc.ReadinessProbe},
+		{"livenessProbe", c.LivenessProbe, bc.LivenessProbe},
+		{"ports", c.Ports, bc.Ports},
+		{"env", c.Env, bc.Env},
+		{"volumeMounts", c.VolumeMounts, bc.VolumeMounts},
+		{"volumes", ps.Volumes, bps.Volumes},
+	} {
+		if !reflect.DeepEqual(f.chart, f.base) {
+			t.Errorf("container %s differs:\nchart %+v\nbase  %+v", f.name, f.chart, f.base)
+		}
+	}
+	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		if q, bq := c.Resources.Requests[r], bc.Resources.Requests[r]; q.Cmp(bq) != 0 {
+			t.Errorf("requests.%s %s, deploy/base %s", r, q.String(), bq.String())
+		}
+		if q, bq := c.Resources.Limits[r], bc.Resources.Limits[r]; q.Cmp(bq) != 0 {
+			t.Errorf("limits.%s %s, deploy/base %s", r, q.String(), bq.String())
+		}
+	}
+	defaults := exporterDefaults(t)
+	if got, want := withoutDefaults(c.Args, defaults), withoutDefaults(bc.Args, defaults); !slices.Equal(got, want) {
+		t.Errorf("args (without the exporter's defaults) differ:\nchart %v\nbase  %v", got, want)
+	}
+	// The pod selector picks the Pod template; the Services select (at least) what deploy/base's do.
+	podLabels := d.Spec.Template.Labels
+	if !subset(d.Spec.Selector.MatchLabels, podLabels) || len(d.Spec.Selector.MatchExpressions) != 0 {
+		t.Errorf("Deployment selector %v does not select its Pod template %v", d.Spec.Selector, podLabels)
+	}
+	for _, name := range []string{"svcprobe", "svcprobe-hairpin"} {
+		s := get[*corev1.Service](t, chart.objs, "Service", name)
+		var bs *corev1.Service
+		for _, o := range base {
+			if v, ok := o.(*corev1.Service); ok && v.Name == name {
+				bs = v
+			}
+		}
+		if bs == nil {
+			t.Fatalf("deploy/base has no Service %s", name)
+		}
+		if !reflect.DeepEqual(s.Spec.Ports, bs.Spec.Ports) || s.Spec.Type != bs.Spec.Type && !(s.Spec.Type == corev1.ServiceTypeClusterIP && bs.Spec.Type == "") {
+			t.Errorf("Service %s ports/type differ:\nchart %s %+v\nbase  %s %+v", name, s.Spec.Type, s.Spec.Ports, bs.Spec.Type, bs.Spec.Ports)
+		}
+		if !subset(bs.Spec.Selector, s.Spec.Selector) || !subset(s.Spec.Selector, podLabels) {
+			t.Errorf("Service %s selector %v: must contain deploy/base's %v and select the Pod %v", name, s.Spec.Selector, bs.Spec.Selector, podLabels)
+		}
+		if !reflect.DeepEqual(s.Annotations, bs.Annotations) {
+			t.Errorf("Service %s annotations %v, deploy/base %v", name, s.Annotations, bs.Annotations)
+		}
+	}
+}
+
+func subset(small, big map[string]string) bool {
+	for k, v := range small {
+		if bv, ok := big[k]; !ok || bv != v {
+			return false
+		}
+	}
+	return len(small) > 0
+}
+
+// withoutDefaults returns the args, sorted, without those that set a flag to its default.
+func withoutDefaults(args []string, defaults map[string]string) []string {
+	var out []string
+	for _, a := range args {
+		name, val, ok := strings.Cut(a, "=")
+		if d, known := defaults[name]; ok && known && d == val {
+			continue
+		}
+		out = append(out, a)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestHelmAllOn renders every option (helm/ci/all-on-values.yaml) and checks that each shows up
+// where it should.
+func TestHelmAllOn(t *testing.T) {
+	out, err := helmTemplate(t, "-f", helmAllOn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := decodeRendered(t, out)
+	const name = "svcprobe-all-on"
+	for _, k := range []string{"Namespace/svcprobe", "ServiceAccount/svcprobe-sa", "ClusterRole/" + name, "ClusterRoleBinding/" + name,
+		"StatefulSet/" + name, "Service/" + name, "Service/" + name + "-hairpin-0", "Service/" + name + "-hairpin-1", "Service/" + name + "-hairpin-2"} {
+		if _, ok := r.objs[k]; !ok {
+			t.Errorf("all-on renders no %s (have %v)", k, slices.Sorted(maps.Keys(r.objs)))
+		}
+	}
+	if _, ok := r.objs["Deployment/"+name]; ok {
+		t.Error("shards: 3 renders a Deployment too")
+	}
+	ss := get[*appsv1.StatefulSet](t, r.objs, "StatefulSet", name)
+	if *ss.Spec.Replicas != 3 {
+		t.Errorf("StatefulSet replicas %d, want 3", *ss.Spec.Replicas)
+	}
+	ps := ss.Spec.Template.Spec
+	c := ps.Containers[0]
+	for _, want := range []string{
+		"--shard=$(SVCPROBE_SHARD)", "--total-shards=3", "--hairpin.service=svcprobe/svcprobe-all-on-hairpin-$(SVCPROBE_SHARD)",
+		"--namespaces=default,kube-system,shop", "--namespaces-exclude=kube-public", "--selector=svcprobe.io/probe!=off,tier in (frontend,backend)",
+		"--expect=default/kubernetes", "--expect=kube-system/kube-dns", "--expect=shop/checkout",
+		"--probe.interval=30s", "--probe.timeout=3s", "--probe.concurrency=128", "--probe.max-new-conns-per-second=2500.5", "--dns.max-qps=800",
+		"--dns.cluster-domain=cluster.example", "--dns.service=kube-system/coredns", "--metrics.max-series-per-service=32",
+		"--metrics.per-endpoint", "--metrics.per-endpoint-limit=25", "--web.listen-address=:9443",
+		"--web.config.file=/etc/svcprobe/web/web-config.yml", "--log.level=debug", "--log.format=json", "--dns.resolv-conf=/etc/resolv.conf",
+		"--cluster.cidr=10.0.0.0/8", "--cluster.cidr=fd00:10::/56", "--probe.allow-external=192.0.2.0/24",
+	} {
+		if !slices.Contains(c.Args, want) {
+			t.Errorf("all-on args lack %q: %v", want, c.Args)
+		}
+	}
+	if c.Image != "registry.example.com/svcprobe/svcprobe:v0.1.0" || c.ImagePullPolicy != corev1.PullIfNotPresent {
+		t.Errorf("image %s %s", c.Image, c.ImagePullPolicy)
+	}
+	if len(ps.Volumes) != 1 || ps.Volumes[0].Secret == nil || ps.Volumes[0].Secret.SecretName != "svcprobe-web-tls" ||
+		len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/etc/svcprobe/web" || !c.VolumeMounts[0].ReadOnly {
+		t.Errorf("web config volume %+v mounts %+v", ps.Volumes, c.VolumeMounts)
+	}
+	if c.ReadinessProbe.HTTPGet.Scheme != corev1.URISchemeHTTPS || c.LivenessProbe.HTTPGet.Scheme != corev1.URISchemeHTTPS {
+		t.Error("probes do not use HTTPS with web.scheme HTTPS")
+	}
+	var shardEnv bool
+	for _, e := range c.Env {
+		if e.Name == "SVCPROBE_SHARD" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil &&
+			e.ValueFrom.FieldRef.FieldPath == "metadata.labels['apps.kubernetes.io/pod-index']" {
+			shardEnv = true
+		}
+	}
+	if !shardEnv {
+		t.Errorf("no SVCPROBE_SHARD from the pod-index label: %+v", c.Env)
+	}
+	if ps.NodeSelector["kubernetes.io/os"] != "linux" || len(ps.Tolerations) != 1 || ps.Affinity == nil || ps.Affinity.PodAntiAffinity == nil ||
+		len(ps.TopologySpreadConstraints) != 1 || ps.PriorityClassName != "system-cluster-critical" || len(ps.ImagePullSecrets) != 1 ||
+		ss.Spec.Template.Labels["team"] != "platform" || ss.Spec.Template.Annotations["example.com/scrape"] != "false" {
+		t.Errorf("scheduling/pod options not rendered: %+v", ps)
+	}
+	if c.Resources.Limits.Cpu().String() != "2" {
+		t.Errorf("resources %+v", c.Resources)
+	}
+	for i := range 3 {
+		s := get[*corev1.Service](t, r.objs, "Service", fmt.Sprintf("%s-hairpin-%d", name, i))
+		if s.Spec.Selector["statefulset.kubernetes.io/pod-name"] != fmt.Sprintf("%s-%d", name, i) || !subset(s.Spec.Selector, withPodName(ss.Spec.Template.Labels, s.Spec.Selector)) {
+			t.Errorf("hairpin Service %d selector %v", i, s.Spec.Selector)
+		}
+	}
+
+	sm := r.monitors["ServiceMonitor/"+name]
+	if sm == nil {
+		t.Fatalf("no ServiceMonitor (have %v)", slices.Sorted(maps.Keys(r.monitors)))
+	}
+	eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+	if sm.GetNamespace() != "monitoring" || len(eps) != 1 || eps[0].(map[string]any)["port"] != "metrics" || eps[0].(map[string]any)["scheme"] != "https" ||
+		eps[0].(map[string]any)["honorLabels"] != true {
+		t.Errorf("ServiceMonitor %s/%s endpoints %v", sm.GetNamespace(), sm.GetName(), eps)
+	}
+	pr := r.monitors["PrometheusRule/"+name]
+	if pr == nil {
+		t.Fatal("no PrometheusRule")
+	}
+	groups, _, _ := unstructured.NestedSlice(pr.Object, "spec", "groups")
+	if want := chartRuleGroups(t); !reflect.DeepEqual(groups, want) {
+		t.Errorf("PrometheusRule groups differ from files/rules.yaml:\n%v\n%v", groups, want)
+	}
+}
+
+// withPodName is the labels of StatefulSet Pod N: the template's plus its pod-name label.
+func withPodName(labels, sel map[string]string) map[string]string {
+	m := maps.Clone(labels)
+	m["statefulset.kubernetes.io/pod-name"] = sel["statefulset.kubernetes.io/pod-name"]
+	return m
+}
+
+// TestHelmRejectsBadValues: each helm/testdata/bad-*.yaml must fail `helm template` (and
+// therefore install), with an error naming what is wrong (its "# want:" line).
+func TestHelmRejectsBadValues(t *testing.T) {
+	files, _ := filepath.Glob("helm/testdata/bad-*.yaml")
+	if len(files) < 5 {
+		t.Fatalf("%d bad values files in helm/testdata", len(files))
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, _, _ := strings.Cut(string(b), "\n")
+			want, ok := strings.CutPrefix(first, "# want: ")
+			if !ok {
+				t.Fatalf("%s: first line must be `# want: <text of the error>`", f)
+			}
+			out, err := helmTemplate(t, "-f", f)
+			if err == nil {
+				t.Fatalf("helm template accepted %s:\n%s", f, out)
+			}
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error does not mention %q: %v", want, err)
+			}
+		})
+	}
+}
+
+// chartRuleGroups reads the rule groups the chart's PrometheusRule carries.
+func chartRuleGroups(t *testing.T) []any {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(helmChart, "files", "rules.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Groups []any `json:"groups"`
+	}
+	if err := yaml.UnmarshalStrict(b, &f); err != nil {
+		t.Fatalf("files/rules.yaml: %v", err)
+	}
+	if f.Groups == nil {
+		f.Groups = []any{}
+	}
+	return f.Groups
+}
+
+// TestHelmRulesMatchDeployRules keeps the chart's copy of the rules (files/rules.yaml) equal to the
+// groups of deploy/rules/*.yaml, in file order. UPDATE_HELM_RULES=1 rewrites the copy.
+func TestHelmRulesMatchDeployRules(t *testing.T) {
+	files, _ := filepath.Glob("rules/*.yaml")
+	if len(files) == 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no deploy/rules/*.yaml: the chart's PrometheusRule would ship no rules")
+		}
+		t.Skip("no deploy/rules/*.yaml yet")
+	}
+	want := []any{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rf struct {
+			Groups []any `json:"groups"`
+		}
+		if err := yaml.Unmarshal(b, &rf); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		want = append(want, rf.Groups...)
+	}
+	if len(want) == 0 {
+		t.Fatal("deploy/rules/*.yaml hold no groups")
+	}
+	if os.Getenv("UPDATE_HELM_RULES") == "1" {
+		b, err := yaml.Marshal(map[string]any{"groups": want})
+		if err != nil {
+			t.Fatal(err)
+		}
+		head := "# The rule groups of deploy/rules/*.yaml, in file order, for the PrometheusRule of this chart.\n" +
+			"# Do not edit: `UPDATE_HELM_RULES=1 go test ./deploy -run TestHelmRulesMatchDeployRules` rewrites it,\n" +
+			"# and that test fails when it drifts from deploy/rules.\n"
+		if err := os.WriteFile(filepath.Join(helmChart, "files", "rules.yaml"), append([]byte(head), b...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote %d groups", len(want))
+	}
+	if got := chartRuleGroups(t); !reflect.DeepEqual(got, want) {
+		t.Fatalf("helm/svcprobe/files/rules.yaml differs from deploy/rules/*.yaml (%d groups vs %d): UPDATE_HELM_RULES=1 go test ./deploy -run TestHelmRulesMatchDeployRules", len(got), len(want))
+	}
+}
+
+// --- the exporter's flags -------------------------------------------------------------------------
+
+var exporterBuild struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// TestMain removes the exporter binary the flag tests build.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if exporterBuild.dir != "" {
+		_ = os.RemoveAll(exporterBuild.dir)
+	}
+	os.Exit(code)
+}
+
+// exporterBinary builds ./cmd/exporter once per test binary.
+func exporterBinary(t *testing.T) string {
+	t.Helper()
+	exporterBuild.once.Do(func() {
+		exporterBuild.dir, exporterBuild.err = os.MkdirTemp("", "svcprobe-deploy-test-")
+		if exporterBuild.err != nil {
+			return
+		}
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		exporterBuild.path = filepath.Join(exporterBuild.dir, "svcprobe")
+		cmd := exec.Command(goBin, "build", "-o", exporterBuild.path, "./cmd/exporter")
+		cmd.Dir = ".."
+		if out, err := cmd.CombinedOutput(); err != nil {
+			exporterBuild.err = fmt.Errorf("go build ./cmd/exporter: %v\n%s", err, out)
+		}
+	})
+	if exporterBuild.err != nil {
+		t.Fatal(exporterBuild.err)
+	}
+	return exporterBuild.path
+}
+
+// exporterDefaults reads each flag's default from the exporter's own --help ("--name=default").
+func exporterDefaults(t *testing.T) map[string]string {
+	t.Helper()
+	out, err := exec.Command(exporterBinary(t), "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("svcprobe --help: %v\n%s", err, out)
+	}
+	defaults := map[string]string{}
+	for _, m := range regexp.MustCompile(`(?m)^\s+(?:-\w, )?(--[a-z][a-z0-9.-]*)=(\S+)`).FindAllStringSubmatch(string(out), -1) {
+		defaults[m[1]] = strings.Trim(m[2], `"`)
+	}
+	// A few the chart always renders; if --help stops showing them, the comparison above is wrong.
+	for _, f := range []string{"--probe.interval", "--probe.timeout", "--probe.concurrency", "--dns.max-qps", "--log.level"} {
+		if _, ok := defaults[f]; !ok {
+			t.Fatalf("no default for %s in svcprobe --help:\n%s", f, out)
+		}
+	}
+	return defaults
+}
+
+// runExporterArgs runs the exporter with a container's args and env as the kubelet would pass
+// them ($(VAR) expanded, downward-API values faked), outside a cluster: it must get past flag
+// parsing and validation and stop only at building the Kubernetes client.
+func runExporterArgs(t *testing.T, c corev1.Container) error {
+	t.Helper()
+	fake := map[string]string{"metadata.name": "svcprobe-1", "status.podIP": "10.0.0.7", "metadata.labels['apps.kubernetes.io/pod-index']": "1"}
+	env := map[string]string{}
+	for _, e := range c.Env {
+		switch {
+		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil:
+			v, ok := fake[e.ValueFrom.FieldRef.FieldPath]
+			if !ok {
+				return fmt.Errorf("env %s: no fake value for %s", e.Name, e.ValueFrom.FieldRef.FieldPath)
+			}
+			env[e.Name] = v
+		case e.ValueFrom == nil:
+			env[e.Name] = e.Value
+		}
+	}
+	var args []string
+	for _, a := range c.Args {
+		args = append(args, regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`).ReplaceAllStringFunc(a, func(ref string) string {
+			if v, ok := env[ref[2:len(ref)-1]]; ok {
+				return v
+			}
+			return ref
+		}))
+	}
+	args = append(args, "--kubeconfig="+filepath.Join(t.TempDir(), "no-such-kubeconfig"))
+	cmd := exec.Command(exporterBinary(t), args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		return fmt.Errorf("svcprobe %v: want it to exit at the Kubernetes client, got %v\n%s", args, err, out)
+	}
+	if !strings.Contains(string(out), "cannot build a Kubernetes client") {
+		return fmt.Errorf("svcprobe %v: flags refused:\n%s", args, out)
+	}
+	return nil
+}
+
+// TestHelmArgsAreExporterFlags: the args the chart renders (defaults and all-on) are flags the
+// exporter accepts and its validation passes.
+func TestHelmArgsAreExporterFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		kind string
+	}{
+		{"defaults", nil, "Deployment"},
+		{"all-on", []string{"-f", helmAllOn}, "StatefulSet"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := helmTemplate(t, tc.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var spec corev1.PodSpec
+			for _, o := range decodeRendered(t, out).objs {
+				switch v := o.(type) {
+				case *appsv1.Deployment:
+					spec = v.Spec.Template.Spec
+				case *appsv1.StatefulSet:
+					spec = v.Spec.Template.Spec
+				}
+			}
+			if len(spec.Containers) != 1 {
+				t.Fatalf("no %s with one container rendered", tc.kind)
+			}
+			if err := runExporterArgs(t, spec.Containers[0]); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	// And the check can fail: a misspelt flag is refused.
+	bad := corev1.Container{Args: []string{"--probe.intervall=15s"}}
+	if err := runExporterArgs(t, bad); err == nil || !strings.Contains(err.Error(), "flags refused") {
+		t.Fatalf("a misspelt flag was not refused: %v", err)
+	}
+}
+
+// TestHelmNotes renders templates/NOTES.txt (helm template does not; install needs a cluster) by
+// wrapping it in a template of a copy of the chart, and checks it says where /metrics and the
+// status page are.
+func TestHelmNotes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "svcprobe")
+	if err := os.CopyFS(dir, os.DirFS(helmChart)); err != nil {
+		t.Fatal(err)
+	}
+	notes, err := os.ReadFile(filepath.Join(dir, "templates", "NOTES.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "templates", "NOTES.txt")); err != nil {
+		t.Fatal(err)
+	}
+	wrapped := "{{- define \"svcprobe.notesCheck\" -}}\n" + string(notes) + "\n{{- end }}\n"
+	if err := os.WriteFile(filepath.Join(dir, "templates", "_notescheck.tpl"), []byte(wrapped), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "templates", "notescheck.yaml"), []byte(`notes: {{ include "svcprobe.notesCheck" . | toJson }}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"defaults", nil, []string{
+			"http://svcprobe.svcprobe.svc:9817/metrics", "status page:  http://svcprobe.svcprobe.svc:9817/\n",
+			"kubectl -n svcprobe port-forward svc/svcprobe 9817:9817", "http://127.0.0.1:9817/metrics"}},
+		{"all-on", []string{"-f", helmAllOn}, []string{
+			"https://svcprobe-all-on.svcprobe.svc:9443/metrics", "3 shards", "port-forward pod/svcprobe-all-on-N",
+			"ServiceMonitor svcprobe-all-on (namespace monitoring)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := helm(t, append([]string{"template", helmRelease, dir, "--namespace", helmNamespace, "--show-only", "templates/notescheck.yaml"}, tc.args...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var n struct {
+				Notes string `json:"notes"`
+			}
+			if err := yaml.UnmarshalStrict(out, &n); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(n.Notes, w) {
+					t.Errorf("NOTES.txt lacks %q:\n%s", w, n.Notes)
+				}
+			}
+		})
+	}
+}
