@@ -70,7 +70,7 @@ func report(o options, c CostResult, rs []ScaleResult, loadStart, loadEnd string
 	w("resolv.conf's nameserver) and %s:53 (its Pod); every endpoint IP and ClusterIP is a distinct address in\n", dnsPodIP)
 	w("127.0.0.0/8, which Linux routes to lo as a whole, answered by one TCP listener per port on 0.0.0.0 (no network namespace).\n")
 	w("Servers run in a child process; CPU is process CPU time (getrusage), never wall time. Pipeline wired as\n")
-	w("cmd/exporter/run.go does (discovery -> scheduler -> spec/endpoints/dns/pod/proxy -> store -> collector, promhttp, OpenMetrics).\n")
+	w("cmd/exporter/run.go does (discovery -> scheduler -> spec/endpoints/dns/pod/proxy -> store -> collector, metrics.Handler, OpenMetrics).\n")
 	w("Budgets: --probe.interval=%s --probe.timeout=2s --probe.concurrency=%d (%d scheduler workers) --probe.max-new-conns-per-second=%g --dns.max-qps=%g.\n",
 		o.interval, o.conc, max(1, o.conc/2), o.conns, o.dnsQPS)
 	w("Each Service: one named TCP port, one EndpointSlice, no selector; per interval 11 TCP connects (10 Pods + ClusterIP) and 4 DNS queries\n")

@@ -78,8 +78,13 @@ type Target struct {
 	// Selector is nil for Services without a selector (their endpoints are managed by hand).
 	Selector                 map[string]string
 	PublishNotReadyAddresses bool
-	Ports                    []Port
-	Endpoints                []Endpoint
+	// InternalTrafficLocal (internalTrafficPolicy: Local): the VIP leads only to endpoints on the
+	// client's own node. ExternalTrafficLocal (externalTrafficPolicy: Local): a NodePort answers
+	// external clients only on nodes with a local ready endpoint.
+	InternalTrafficLocal bool
+	ExternalTrafficLocal bool
+	Ports                []Port
+	Endpoints            []Endpoint
 	// Pods are the Pods in the namespace whose labels match Selector.
 	Pods []Pod
 	// NearestPod is, when Pods is empty, the Pod of the namespace whose labels agree with most of
@@ -117,6 +122,17 @@ func (t *Target) ProbedPorts() []Port {
 	for _, p := range t.Ports {
 		if t.Options.Ports.Has(p) {
 			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// ReadyEndpointsOn returns the ready endpoints on node (see ReadyEndpoints).
+func (t *Target) ReadyEndpointsOn(node string) []Endpoint {
+	var out []Endpoint
+	for _, e := range t.ReadyEndpoints() {
+		if e.NodeName == node {
+			out = append(out, e)
 		}
 	}
 	return out

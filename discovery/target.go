@@ -21,6 +21,8 @@ func BuildTarget(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nsPod
 		Kind:                     kindOf(svc),
 		ExternalName:             svc.Spec.ExternalName,
 		PublishNotReadyAddresses: svc.Spec.PublishNotReadyAddresses,
+		InternalTrafficLocal:     svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal,
+		ExternalTrafficLocal:     svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
 	}
 	t.Options, t.AnnotationErrors = ParseAnnotations(svc.Annotations)
 	if t.Kind != KindHeadless && t.Kind != KindExternalName {

@@ -158,3 +158,32 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The traffic policies decide where a VIP or a NodePort answers; the stages read them from the
+// Target, and a change must re-probe (it changes the Version).
+func TestBuildTargetTrafficPolicies(t *testing.T) {
+	s := service("default", "s", map[string]string{"app": "x"}, svcPort("", 80, intstr.FromInt32(8080)))
+	plain := BuildTarget(s, nil, nil)
+	if plain.InternalTrafficLocal || plain.ExternalTrafficLocal {
+		t.Fatalf("no policy set, got internal %v external %v", plain.InternalTrafficLocal, plain.ExternalTrafficLocal)
+	}
+	local := corev1.ServiceInternalTrafficPolicyLocal
+	s.Spec.InternalTrafficPolicy = &local
+	s.Spec.Type = corev1.ServiceTypeNodePort
+	s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	tg := BuildTarget(s, nil, nil)
+	if !tg.InternalTrafficLocal || !tg.ExternalTrafficLocal {
+		t.Fatalf("Local policies not seen: internal %v external %v", tg.InternalTrafficLocal, tg.ExternalTrafficLocal)
+	}
+	if tg.Version == plain.Version {
+		t.Fatal("traffic policy changed, version did not")
+	}
+	sl := slice("default", "s", "s-1", 8080, "", ep{ip: "198.18.0.5", ready: true, serving: true})
+	tg = BuildTarget(s, []*discoveryv1.EndpointSlice{sl}, nil)
+	if n := len(tg.ReadyEndpointsOn("node1")); n != 1 {
+		t.Fatalf("%d ready endpoints on node1, want 1", n)
+	}
+	if n := len(tg.ReadyEndpointsOn("node2")); n != 0 {
+		t.Fatalf("%d ready endpoints on node2, want 0", n)
+	}
+}

@@ -31,6 +31,10 @@ type CollectorConfig struct {
 	PerEndpointLimit int        // per Service, when PerEndpoint
 	Expected         []Expected // Services that must exist
 	LabelValueMaxLen int        // cluster-provided label values are cut to this length
+	// Node, in node mode, is this agent's node: every per-Service series and
+	// svcprobe_cluster_dns_up carry it as the label node, so that the agents' series differ
+	// from each other's and from central mode's (which have no node label).
+	Node string
 }
 
 // Collector turns the store and the components' self-state into const metrics at scrape time.
@@ -43,6 +47,7 @@ type Collector struct {
 	log       *slog.Logger
 	durations *prometheus.HistogramVec
 	services  *ServiceFamilies
+	dnsUp     *prometheus.Desc // descDNSUp, with the node label in node mode
 }
 
 var (
@@ -57,10 +62,14 @@ var (
 	descSkipped     = prometheus.NewDesc("svcprobe_scheduler_rounds_skipped_total", "Probe slots missed because the previous probe of the same Service still ran.", nil, nil)
 	descRounds      = prometheus.NewDesc("svcprobe_scheduler_probes_total", "Service probes (all network stages of one Service) completed.", nil, nil)
 	descPending     = prometheus.NewDesc("svcprobe_scheduler_pending_targets", "Services not probed yet.", nil, nil)
+	descConcurrency = prometheus.NewDesc("svcprobe_budget_concurrency", "Sockets probes may hold at once: --probe.concurrency, or less when RLIMIT_NOFILE cannot hold that many beside the exporter's own descriptors.", nil, nil)
 	descWaits       = prometheus.NewDesc("svcprobe_budget_waits_total", "Times a probe waited for a budget.", []string{"budget"}, nil)
 	descWaitSecs    = prometheus.NewDesc("svcprobe_budget_wait_seconds_total", "Time probes spent waiting for a budget.", []string{"budget"}, nil)
-	descDNSUp       = prometheus.NewDesc("svcprobe_cluster_dns_up", "Whether cluster DNS answered kubernetes.default: through each resolv.conf nameserver (kind=service), through the search list (kind=canary), and from each DNS Pod asked directly (kind=pod).", []string{"kind", "server"}, nil)
+	descDNSUp       = prometheus.NewDesc("svcprobe_cluster_dns_up", dnsUpHelp, []string{"kind", "server"}, nil)
+	descPeriod      = prometheus.NewDesc("svcprobe_scheduler_coverage_period_seconds", "The longest time between two probes of a Service: --probe.interval, or in node mode ceil(Services / --node.sample-size) x --probe.interval.", nil, nil)
 )
+
+const dnsUpHelp = "Whether cluster DNS answered kubernetes.default: through each resolv.conf nameserver (kind=service), through the search list (kind=canary), and from each DNS Pod asked directly (kind=pod)."
 
 // NewCollector builds the collector. durations is registered by the caller with the collector.
 func NewCollector(cfg CollectorConfig, store *Store, disc Discovery, sched *probe.SchedulerStats, budget *probe.Budget, log *slog.Logger) *Collector {
@@ -71,7 +80,11 @@ func NewCollector(cfg CollectorConfig, store *Store, disc Discovery, sched *prob
 		cfg.LabelValueMaxLen = 128
 	}
 	c := &Collector{cfg: cfg, store: store, disc: disc, sched: sched, budget: budget, log: log,
-		services: &ServiceFamilies{cfg: cfg, store: store, disc: disc}}
+		services: newServiceFamilies(cfg, store, disc), dnsUp: descDNSUp}
+	if cfg.Node != "" {
+		c.dnsUp = prometheus.NewDesc("svcprobe_cluster_dns_up", dnsUpHelp, []string{"kind", "server"},
+			prometheus.Labels{"node": BoundLabel(cfg.Node, cfg.LabelValueMaxLen)})
+	}
 	c.durations = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "svcprobe_probe_duration_seconds",
 		Help: "Duration of stage runs, by stage (classic buckets include common SLO thresholds; native buckets too).",
@@ -88,11 +101,11 @@ func NewCollector(cfg CollectorConfig, store *Store, disc Discovery, sched *prob
 // Describe sends every descriptor (the histogram's too), and those of the per-Service families
 // ServiceFamilies writes, so that Describe lists every family the exporter exposes.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, f := range families {
+	for _, f := range c.services.fams {
 		ch <- prometheus.NewDesc(f.name, f.help, f.labels, nil)
 	}
-	for _, d := range []*prometheus.Desc{descSynced, descLastEvent, descEvents, descWatchErr, descTargets,
-		descAnnErrTotal, descLag, descMaxLag, descSkipped, descRounds, descPending, descWaits, descWaitSecs, descDNSUp} {
+	for _, d := range []*prometheus.Desc{descConcurrency, descSynced, descLastEvent, descEvents, descWatchErr, descTargets,
+		descAnnErrTotal, descLag, descMaxLag, descSkipped, descRounds, descPending, descPeriod, descWaits, descWaitSecs, c.dnsUp} {
 		ch <- d
 	}
 	c.durations.Describe(ch)
@@ -159,12 +172,12 @@ func (c *Collector) collectCluster(ch chan<- prometheus.Metric, r *probe.Cluster
 	if r == nil {
 		return
 	}
-	ch <- prometheus.MustNewConstMetric(descDNSUp, prometheus.GaugeValue, boolf(r.Canary.OK()), "canary", "kubernetes.default")
+	ch <- prometheus.MustNewConstMetric(c.dnsUp, prometheus.GaugeValue, boolf(r.Canary.OK()), "canary", "kubernetes.default")
 	for _, v := range r.VIP {
-		ch <- prometheus.MustNewConstMetric(descDNSUp, prometheus.GaugeValue, boolf(v.OK()), "service", c.lv(v.Subject))
+		ch <- prometheus.MustNewConstMetric(c.dnsUp, prometheus.GaugeValue, boolf(v.OK()), "service", c.lv(v.Subject))
 	}
 	for _, p := range r.Pods {
-		ch <- prometheus.MustNewConstMetric(descDNSUp, prometheus.GaugeValue, boolf(p.Check.OK()), "pod", c.lv(p.Name))
+		ch <- prometheus.MustNewConstMetric(c.dnsUp, prometheus.GaugeValue, boolf(p.Check.OK()), "pod", c.lv(p.Name))
 	}
 }
 
@@ -192,8 +205,10 @@ func (c *Collector) collectSelf(ch chan<- prometheus.Metric) {
 		cnt(descSkipped, float64(c.sched.Skipped.Load()))
 		cnt(descRounds, float64(c.sched.Rounds.Load()))
 		g(descPending, float64(c.sched.Pending.Load()))
+		g(descPeriod, time.Duration(c.sched.PeriodNanos.Load()).Seconds())
 	}
 	if c.budget != nil {
+		g(descConcurrency, float64(c.budget.Concurrency()))
 		for _, k := range probe.BudgetKinds {
 			n, d := c.budget.Waits(k)
 			cnt(descWaits, float64(n), k.String())

@@ -358,3 +358,37 @@ func TestExternalNotAllowedCounted(t *testing.T) {
 		t.Fatal("svcprobe_probes_total{stage=proxy,result=external_not_allowed} is not 1")
 	}
 }
+
+// Node mode: cluster DNS as seen from this node carries the node too (a node that cannot reach
+// cluster DNS is a per-node failure); the coverage period is exported in both modes.
+func TestNodeModeClusterDNSAndCoveragePeriod(t *testing.T) {
+	for _, node := range []string{"", "worker-2"} {
+		store, _, g, _ := setup(t, CollectorConfig{Node: node})
+		store.RecordClusterDNS(*clusterDNS(true, true))
+		mfs, err := g.Gather() // the pedantic registry checks the descriptors against the metrics
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, mf := range mfs {
+			seen[mf.GetName()] = true
+			if mf.GetName() != "svcprobe_cluster_dns_up" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				got := ""
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == "node" {
+						got = lp.GetValue()
+					}
+				}
+				if got != node {
+					t.Errorf("node %q: svcprobe_cluster_dns_up has node=%q", node, got)
+				}
+			}
+		}
+		if !seen["svcprobe_cluster_dns_up"] || !seen["svcprobe_scheduler_coverage_period_seconds"] {
+			t.Errorf("node %q: families %v", node, seen)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -23,7 +24,13 @@ import (
 // annotation errors, per-endpoint series, label values that need escaping, a missing Service.
 func busyStore(t *testing.T) (*Store, *Collector, *prometheus.Registry) {
 	t.Helper()
-	cfg := CollectorConfig{PerEndpoint: true, PerEndpointLimit: 5, Expected: []Expected{{"default", "gone"}}}
+	return busyStoreOn(t, "")
+}
+
+// busyStoreOn is busyStore for a node agent on node (central mode when "").
+func busyStoreOn(t *testing.T, node string) (*Store, *Collector, *prometheus.Registry) {
+	t.Helper()
+	cfg := CollectorConfig{PerEndpoint: true, PerEndpointLimit: 5, Expected: []Expected{{"default", "gone"}}, Node: node}
 	store, c, _, _ := setup(t, cfg)
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
@@ -54,7 +61,13 @@ func busyStore(t *testing.T) (*Store, *Collector, *prometheus.Registry) {
 // The direct writer is what /metrics serves for text and OpenMetrics scrapes; it must be exactly
 // what expfmt's encoders make of the same families (the dto form, which the other tests check).
 func TestDirectWriterMatchesExpfmt(t *testing.T) {
-	_, c, _ := busyStore(t)
+	for _, node := range []string{"", "worker-1"} {
+		t.Run("node="+node, func(t *testing.T) { testDirectWriterMatchesExpfmt(t, node) })
+	}
+}
+
+func testDirectWriterMatchesExpfmt(t *testing.T, node string) {
+	_, c, _ := busyStoreOn(t, node)
 	svc := c.ServiceFamilies()
 	mfs, err := svc.Gather()
 	if err != nil {
@@ -62,6 +75,27 @@ func TestDirectWriterMatchesExpfmt(t *testing.T) {
 	}
 	if len(mfs) < 7 {
 		t.Fatalf("only %d per-Service families; the fixture should produce every one", len(mfs))
+	}
+	// Node mode: every per-Service series has node="worker-1" and its labels stay sorted (as
+	// client_golang sorts them); central mode has no node label at all.
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var names []string
+			nodeValue, hasNode := "", false
+			for _, lp := range m.GetLabel() {
+				names = append(names, lp.GetName())
+				if lp.GetName() == "node" {
+					nodeValue, hasNode = lp.GetValue(), true
+				}
+			}
+			if !slices.IsSorted(names) {
+				t.Fatalf("%s: labels %v not sorted", mf.GetName(), names)
+			}
+			perService := mf.GetName() != "svcprobe_series_budget_exceeded_services"
+			if want := node != "" && perService; hasNode != want || nodeValue != map[bool]string{true: node}[want] {
+				t.Fatalf("%s %v: node label %v %q, want %v %q", mf.GetName(), names, hasNode, nodeValue, want, node)
+			}
+		}
 	}
 	for _, f := range []expfmt.Format{expfmt.NewFormat(expfmt.TypeTextPlain), expfmt.NewFormat(expfmt.TypeOpenMetrics)} {
 		var want bytes.Buffer
@@ -244,6 +278,35 @@ func TestHandlerFormats(t *testing.T) {
 	}
 	if len(fams) != 2 || fams["svcprobe_service_verdict"] == nil || fams["svcprobe_discovery_synced"] == nil {
 		t.Fatalf("filtered scrape has %d families", len(fams))
+	}
+}
+
+// A central exporter and a node agent scraped into one Prometheus: their per-Service series sets
+// must not overlap even after the scrape's target labels are dropped (honor_labels, relabeling):
+// the agent's carry node=..., the central one's none.
+func TestCentralAndNodeSeriesDoNotCollide(t *testing.T) {
+	seriesOf := func(node string) map[string]bool {
+		_, c, _ := busyStoreOn(t, node)
+		out := map[string]bool{}
+		for _, l := range strings.Split(string(c.ServiceFamilies().WriteText(nil, false, nil)), "\n") {
+			if l == "" || strings.HasPrefix(l, "#") || strings.HasPrefix(l, "svcprobe_series_budget_exceeded_services") {
+				continue
+			}
+			out[l[:strings.LastIndexByte(l, ' ')]] = true
+		}
+		return out
+	}
+	central, a, b := seriesOf(""), seriesOf("node-a"), seriesOf("node-b")
+	if len(central) < 50 || len(a) != len(central) || len(b) != len(central) {
+		t.Fatalf("series: central %d, node-a %d, node-b %d; want the same number (at least 50) in each", len(central), len(a), len(b))
+	}
+	for s := range a {
+		if central[s] || b[s] {
+			t.Fatalf("series %s is in two sets", s)
+		}
+		if !strings.Contains(s, `node="node-a"`) {
+			t.Fatalf("node-a series without its node label: %s", s)
+		}
 	}
 }
 

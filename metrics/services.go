@@ -21,7 +21,8 @@ import (
 // writer byte-for-byte equal to expfmt's encoders over the dto families.
 
 // family is one per-Service metric family. Its label names are sorted, as client_golang sorts
-// them, so the two outputs agree.
+// them, so the two outputs agree. In node mode every family but the budget gauge gets a node
+// label too (withNode), kept in sorted place.
 type family struct {
 	name, help string
 	typ        dto.MetricType
@@ -61,6 +62,20 @@ var families = [numFams]family{
 		dto.MetricType_GAUGE, nil},
 }
 
+// withNode returns the families with the label node added in sorted place to every per-Service
+// family (not the budget gauge, which is about this exporter).
+func withNode(fams [numFams]family) [numFams]family {
+	for id := range fams {
+		if fams[id].labels == nil {
+			continue
+		}
+		ls := append(slices.Clone(fams[id].labels), "node")
+		slices.Sort(ls)
+		fams[id].labels = ls
+	}
+	return fams
+}
+
 // FamilyNames lists the per-Service family names (and the budget gauge) ServiceFamilies writes.
 func FamilyNames() []string {
 	out := make([]string, 0, numFams)
@@ -72,7 +87,7 @@ func FamilyNames() []string {
 
 // sample is one series: its label values in the family's label order, and its value.
 type sample struct {
-	lv [4]string
+	lv [5]string
 	v  float64
 }
 
@@ -94,6 +109,39 @@ type ServiceFamilies struct {
 	cfg   CollectorConfig
 	store *Store
 	disc  Discovery
+	fams  [numFams]family // families, with the node label in node mode
+	node  string          // the node label's value (bounded), "" in central mode
+}
+
+func newServiceFamilies(cfg CollectorConfig, store *Store, disc Discovery) *ServiceFamilies {
+	f := &ServiceFamilies{cfg: cfg, store: store, disc: disc, fams: families}
+	if cfg.Node != "" {
+		f.fams = withNode(families)
+		f.node = f.lv(cfg.Node)
+	}
+	return f
+}
+
+// put appends one series of family id: the label values in the family's sorted label order,
+// namespace, service and node placed by name, the others from lv in order.
+func (f *ServiceFamilies) put(s *series, id famID, ns, name string, v float64, lv ...string) {
+	var sm sample
+	extra := 0
+	for i, l := range f.fams[id].labels {
+		switch l {
+		case "namespace":
+			sm.lv[i] = ns
+		case "service":
+			sm.lv[i] = name
+		case "node":
+			sm.lv[i] = f.node
+		default:
+			sm.lv[i] = lv[extra]
+			extra++
+		}
+	}
+	sm.v = v
+	s[id] = append(s[id], sm)
 }
 
 // build computes every per-Service series from one snapshot of the store.
@@ -124,7 +172,7 @@ func (f *ServiceFamilies) build(s *series) {
 			continue
 		}
 		if exists, known := f.disc.Exists(e.Namespace, e.Name); known && !exists && f.disc.Synced() {
-			s[famVerdict] = append(s[famVerdict], sample{lv: [4]string{string(LayerMissing), f.lv(e.Namespace), "not_found", f.lv(e.Name)}, v: 1})
+			f.put(s, famVerdict, f.lv(e.Namespace), f.lv(e.Name), 1, string(LayerMissing), "not_found")
 		}
 	}
 	s[famOverBudget] = append(s[famOverBudget], sample{v: float64(over)})
@@ -142,22 +190,7 @@ func (f *ServiceFamilies) buildService(s *series, st *ServiceStatus) bool {
 	ns, name := f.lv(t.Namespace), f.lv(t.Name)
 	n := 0
 	add := func(id famID, v float64, lv ...string) {
-		var sm sample
-		// Place namespace/service and the extra values in the family's sorted label order.
-		extra := 0
-		for i, l := range families[id].labels {
-			switch l {
-			case "namespace":
-				sm.lv[i] = ns
-			case "service":
-				sm.lv[i] = name
-			default:
-				sm.lv[i] = lv[extra]
-				extra++
-			}
-		}
-		sm.v = v
-		s[id] = append(s[id], sm)
+		f.put(s, id, ns, name, v, lv...)
 		n++
 	}
 	add(famVerdict, 1, string(st.Verdict), string(st.Reason))
@@ -246,10 +279,10 @@ func (f *ServiceFamilies) gather(filter map[string]bool) ([]*dto.MetricFamily, e
 	f.build(s)
 	var out []*dto.MetricFamily
 	for id := range numFams {
-		if len(s[id]) == 0 || (filter != nil && !filter[families[id].name]) {
+		if len(s[id]) == 0 || (filter != nil && !filter[f.fams[id].name]) {
 			continue
 		}
-		fam := families[id]
+		fam := f.fams[id]
 		mf := &dto.MetricFamily{Name: proto.String(fam.name), Help: proto.String(fam.help), Type: fam.typ.Enum()}
 		for _, sm := range s[id] {
 			m := &dto.Metric{}
@@ -308,10 +341,10 @@ func (f *ServiceFamilies) write(b []byte, openMetrics bool, filter map[string]bo
 	defer func() { s.reset(); seriesPool.Put(s) }()
 	f.build(s)
 	for id := range numFams {
-		if len(s[id]) == 0 || (filter != nil && !filter[families[id].name]) {
+		if len(s[id]) == 0 || (filter != nil && !filter[f.fams[id].name]) {
 			continue
 		}
-		b = appendFamily(b, &families[id], s[id], openMetrics, flush)
+		b = appendFamily(b, &f.fams[id], s[id], openMetrics, flush)
 	}
 	return flush(b)
 }

@@ -30,10 +30,17 @@ var Layers = []Layer{LayerOK, LayerMissing, LayerSpec, LayerEndpoints, LayerDNS,
 //     the exporter's own Pod (the hairpin Service, or the exporter's metrics Service with one
 //     replica) while the cluster DNS Service IP answers: kube-proxy works, the hairpin path does
 //     not, and the verdict says hairpin.
-//  5. dns: the name does not resolve right — unless the cluster DNS Pods answer when asked
+//  5. proxy, NodePort path: the nodeport stage failed (a NodePort or LoadBalancer Service does
+//     not answer on nodeIP:nodePort). With the ClusterIP answering from the same Pod network the
+//     reason is nodeport_unreachable: kube-proxy's NodePort rules (or a host firewall) on that
+//     node, not the Service; in node mode the node is the agent's own ("NodePort from the node
+//     itself fails", a known Windows failure). When the proxy stage did not run, the reason is the
+//     nodeport stage's own. It comes after the ClusterIP check (a broken VIP explains a broken
+//     NodePort, not the other way round) and before dns (a NodePort does not use DNS).
+//  6. dns: the name does not resolve right — unless the cluster DNS Pods answer when asked
 //     directly while the DNS Service IP does not: then the service proxy is what broke DNS, and
 //     the verdict says proxy.
-//  6. hairpin: everything else works but the exporter cannot reach itself through its Service.
+//  7. hairpin: everything else works but the exporter cannot reach itself through its Service.
 //
 // A stage that did not run (skipped, or not yet probed) blames nothing.
 func Verdict(results map[probe.Stage]probe.Result, cluster *probe.ClusterDNSResult) (Layer, probe.Reason) {
@@ -53,6 +60,12 @@ func Verdict(results map[probe.Stage]probe.Result, cluster *probe.ClusterDNSResu
 		_, hairpinFailed := failed(probe.StageHairpin)
 		if (results[probe.StageProxy].SelfOnly || hairpinFailed) && cluster != nil && cluster.VIPUp() {
 			return LayerHairpin, reason
+		}
+		return LayerProxy, reason
+	}
+	if reason, ok := failed(probe.StageNodePort); ok {
+		if r, ran := results[probe.StageProxy]; ran && r.Outcome == probe.OK {
+			return LayerProxy, probe.ReasonNodePortUnreachable
 		}
 		return LayerProxy, reason
 	}

@@ -22,6 +22,7 @@ func results(rs ...probe.Result) map[probe.Stage]probe.Result {
 		m[s] = ok(s)
 	}
 	m[probe.StageHairpin] = skip(probe.StageHairpin)
+	m[probe.StageNodePort] = skip(probe.StageNodePort)
 	for _, r := range rs {
 		m[r.Stage] = r
 	}
@@ -77,6 +78,15 @@ func TestVerdictTable(t *testing.T) {
 		// One of two DNS replicas dead: the DNS VIP fails for the queries sent to it, the other
 		// replica answers directly. That is DNS, not the proxy.
 		{"one DNS replica dead", results(fail(probe.StageDNS, probe.ReasonTimeout)), clusterDNS(false, true, false), LayerDNS, probe.ReasonTimeout},
+		// NodePort: the ClusterIP answers from the same Pod network, the NodePort on the node's
+		// address does not: kube-proxy's NodePort path on that node, with its own reason.
+		{"NodePort fails, ClusterIP works", results(fail(probe.StageNodePort, probe.ReasonTimeout)), clusterDNS(true, true), LayerProxy, probe.ReasonNodePortUnreachable},
+		{"NodePort refused, ClusterIP works", results(fail(probe.StageNodePort, probe.ReasonRefused)), nil, LayerProxy, probe.ReasonNodePortUnreachable},
+		{"NodePort and ClusterIP fail: the VIP's reason", results(fail(probe.StageProxy, probe.ReasonUnreachable), fail(probe.StageNodePort, probe.ReasonTimeout)), clusterDNS(true, true), LayerProxy, probe.ReasonUnreachable},
+		{"NodePort fails, proxy stage skipped: the stage's reason", results(skip(probe.StageProxy), fail(probe.StageNodePort, probe.ReasonTimeout)), nil, LayerProxy, probe.ReasonTimeout},
+		{"pods refuse: NodePort failing is a consequence", results(fail(probe.StagePod, probe.ReasonRefused), fail(probe.StageNodePort, probe.ReasonRefused)), nil, LayerPod, probe.ReasonRefused},
+		{"NodePort and DNS fail: NodePort first", results(fail(probe.StageNodePort, probe.ReasonTimeout), fail(probe.StageDNS, probe.ReasonNXDomain)), clusterDNS(true, true), LayerProxy, probe.ReasonNodePortUnreachable},
+		{"NodePort fine, DNS wrong", results(ok(probe.StageNodePort), fail(probe.StageDNS, probe.ReasonNXDomain)), clusterDNS(true, true), LayerDNS, probe.ReasonNXDomain},
 		{"hairpin wrong backend", results(fail(probe.StageHairpin, probe.ReasonWrongBackend)), nil, LayerHairpin, probe.ReasonWrongBackend},
 		{"only cheap stages yet", map[probe.Stage]probe.Result{probe.StageSpec: ok(probe.StageSpec), probe.StageEndpoints: ok(probe.StageEndpoints)}, nil, LayerOK, probe.ReasonSuccess},
 	}

@@ -59,6 +59,9 @@ func NewBudget(cfg BudgetConfig) (*Budget, error) {
 	}, nil
 }
 
+// Concurrency is the socket cap.
+func (b *Budget) Concurrency() int { return cap(b.sem) }
+
 // Conn waits for a socket slot and a new-connection token. Call release when the socket is closed.
 func (b *Budget) Conn(ctx context.Context) (release func(), err error) {
 	return b.acquire(ctx, b.conns, BudgetNewConns)

@@ -25,7 +25,11 @@ type errnoReason struct {
 }
 
 // Winsock error numbers (winerror.h); syscall does not export them on non-Windows builds.
+// ConnectEx completions also report some failures as Win32 errors (ERROR_CONNECTION_REFUSED and
+// friends), so those are listed too. None collides with a Linux errno (all below 200).
 const (
+	wsaemfile        syscall.Errno = 10024
+	wsaeconnaborted  syscall.Errno = 10053
 	wsaeaddrinuse    syscall.Errno = 10048
 	wsaeaddrnotavail syscall.Errno = 10049
 	wsaenetunreach   syscall.Errno = 10051
@@ -34,6 +38,11 @@ const (
 	wsaetimedout     syscall.Errno = 10060
 	wsaeconnrefused  syscall.Errno = 10061
 	wsaehostunreach  syscall.Errno = 10065
+
+	errorConnectionRefused syscall.Errno = 1225
+	errorNetworkUnreach    syscall.Errno = 1231
+	errorHostUnreach       syscall.Errno = 1232
+	errorConnectionAborted syscall.Errno = 1236
 )
 
 // errnoReasons returns the errno table. It is a function, not a package variable, so that there is
@@ -49,18 +58,28 @@ func errnoReasons() []errnoReason {
 	return []errnoReason{
 		{syscall.ECONNREFUSED, ReasonRefused, refused},
 		{wsaeconnrefused, ReasonRefused, refused},
+		{errorConnectionRefused, ReasonRefused, refused},
 		{syscall.ECONNRESET, ReasonReset, reset},
 		{wsaeconnreset, ReasonReset, reset},
+		// Windows aborts a connection locally (WSAECONNABORTED) when the peer or a middlebox
+		// dropped it: for a probe the same diagnosis as a reset.
+		{wsaeconnaborted, ReasonReset, "connection aborted: " + reset},
+		{errorConnectionAborted, ReasonReset, "connection aborted: " + reset},
 		{syscall.EPIPE, ReasonReset, "broken pipe: the peer closed the connection"},
 		{syscall.EHOSTUNREACH, ReasonUnreachable, "host unreachable: " + unreach},
 		{wsaehostunreach, ReasonUnreachable, "host unreachable: " + unreach},
+		{errorHostUnreach, ReasonUnreachable, "host unreachable: " + unreach},
 		{syscall.ENETUNREACH, ReasonUnreachable, "network unreachable: " + unreach},
 		{wsaenetunreach, ReasonUnreachable, "network unreachable: " + unreach},
+		{errorNetworkUnreach, ReasonUnreachable, "network unreachable: " + unreach},
 		{syscall.EADDRNOTAVAIL, ReasonPortExhausted, "address not available: " + exhausted},
 		{wsaeaddrnotavail, ReasonPortExhausted, "address not available: " + exhausted},
 		{syscall.EADDRINUSE, ReasonPortExhausted, "address in use: " + exhausted},
 		{wsaeaddrinuse, ReasonPortExhausted, "address in use: " + exhausted},
+		// WSAENOBUFS is how Windows says it ran out of ephemeral ports (or of the non-paged pool
+		// for sockets): the exporter's own doing, never the Service's.
 		{wsaenobufs, ReasonPortExhausted, "no buffer space: " + exhausted},
+		{wsaemfile, ReasonPortExhausted, "too many open sockets: " + exhausted},
 		// Out of file descriptors is the same diagnosis: the exporter, not the Service, ran out of
 		// sockets. The probe fails at once, so the round goes on (and stretches) instead of spinning.
 		{syscall.EMFILE, ReasonPortExhausted, "too many open files: the exporter's file descriptor limit (ulimit -n) is reached; lower --probe.concurrency or raise the limit"},

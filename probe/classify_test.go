@@ -102,3 +102,66 @@ func TestClassifyTruncatesLongErrors(t *testing.T) {
 		t.Fatalf("detail has %d bytes, want at most %d", len(detail), maxErrorDetail+3)
 	}
 }
+
+// winErr wraps a Winsock or Win32 error number the way the net package reports it on Windows:
+// *net.OpError{*os.SyscallError{"connectex"|"wsarecv"|"wsasend", Errno}}. syscall.Errno compares
+// by value, so the classification runs (and is tested) on Linux with these injected errors.
+func winErr(op, syscallName string, errno syscall.Errno) error {
+	return &net.OpError{Op: op, Net: "tcp", Err: os.NewSyscallError(syscallName, errno)}
+}
+
+func TestClassifyWindowsErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want Reason
+	}{
+		{"WSAECONNREFUSED connectex", winErr("dial", "connectex", 10061), ReasonRefused},
+		{"WSAECONNREFUSED via http", httpErr(winErr("dial", "connectex", 10061)), ReasonRefused},
+		{"ERROR_CONNECTION_REFUSED", winErr("dial", "connectex", 1225), ReasonRefused},
+		{"WSAETIMEDOUT connectex", winErr("dial", "connectex", 10060), ReasonTimeout},
+		{"WSAETIMEDOUT via http", httpErr(winErr("dial", "connectex", 10060)), ReasonTimeout},
+		{"WSAEADDRINUSE bind", winErr("dial", "bind", 10048), ReasonPortExhausted},
+		{"WSAEADDRINUSE via http", httpErr(winErr("dial", "connectex", 10048)), ReasonPortExhausted},
+		{"WSAENOBUFS socket", winErr("dial", "socket", 10055), ReasonPortExhausted},
+		{"WSAENOBUFS via http", httpErr(winErr("dial", "connectex", 10055)), ReasonPortExhausted},
+		{"WSAEMFILE", winErr("dial", "socket", 10024), ReasonPortExhausted},
+		{"WSAEHOSTUNREACH", winErr("dial", "connectex", 10065), ReasonUnreachable},
+		{"ERROR_HOST_UNREACHABLE", winErr("dial", "connectex", 1232), ReasonUnreachable},
+		{"WSAENETUNREACH", winErr("dial", "connectex", 10051), ReasonUnreachable},
+		{"ERROR_NETWORK_UNREACHABLE", winErr("dial", "connectex", 1231), ReasonUnreachable},
+		{"WSAECONNRESET wsarecv", winErr("read", "wsarecv", 10054), ReasonReset},
+		{"WSAECONNABORTED wsasend", winErr("write", "wsasend", 10053), ReasonReset},
+		{"ERROR_CONNECTION_ABORTED", winErr("read", "wsarecv", 1236), ReasonReset},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, detail := classify(tt.err)
+			if got != tt.want {
+				t.Errorf("classify(%v) = %s (%q), want %s", tt.err, got, detail, tt.want)
+			}
+			if detail == "" || strings.Contains(detail, "errno") {
+				t.Errorf("classify(%v): detail %q, want words", tt.err, detail)
+			}
+		})
+	}
+}
+
+// Every errno is listed once: the table is walked in order, so a number listed twice (a Winsock or
+// Win32 number equal to a Linux errno, say) would classify by whichever comes first.
+func TestErrnoTableHasNoDuplicates(t *testing.T) {
+	seen := map[syscall.Errno]Reason{}
+	windows := 0
+	for _, e := range errnoReasons() {
+		if r, dup := seen[e.errno]; dup {
+			t.Errorf("errno %d listed twice (%s and %s)", e.errno, r, e.reason)
+		}
+		seen[e.errno] = e.reason
+		if e.errno >= 1000 {
+			windows++
+		}
+	}
+	if windows < 12 {
+		t.Fatalf("only %d Windows error numbers in the table", windows)
+	}
+}

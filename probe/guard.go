@@ -24,7 +24,10 @@ import (
 //   - an address the API server allocated or the kubelet reported: the target's own ClusterIPs,
 //     the IPs of the Pods its selector matches, or any ClusterIP or Pod IP Known reports (the
 //     informers' caches). EndpointSlice addresses are deliberately not part of this: a
-//     hand-written slice is exactly the object an attacker would write.
+//     hand-written slice is exactly the object an attacker would write; or
+//   - one of NodeAddrs: the node addresses the operator gave (--node.address, or HOST_IP from the
+//     downward API's status.hostIP), where the nodeport stage dials NodePorts. They come from the
+//     kubelet or the operator, never from a Service object.
 //
 // Anything else is dialed only when AllowExternal (--probe.allow-external) names it.
 //
@@ -32,6 +35,7 @@ import (
 type AddressGuard struct {
 	ClusterCIDRs  []netip.Prefix
 	AllowExternal []netip.Prefix
+	NodeAddrs     []netip.Addr
 	// Known reports whether the informers know a as a ClusterIP or a Pod IP. nil: nothing learned.
 	Known func(a netip.Addr) bool
 	// Log gets one line per Service whose addresses are blocked (again only when the set changes).
@@ -63,6 +67,9 @@ func (g *AddressGuard) Allowed(t *discovery.Target, a netip.Addr) bool {
 		if p.Contains(a) {
 			return true
 		}
+	}
+	if slices.ContainsFunc(g.NodeAddrs, func(c netip.Addr) bool { return c.Unmap() == a }) {
+		return true
 	}
 	if t != nil {
 		if slices.ContainsFunc(t.ClusterIPs, func(c netip.Addr) bool { return c.Unmap() == a }) {

@@ -17,11 +17,12 @@ const (
 	StageDNS       Stage = "dns"
 	StagePod       Stage = "pod"
 	StageProxy     Stage = "proxy"
+	StageNodePort  Stage = "nodeport"
 	StageHairpin   Stage = "hairpin"
 )
 
 // Stages lists every stage in runbook order.
-var Stages = []Stage{StageSpec, StageEndpoints, StageDNS, StagePod, StageProxy, StageHairpin}
+var Stages = []Stage{StageSpec, StageEndpoints, StageDNS, StagePod, StageProxy, StageNodePort, StageHairpin}
 
 // Reason is the outcome of a probe, from a closed set (it becomes a label value).
 type Reason string
@@ -56,6 +57,12 @@ const (
 	// ReasonExternalNotAllowed: the address is outside the cluster and not allowed by
 	// --probe.allow-external, so it was not dialed (see AddressGuard).
 	ReasonExternalNotAllowed Reason = "external_not_allowed"
+
+	// ReasonNodePortUnreachable is a verdict reason, not a stage's: the NodePort does not answer on
+	// the node's address while the same Service answers on its ClusterIP from the same Pod network
+	// (the nodeport stage's own reason, timeout or refused, says how it failed). In node mode the
+	// address is the agent's own node: the "NodePort from the node itself fails" case.
+	ReasonNodePortUnreachable Reason = "nodeport_unreachable"
 )
 
 // Reasons is the closed set, for documentation and tests.
@@ -65,7 +72,7 @@ var Reasons = []Reason{
 	ReasonNoEndpoints, ReasonNoReadyEndpoints,
 	ReasonTimeout, ReasonNXDomain, ReasonServFail, ReasonRefused, ReasonWrongAnswer, ReasonNoAnswer,
 	ReasonReset, ReasonUnreachable, ReasonHTTPStatus, ReasonPortExhausted, ReasonWrongBackend,
-	ReasonBudget, ReasonError, ReasonExternalNotAllowed,
+	ReasonBudget, ReasonError, ReasonExternalNotAllowed, ReasonNodePortUnreachable,
 }
 
 // Outcome says whether a stage passed, failed or did not apply.

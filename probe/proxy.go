@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -27,6 +26,9 @@ type ProxyProber struct {
 	// DNSServers resolve an ExternalName that is a host name (the resolv.conf nameservers, as a
 	// client Pod would). Its DNS tokens come from Dialer.Budget.
 	DNSServers []netip.AddrPort
+	// NodeName is this Pod's node (--node-name, NODE_NAME); "" when unknown. A Service with
+	// internalTrafficPolicy: Local is probed only when it names a node with a ready endpoint.
+	NodeName string
 }
 
 func (p *ProxyProber) Stage() Stage { return StageProxy }
@@ -41,6 +43,19 @@ func (p *ProxyProber) Probe(ctx context.Context, t *discovery.Target) Result {
 		// kube-proxy rejects (or drops) traffic to a VIP without endpoints; that is the
 		// endpoints stage's failure, not the proxy's.
 		return skipped(StageProxy, "no ready endpoints to proxy to (see the endpoints stage)")
+	}
+	eps := t.ReadyEndpoints()
+	if t.InternalTrafficLocal {
+		// The VIP leads only to endpoints on the client's node (the node agents' hairpin Service):
+		// on a node without one kube-proxy drops the traffic by design.
+		if p.NodeName == "" {
+			return skipped(StageProxy, "internalTrafficPolicy: Local and this Pod's node is unknown (--node-name, NODE_NAME): "+
+				"the VIP leads only to endpoints on the client's node")
+		}
+		if eps = t.ReadyEndpointsOn(p.NodeName); len(eps) == 0 {
+			return skipped(StageProxy, "internalTrafficPolicy: Local and no ready endpoint on node "+p.NodeName+
+				": the VIP is meant not to answer here")
+		}
 	}
 	// The Service's DNS name as Host: virtual hosts on the backend see what a client would send.
 	// The cluster domain is left out on purpose: it is not known here and "svc" suffices in-cluster.
@@ -63,7 +78,7 @@ func (p *ProxyProber) Probe(ctx context.Context, t *discovery.Target) Result {
 		}
 	}
 	r := fromChecks(StageProxy, runJobs(ctx, p.Dialer, t, StageProxy, jobs), "no TCP ports (UDP not probed)")
-	r.SelfOnly = p.selfOnly(t)
+	r.SelfOnly = leadsOnlyTo(p.Self, eps)
 	if r.Outcome == Failed && r.SelfOnly {
 		r.Hint = "The Service's virtual IP leads only to this exporter's own Pod, so this is the hairpin path: " +
 			"a Pod reaching itself through its Service. Check the bridge port's hairpin mode (kubelet --hairpin-mode, " +
@@ -76,21 +91,6 @@ func (p *ProxyProber) Probe(ctx context.Context, t *discovery.Target) Result {
 			"or ipvsadm -Ln / nft list ruleset)."
 	}
 	return r
-}
-
-// selfOnly reports whether every ready endpoint of t is this Pod.
-func (p *ProxyProber) selfOnly(t *discovery.Target) bool {
-	if len(p.Self) == 0 {
-		return false
-	}
-	for _, e := range t.ReadyEndpoints() {
-		for _, a := range e.Addresses {
-			if !slices.Contains(p.Self, a.Unmap()) {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // probeExternalName connects where a client of an ExternalName Service ends up: the externalName

@@ -29,6 +29,14 @@ type SchedulerConfig struct {
 	Workers  int           // targets probed at once
 	// ClusterDNS, when set, runs once per interval (the canary and each DNS Pod).
 	ClusterDNS func(ctx context.Context) ClusterDNSResult
+	// SampleSize, when > 0 (node mode), bounds the Services probed per interval: each is probed
+	// once per coverage period ceil(N / SampleSize) × Interval (N the Services known), at a phase
+	// of that period given by a hash of its UID, so about SampleSize a interval. A change to a
+	// sampled Service does not bring its probe forward (a node agent on every node would turn
+	// each endpoint change into a burst). Zero probes every Service every interval.
+	SampleSize int
+	// Always names the Services probed every interval even when sampling (the hairpin Service).
+	Always func(t *discovery.Target) bool
 }
 
 // Validate rejects absurd settings at start.
@@ -42,6 +50,8 @@ func (c SchedulerConfig) Validate() error {
 		return fmt.Errorf("--probe.timeout (%s) must not exceed --probe.interval (%s)", c.Timeout, c.Interval)
 	case c.Workers < 1:
 		return fmt.Errorf("workers must be at least 1, got %d", c.Workers)
+	case c.SampleSize < 0:
+		return fmt.Errorf("--node.sample-size must not be negative, got %d", c.SampleSize)
 	}
 	return nil
 }
@@ -71,8 +81,11 @@ type SchedulerStats struct {
 	Skipped       atomic.Uint64 // a target was due while its previous probe still ran
 	LagNanos      atomic.Int64  // how late the last probe started against its slot
 	MaxLagNanos   atomic.Int64  // the largest lag since start
-	Pending       atomic.Int64  // targets never probed yet
+	Pending       atomic.Int64  // targets never probed yet (sampled ones not counted)
 	ClusterRounds atomic.Uint64
+	// PeriodNanos is the coverage period: the longest time between two probes of a Service
+	// (the interval, or ceil(N / SampleSize) × interval when sampling).
+	PeriodNanos atomic.Int64
 }
 
 type entry struct {
@@ -81,6 +94,7 @@ type entry struct {
 	index   int // in the heap; -1 when not queued
 	running bool
 	probed  bool
+	pending bool // counted in Stats().Pending until its first probe
 }
 
 // NewScheduler builds a scheduler over the given probers.
@@ -89,6 +103,7 @@ func NewScheduler(cfg SchedulerConfig, probers []Prober, sink ResultSink, log *s
 		return nil, err
 	}
 	s := &Scheduler{cfg: cfg, sink: sink, log: log, entries: map[types.UID]*entry{}, wake: make(chan struct{}, 1)}
+	s.stats.PeriodNanos.Store(int64(cfg.Interval))
 	for _, p := range probers {
 		switch p.Stage() {
 		case StageSpec, StageEndpoints:
@@ -115,15 +130,26 @@ func (s *Scheduler) Upsert(t *discovery.Target) {
 
 	s.mu.Lock()
 	e, ok := s.entries[t.UID]
+	sampled := s.sampled(t)
 	if !ok {
-		e = &entry{index: -1}
+		e = &entry{index: -1, pending: !sampled}
 		s.entries[t.UID] = e
-		s.stats.Pending.Add(1)
+		if e.pending {
+			s.stats.Pending.Add(1)
+		}
+		s.stats.PeriodNanos.Store(int64(CoveragePeriod(len(s.entries), s.cfg.SampleSize, s.cfg.Interval)))
 	}
 	e.t = t
 	// Probe the network stages soon, spread a little so a burst of changes is not a burst of dials.
 	soon := now.Add(time.Duration(rand.Int64N(int64(min(s.cfg.Interval/10, time.Second)) + 1)))
-	if e.index < 0 && !e.running {
+	if sampled {
+		// Its own phase of the coverage period, first probe included: the sample's bound holds
+		// from the start, and a change does not bring the probe forward.
+		if e.index < 0 && !e.running {
+			e.next = s.nextSlot(t.UID, time.Time{}, now)
+			heap.Push(&s.queue, e)
+		}
+	} else if e.index < 0 && !e.running {
 		e.next = soon
 		heap.Push(&s.queue, e)
 	} else if e.index >= 0 && soon.Before(e.next) {
@@ -141,10 +167,11 @@ func (s *Scheduler) Delete(uid types.UID, _ string) {
 		if e.index >= 0 {
 			heap.Remove(&s.queue, e.index)
 		}
-		if !e.probed {
+		if e.pending {
 			s.stats.Pending.Add(-1)
 		}
 		delete(s.entries, uid)
+		s.stats.PeriodNanos.Store(int64(CoveragePeriod(len(s.entries), s.cfg.SampleSize, s.cfg.Interval)))
 	}
 	s.mu.Unlock()
 	s.sink.Forget(uid)
@@ -261,11 +288,12 @@ func (s *Scheduler) probe(ctx context.Context, e *entry) {
 		results = results[len(s.cheap):]
 	}
 	s.sink.Record(t, results)
-	if !e.probed {
-		e.probed = true
+	e.probed = true
+	if e.pending {
+		e.pending = false
 		s.stats.Pending.Add(-1)
 	}
-	if e.t.Version != t.Version {
+	if e.t.Version != t.Version && !s.sampled(e.t) {
 		e.next = time.Now() // changed while probing: probe again now
 	} else {
 		e.next = s.nextSlot(t.UID, slot, time.Now())
@@ -274,10 +302,37 @@ func (s *Scheduler) probe(ctx context.Context, e *entry) {
 	s.poke()
 }
 
-// nextSlot keeps each target on its own phase of the interval: the slot after prev that is still
-// in the future. Slots missed because a probe overran are counted as skipped rounds.
+// sampled reports whether t is probed once per coverage period rather than every interval.
+func (s *Scheduler) sampled(t *discovery.Target) bool {
+	return s.cfg.SampleSize > 0 && (s.cfg.Always == nil || !s.cfg.Always(t))
+}
+
+// period is how often t is probed: the interval, or when sampling the coverage period
+// ceil(N / SampleSize) × interval. Called with s.mu held.
+func (s *Scheduler) period(t *discovery.Target) time.Duration {
+	if !s.sampled(t) {
+		return s.cfg.Interval
+	}
+	return CoveragePeriod(len(s.entries), s.cfg.SampleSize, s.cfg.Interval)
+}
+
+// CoveragePeriod returns ceil(n / sampleSize) × interval: within it every one of n Services is
+// probed once (interval when sampleSize is 0).
+func CoveragePeriod(n, sampleSize int, interval time.Duration) time.Duration {
+	if sampleSize <= 0 {
+		return interval
+	}
+	return time.Duration(max(1, (n+sampleSize-1)/sampleSize)) * interval
+}
+
+// nextSlot keeps each target on its own phase of its period (the interval, or the coverage period
+// when sampled): the slot after prev that is still in the future. Slots missed because a probe
+// overran are counted as skipped rounds. Called with s.mu held.
 func (s *Scheduler) nextSlot(uid types.UID, prev, now time.Time) time.Time {
 	iv := s.cfg.Interval
+	if e, ok := s.entries[uid]; ok && e.t != nil {
+		iv = s.period(e.t)
+	}
 	phase := time.Duration(hashUID(uid) % uint64(iv))
 	base := now.Truncate(iv).Add(phase)
 	for !base.After(now) {
@@ -287,7 +342,7 @@ func (s *Scheduler) nextSlot(uid types.UID, prev, now time.Time) time.Time {
 		s.stats.Skipped.Add(uint64(missed))
 	}
 	// Jitter of up to 1% of the interval keeps Services that hash alike from dialing in lockstep.
-	return base.Add(time.Duration(rand.Int64N(int64(iv/100) + 1)))
+	return base.Add(time.Duration(rand.Int64N(int64(s.cfg.Interval/100) + 1)))
 }
 
 func hashUID(uid types.UID) uint64 {

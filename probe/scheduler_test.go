@@ -204,3 +204,67 @@ func TestNextSlotSpreadsAndCountsSkips(t *testing.T) {
 		t.Fatalf("skipped %d, want at least 2", got)
 	}
 }
+
+func TestCoveragePeriod(t *testing.T) {
+	for _, c := range []struct {
+		n, size int
+		want    time.Duration
+	}{{0, 0, 15 * time.Second}, {100, 0, 15 * time.Second}, {0, 10, 15 * time.Second}, {10, 10, 15 * time.Second},
+		{11, 10, 30 * time.Second}, {1000, 64, 16 * 15 * time.Second}} {
+		if got := CoveragePeriod(c.n, c.size, 15*time.Second); got != c.want {
+			t.Errorf("CoveragePeriod(%d, %d) = %s, want %s", c.n, c.size, got, c.want)
+		}
+	}
+}
+
+// Node mode's sample: with 20 Services and a sample of 5 per interval, every Service is probed
+// within the coverage period ceil(20/5) × interval, no interval probes much more than the sample,
+// and the Always Service (the hairpin one) is probed every interval.
+func TestSchedulerSampleCoversEveryServiceWithinThePeriod(t *testing.T) {
+	const n, size, iv = 20, 5, 200 * time.Millisecond
+	pod := &fakeProber{stage: StagePod}
+	s, _ := startScheduler(t, SchedulerConfig{Interval: iv, Timeout: 50 * time.Millisecond, Workers: 4, SampleSize: size,
+		Always: func(t *discovery.Target) bool { return t.UID == "hairpin" }}, pod)
+	start := time.Now()
+	for i := range n {
+		s.Upsert(&discovery.Target{UID: types.UID(fmt.Sprintf("svc-%02d", i)), Version: 1})
+	}
+	s.Upsert(&discovery.Target{UID: "hairpin", Version: 1})
+	if s.Pending() != 1 {
+		t.Fatalf("pending %d, want 1 (only the always-probed Service counts for readiness)", s.Pending())
+	}
+	period := CoveragePeriod(n+1, size, iv) // 21 Services: 5 windows
+	if got := time.Duration(s.Stats().PeriodNanos.Load()); got != period {
+		t.Fatalf("coverage period %s, want %s", got, period)
+	}
+	waitFor(t, "every Service probed once", func() bool {
+		for i := range n {
+			if pod.count(types.UID(fmt.Sprintf("svc-%02d", i))) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	took := time.Since(start)
+	if took > period+period/2 {
+		t.Errorf("covering every Service took %s, the coverage period is %s", took, period)
+	}
+	// Over the period, the sampled Services were probed about once each, not once per interval.
+	total := 0
+	for i := range n {
+		total += pod.count(types.UID(fmt.Sprintf("svc-%02d", i)))
+	}
+	if rounds := int(took/iv) + 1; total > n+size*2 {
+		t.Errorf("%d probes of %d sampled Services in %d intervals: the sample does not bound them", total, n, rounds)
+	}
+	if h := pod.count("hairpin"); h < int(took/iv)-1 {
+		t.Errorf("the always-probed Service was probed %d times in %s (interval %s)", h, took, iv)
+	}
+	// A change does not bring a sampled Service forward.
+	before := pod.count("svc-00")
+	s.Upsert(&discovery.Target{UID: "svc-00", Version: 2})
+	time.Sleep(iv / 2)
+	if after := pod.count("svc-00"); after > before+1 {
+		t.Errorf("a change probed a sampled Service %d more times at once", after-before)
+	}
+}

@@ -199,7 +199,7 @@ func TestServiceRunbookWalk(t *testing.T) {
 	for _, m := range regexp.MustCompile(`<li class="step s-([a-z_]+)( blamed)?" id="step-([a-z_]+)"`).FindAllStringSubmatch(body, -1) {
 		ids = append(ids, m[3]+"="+m[1]+m[2])
 	}
-	want := "exists=ok dns=ok cluster_dns=ok proxy=skipped spec=failed blamed endpoints=failed pod=skipped hairpin=skipped"
+	want := "exists=ok dns=ok cluster_dns=ok proxy=skipped spec=failed blamed endpoints=failed pod=skipped hairpin=skipped nodeport=not_probed"
 	if got := strings.Join(ids, " "); got != want {
 		t.Errorf("runbook steps:\n got %s\nwant %s", got, want)
 	}
@@ -267,7 +267,7 @@ func TestAPIFieldNamesAreStable(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &one); err != nil {
 		t.Fatal(err)
 	}
-	if one.Verdict != "spec" || one.Reason != "selector_matches_no_pods" || one.Healthy || len(one.Runbook) != 8 {
+	if one.Verdict != "spec" || one.Reason != "selector_matches_no_pods" || one.Healthy || len(one.Runbook) != 9 {
 		t.Fatalf("got %+v", one)
 	}
 	spec := one.Runbook[4]
@@ -416,5 +416,25 @@ func TestMissingServicesJoinTheirNamespaceAndReadinessBanner(t *testing.T) {
 	}
 	if !strings.Contains(body, `data-service="shop/payments" data-verdict="missing"`) {
 		t.Error("missing Service row lacks its verdict")
+	}
+}
+
+// A NodePort failing while the ClusterIP answers: the verdict is proxy (nodeport_unreachable) and
+// the walk marks the nodeport step, not the cluster DNS step.
+func TestRunbookWalkBlamesNodePort(t *testing.T) {
+	tg := &discovery.Target{Namespace: "default", Name: "web", Kind: discovery.KindNodePort}
+	ss := metrics.ServiceStatus{Target: tg, Verdict: metrics.LayerProxy, Reason: probe.ReasonNodePortUnreachable,
+		Results: map[probe.Stage]probe.Result{
+			probe.StageProxy:    {Stage: probe.StageProxy, Outcome: probe.OK, Reason: probe.ReasonSuccess},
+			probe.StageNodePort: {Stage: probe.StageNodePort, Outcome: probe.Failed, Reason: probe.ReasonTimeout, Failing: 1, Total: 1},
+		}}
+	var blamed []string
+	for _, s := range NewService(ss, nil, true).Runbook {
+		if s.Blamed {
+			blamed = append(blamed, s.ID)
+		}
+	}
+	if len(blamed) != 1 || blamed[0] != "nodeport" {
+		t.Fatalf("blamed steps %v, want [nodeport]", blamed)
 	}
 }

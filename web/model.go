@@ -244,6 +244,7 @@ var questions = map[string]string{
 	"dns":         "Does the Service work by DNS name?",
 	"cluster_dns": "Does any Service work by DNS name?",
 	"proxy":       "Does the Service work by IP?",
+	"nodeport":    "Does the Service work on its NodePort (this node's address)?",
 	"spec":        "Is the Service defined correctly?",
 	"endpoints":   "Does the Service have any Endpoints?",
 	"pod":         "Are the Pods working?",
@@ -260,6 +261,8 @@ var runbookOrder = []struct {
 	{"exists", ""}, {"dns", probe.StageDNS}, {"cluster_dns", ""}, {"proxy", probe.StageProxy},
 	{"spec", probe.StageSpec}, {"endpoints", probe.StageEndpoints}, {"pod", probe.StagePod},
 	{"hairpin", probe.StageHairpin},
+	// Not a question of the runbook: its NodePort path, asked last so the runbook keeps its numbers.
+	{"nodeport", probe.StageNodePort},
 }
 
 // layerStep is the step the verdict's layer points at.
@@ -275,6 +278,10 @@ func walk(ss metrics.ServiceStatus, cluster *probe.ClusterDNSResult) []Step {
 	if ss.Verdict == metrics.LayerProxy {
 		if r, ok := ss.Results[probe.StageProxy]; !ok || r.Outcome != probe.Failed {
 			blamed = "cluster_dns"
+			// The ClusterIP is fine but the NodePort is not: kube-proxy's NodePort path.
+			if n, ok := ss.Results[probe.StageNodePort]; ok && n.Outcome == probe.Failed {
+				blamed = "nodeport"
+			}
 		}
 	}
 	var steps []Step

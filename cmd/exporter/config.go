@@ -40,6 +40,15 @@ type config struct {
 	HairpinIdentity string
 	PodIPs          []netip.Addr
 
+	// Mode is "central" (one exporter, every Service every interval) or "node" (a DaemonSet
+	// agent: a sample of Services per interval, metrics labelled with NodeName).
+	Mode       string
+	NodeName   string
+	NodeAddrs  []netip.Addr // --node.address / HOST_IP: this node's addresses, for NodePorts
+	SampleSize int
+	// NodeAddrFlags are the raw --node.address values; the flag action parses them into NodeAddrs.
+	NodeAddrFlags []string
+
 	// ClusterCIDRFlags and AllowExternalFlags are the raw --cluster.cidr and --probe.allow-external
 	// values; load parses them into ClusterCIDRs and AllowExternal (see probe.AddressGuard).
 	ClusterCIDRFlags   []string
@@ -80,6 +89,10 @@ func registerFlags(app *kingpin.Application) *config {
 	app.Flag("hairpin.service", "namespace/name of a Service that selects only this Pod; probed through its VIP (empty: no hairpin stage).").StringVar(&c.HairpinService)
 	app.Flag("hairpin.identity", "This Pod's name, served on /-/identity and expected back through the hairpin Service.").Envar("POD_NAME").StringVar(&c.HairpinIdentity)
 	app.Flag("pod.ip", "This Pod's IP addresses, comma-separated (downward API status.podIPs); a Service leading only to them is reached through the hairpin path.").Envar("POD_IP").StringVar(new(string))
+	app.Flag("mode", "central: probe every Service every interval; node: a node agent (DaemonSet) probing from its node a sample of Services per interval, its per-Service series labelled node.").Default(modeCentral).EnumVar(&c.Mode, modeCentral, modeNode)
+	app.Flag("node-name", "This Pod's node (downward API spec.nodeName); required with --mode=node, the node label's value.").Envar("NODE_NAME").StringVar(&c.NodeName)
+	app.Flag("node.address", "This node's address, for the nodeport stage (downward API status.hostIP); repeatable or comma-separated. Empty: NodePorts are not probed.").Envar("HOST_IP").StringsVar(&c.NodeAddrFlags)
+	app.Flag("node.sample-size", "In node mode, Services probed per interval; each is probed once per ceil(Services / sample-size) x --probe.interval.").Default("50").IntVar(&c.SampleSize)
 	app.Flag("cluster.cidr", "A Pod or Service range of the cluster, CIDR (repeatable). Addresses in it may be probed; so may every ClusterIP and Pod IP the informers know.").StringsVar(&c.ClusterCIDRFlags)
 	app.Flag("probe.allow-external", "A range outside the cluster that ExternalName Services, their DNS answers and hand-written endpoints may lead the probes to, CIDR (repeatable). Anything else outside the cluster is never dialed.").StringsVar(&c.AllowExternalFlags)
 	app.Flag("expect", "A Service that must exist, namespace/name (repeatable); missing ones get the verdict missing.").StringsVar(&c.ExpectFlags)
@@ -88,7 +101,7 @@ func registerFlags(app *kingpin.Application) *config {
 	app.Flag("metrics.per-endpoint-limit", "At most this many svcprobe_endpoint_up series per Service.").Default("10").IntVar(&c.PerEndpointLimit)
 	// kingpin's own parse errors ("time: invalid duration \"banana\"") do not say which flag.
 	for _, name := range []string{"shard", "total-shards", "probe.interval", "probe.timeout", "probe.concurrency",
-		"probe.max-new-conns-per-second", "dns.max-qps", "metrics.max-series-per-service", "metrics.per-endpoint-limit"} {
+		"probe.max-new-conns-per-second", "dns.max-qps", "metrics.max-series-per-service", "metrics.per-endpoint-limit", "node.sample-size", "mode"} {
 		f := app.GetFlag(name)
 		f.SetValue(namedValue{name: name, Value: f.Model().Value})
 	}
@@ -103,9 +116,36 @@ func registerFlags(app *kingpin.Application) *config {
 			}
 			c.PodIPs = append(c.PodIPs, a)
 		}
+		c.NodeAddrs = nil
+		for _, v := range c.NodeAddrFlags {
+			for _, s := range splitList(v) {
+				a, err := netip.ParseAddr(s)
+				if err != nil || a.Zone() != "" {
+					return fmt.Errorf("--node.address %q: want an IP address", s)
+				}
+				c.NodeAddrs = append(c.NodeAddrs, a.Unmap())
+			}
+		}
 		return nil
 	})
 	return c
+}
+
+// The modes of --mode.
+const (
+	modeCentral = "central"
+	modeNode    = "node"
+)
+
+// nodeMode reports whether this exporter is a node agent.
+func (c *config) nodeMode() bool { return c.Mode == modeNode }
+
+// nodeLabel is the value of the node label: the node's name in node mode, "" (no label) otherwise.
+func (c *config) nodeLabel() string {
+	if c.nodeMode() {
+		return c.NodeName
+	}
+	return ""
 }
 
 // namedValue names its flag in parse errors.
@@ -177,6 +217,12 @@ func (c *config) load() error {
 		return fmt.Errorf("--metrics.max-series-per-service must be at least 8 (verdict, stages and endpoint counts), got %d", c.SeriesPerService)
 	case c.PerEndpointLimit < 0:
 		return fmt.Errorf("--metrics.per-endpoint-limit must not be negative, got %d", c.PerEndpointLimit)
+	case c.nodeMode() && c.SampleSize < 1:
+		return fmt.Errorf("--node.sample-size must be at least 1, got %d", c.SampleSize)
+	case c.Mode == modeNode && c.NodeName == "":
+		return fmt.Errorf("--mode=node needs --node-name (or NODE_NAME from the downward API's spec.nodeName): it labels every series")
+	case c.Mode != "" && c.Mode != modeCentral && c.Mode != modeNode:
+		return fmt.Errorf("--mode %q: want central or node", c.Mode)
 	case c.HairpinService != "" && c.HairpinIdentity == "":
 		return fmt.Errorf("--hairpin.service needs --hairpin.identity (or POD_NAME) to tell this Pod's answer from another's")
 	case c.HairpinService != "" && !strings.Contains(c.HairpinService, "/"):
@@ -208,7 +254,7 @@ func parsePrefixes(flag string, values []string) ([]netip.Prefix, error) {
 // addressGuard builds the SSRF guard from the flags; known is what the informers know (nil in a
 // one-shot diagnose, which then trusts the target's own ClusterIPs and selected Pods).
 func (c *config) addressGuard(known func(netip.Addr) bool, log *slog.Logger) *probe.AddressGuard {
-	return &probe.AddressGuard{ClusterCIDRs: c.ClusterCIDRs, AllowExternal: c.AllowExternal, Known: known, Log: log}
+	return &probe.AddressGuard{ClusterCIDRs: c.ClusterCIDRs, AllowExternal: c.AllowExternal, NodeAddrs: c.NodeAddrs, Known: known, Log: log}
 }
 
 func parseFileConfig(b []byte) (fileConfig, error) {

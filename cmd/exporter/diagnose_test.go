@@ -194,6 +194,7 @@ func TestDiagnoseHealthy(t *testing.T) {
 		"6. ✔ Does the Service have any Endpoints?",
 		"7. ✔ Are the Pods working?",
 		"8. – Is kube-proxy working?",
+		"9. – Does the Service work on its NodePort", // a ClusterIP Service: skipped
 		"HEALTHY: default/hostnames passed every step.",
 	} {
 		if !strings.Contains(text, want) {
@@ -217,7 +218,7 @@ func TestDiagnoseHealthy(t *testing.T) {
 	if err := dec.Decode(&doc); err != nil {
 		t.Fatal(err)
 	}
-	if !doc.Healthy || doc.Verdict != "ok" || len(doc.Runbook) != 8 || doc.Endpoints.Ready != 1 || doc.ClusterIPs[0] != "127.0.0.2" {
+	if !doc.Healthy || doc.Verdict != "ok" || len(doc.Runbook) != 9 || doc.Endpoints.Ready != 1 || doc.ClusterIPs[0] != "127.0.0.2" {
 		t.Errorf("json document: %+v", doc)
 	}
 	for _, st := range doc.Stages {

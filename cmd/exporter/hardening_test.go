@@ -424,7 +424,7 @@ func runMain(t *testing.T, args ...string) (int, string) {
 	t.Helper()
 	b, _ := json.Marshal(args)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envMainArgs+"="+string(b), "KUBERNETES_SERVICE_HOST=", "KUBERNETES_SERVICE_PORT=")
+	cmd.Env = append(os.Environ(), envMainArgs+"="+string(b), "KUBERNETES_SERVICE_HOST=", "KUBERNETES_SERVICE_PORT=", "NODE_NAME=", "HOST_IP=")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.Stdout = io.Discard
@@ -491,6 +491,12 @@ func TestAbsurdFlagsExitNonZeroAtStart(t *testing.T) {
 		{[]string{"--config.file=" + filepath.Join(dir, "missing.yml")}, "--config.file"},
 		{[]string{"--hairpin.service=svcprobe"}, "--hairpin.service"},
 		{[]string{"--no-such-flag"}, "unknown long flag"},
+		{[]string{"--mode=node"}, "--mode=node needs --node-name"},
+		{[]string{"--mode=nodes"}, "--mode=\"nodes\""},
+		{[]string{"--mode=node", "--node-name=n1", "--node.sample-size=0"}, "--node.sample-size must be at least 1"},
+		{[]string{"--node.sample-size=banana"}, "node.sample-size"},
+		{[]string{"--node.address=10.0.0.300"}, "--node.address"},
+		{[]string{"--node.address=node-1.example"}, "--node.address"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {

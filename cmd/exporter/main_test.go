@@ -162,6 +162,25 @@ func TestExporterEndToEndOnFakeCluster(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// A Service created after the exporter became ready waits for its first probe (an hour away
+	// here) without taking the exporter out of its Service's endpoints: readiness latches.
+	newcomer, _ := loopbackService(backend.Addr().String())
+	newcomer.Name, newcomer.UID = "newcomer", "uid-newcomer"
+	if _, err := client.CoreV1().Services("default").Create(context.Background(), newcomer, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+		_, body := get(t, base+"/metrics")
+		if strings.Contains(body, "svcprobe_targets 2") && !strings.Contains(body, "svcprobe_scheduler_pending_targets 0") {
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("the new Service is not pending:\n%s", body)
+		}
+	}
+	if code, body := get(t, base+"/-/ready"); code != http.StatusOK {
+		t.Fatalf("/-/ready %d with a new Service pending: %s", code, body)
+	}
 	// SIGTERM is a cancelled context: everything stops within a second, no goroutine left (goleak).
 	cancel()
 	select {

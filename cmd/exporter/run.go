@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +30,10 @@ type exporter struct {
 	store     *metrics.Store
 	registry  *prometheus.Registry
 	mux       *http.ServeMux
+	// wasReady latches the first time ready() holds: after that a new Service waiting for its
+	// first probe must not take the exporter out of its Service's endpoints (in a busy cluster
+	// that would flap readiness at every Service created).
+	wasReady atomic.Bool
 }
 
 // newExporter wires the components. It starts nothing.
@@ -37,7 +42,7 @@ func newExporter(cfg *config, client kubernetes.Interface, log *slog.Logger) (*e
 	if err != nil {
 		return nil, err
 	}
-	budget, err := probe.NewBudget(probe.BudgetConfig{Concurrency: cfg.Concurrency, DNSQPS: cfg.DNSQPS, NewConnsPerSecond: cfg.NewConnsPerSecond})
+	budget, err := probe.NewBudget(probe.BudgetConfig{Concurrency: fitConcurrency(cfg.Concurrency, log), DNSQPS: cfg.DNSQPS, NewConnsPerSecond: cfg.NewConnsPerSecond})
 	if err != nil {
 		return nil, err
 	}
@@ -56,6 +61,12 @@ func newExporter(cfg *config, client kubernetes.Interface, log *slog.Logger) (*e
 			return clusterDNS.Probe(ctx, probe.DNSServersFrom(e.watcher.DNSEndpoints()))
 		},
 	}
+	if cfg.nodeMode() {
+		// A sample of Services per interval; the hairpin Service (this node's hairpin path) every
+		// interval. Cluster DNS runs every interval in both modes.
+		schedCfg.SampleSize = cfg.SampleSize
+		schedCfg.Always = func(t *discovery.Target) bool { return cfg.HairpinService != "" && t.Key() == cfg.HairpinService }
+	}
 	if e.scheduler, err = probe.NewScheduler(schedCfg, probers, store, log.With("component", "scheduler")); err != nil {
 		return nil, err
 	}
@@ -64,7 +75,7 @@ func newExporter(cfg *config, client kubernetes.Interface, log *slog.Logger) (*e
 	}
 	collector := metrics.NewCollector(metrics.CollectorConfig{
 		SeriesPerService: cfg.SeriesPerService, PerEndpoint: cfg.PerEndpoint, PerEndpointLimit: cfg.PerEndpointLimit,
-		Expected: cfg.Expected,
+		Expected: cfg.Expected, Node: cfg.nodeLabel(),
 	}, store, e.watcher, e.scheduler.Stats(), budget, log)
 	e.registry.MustRegister(collector, versioncollector.NewCollector("svcprobe"),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -117,7 +128,8 @@ func newProbersGuarded(cfg *config, rc probe.ResolvConf, budget *probe.Budget, g
 		probe.EndpointsProber{},
 		&probe.DNSProber{Budget: budget, Conf: rc, ClusterDomain: cfg.ClusterDomain},
 		&probe.PodProber{Dialer: dialer},
-		&probe.ProxyProber{Dialer: dialer, Self: cfg.PodIPs, DNSServers: rc.Servers},
+		&probe.ProxyProber{Dialer: dialer, Self: cfg.PodIPs, DNSServers: rc.Servers, NodeName: cfg.NodeName},
+		&probe.NodePortProber{Dialer: dialer, NodeAddrs: cfg.NodeAddrs, NodeName: cfg.NodeName},
 	}
 	if cfg.HairpinService != "" {
 		probers = append(probers, &probe.HairpinProber{Dialer: dialer, Service: cfg.HairpinService, Identity: cfg.HairpinIdentity})
@@ -127,12 +139,16 @@ func newProbersGuarded(cfg *config, rc probe.ResolvConf, budget *probe.Budget, g
 
 // ready: informers synced and every known Service probed once.
 func (e *exporter) ready() (bool, string) {
+	if e.wasReady.Load() {
+		return true, ""
+	}
 	if !e.watcher.Synced() {
 		return false, "discovery not synced"
 	}
 	if n := e.scheduler.Pending(); n > 0 {
 		return false, fmt.Sprintf("%d Services not probed yet", n)
 	}
+	e.wasReady.Store(true)
 	return true, ""
 }
 

@@ -1,0 +1,523 @@
+package lab
+
+// The shipped alert and SLO rules (deploy/rules, loaded unchanged) in a real Prometheus (the one
+// deploy/check/check.mk builds) scraping svcprobe in the lab: for the dns-down, pods-not-ready and
+// kube-proxy-down faults, exactly the expected per-layer alerts fire (read from Prometheus'
+// /api/v1/alerts), the burn-rate alert of the failing stage fires, and everything resolves when
+// the fault is undone. The Grafana dashboards' panel queries are evaluated against the same
+// Prometheus. Which of the firing alerts Alertmanager then mutes is proven with Alertmanager's own
+// code on the same label sets in deploy/check/inhibit_test.go.
+//
+// The rules' for: durations are the shipped ones (per-Service 2m, cluster-wide 1m), so each fault
+// takes a little over two minutes: about 9 minutes for the test.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+func TestPrometheusVersionMatchesMakefile(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "deploy", "check", "check.mk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^PROMETHEUS_VERSION\s*:=\s*(\S+)`).FindSubmatch(b)
+	if m == nil || string(m[1]) != PrometheusVersion {
+		t.Errorf("check.mk PROMETHEUS_VERSION = %q, lab.PrometheusVersion is %s", m, PrometheusVersion)
+	}
+}
+
+type promAlert struct {
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations"`
+	State       string            `json:"state"`
+	ActiveAt    time.Time         `json:"activeAt"`
+}
+
+// key names an alert: alertname plus the Service when it has one.
+func (a promAlert) key() string {
+	if a.Labels["namespace"] != "" || a.Labels["service"] != "" {
+		return a.Labels["alertname"] + " " + a.Labels["namespace"] + "/" + a.Labels["service"]
+	}
+	return a.Labels["alertname"]
+}
+
+func promAlerts(ctx context.Context) ([]promAlert, error) {
+	var r struct {
+		Alerts []promAlert `json:"alerts"`
+	}
+	if err := QueryPrometheus(ctx, "/api/v1/alerts", nil, &r); err != nil {
+		return nil, err
+	}
+	return r.Alerts, nil
+}
+
+const burnAlert = "SvcprobeErrorBudgetBurn"
+
+// layerAlerts returns the firing and the pending alerts other than the error-budget ones, by key.
+func layerAlerts(alerts []promAlert) (firing, pending map[string]promAlert) {
+	firing, pending = map[string]promAlert{}, map[string]promAlert{}
+	for _, a := range alerts {
+		if a.Labels["alertname"] == burnAlert {
+			continue
+		}
+		if a.State == "firing" {
+			firing[a.key()] = a
+		} else {
+			pending[a.key()] = a
+		}
+	}
+	return firing, pending
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// waitAlerts polls /api/v1/alerts every second until check passes, failing the test after within.
+func waitAlerts(t *testing.T, cfg *Config, what string, within time.Duration, check func([]promAlert) error) []promAlert {
+	t.Helper()
+	start := time.Now()
+	var last error
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		alerts, err := promAlerts(ctx)
+		cancel()
+		if err == nil {
+			if err = check(alerts); err == nil {
+				t.Logf("%s: after %s", what, time.Since(start).Round(100*time.Millisecond))
+				return alerts
+			}
+		}
+		last = err
+		if time.Since(start) > within {
+			if aerr := cfg.componentAlive("prometheus"); aerr != nil {
+				last = errors.Join(last, cfg.withLog("prometheus", aerr))
+			}
+			t.Fatalf("%s: not within %s: %v", what, within, last)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+type alertFault struct {
+	name string
+	// want lists the per-layer alerts that must fire (and no other), by promAlert.key.
+	want func(ctx context.Context, cl kubernetes.Interface) ([]string, error)
+	// reason must show in each per-Service alert's summary (the query in the template).
+	reason map[string]string
+	// burnStage is the stage whose fast burn-rate alert must fire.
+	burnStage string
+}
+
+func servicesExcept(ctx context.Context, cl kubernetes.Interface, alert string, except ...string) ([]string, error) {
+	svcs, err := cl.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+next:
+	for _, s := range svcs.Items {
+		for _, e := range except {
+			if e == s.Namespace+"/"+s.Name {
+				continue next
+			}
+		}
+		out = append(out, alert+" "+s.Namespace+"/"+s.Name)
+	}
+	return out, nil
+}
+
+// In this order each fault's stage has not failed before, so its burn-rate alert is a new one
+// (a burn alert stays firing for about five minutes after its fault: the short window).
+var alertFaults = []alertFault{
+	{
+		name: "pods-not-ready",
+		want: func(context.Context, kubernetes.Interface) ([]string, error) {
+			return []string{"SvcprobeServiceEndpointsMissing default/hostnames"}, nil
+		},
+		reason:    map[string]string{"SvcprobeServiceEndpointsMissing default/hostnames": "no_ready_endpoints"},
+		burnStage: "endpoints",
+	},
+	{
+		// Every Service's name fails; kube-dns itself has no ready endpoints.
+		name: "dns-down",
+		want: func(ctx context.Context, cl kubernetes.Interface) ([]string, error) {
+			keys, err := servicesExcept(ctx, cl, "SvcprobeServiceDNSBroken", "kube-system/kube-dns")
+			return append(keys, "ClusterDNSDown", "SvcprobeServiceEndpointsMissing kube-system/kube-dns"), err
+		},
+		reason: map[string]string{
+			"SvcprobeServiceEndpointsMissing kube-system/kube-dns": "no_ready_endpoints",
+			"SvcprobeServiceDNSBroken default/hostnames":           "timeout|refused",
+		},
+		burnStage: "dns",
+	},
+	{
+		// Every VIP fails, DNS's too, while the Pods answer directly.
+		name: "kube-proxy-down",
+		want: func(ctx context.Context, cl kubernetes.Interface) ([]string, error) {
+			keys, err := servicesExcept(ctx, cl, "SvcprobeServiceProxyBroken")
+			return append(keys, "ServiceProxyDownOnNode"), err
+		},
+		reason:    map[string]string{"SvcprobeServiceProxyBroken default/hostnames": "unreachable|timeout|refused"},
+		burnStage: "proxy",
+	},
+}
+
+// requirePrometheus skips (fails under CI) when the Prometheus binary is not built.
+func requirePrometheus(t *testing.T, cfg *Config) {
+	t.Helper()
+	if _, err := os.Stat(cfg.PrometheusBinary()); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("prometheus missing under CI: %v (run `make prom-tools`)", err)
+		}
+		t.Skipf("prometheus missing: %v (run `make prom-tools`)", err)
+	}
+}
+
+func TestAlerts(t *testing.T) {
+	cfg, cl := sharedLab(t)
+	requirePrometheus(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+
+	start := time.Now()
+	if err := StartPrometheus(ctx, *cfg, PrometheusOptions{}); err != nil {
+		t.Fatalf("start prometheus: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := StopPrometheus(*cfg); err != nil {
+			t.Errorf("stop prometheus: %v", err)
+		}
+		if _, err := os.Stat(cfg.path("prometheus")); !os.IsNotExist(err) {
+			t.Errorf("prometheus data left in %s", cfg.path("prometheus"))
+		}
+	})
+	t.Logf("prometheus %s up in %s", PrometheusVersion, time.Since(start).Round(time.Millisecond))
+
+	settle(t, ctx, cl)
+	// Healthy: the exporter is scraped, every rule evaluates without error, nothing fires.
+	waitAlerts(t, cfg, "healthy lab, rules evaluating, no alert pending or firing", 2*time.Minute, func(alerts []promAlert) error {
+		if err := rulesHealthy(ctx); err != nil {
+			return err
+		}
+		var up struct {
+			Result []json.RawMessage `json:"result"`
+		}
+		if err := QueryPrometheus(ctx, "/api/v1/query", url.Values{"query": {`up{job="svcprobe"} == 1`}}, &up); err != nil {
+			return err
+		}
+		if len(up.Result) != 1 {
+			return fmt.Errorf("svcprobe not scraped yet (up == 1: %d series)", len(up.Result))
+		}
+		var active []string
+		for _, a := range alerts {
+			active = append(active, a.key()+" "+a.State)
+		}
+		if len(active) > 0 {
+			return fmt.Errorf("alerts active in a healthy lab: %v", active)
+		}
+		return nil
+	})
+
+	t.Run("dashboards", func(t *testing.T) { checkDashboards(t, ctx) })
+
+	for _, af := range alertFaults {
+		t.Run(af.name, func(t *testing.T) {
+			f, err := FaultByName(af.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			settle(t, ctx, cl)
+			waitAlerts(t, cfg, "no per-layer alert active before "+af.name, 2*time.Minute, func(alerts []promAlert) error {
+				firing, pending := layerAlerts(alerts)
+				if len(firing)+len(pending) > 0 {
+					return fmt.Errorf("active: firing %v, pending %v", sortedKeys(firing), sortedKeys(pending))
+				}
+				return nil
+			})
+			undone := false
+			t.Cleanup(func() {
+				if !undone {
+					if err := f.Undo(context.Background(), cfg, cl); err != nil {
+						t.Errorf("undo %s: %v", f.Name, err)
+					}
+					waitMetrics(t, "healthy after cleanup of "+f.Name, 60*time.Second, fullyHealthy(context.Background(), cl))
+				}
+			})
+			injected := time.Now()
+			if err := f.Inject(ctx, cfg, cl); err != nil {
+				t.Fatalf("inject %s: %v", f.Name, err)
+			}
+			want, err := af.want(ctx, cl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sort.Strings(want)
+			// The longest for: is 2m; scrape, evaluation and the fault reaching the exporter add
+			// seconds.
+			alerts := waitAlerts(t, cfg, af.name+": exactly "+strings.Join(want, ", ")+" firing", 3*time.Minute, func(alerts []promAlert) error {
+				firing, _ := layerAlerts(alerts)
+				got := sortedKeys(firing)
+				if strings.Join(got, ",") != strings.Join(want, ",") {
+					return fmt.Errorf("firing %v, want %v", got, want)
+				}
+				for _, a := range alerts {
+					if a.Labels["alertname"] == burnAlert && a.State == "firing" && a.Labels["stage"] == af.burnStage &&
+						a.Labels["short_window"] == "5m" && a.ActiveAt.After(injected) {
+						return nil
+					}
+				}
+				return fmt.Errorf("no fast %s for stage %s firing since the fault yet", burnAlert, af.burnStage)
+			})
+			t.Logf("%s: alerts firing %s after the fault", af.name, time.Since(injected).Round(time.Second))
+			firing, _ := layerAlerts(alerts)
+			for key, reason := range af.reason {
+				a, ok := firing[key]
+				if !ok {
+					t.Fatalf("%s not firing", key)
+				}
+				if !regexp.MustCompile(`\(reason: (` + reason + `)\)$`).MatchString(a.Annotations["summary"]) {
+					t.Errorf("%s: summary %q does not end in (reason: %s)", key, a.Annotations["summary"], reason)
+				}
+			}
+			for _, a := range firing {
+				for _, k := range []string{"summary", "description", "runbook_url"} {
+					v := a.Annotations[k]
+					if v == "" || strings.Contains(v, "<no value>") || strings.Contains(v, "error expanding") {
+						t.Errorf("%s: annotation %s = %q", a.key(), k, v)
+					}
+				}
+				if a.Labels["severity"] == "" || a.Labels["layer"] == "" {
+					t.Errorf("%s: labels %v lack severity or layer", a.key(), a.Labels)
+				}
+			}
+			// Still exactly those a few evaluations later (nothing else creeping in).
+			time.Sleep(6 * time.Second)
+			waitAlerts(t, cfg, af.name+": still exactly the same", 5*time.Second, func(alerts []promAlert) error {
+				firing, _ := layerAlerts(alerts)
+				if got := sortedKeys(firing); strings.Join(got, ",") != strings.Join(want, ",") {
+					return fmt.Errorf("firing %v, want %v", got, want)
+				}
+				return nil
+			})
+
+			if err := f.Undo(ctx, cfg, cl); err != nil {
+				t.Fatalf("undo %s: %v", f.Name, err)
+			}
+			undone = true
+			fixed := time.Now()
+			waitAlerts(t, cfg, af.name+": resolved", 90*time.Second, func(alerts []promAlert) error {
+				firing, pending := layerAlerts(alerts)
+				if len(firing)+len(pending) > 0 {
+					return fmt.Errorf("still active: firing %v, pending %v", sortedKeys(firing), sortedKeys(pending))
+				}
+				return nil
+			})
+			t.Logf("%s: resolved %s after the fix", af.name, time.Since(fixed).Round(time.Second))
+		})
+	}
+}
+
+// rulesHealthy checks that every loaded rule evaluated without error.
+func rulesHealthy(ctx context.Context) error {
+	var r struct {
+		Groups []struct {
+			Name  string `json:"name"`
+			Rules []struct {
+				Name      string `json:"name"`
+				Health    string `json:"health"`
+				LastError string `json:"lastError"`
+			} `json:"rules"`
+		} `json:"groups"`
+	}
+	if err := QueryPrometheus(ctx, "/api/v1/rules", nil, &r); err != nil {
+		return err
+	}
+	n := 0
+	for _, g := range r.Groups {
+		for _, rule := range g.Rules {
+			n++
+			if rule.Health != "ok" {
+				return fmt.Errorf("rule %s/%s: health %q %s", g.Name, rule.Name, rule.Health, rule.LastError)
+			}
+		}
+	}
+	if n == 0 {
+		return errors.New("no rules loaded")
+	}
+	return nil
+}
+
+// --- dashboards ------------------------------------------------------------
+
+// Metrics a healthy lab always has (svcprobe_endpoint_up needs --metrics.per-endpoint, the
+// annotation-error and budget metrics only appear with what they count, the native-histogram
+// series only with native histogram ingestion).
+var healthyLabMetrics = map[string]bool{
+	"up": true, "svcprobe_service_verdict": true, "svcprobe_stage_up": true, "svcprobe_stage_duration_seconds": true,
+	"svcprobe_probes_total": true, "svcprobe_endpoints": true, "svcprobe_cluster_dns_up": true,
+	"svcprobe_probe_duration_seconds_bucket": true, "svcprobe_discovery_synced": true,
+	"svcprobe_discovery_events_total": true, "svcprobe_discovery_watch_errors_total": true,
+	"svcprobe_discovery_last_event_timestamp_seconds": true, "svcprobe_targets": true,
+	"svcprobe_scheduler_lag_seconds": true, "svcprobe_scheduler_max_lag_seconds": true,
+	"svcprobe_scheduler_probes_total": true, "svcprobe_scheduler_rounds_skipped_total": true,
+	"svcprobe_scheduler_pending_targets": true, "svcprobe_series_budget_exceeded_services": true,
+	"svcprobe_build_info": true, "svcprobe:slo_objective": true,
+}
+
+var (
+	metricRef = regexp.MustCompile(`\b(up|svcprobe[a-z0-9_:]*|cluster_stage:[a-z0-9_:]+)\b`)
+	// A filter that is empty while everything is healthy: a comparison with a number, or only
+	// the broken verdicts.
+	healthyEmpty = regexp.MustCompile(`(==|!=|>=?|<=?)\s*[0-9]|layer!="ok"`)
+	dashVar      = regexp.MustCompile(`\$\{([a-zA-Z_]+)(?::[a-z]+)?\}|\$([a-zA-Z_]+)|\[\[([a-zA-Z_]+)\]\]`)
+)
+
+type dashPanel struct {
+	Title   string                  `json:"title"`
+	Type    string                  `json:"type"`
+	Targets []struct{ Expr string } `json:"targets"`
+	Panels  []dashPanel             `json:"panels"`
+}
+
+// dashboardQueries returns "file: panel" -> expressions of every panel target of dashboards/*.json.
+func dashboardQueries(t *testing.T) map[string][]string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("..", "dashboards", "*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	var walk func(file string, ps []dashPanel)
+	walk = func(file string, ps []dashPanel) {
+		for _, p := range ps {
+			for _, tg := range p.Targets {
+				if strings.TrimSpace(tg.Expr) != "" {
+					k := filepath.Base(file) + ": " + p.Title
+					out[k] = append(out[k], tg.Expr)
+				}
+			}
+			walk(file, p.Panels)
+		}
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d struct {
+			Panels []dashPanel `json:"panels"`
+		}
+		if err := json.Unmarshal(b, &d); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		walk(f, d.Panels)
+	}
+	return out
+}
+
+// substitute fills the dashboard variables with one Service of the lab.
+func substitute(expr, ns, svc string) (string, error) {
+	vals := map[string]string{
+		"cluster": ".*", "namespace": ns, "service": svc, "stage": ".*",
+		"__rate_interval": "30s", "__interval": "10s", "__range": "5m", "__range_s": "300",
+	}
+	var missing []string
+	out := dashVar.ReplaceAllStringFunc(expr, func(m string) string {
+		sub := dashVar.FindStringSubmatch(m)
+		name := sub[1] + sub[2] + sub[3]
+		v, ok := vals[name]
+		if !ok {
+			missing = append(missing, name)
+		}
+		return v
+	})
+	if len(missing) > 0 {
+		return "", fmt.Errorf("unknown dashboard variables %v in %s", missing, expr)
+	}
+	return out, nil
+}
+
+// checkDashboards evaluates every panel query against the lab's Prometheus: none may fail, and
+// those that must show something in a healthy lab (only always-present metrics, no filter that
+// is empty when healthy) must return data for at least one of the lab's Services. Rates and the
+// recording rules need a few scrapes first, so the data requirement is retried for a minute.
+func checkDashboards(t *testing.T, ctx context.Context) {
+	queries := dashboardQueries(t)
+	if len(queries) == 0 {
+		t.Skip("no dashboards/*.json yet")
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		missing, n, withData := evalDashboards(t, ctx, queries)
+		if len(missing) == 0 {
+			t.Logf("%d dashboard queries evaluated, %d with data", n, withData)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no data in a healthy lab for:\n  %s", strings.Join(missing, "\n  "))
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+// evalDashboards runs every query once; a query error fails the test. It returns the queries
+// that must have data but had none.
+func evalDashboards(t *testing.T, ctx context.Context, queries map[string][]string) (missing []string, n, withData int) {
+	t.Helper()
+	services := [][2]string{{"default", "hostnames"}, {"kube-system", "kube-dns"}, {"svcprobe", "svcprobe-hairpin"}}
+	for _, panel := range sortedKeys(queries) {
+		for _, expr := range queries[panel] {
+			n++
+			mustHaveData := !healthyEmpty.MatchString(expr) || strings.Contains(expr, "vector(0)")
+			for _, ref := range metricRef.FindAllString(expr, -1) {
+				if !healthyLabMetrics[ref] && !strings.HasPrefix(ref, "cluster_stage:") && !strings.Contains(expr, "vector(0)") {
+					mustHaveData = false
+				}
+			}
+			got := false
+			for _, s := range services {
+				q, err := substitute(expr, s[0], s[1])
+				if err != nil {
+					t.Fatalf("%s: %v", panel, err)
+				}
+				var res struct {
+					Result []json.RawMessage `json:"result"`
+				}
+				if err := QueryPrometheus(ctx, "/api/v1/query", url.Values{"query": {q}}, &res); err != nil {
+					t.Fatalf("%s: %s: %v", panel, q, err)
+				}
+				if len(res.Result) > 0 {
+					got = true
+					break
+				}
+			}
+			switch {
+			case got:
+				withData++
+			case mustHaveData:
+				missing = append(missing, panel+": "+expr)
+			}
+		}
+	}
+	return missing, n, withData
+}

@@ -1,0 +1,135 @@
+package probe
+
+import (
+	"context"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/svcprobe/svcprobe/discovery"
+)
+
+// NodePortProber connects to nodeIP:nodePort for every probed port of a NodePort or LoadBalancer
+// Service, on the addresses of the node this Pod runs on (runbook: "Is kube-proxy working?", its
+// NodePort path). The source is this Pod, on the Pod network: the restricted Pod Security
+// Standard forbids hostNetwork, so "from the node itself" means "to this node's own address".
+//
+// The node addresses come from the operator (--node.address, or HOST_IP from the downward API's
+// status.hostIP), not from a Service object; the AddressGuard counts them as in-cluster. No Node
+// objects are read, so the exporter needs no RBAC on nodes.
+type NodePortProber struct {
+	Dialer *Dialer
+	// NodeAddrs are this node's addresses. Empty: the stage is skipped.
+	NodeAddrs []netip.Addr
+	// NodeName is this Pod's node (--node-name, NODE_NAME); "" when unknown. Services with
+	// externalTrafficPolicy: Local are probed only when it names a node with a ready endpoint.
+	NodeName string
+}
+
+func (p *NodePortProber) Stage() Stage { return StageNodePort }
+
+func (p *NodePortProber) Probe(ctx context.Context, t *discovery.Target) Result {
+	switch {
+	case t.Kind != discovery.KindNodePort && t.Kind != discovery.KindLoadBalancer:
+		return skipped(StageNodePort, "not a NodePort or LoadBalancer Service")
+	case len(p.NodeAddrs) == 0:
+		return skipped(StageNodePort, "no node address known: set --node.address or HOST_IP (downward API status.hostIP)")
+	case len(t.ReadyEndpoints()) == 0:
+		return skipped(StageNodePort, "no ready endpoints to proxy to (see the endpoints stage)")
+	}
+	if t.ExternalTrafficLocal {
+		// kube-proxy answers such a NodePort only on nodes with a local endpoint; elsewhere it
+		// drops external clients on purpose, and a failure there would be a false alarm.
+		if p.NodeName == "" {
+			return skipped(StageNodePort, "externalTrafficPolicy: Local and this Pod's node is unknown (--node-name, NODE_NAME): "+
+				"the NodePort answers only on nodes with a local endpoint")
+		}
+		if len(t.ReadyEndpointsOn(p.NodeName)) == 0 {
+			return skipped(StageNodePort, "externalTrafficPolicy: Local and no ready endpoint on node "+p.NodeName+
+				": the NodePort is meant not to answer here")
+		}
+	}
+	addrs := p.addrsFor(t)
+	if len(addrs) == 0 {
+		return skipped(StageNodePort, "no node address of the Service's IP families")
+	}
+	node := ""
+	if p.NodeName != "" {
+		node = ", node " + p.NodeName
+	}
+	var jobs []job
+	for _, ip := range addrs {
+		for pi, port := range t.ProbedPorts() {
+			if port.NodePort <= 0 {
+				continue // a LoadBalancer with allocateLoadBalancerNodePorts: false
+			}
+			// How to probe is the Service port's business (DNS on 53, HTTP when annotated).
+			kind, h := kindFor(t, port, port.Port)
+			if kind == kindNone {
+				continue
+			}
+			addr := netip.AddrPortFrom(ip, uint16(port.NodePort))
+			jobs = append(jobs, job{addr: addr, host: addr.String(), kind: kind, http: h, port: pi,
+				subject: subjectAddr(addr, kind) + " (nodePort of " + portRef(port) + node + ")"})
+		}
+	}
+	r := fromChecks(StageNodePort, runJobs(ctx, p.Dialer, t, StageNodePort, jobs), "no TCP NodePorts (UDP is probed on port 53 only)")
+	if r.Outcome == Failed {
+		r.Hint = "The NodePort does not answer on this node's address. If the proxy stage passes, the ClusterIP works from " +
+			"the same Pod network, so kube-proxy's NodePort rules on this node are what is broken: check its " +
+			"--nodeport-addresses, the KUBE-NODEPORTS chain (iptables-save | grep " + t.Namespace + "/" + t.Name +
+			"), a host firewall on ports " + nodePorts(t) + ", and on Windows nodes the known limit that a " +
+			"NodePort may not answer from the node itself (try it from another node)."
+	}
+	return r
+}
+
+// addrsFor keeps the node addresses of a family the Service has: an IPv4-only Service has no
+// NodePort on the node's IPv6 address.
+func (p *NodePortProber) addrsFor(t *discovery.Target) []netip.Addr {
+	if len(t.ClusterIPs) == 0 {
+		return p.NodeAddrs
+	}
+	var out []netip.Addr
+	for _, a := range p.NodeAddrs {
+		for _, c := range t.ClusterIPs {
+			if a.Unmap().Is4() == c.Unmap().Is4() {
+				out = append(out, a.Unmap())
+				break
+			}
+		}
+	}
+	return out
+}
+
+func nodePorts(t *discovery.Target) string {
+	var ps []string
+	for _, p := range t.ProbedPorts() {
+		if p.NodePort > 0 {
+			ps = append(ps, strconv.Itoa(int(p.NodePort))+"/"+strings.ToLower(string(protocolOf(p))))
+		}
+	}
+	return strings.Join(ps, ", ")
+}
+
+// leadsOnlyTo reports whether every one of eps (at least one) is one of self.
+func leadsOnlyTo(self []netip.Addr, eps []discovery.Endpoint) bool {
+	if len(self) == 0 || len(eps) == 0 {
+		return false
+	}
+	for _, e := range eps {
+		for _, a := range e.Addresses {
+			found := false
+			for _, s := range self {
+				if s.Unmap() == a.Unmap() {
+					found = true
+					break
+				}
+			}
+			if !found {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,167 @@
+package probe
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/svcprobe/svcprobe/discovery"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// nodePortTarget is a NodePort Service with ClusterIP 127.0.0.1, one ready endpoint on node1,
+// and one TCP port whose nodePort is nodePort. The node address is a loopback address too.
+func nodePortTarget(nodePort uint16) *discovery.Target {
+	return &discovery.Target{
+		UID: "uid-np", Namespace: "default", Name: "web", Kind: discovery.KindNodePort,
+		ClusterIPs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, Selector: map[string]string{"app": "web"},
+		Ports: []discovery.Port{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: "TCP", NodePort: int32(nodePort)}},
+		Endpoints: []discovery.Endpoint{{
+			Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, Ready: true, PodName: "web-a", NodeName: "node1",
+		}},
+	}
+}
+
+func probeNodePort(t *testing.T, p *NodePortProber, tgt *discovery.Target) Result {
+	t.Helper()
+	r := Run(shortCtx(t, 5*time.Second), p, tgt, 2*time.Second, time.Now())
+	if r.Stage != StageNodePort {
+		t.Errorf("stage %q, want %q", r.Stage, StageNodePort)
+	}
+	return r
+}
+
+func TestNodePortProberSuccess(t *testing.T) {
+	s := newTCPServer(t, "127.0.0.1", 0)
+	p := &NodePortProber{Dialer: &Dialer{Budget: looseBudget(t)}, NodeAddrs: []netip.Addr{s.addr.Addr()}, NodeName: "node1"}
+	r := probeNodePort(t, p, nodePortTarget(s.addr.Port()))
+	if r.Outcome != OK || r.Total != 1 {
+		t.Fatalf("result %v %s %q total %d, want ok with 1 check", r.Outcome, r.Reason, r.Detail, r.Total)
+	}
+	if want := s.addr.String() + ` (nodePort of port "http" (80 -> targetPort 8080), node node1)`; r.Checks[0].Subject != want {
+		t.Errorf("subject %q, want %q", r.Checks[0].Subject, want)
+	}
+	waitFor(t, "the NodePort listener to see the connection", func() bool { return s.accepted.Load() > 0 })
+}
+
+func TestNodePortProberRefused(t *testing.T) {
+	free := freeTCPPort(t, "127.0.0.1")
+	p := &NodePortProber{Dialer: &Dialer{Budget: looseBudget(t)}, NodeAddrs: []netip.Addr{free.Addr()}}
+	r := probeNodePort(t, p, nodePortTarget(free.Port()))
+	if r.Outcome != Failed || r.Reason != ReasonRefused {
+		t.Fatalf("result %v %s %q, want failed refused", r.Outcome, r.Reason, r.Detail)
+	}
+	if !strings.Contains(r.Hint, "KUBE-NODEPORTS") || !strings.Contains(r.Hint, strconv.Itoa(int(free.Port()))+"/tcp") {
+		t.Errorf("hint does not point at the NodePort rules: %q", r.Hint)
+	}
+}
+
+// Windows' failure "NodePort from the node itself" shows as a timeout or a reset on Winsock; the
+// stage classifies injected Winsock errors the same way as on Linux.
+func TestNodePortProberWindowsErrors(t *testing.T) {
+	for _, c := range []struct {
+		errno syscall.Errno
+		want  Reason
+	}{{wsaetimedout, ReasonTimeout}, {wsaeconnrefused, ReasonRefused}, {wsaenobufs, ReasonPortExhausted}} {
+		err := dialErr(c.errno)
+		d := &Dialer{Budget: looseBudget(t), dialContext: func(context.Context, string, string) (net.Conn, error) { return nil, err }}
+		p := &NodePortProber{Dialer: d, NodeAddrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}
+		if r := probeNodePort(t, p, nodePortTarget(30080)); r.Reason != c.want {
+			t.Errorf("errno %d: reason %s, want %s", c.errno, r.Reason, c.want)
+		}
+	}
+}
+
+func TestNodePortProberSkips(t *testing.T) {
+	rec := &recordingDialer{}
+	d := &Dialer{Budget: looseBudget(t), dialContext: rec.dial}
+	lo := []netip.Addr{netip.MustParseAddr("127.0.0.1")}
+	clusterIP := nodePortTarget(30080)
+	clusterIP.Kind = discovery.KindClusterIP
+	noEndpoints := nodePortTarget(30080)
+	noEndpoints.Endpoints = nil
+	etpLocal := nodePortTarget(30080)
+	etpLocal.ExternalTrafficLocal = true
+	noNodePort := nodePortTarget(30080)
+	noNodePort.Kind, noNodePort.Ports[0].NodePort = discovery.KindLoadBalancer, 0
+	v6only := nodePortTarget(30080)
+	v6only.ClusterIPs = []netip.Addr{netip.MustParseAddr("::1")}
+	for _, c := range []struct {
+		name string
+		p    *NodePortProber
+		t    *discovery.Target
+		why  string
+	}{
+		{"ClusterIP Service", &NodePortProber{Dialer: d, NodeAddrs: lo}, clusterIP, "not a NodePort"},
+		{"no node address", &NodePortProber{Dialer: d}, nodePortTarget(30080), "--node.address"},
+		{"no ready endpoints", &NodePortProber{Dialer: d, NodeAddrs: lo}, noEndpoints, "no ready endpoints"},
+		{"eTP Local, node unknown", &NodePortProber{Dialer: d, NodeAddrs: lo}, etpLocal, "--node-name"},
+		{"eTP Local, no local endpoint", &NodePortProber{Dialer: d, NodeAddrs: lo, NodeName: "node2"}, etpLocal, "no ready endpoint on node node2"},
+		{"LoadBalancer without NodePorts", &NodePortProber{Dialer: d, NodeAddrs: lo}, noNodePort, "no TCP NodePorts"},
+		{"node address of another family", &NodePortProber{Dialer: d, NodeAddrs: lo}, v6only, "IP families"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := probeNodePort(t, c.p, c.t)
+			if r.Outcome != Skipped || !strings.Contains(r.Detail, c.why) {
+				t.Fatalf("result %v %q, want skipped saying %q", r.Outcome, r.Detail, c.why)
+			}
+		})
+	}
+	if got := rec.got(); len(got) != 0 {
+		t.Fatalf("skipped stages dialed %v", got)
+	}
+	// eTP Local with a ready endpoint on this node is probed.
+	r := probeNodePort(t, &NodePortProber{Dialer: d, NodeAddrs: lo, NodeName: "node1"}, etpLocal)
+	if r.Outcome != Failed || len(rec.got()) != 1 || rec.got()[0] != "tcp 127.0.0.1:30080" {
+		t.Fatalf("eTP Local on the endpoint's node: %v %s, dialed %v", r.Outcome, r.Reason, rec.got())
+	}
+}
+
+// Node addresses from the flags or the downward API are in the cluster: the guard lets them through,
+// and nothing else that a Service does not own.
+func TestGuardAllowsNodeAddresses(t *testing.T) {
+	g := &AddressGuard{NodeAddrs: []netip.Addr{netip.MustParseAddr("127.0.0.3")}}
+	if !g.Allowed(nil, netip.MustParseAddr("127.0.0.3")) || !g.Allowed(nil, netip.MustParseAddr("::ffff:127.0.0.3")) {
+		t.Fatal("the node address is refused")
+	}
+	if g.Allowed(nil, netip.MustParseAddr("127.0.0.4")) {
+		t.Fatal("an address that is no node's is allowed")
+	}
+	rec := &recordingDialer{}
+	d := &Dialer{Budget: looseBudget(t), Guard: &AddressGuard{}, dialContext: rec.dial}
+	r := probeNodePort(t, &NodePortProber{Dialer: d, NodeAddrs: []netip.Addr{netip.MustParseAddr("127.0.0.5")}}, nodePortTarget(30080))
+	if r.Reason != ReasonExternalNotAllowed || len(rec.got()) != 0 {
+		t.Fatalf("a node address the guard does not know: %s, dialed %v", r.Reason, rec.got())
+	}
+}
+
+// internalTrafficPolicy: Local (the node agents' hairpin Service): the proxy stage probes the VIP
+// only on a node with a local endpoint, and SelfOnly considers only the local endpoints.
+func TestProxyProberInternalTrafficLocal(t *testing.T) {
+	rec := &recordingDialer{}
+	d := &Dialer{Budget: looseBudget(t), dialContext: rec.dial}
+	tgt := vipTarget(tcpPort("hairpin", 9817), netip.MustParseAddr("127.0.0.1"))
+	tgt.InternalTrafficLocal = true
+	tgt.Endpoints = []discovery.Endpoint{
+		{Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, Ready: true, NodeName: "node1"},
+		{Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.2")}, Ready: true, NodeName: "node2"},
+	}
+	for node, why := range map[string]string{"": "--node-name", "node3": "no ready endpoint on node node3"} {
+		r := (&ProxyProber{Dialer: d, NodeName: node}).Probe(shortCtx(t, time.Second), tgt)
+		if r.Outcome != Skipped || !strings.Contains(r.Detail, why) {
+			t.Errorf("node %q: %v %q, want skipped saying %q", node, r.Outcome, r.Detail, why)
+		}
+	}
+	if len(rec.got()) != 0 {
+		t.Fatalf("dialed %v", rec.got())
+	}
+	r := (&ProxyProber{Dialer: d, NodeName: "node1", Self: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}).Probe(shortCtx(t, time.Second), tgt)
+	if r.Outcome != Failed || !r.SelfOnly || len(rec.got()) != 1 {
+		t.Fatalf("on node1: %v SelfOnly %v dialed %v, want a failed self-only probe of the VIP", r.Outcome, r.SelfOnly, rec.got())
+	}
+}
