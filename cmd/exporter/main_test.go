@@ -79,21 +79,31 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func TestExporterEndToEndOnFakeCluster(t *testing.T) {
-	backend, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer backend.Close()
-	go func() {
-		for {
-			c, err := backend.Accept()
+// startRun runs the exporter (run(), the same wiring as main) on a free loopback address until the
+// test ends, and checks then that it stopped within two seconds without an error.
+func startRun(t *testing.T, cfg *config, client *fake.Clientset) (base string) {
+	t.Helper()
+	addr := freeAddr(t)
+	flags := &web.FlagConfig{WebListenAddresses: &[]string{addr}, WebSystemdSocket: ptr.To(false), WebConfigFile: ptr.To("")}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg, client, flags, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
 			if err != nil {
-				return
+				t.Errorf("run: %v", err)
 			}
-			c.Close()
+		case <-time.After(2 * time.Second):
+			t.Error("exporter did not stop")
 		}
-	}()
+	})
+	return "http://" + addr
+}
+
+func TestExporterEndToEndOnFakeCluster(t *testing.T) {
+	backend := acceptAll(t)
 	svc, sl := loopbackService(backend.Addr().String())
 	client := fake.NewClientset(svc, sl)
 	cfg := testConfig(t)

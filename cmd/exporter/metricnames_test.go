@@ -1,11 +1,8 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"regexp"
@@ -18,10 +15,8 @@ import (
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/svcprobe/svcprobe/metrics"
 	"k8s.io/client-go/kubernetes/fake"
-	"k8s.io/utils/ptr"
 )
 
 // metricNamesFile lists every svcprobe_* metric family the exporter exposes, one per line, sorted.
@@ -151,20 +146,7 @@ func describedFamilies(t *testing.T) []string {
 // produced every family, and returns the sorted svcprobe_* family names of one /metrics scrape.
 func scrapeAllFamilies(t *testing.T) []string {
 	t.Helper()
-	backend, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer backend.Close()
-	go func() {
-		for {
-			c, err := backend.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	backend := acceptAll(t)
 	svc, sl := loopbackService(backend.Addr().String())
 	// A malformed annotation: svcprobe_service_annotation_errors and _annotation_errors_total.
 	svc.Annotations = map[string]string{"svcprobe.io/http-status": "not-a-status"}
@@ -174,31 +156,17 @@ func scrapeAllFamilies(t *testing.T) []string {
 	if err := cfg.load(); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
-	flags := &web.FlagConfig{WebListenAddresses: &[]string{addr}, WebSystemdSocket: ptr.To(false), WebConfigFile: ptr.To("")}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, client, flags, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(2 * time.Second):
-			t.Error("exporter did not stop")
-		}
-	}()
+	base := startRun(t, cfg, client)
 
 	// Families that appear only after asynchronous work: the cluster DNS check of the first
 	// round, the first probe's histogram observation, the pod stage's per-endpoint result.
 	async := []string{"svcprobe_cluster_dns_up", "svcprobe_probe_duration_seconds", "svcprobe_endpoint_up",
 		"svcprobe_service_annotation_errors", "svcprobe_discovery_last_event_timestamp_seconds"}
 	var names []string
+	var err error
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		names, err = scrapeFamilyNames("http://" + addr + "/metrics")
+		names, err = scrapeFamilyNames(base + "/metrics")
 		ready := err == nil // the listener may not be up yet
 		if err != nil && !strings.Contains(err.Error(), "connection refused") {
 			t.Fatal(err)

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -11,10 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/exporter-toolkit/web"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes/fake"
-	"k8s.io/utils/ptr"
 )
 
 // acceptAll accepts and closes connections on a loopback listener until it is closed.
@@ -56,27 +51,12 @@ func TestNodeModeEndToEnd(t *testing.T) {
 	if err := cfg.load(); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
-	flags := &web.FlagConfig{WebListenAddresses: &[]string{addr}, WebSystemdSocket: ptr.To(false), WebConfigFile: ptr.To("")}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, cfg, client, flags, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(2 * time.Second):
-			t.Error("exporter did not stop")
-		}
-	}()
+	base := startRun(t, cfg, client)
 	waitMetrics := func(wants ...string) string {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			code, body := get(t, "http://"+addr+"/metrics")
+			code, body := get(t, base+"/metrics")
 			ok := code == http.StatusOK
 			for _, w := range wants {
 				ok = ok && strings.Contains(body, w)
@@ -103,7 +83,7 @@ func TestNodeModeEndToEnd(t *testing.T) {
 			t.Errorf("cluster DNS without the node label: %s", l)
 		}
 	}
-	if code, _ := get(t, "http://"+addr+"/-/ready"); code != http.StatusOK {
+	if code, _ := get(t, base+"/-/ready"); code != http.StatusOK {
 		t.Errorf("/-/ready %d in node mode after the first probe", code)
 	}
 	// The NodePort stops answering; the ClusterIP still does.
