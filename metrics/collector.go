@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,11 +27,12 @@ type Expected struct{ Namespace, Name string }
 
 // CollectorConfig configures the series the collector emits.
 type CollectorConfig struct {
-	SeriesPerService int        // per-Service budget; probes_total is cut to fit
-	PerEndpoint      bool       // emit svcprobe_endpoint_up
-	PerEndpointLimit int        // per Service, when PerEndpoint
-	Expected         []Expected // Services that must exist
-	LabelValueMaxLen int        // cluster-provided label values are cut to this length
+	APIErrors        *atomic.Uint64 // failed requests to the API server (svcprobe_discovery_api_errors_total), when set
+	SeriesPerService int            // per-Service budget; probes_total is cut to fit
+	PerEndpoint      bool           // emit svcprobe_endpoint_up
+	PerEndpointLimit int            // per Service, when PerEndpoint
+	Expected         []Expected     // Services that must exist
+	LabelValueMaxLen int            // cluster-provided label values are cut to this length
 	// Node, in node mode, is this agent's node: every per-Service series and
 	// svcprobe_cluster_dns_up carry it as the label node, so that the agents' series differ
 	// from each other's and from central mode's (which have no node label).
@@ -54,6 +56,7 @@ var (
 	descSynced      = prometheus.NewDesc("svcprobe_discovery_synced", "Whether the informer caches have synced.", nil, nil)
 	descLastEvent   = prometheus.NewDesc("svcprobe_discovery_last_event_timestamp_seconds", "When the last informer event arrived.", nil, nil)
 	descEvents      = prometheus.NewDesc("svcprobe_discovery_events_total", "Informer events handled.", nil, nil)
+	descAPIErr      = prometheus.NewDesc("svcprobe_discovery_api_errors_total", "Requests to the API server that failed: no answer (refused, reset, timeout) or 429, 5xx, 401, 403. Rises while the API server is gone even when the informers retry quietly.", nil, nil)
 	descWatchErr    = prometheus.NewDesc("svcprobe_discovery_watch_errors_total", "List/watch failures against the API server (the informers retry and keep the last known state).", nil, nil)
 	descTargets     = prometheus.NewDesc("svcprobe_targets", "Services this replica probes.", nil, nil)
 	descAnnErrTotal = prometheus.NewDesc("svcprobe_annotation_errors_total", "Malformed svcprobe.io/ annotations seen (each distinct value counted once).", nil, nil)
@@ -104,7 +107,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, f := range c.services.fams {
 		ch <- prometheus.NewDesc(f.name, f.help, f.labels, nil)
 	}
-	for _, d := range []*prometheus.Desc{descConcurrency, descSynced, descLastEvent, descEvents, descWatchErr, descTargets,
+	for _, d := range []*prometheus.Desc{descAPIErr, descConcurrency, descSynced, descLastEvent, descEvents, descWatchErr, descTargets,
 		descAnnErrTotal, descLag, descMaxLag, descSkipped, descRounds, descPending, descPeriod, descWaits, descWaitSecs, c.dnsUp} {
 		ch <- d
 	}
@@ -198,6 +201,9 @@ func (c *Collector) collectSelf(ch chan<- prometheus.Metric) {
 		cnt(descWatchErr, float64(s.WatchErrors.Load()))
 		cnt(descAnnErrTotal, float64(s.AnnotationErrors.Load()))
 		g(descTargets, float64(c.disc.Targets()))
+	}
+	if c.cfg.APIErrors != nil {
+		cnt(descAPIErr, float64(c.cfg.APIErrors.Load()))
 	}
 	if c.sched != nil {
 		g(descLag, max(0, time.Duration(c.sched.LagNanos.Load()).Seconds()))

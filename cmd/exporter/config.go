@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -18,6 +19,7 @@ import (
 // config is everything the flags and the config file set.
 type config struct {
 	Kubeconfig string
+	apiErrors  *atomic.Uint64 // failed API requests, counted by kubeClient's transport (nil in tests with a fake client)
 	ConfigFile string
 
 	Namespaces        []string

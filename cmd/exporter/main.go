@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -14,9 +15,6 @@ import (
 	promslogflag "github.com/prometheus/common/promslog/flag"
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 )
 
 func main() {
@@ -41,7 +39,8 @@ func main() {
 		log.Error("invalid configuration", "err", err)
 		os.Exit(2)
 	}
-	client, err := kubeClient(cfg.Kubeconfig)
+	cfg.apiErrors = new(atomic.Uint64)
+	client, err := kubeClient(cfg.Kubeconfig, cfg.apiErrors)
 	if err != nil {
 		log.Error("cannot build a Kubernetes client", "err", err)
 		os.Exit(2)
@@ -58,20 +57,4 @@ func main() {
 		log.Error("svcprobe stopped", "err", err)
 		os.Exit(1)
 	}
-}
-
-// kubeClient uses the kubeconfig when given, the in-cluster config otherwise.
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
-	var rc *rest.Config
-	var err error
-	if kubeconfig != "" {
-		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	} else {
-		rc, err = rest.InClusterConfig()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client config (set --kubeconfig outside a cluster): %w", err)
-	}
-	rc.UserAgent = "svcprobe/" + version.Version
-	return kubernetes.NewForConfig(rc)
 }

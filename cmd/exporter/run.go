@@ -73,9 +73,13 @@ func newExporter(cfg *config, client kubernetes.Interface, log *slog.Logger) (*e
 	if e.watcher, err = discovery.NewWatcher(client, cfg.discovery(), e.scheduler, log.With("component", "discovery")); err != nil {
 		return nil, err
 	}
+	apiErrors := cfg.apiErrors
+	if apiErrors == nil { // a client built elsewhere (tests): the family is there, at 0
+		apiErrors = new(atomic.Uint64)
+	}
 	collector := metrics.NewCollector(metrics.CollectorConfig{
 		SeriesPerService: cfg.SeriesPerService, PerEndpoint: cfg.PerEndpoint, PerEndpointLimit: cfg.PerEndpointLimit,
-		Expected: cfg.Expected, Node: cfg.nodeLabel(),
+		Expected: cfg.Expected, Node: cfg.nodeLabel(), APIErrors: apiErrors,
 	}, store, e.watcher, e.scheduler.Stats(), budget, log)
 	e.registry.MustRegister(collector, versioncollector.NewCollector("svcprobe"),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
