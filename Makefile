@@ -48,12 +48,22 @@ vet:
 unit:
 	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/lab$$')
 
-## fuzz: each fuzz target for FUZZTIME (seeds in the tests; failures are saved under testdata/fuzz).
+## fuzz: each fuzz target for FUZZTIME, then keeps up to FUZZ_KEEP of the inputs the fuzzer found
+## interesting in the target's testdata/fuzz (the corpus `go test` replays as seeds on every run;
+## failures are saved there by go test itself).
+FUZZ_TARGETS := discovery:FuzzParseAnnotations probe:FuzzDNSAnswer probe:FuzzParseResolvConf cmd/exporter:FuzzParseFileConfig
+FUZZ_KEEP    ?= 40
+
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParseAnnotations$$' -fuzztime $(FUZZTIME) ./discovery
-	$(GO) test -run '^$$' -fuzz '^FuzzDNSAnswer$$' -fuzztime $(FUZZTIME) ./probe
-	$(GO) test -run '^$$' -fuzz '^FuzzParseResolvConf$$' -fuzztime $(FUZZTIME) ./probe
-	$(GO) test -run '^$$' -fuzz '^FuzzParseFileConfig$$' -fuzztime $(FUZZTIME) ./cmd/exporter
+	@cache=$$($(GO) env GOCACHE)/fuzz/github.com/svcprobe/svcprobe; \
+	for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t#*:}; \
+		echo "fuzz: $$name ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; \
+		mkdir -p $$pkg/testdata/fuzz/$$name; \
+		ls -t $$cache/$$pkg/$$name 2>/dev/null | head -n $(FUZZ_KEEP) | \
+			while read f; do cp -n $$cache/$$pkg/$$name/$$f $$pkg/testdata/fuzz/$$name/; done; \
+		echo "fuzz: $$(ls $$pkg/testdata/fuzz/$$name | wc -l) corpus entries in $$pkg/testdata/fuzz/$$name"; \
+	done
 
 clean:
 	rm -rf $(BIN)

@@ -3,11 +3,13 @@ package deploy
 // The Helm chart (helm/svcprobe) against deploy/base: with default values it must render the same
 // objects (same RBAC rules, args, securityContext, probes, ports, selectors), with every option on
 // it must render and decode, its args must be flags the exporter accepts, and values the schema
-// forbids must fail. helm is the binary `make helm-tools` builds from deploy/helm/tools (env HELM,
+// forbids must fail. With nodeAgent.enabled (and nodeAgent.windows.enabled) it must render the
+// objects of deploy/node-agent (and deploy/windows), compared the same way. helm is the binary `make helm-tools` builds from deploy/helm/tools (env HELM,
 // else $SVCPROBE_CACHE/bin/helm-v3.22.0); without it the tests skip, or fail under CI=true.
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -25,7 +27,10 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -703,7 +708,15 @@ func TestHelmNotes(t *testing.T) {
 			"kubectl -n svcprobe port-forward svc/svcprobe 9817:9817", "http://127.0.0.1:9817/metrics"}},
 		{"all-on", []string{"-f", helmAllOn}, []string{
 			"https://svcprobe-all-on.svcprobe.svc:9443/metrics", "3 shards", "port-forward pod/svcprobe-all-on-N",
-			"ServiceMonitor svcprobe-all-on (namespace monitoring)"}},
+			"ServiceMonitor svcprobe-all-on (namespace monitoring)",
+			"DaemonSet svcprobe-all-on-node\n", "DaemonSet svcprobe-all-on-node-windows (resolv.conf from ConfigMap svcprobe-all-on-node-windows-resolv, nameserver 10.96.0.10)",
+			"https://<agent Pod IP>:9443/metrics", "headless Service svcprobe-all-on-node",
+			"ServiceMonitor svcprobe-all-on-node (namespace monitoring; job svcprobe-all-on-node, honorLabels: true)"}},
+		{"node-agent", helmNodeAgentArgs, []string{
+			"Node agents (--mode=node), each probing 50 Services per interval", "through svcprobe-node-hairpin (internalTrafficPolicy: Local)",
+			"DaemonSet svcprobe-node\n", "http://<agent Pod IP>:9817/metrics", "headless Service svcprobe-node;",
+			"-l app.kubernetes.io/instance=svcprobe,app.kubernetes.io/name=svcprobe-node\n",
+			"a job of their own whose name starts with svcprobe (e.g. svcprobe-node), with honor_labels: true"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := helm(t, append([]string{"template", helmRelease, dir, "--namespace", helmNamespace, "--show-only", "templates/notescheck.yaml"}, tc.args...)...)
@@ -721,6 +734,583 @@ func TestHelmNotes(t *testing.T) {
 					t.Errorf("NOTES.txt lacks %q:\n%s", w, n.Notes)
 				}
 			}
+			if agents := slices.Contains(tc.args, "nodeAgent.enabled=true") || len(tc.args) == 2 && tc.args[1] == helmAllOn; agents != strings.Contains(n.Notes, "Node agents") {
+				t.Errorf("NOTES.txt speaks of node agents: %v, want %v:\n%s", !agents, agents, n.Notes)
+			}
 		})
+	}
+}
+
+// --- the node agents (nodeAgent.*) against deploy/node-agent and deploy/windows ---------------------
+
+// helmInstance is the label the chart adds to every selector (deploy/node-agent's have no release).
+const helmInstance = "app.kubernetes.io/instance"
+
+var (
+	helmNodeAgentArgs = []string{"--set", "nodeAgent.enabled=true"}
+	// deploy/windows's ConfigMap has kubeadm's kube-dns ClusterIP.
+	helmWindowsArgs = []string{"--set", "nodeAgent.enabled=true", "--set", "nodeAgent.windows.enabled=true",
+		"--set", "nodeAgent.windows.nameserver=10.96.0.10"}
+)
+
+// withInstance is an overlay's selector or labels as the chart renders them: plus the release.
+func withInstance(m map[string]string) map[string]string {
+	out := maps.Clone(m)
+	if out == nil {
+		out = map[string]string{}
+	}
+	out[helmInstance] = helmRelease
+	return out
+}
+
+// nodeAgentDiffs lists how the chart's node-agent objects differ from an overlay's: the same
+// DaemonSets (args set-wise without the exporter's defaults, env, securityContexts, selectors and
+// labels plus the release's instance label, scheduling, probes, resources, volumes), the same
+// agents' Services (selectors, ports, internalTrafficPolicy, clusterIP, annotations) and the same
+// ConfigMaps. Objects deploy/base also has are TestHelmDefaultsMatchBase's.
+func nodeAgentDiffs(chart, overlay map[string]kruntime.Object, defaults map[string]string) []string {
+	var out []string
+	bad := func(key, format string, args ...any) { out = append(out, key+": "+fmt.Sprintf(format, args...)) }
+	for _, key := range sortedKeys(overlay) {
+		switch o := overlay[key].(type) {
+		case *appsv1.DaemonSet:
+			c, ok := chart[key].(*appsv1.DaemonSet)
+			if !ok {
+				bad(key, "not rendered")
+				continue
+			}
+			for _, d := range daemonSetDiffs(c, o, defaults) {
+				bad(key, "%s", d)
+			}
+		case *corev1.Service:
+			if !strings.HasPrefix(o.Name, "svcprobe-node") {
+				continue // deploy/base's
+			}
+			c, ok := chart[key].(*corev1.Service)
+			if !ok {
+				bad(key, "not rendered")
+				continue
+			}
+			if !reflect.DeepEqual(c.Spec.Selector, withInstance(o.Spec.Selector)) {
+				bad(key, "selector %v, want the overlay's %v plus %s", c.Spec.Selector, o.Spec.Selector, helmInstance)
+			}
+			if !reflect.DeepEqual(c.Spec.Ports, o.Spec.Ports) {
+				bad(key, "ports %+v, overlay %+v", c.Spec.Ports, o.Spec.Ports)
+			}
+			if !reflect.DeepEqual(c.Spec.InternalTrafficPolicy, o.Spec.InternalTrafficPolicy) {
+				bad(key, "internalTrafficPolicy %v, overlay %v", ptrString(c.Spec.InternalTrafficPolicy), ptrString(o.Spec.InternalTrafficPolicy))
+			}
+			if c.Spec.ClusterIP != o.Spec.ClusterIP {
+				bad(key, "clusterIP %q, overlay %q", c.Spec.ClusterIP, o.Spec.ClusterIP)
+			}
+			if ct, ot := cmp.Or(c.Spec.Type, corev1.ServiceTypeClusterIP), cmp.Or(o.Spec.Type, corev1.ServiceTypeClusterIP); ct != ot {
+				bad(key, "type %s, overlay %s", ct, ot)
+			}
+			if !reflect.DeepEqual(c.Annotations, o.Annotations) {
+				bad(key, "annotations %v, overlay %v", c.Annotations, o.Annotations)
+			}
+			if !subset(o.Labels, c.Labels) {
+				bad(key, "labels %v lack the overlay's %v", c.Labels, o.Labels)
+			}
+		case *corev1.ConfigMap:
+			c, ok := chart[key].(*corev1.ConfigMap)
+			if !ok {
+				bad(key, "not rendered")
+				continue
+			}
+			if !reflect.DeepEqual(c.Data, o.Data) || len(c.BinaryData)+len(o.BinaryData) != 0 {
+				bad(key, "data %q, overlay %q", c.Data, o.Data)
+			}
+		}
+	}
+	return out
+}
+
+func ptrString[T any](p *T) string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprint(*p)
+}
+
+// daemonSetDiffs compares a chart DaemonSet with the overlay's field by field.
+func daemonSetDiffs(c, o *appsv1.DaemonSet, defaults map[string]string) []string {
+	var out []string
+	diff := func(field string, chart, overlay any) {
+		if !equality.Semantic.DeepEqual(chart, overlay) {
+			out = append(out, fmt.Sprintf("%s differs:\n\tchart   %+v\n\toverlay %+v", field, chart, overlay))
+		}
+	}
+	if o.Spec.Selector == nil || c.Spec.Selector == nil {
+		return append(out, "no selector")
+	}
+	diff("selector", c.Spec.Selector.MatchLabels, withInstance(o.Spec.Selector.MatchLabels))
+	diff("selector matchExpressions", c.Spec.Selector.MatchExpressions, o.Spec.Selector.MatchExpressions)
+	diff("template labels", c.Spec.Template.Labels, withInstance(o.Spec.Template.Labels))
+	diff("template annotations", c.Spec.Template.Annotations, o.Spec.Template.Annotations)
+	diff("updateStrategy", c.Spec.UpdateStrategy, o.Spec.UpdateStrategy)
+	if !subset(o.Labels, c.Labels) {
+		out = append(out, fmt.Sprintf("labels %v lack the overlay's %v", c.Labels, o.Labels))
+	}
+	ps, ops := c.Spec.Template.Spec, o.Spec.Template.Spec
+	diff("serviceAccountName", ps.ServiceAccountName, ops.ServiceAccountName)
+	diff("automountServiceAccountToken", ps.AutomountServiceAccountToken, ops.AutomountServiceAccountToken)
+	diff("os", ps.OS, ops.OS)
+	diff("nodeSelector", ps.NodeSelector, ops.NodeSelector)
+	diff("tolerations", ps.Tolerations, ops.Tolerations)
+	diff("pod securityContext", ps.SecurityContext, ops.SecurityContext)
+	diff("hostNetwork/hostPID", [2]bool{ps.HostNetwork, ps.HostPID}, [2]bool{ops.HostNetwork, ops.HostPID})
+	diff("priorityClassName", ps.PriorityClassName, ops.PriorityClassName)
+	diff("affinity", ps.Affinity, ops.Affinity)
+	diff("volumes", ps.Volumes, ops.Volumes)
+	if len(ps.Containers) != 1 || len(ops.Containers) != 1 || len(ps.InitContainers)+len(ops.InitContainers) != 0 {
+		return append(out, fmt.Sprintf("containers: chart %d, overlay %d, want 1 and no init containers", len(ps.Containers), len(ops.Containers)))
+	}
+	cc, oc := ps.Containers[0], ops.Containers[0]
+	diff("container name", cc.Name, oc.Name)
+	diff("image", cc.Image, oc.Image)
+	diff("imagePullPolicy", cc.ImagePullPolicy, oc.ImagePullPolicy)
+	diff("args (without the exporter's defaults)", withoutDefaults(cc.Args, defaults), withoutDefaults(oc.Args, defaults))
+	diff("command", cc.Command, oc.Command)
+	diff("env", cc.Env, oc.Env)
+	diff("ports", cc.Ports, oc.Ports)
+	diff("readinessProbe", cc.ReadinessProbe, oc.ReadinessProbe)
+	diff("livenessProbe", cc.LivenessProbe, oc.LivenessProbe)
+	diff("resources", cc.Resources, oc.Resources)
+	diff("container securityContext", cc.SecurityContext, oc.SecurityContext)
+	diff("volumeMounts", cc.VolumeMounts, oc.VolumeMounts)
+	return out
+}
+
+// renderNodeAgent renders the chart with namespace.create (deploy/node-agent has the Namespace)
+// and the given values.
+func renderNodeAgent(t *testing.T, args []string) rendered {
+	t.Helper()
+	out, err := helmTemplate(t, append([]string{"--set", "namespace.create=true"}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return decodeRendered(t, out)
+}
+
+// TestHelmNodeAgentMatchesOverlays: nodeAgent.enabled renders exactly deploy/node-agent's objects,
+// nodeAgent.windows.enabled exactly deploy/windows's, the agents pass the overlays' own checks
+// (agentProblems) and their args pass the exporter's flag parsing.
+func TestHelmNodeAgentMatchesOverlays(t *testing.T) {
+	defaults := exporterDefaults(t)
+	for _, tc := range []struct {
+		overlay string
+		args    []string
+		agents  []string
+	}{
+		{"node-agent", helmNodeAgentArgs, []string{"svcprobe-node"}},
+		{"windows", helmWindowsArgs, []string{"svcprobe-node", "svcprobe-node-windows"}},
+	} {
+		t.Run(tc.overlay, func(t *testing.T) {
+			chart := renderNodeAgent(t, tc.args)
+			overlay := decodeOverlay(t, tc.overlay)
+			if got, want := sortedKeys(chart.objs), sortedKeys(overlay); !slices.Equal(got, want) {
+				t.Errorf("chart renders %v, deploy/%s has %v", got, tc.overlay, want)
+			}
+			for _, d := range nodeAgentDiffs(chart.objs, overlay, defaults) {
+				t.Errorf("chart vs deploy/%s: %s", tc.overlay, d)
+			}
+			for _, name := range tc.agents {
+				checkAgent(t, chart.objs, get[*appsv1.DaemonSet](t, chart.objs, "DaemonSet", name))
+			}
+			if len(chart.monitors) != 0 {
+				t.Errorf("prometheus-operator objects without serviceMonitor.enabled: %v", slices.Sorted(maps.Keys(chart.monitors)))
+			}
+		})
+	}
+}
+
+// TestHelmNodeAgentChecksCatchMistakes: each comparison above can fail. The chart's rendering,
+// changed one field at a time, must be reported on that field.
+func TestHelmNodeAgentChecksCatchMistakes(t *testing.T) {
+	defaults := exporterDefaults(t)
+	overlay := decodeOverlay(t, "windows")
+	chart := renderNodeAgent(t, helmWindowsArgs).objs
+	if d := nodeAgentDiffs(chart, overlay, defaults); len(d) != 0 {
+		t.Fatalf("the chart differs from deploy/windows already: %v", d)
+	}
+	linux := func(f func(ps *corev1.PodSpec, c *corev1.Container, ds *appsv1.DaemonSet)) func(map[string]kruntime.Object) {
+		return func(objs map[string]kruntime.Object) {
+			ds := objs["DaemonSet/svcprobe-node"].(*appsv1.DaemonSet).DeepCopy()
+			f(&ds.Spec.Template.Spec, &ds.Spec.Template.Spec.Containers[0], ds)
+			objs["DaemonSet/svcprobe-node"] = ds
+		}
+	}
+	windows := func(f func(ps *corev1.PodSpec, c *corev1.Container)) func(map[string]kruntime.Object) {
+		return func(objs map[string]kruntime.Object) {
+			ds := objs["DaemonSet/svcprobe-node-windows"].(*appsv1.DaemonSet).DeepCopy()
+			f(&ds.Spec.Template.Spec, &ds.Spec.Template.Spec.Containers[0])
+			objs["DaemonSet/svcprobe-node-windows"] = ds
+		}
+	}
+	service := func(name string, f func(s *corev1.Service)) func(map[string]kruntime.Object) {
+		return func(objs map[string]kruntime.Object) {
+			s := objs["Service/"+name].(*corev1.Service).DeepCopy()
+			f(s)
+			objs["Service/"+name] = s
+		}
+	}
+	setArg := func(c *corev1.Container, flag, arg string) {
+		c.Args = slices.DeleteFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, flag+"=") })
+		if arg != "" {
+			c.Args = append(c.Args, arg)
+		}
+	}
+	for _, tc := range []struct {
+		name, want string
+		mutate     func(map[string]kruntime.Object)
+	}{
+		// The exporter's default budget instead of the agents' smaller one.
+		{"central budget", "DaemonSet/svcprobe-node: args", linux(func(_ *corev1.PodSpec, c *corev1.Container, _ *appsv1.DaemonSet) {
+			setArg(c, "--probe.concurrency", "")
+		})},
+		{"no max-series", "DaemonSet/svcprobe-node: args", linux(func(_ *corev1.PodSpec, c *corev1.Container, _ *appsv1.DaemonSet) {
+			setArg(c, "--metrics.max-series-per-service", "--metrics.max-series-per-service=20")
+		})},
+		{"central mode", "DaemonSet/svcprobe-node: args", linux(func(_ *corev1.PodSpec, c *corev1.Container, _ *appsv1.DaemonSet) {
+			setArg(c, "--mode", "")
+		})},
+		{"no HOST_IP", "DaemonSet/svcprobe-node: env", linux(func(_ *corev1.PodSpec, c *corev1.Container, _ *appsv1.DaemonSet) {
+			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "HOST_IP" })
+		})},
+		{"pod securityContext", "DaemonSet/svcprobe-node: pod securityContext", linux(func(ps *corev1.PodSpec, _ *corev1.Container, _ *appsv1.DaemonSet) {
+			ps.SecurityContext.SeccompProfile = nil
+		})},
+		{"container securityContext", "DaemonSet/svcprobe-node: container securityContext", linux(func(_ *corev1.PodSpec, c *corev1.Container, _ *appsv1.DaemonSet) {
+			c.SecurityContext.ReadOnlyRootFilesystem = ptrTo(false)
+		})},
+		// The central exporter's name label: its Services would select the agents.
+		{"central labels", "DaemonSet/svcprobe-node: template labels", linux(func(_ *corev1.PodSpec, _ *corev1.Container, ds *appsv1.DaemonSet) {
+			ds.Spec.Template.Labels["app.kubernetes.io/name"] = "svcprobe"
+		})},
+		{"selector", "DaemonSet/svcprobe-node: selector", linux(func(_ *corev1.PodSpec, _ *corev1.Container, ds *appsv1.DaemonSet) {
+			delete(ds.Spec.Selector.MatchLabels, "app.kubernetes.io/component")
+		})},
+		{"tolerations", "DaemonSet/svcprobe-node: tolerations", linux(func(ps *corev1.PodSpec, _ *corev1.Container, _ *appsv1.DaemonSet) {
+			ps.Tolerations = nil
+		})},
+		{"resources", "DaemonSet/svcprobe-node: resources", linux(func(_ *corev1.PodSpec, c *corev1.Container, _ *appsv1.DaemonSet) {
+			c.Resources.Requests[corev1.ResourceMemory] = resource.MustParse("128Mi")
+		})},
+		{"windows resolv mount", "DaemonSet/svcprobe-node-windows: volumeMounts", windows(func(_ *corev1.PodSpec, c *corev1.Container) {
+			c.VolumeMounts[0].MountPath = `C:\etc\resolv`
+		})},
+		{"windows os", "DaemonSet/svcprobe-node-windows: os", windows(func(ps *corev1.PodSpec, _ *corev1.Container) {
+			ps.OS = nil
+		})},
+		{"windows resolv-conf", "DaemonSet/svcprobe-node-windows: args", windows(func(_ *corev1.PodSpec, c *corev1.Container) {
+			setArg(c, "--dns.resolv-conf", "")
+		})},
+		{"hairpin Cluster policy", "Service/svcprobe-node-hairpin: internalTrafficPolicy", service("svcprobe-node-hairpin", func(s *corev1.Service) {
+			s.Spec.InternalTrafficPolicy = ptrTo(corev1.ServiceInternalTrafficPolicyCluster)
+		})},
+		{"hairpin selector", "Service/svcprobe-node-hairpin: selector", service("svcprobe-node-hairpin", func(s *corev1.Service) {
+			s.Spec.Selector["app.kubernetes.io/component"] = "node-agent-linux"
+		})},
+		{"hairpin ports", "Service/svcprobe-node-hairpin: ports", service("svcprobe-node-hairpin", func(s *corev1.Service) {
+			s.Spec.Ports[0].Port = 80
+		})},
+		{"metrics Service not headless", "Service/svcprobe-node: clusterIP", service("svcprobe-node", func(s *corev1.Service) {
+			s.Spec.ClusterIP = ""
+		})},
+		{"nameserver", "ConfigMap/svcprobe-node-windows-resolv: data", func(objs map[string]kruntime.Object) {
+			cm := objs["ConfigMap/svcprobe-node-windows-resolv"].(*corev1.ConfigMap).DeepCopy()
+			cm.Data["resolv.conf"] = strings.Replace(cm.Data["resolv.conf"], "10.96.0.10", "10.96.0.11", 1)
+			objs["ConfigMap/svcprobe-node-windows-resolv"] = cm
+		}},
+		{"missing Service", "Service/svcprobe-node-hairpin: not rendered", func(objs map[string]kruntime.Object) {
+			delete(objs, "Service/svcprobe-node-hairpin")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := maps.Clone(chart)
+			tc.mutate(objs)
+			got := nodeAgentDiffs(objs, overlay, defaults)
+			if !slices.ContainsFunc(got, func(d string) bool { return strings.HasPrefix(d, tc.want) }) {
+				t.Errorf("%s not caught (want %q); found %q", tc.name, tc.want, got)
+			}
+		})
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// TestHelmNodeAgentOffByDefault: the default rendering (and serviceMonitor.enabled alone) has no
+// node agent: no DaemonSet, ConfigMap, agents' Service or ServiceMonitor.
+func TestHelmNodeAgentOffByDefault(t *testing.T) {
+	for _, args := range [][]string{nil, {"--set", "serviceMonitor.enabled=true", "--set", "shards=2"}} {
+		out, err := helmTemplate(t, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := decodeRendered(t, out)
+		for key, o := range r.objs {
+			switch o.(type) {
+			case *appsv1.DaemonSet, *corev1.ConfigMap:
+				t.Errorf("%v renders %s", args, key)
+			}
+			if strings.Contains(key, "-node") {
+				t.Errorf("%v renders %s", args, key)
+			}
+		}
+		for key := range r.monitors {
+			if strings.Contains(key, "-node") {
+				t.Errorf("%v renders %s", args, key)
+			}
+		}
+	}
+}
+
+// TestHelmNodeAgentAllOn: every nodeAgent value (helm/ci/all-on-values.yaml) shows up where it
+// should, the agents' args pass the exporter's flag parsing, the central and the agents' Services
+// do not select each other's Pods, and the agents' ServiceMonitor scrapes the headless Service in a
+// job whose name starts with svcprobe, with honorLabels: true.
+func TestHelmNodeAgentAllOn(t *testing.T) {
+	out, err := helmTemplate(t, "-f", helmAllOn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := decodeRendered(t, out)
+	const name = "svcprobe-all-on-node"
+	ds := get[*appsv1.DaemonSet](t, r.objs, "DaemonSet", name)
+	wds := get[*appsv1.DaemonSet](t, r.objs, "DaemonSet", name+"-windows")
+	cm := get[*corev1.ConfigMap](t, r.objs, "ConfigMap", name+"-windows-resolv")
+	hairpin := get[*corev1.Service](t, r.objs, "Service", name+"-hairpin")
+	metricsSvc := get[*corev1.Service](t, r.objs, "Service", name)
+	central := get[*appsv1.StatefulSet](t, r.objs, "StatefulSet", "svcprobe-all-on")
+
+	shared := []string{"--mode=node", "--web.listen-address=:9443", "--probe.interval=20s", "--probe.timeout=2500ms",
+		"--node.sample-size=80", "--probe.concurrency=8", "--probe.max-new-conns-per-second=50.5", "--dns.max-qps=25",
+		"--metrics.max-series-per-service=30", "--hairpin.service=svcprobe/" + name + "-hairpin",
+		"--namespaces=default,kube-system,shop", "--namespaces-exclude=kube-public", "--selector=svcprobe.io/probe!=off,tier in (frontend,backend)",
+		"--cluster.cidr=10.0.0.0/8", "--cluster.cidr=fd00:10::/56", "--probe.allow-external=192.0.2.0/24",
+		"--dns.cluster-domain=cluster.example", "--dns.service=kube-system/coredns", "--log.level=debug", "--log.format=json",
+		"--metrics.per-endpoint-limit=5"}
+	for _, tc := range []struct {
+		ds   *appsv1.DaemonSet
+		args []string
+	}{
+		{ds, append(slices.Clone(shared), "--web.config.file=/etc/svcprobe/web/web-config.yml")},
+		{wds, append(slices.Clone(shared), `--web.config.file=C:\etc\svcprobe-web\web-config.yml`, `--dns.resolv-conf=C:\etc\svcprobe\resolv.conf`)},
+	} {
+		c := tc.ds.Spec.Template.Spec.Containers[0]
+		if got, want := slices.Sorted(slices.Values(c.Args)), slices.Sorted(slices.Values(tc.args)); !slices.Equal(got, want) {
+			t.Errorf("%s args:\n\tgot  %v\n\twant %v", tc.ds.Name, got, want)
+		}
+		for _, f := range []string{"--expect", "--shard", "--total-shards", "--metrics.per-endpoint", "--dns.resolv-conf=/etc/resolv.conf"} {
+			if slices.ContainsFunc(c.Args, func(a string) bool { return a == f || strings.HasPrefix(a, f+"=") }) {
+				t.Errorf("%s: the central exporter's %s leaked into the agent's args %v", tc.ds.Name, f, c.Args)
+			}
+		}
+		if err := runExporterArgs(t, agentContainer(t, tc.ds)); err != nil {
+			t.Errorf("%s: %v", tc.ds.Name, err)
+		}
+		// Each flag's file is a mounted volume.
+		for _, a := range c.Args {
+			for _, flag := range []string{"--web.config.file=", "--dns.resolv-conf="} {
+				if p, ok := strings.CutPrefix(a, flag); ok && !mountedFile(tc.ds.Spec.Template.Spec, p) {
+					t.Errorf("%s: %s%s is not in a mounted volume (%+v)", tc.ds.Name, flag, p, c.VolumeMounts)
+				}
+			}
+		}
+		ps := tc.ds.Spec.Template.Spec
+		if ps.PriorityClassName != "system-node-critical" || tc.ds.Spec.Template.Annotations["example.com/agent"] != "true" ||
+			tc.ds.Spec.Template.Labels["team"] != "platform" || tc.ds.Spec.UpdateStrategy.RollingUpdate.MaxUnavailable.String() != "2" ||
+			len(ps.ImagePullSecrets) != 1 || c.ImagePullPolicy != corev1.PullIfNotPresent {
+			t.Errorf("%s: pod options not rendered: %+v", tc.ds.Name, tc.ds.Spec)
+		}
+		if c.ReadinessProbe.HTTPGet.Scheme != corev1.URISchemeHTTPS || c.LivenessProbe.HTTPGet.Scheme != corev1.URISchemeHTTPS {
+			t.Errorf("%s: probes do not use HTTPS with web.scheme HTTPS", tc.ds.Name)
+		}
+		// Selected by the agents' Services, not by the central exporter's; and the reverse.
+		pod := labels.Set(tc.ds.Spec.Template.Labels)
+		if !labels.SelectorFromSet(hairpin.Spec.Selector).Matches(pod) || !labels.SelectorFromSet(metricsSvc.Spec.Selector).Matches(pod) {
+			t.Errorf("%s's Pods %v not selected by the agents' Services", tc.ds.Name, pod)
+		}
+		for key, o := range r.objs {
+			if s, ok := o.(*corev1.Service); ok && !strings.HasPrefix(s.Name, name) && labels.SelectorFromSet(s.Spec.Selector).Matches(pod) {
+				t.Errorf("%s selects %s's Pods: the central exporter's hairpin would see an agent answer", key, tc.ds.Name)
+			}
+		}
+	}
+	c, wc := ds.Spec.Template.Spec.Containers[0], wds.Spec.Template.Spec.Containers[0]
+	if c.Image != "registry.example.com/svcprobe/svcprobe:v0.1.0" || wc.Image != "registry.example.com/svcprobe/svcprobe-windows:v0.1.0-windows-ltsc2019" {
+		t.Errorf("images %s, %s", c.Image, wc.Image)
+	}
+	if c.Resources.Limits.Cpu().String() != "500m" || wc.Resources.Limits.Memory().String() != "384Mi" {
+		t.Errorf("resources %+v, %+v", c.Resources, wc.Resources)
+	}
+	if ps := ds.Spec.Template.Spec; ps.NodeSelector["example.com/pool"] != "general" || len(ps.Tolerations) != 1 || ps.Tolerations[0].Operator != corev1.TolerationOpExists || ps.Tolerations[0].Key != "" || ps.Tolerations[0].Effect != "" {
+		t.Errorf("Linux agent scheduling: nodeSelector %v tolerations %+v", ps.NodeSelector, ps.Tolerations)
+	}
+	if ps := wds.Spec.Template.Spec; ps.NodeSelector["node.kubernetes.io/windows-build"] != "10.0.17763" || len(ps.Tolerations) != 2 ||
+		ps.OS == nil || ps.OS.Name != corev1.Windows || wc.SecurityContext != nil || ps.SecurityContext.SeccompProfile != nil {
+		t.Errorf("Windows agent: nodeSelector %v tolerations %+v os %v securityContexts %+v %+v", ps.NodeSelector, ps.Tolerations, ps.OS, ps.SecurityContext, wc.SecurityContext)
+	}
+	if want := "nameserver 10.96.0.10\nsearch svcprobe.svc.cluster.example svc.cluster.example cluster.example corp.example\noptions ndots:5 timeout:2\n"; cm.Data["resolv.conf"] != want {
+		t.Errorf("resolv.conf %q, want %q", cm.Data["resolv.conf"], want)
+	}
+	podLabels := labels.Set(central.Spec.Template.Labels)
+	if labels.SelectorFromSet(hairpin.Spec.Selector).Matches(podLabels) || labels.SelectorFromSet(metricsSvc.Spec.Selector).Matches(podLabels) {
+		t.Errorf("the agents' Services select the central exporter's Pods %v", podLabels)
+	}
+
+	// The agents' ServiceMonitor: the headless Service's port metrics, job svcprobe*, honorLabels.
+	sm := r.monitors["ServiceMonitor/"+name]
+	if sm == nil {
+		t.Fatalf("no ServiceMonitor %s (have %v)", name, slices.Sorted(maps.Keys(r.monitors)))
+	}
+	sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels")
+	if !labels.SelectorFromSet(sel).Matches(labels.Set(metricsSvc.Labels)) || sm.GetNamespace() != "monitoring" {
+		t.Errorf("ServiceMonitor %s/%s selector %v does not select the metrics Service %v", sm.GetNamespace(), name, sel, metricsSvc.Labels)
+	}
+	centralSel, _, _ := unstructured.NestedStringMap(r.monitors["ServiceMonitor/svcprobe-all-on"].Object, "spec", "selector", "matchLabels")
+	if labels.SelectorFromSet(centralSel).Matches(labels.Set(metricsSvc.Labels)) {
+		t.Errorf("the central ServiceMonitor %v also scrapes the agents' Service %v: their series would be in the central job", centralSel, metricsSvc.Labels)
+	}
+	if len(metricsSvc.Spec.Ports) != 1 || metricsSvc.Spec.Ports[0].Name != "metrics" || metricsSvc.Spec.ClusterIP != corev1.ClusterIPNone {
+		t.Errorf("metrics Service %+v", metricsSvc.Spec)
+	}
+	eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+	if len(eps) != 1 {
+		t.Fatalf("ServiceMonitor endpoints %v", eps)
+	}
+	ep := eps[0].(map[string]any)
+	if ep["port"] != "metrics" || ep["honorLabels"] != true || ep["scheme"] != "https" {
+		t.Errorf("ServiceMonitor endpoint %v: want port metrics, honorLabels true, scheme https", ep)
+	}
+	if job := monitorJob(ep); !strings.HasPrefix(job, "svcprobe") {
+		t.Errorf("agents' job %q: must start with svcprobe (deploy/rules' job matchers)", job)
+	}
+}
+
+// mountedFile reports whether path (a Linux or Windows one) lies in a volume mounted in the Pod's
+// only container.
+func mountedFile(ps corev1.PodSpec, path string) bool {
+	for _, m := range ps.Containers[0].VolumeMounts {
+		if strings.HasPrefix(path, m.MountPath+"/") || strings.HasPrefix(path, m.MountPath+`\`) {
+			for _, v := range ps.Volumes {
+				if v.Name == m.Name {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// monitorJob is the job a ServiceMonitor endpoint's relabelings give its targets ("" if none
+// sets it: then prometheus-operator uses the Service's name).
+func monitorJob(ep map[string]any) string {
+	var job string
+	rs, _ := ep["relabelings"].([]any)
+	for _, r := range rs {
+		m, _ := r.(map[string]any)
+		if m["targetLabel"] == "job" && cmp.Or(m["action"], any("replace")) == "replace" && m["sourceLabels"] == nil {
+			job, _ = m["replacement"].(string)
+		}
+	}
+	return job
+}
+
+// TestHelmNodeAgentNames: with any release name the agents' objects have valid names and labels,
+// the job still starts with svcprobe, and --hairpin.service names the rendered hairpin Service.
+func TestHelmNodeAgentNames(t *testing.T) {
+	for _, release := range []string{"mon", strings.Repeat("long-release-", 4) + "x"} { // helm allows 53 characters
+		out, err := helm(t, append([]string{"template", release, helmChart, "--namespace", "observability",
+			"--set", "serviceMonitor.enabled=true"}, helmWindowsArgs...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := decodeRendered(t, out)
+		var agents int
+		for key, o := range r.objs {
+			m, err := metaOfObject(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A Service's name is a DNS label; the others' are DNS subdomains.
+			if _, svc := o.(*corev1.Service); svc && len(m.GetName()) > 63 || len(m.GetName()) > 253 {
+				t.Errorf("%s: %s is too long (%d characters)", release, key, len(m.GetName()))
+			}
+			for k, v := range m.GetLabels() {
+				if len(v) > 63 {
+					t.Errorf("%s: %s label %s=%s is longer than 63 characters", release, key, k, v)
+				}
+			}
+			ds, ok := o.(*appsv1.DaemonSet)
+			if !ok {
+				continue
+			}
+			agents++
+			for _, a := range ds.Spec.Template.Spec.Containers[0].Args {
+				if v, ok := strings.CutPrefix(a, "--hairpin.service="); ok {
+					ns, svc, _ := strings.Cut(v, "/")
+					if s, ok := r.objs["Service/"+svc].(*corev1.Service); ns != "observability" || !ok ||
+						!labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(ds.Spec.Template.Labels)) {
+						t.Errorf("%s: %s --hairpin.service=%s is not a rendered Service selecting it", release, ds.Name, v)
+					}
+				}
+			}
+			if err := runExporterArgs(t, agentContainer(t, ds)); err != nil {
+				t.Errorf("%s: %v", ds.Name, err)
+			}
+		}
+		if agents != 2 {
+			t.Errorf("%s: %d DaemonSets, want 2", release, agents)
+		}
+		var job string
+		for key, sm := range r.monitors {
+			eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+			if strings.HasSuffix(key, "-node") && len(eps) == 1 {
+				job = monitorJob(eps[0].(map[string]any))
+			}
+		}
+		if !strings.HasPrefix(job, "svcprobe") {
+			t.Errorf("%s: agents' job %q does not start with svcprobe", release, job)
+		}
+	}
+}
+
+// TestHelmNodeAgentHairpinOff: hairpin.enabled=false turns the agents' hairpin off too (no Service,
+// no --hairpin.service), and the agents still start.
+func TestHelmNodeAgentHairpinOff(t *testing.T) {
+	r := renderNodeAgent(t, append(slices.Clone(helmWindowsArgs), "--set", "hairpin.enabled=false"))
+	for key := range r.objs {
+		if strings.Contains(key, "hairpin") {
+			t.Errorf("hairpin.enabled=false renders %s", key)
+		}
+	}
+	for _, name := range []string{"svcprobe-node", "svcprobe-node-windows"} {
+		ds := get[*appsv1.DaemonSet](t, r.objs, "DaemonSet", name)
+		c := ds.Spec.Template.Spec.Containers[0]
+		if slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--hairpin.service=") }) {
+			t.Errorf("%s: --hairpin.service without its Service: %v", name, c.Args)
+		}
+		if err := runExporterArgs(t, agentContainer(t, ds)); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// TestHelmNodeAgentTemplateChecks: what the schema refuses, templates/validate.yaml refuses too
+// (helm install --skip-schema-validation).
+func TestHelmNodeAgentTemplateChecks(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--set", "nodeAgent.enabled=true", "--set", "nodeAgent.windows.enabled=true"}, "nodeAgent.windows.nameserver: set it"},
+		{[]string{"--set", "nodeAgent.windows.enabled=true", "--set", "nodeAgent.windows.nameserver=10.96.0.10"}, "nodeAgent.windows.enabled needs nodeAgent.enabled"},
+	} {
+		out, err := helmTemplate(t, append([]string{"--skip-schema-validation"}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: want an error with %q, got %v\n%s", tc.args, tc.want, err, out)
+		}
 	}
 }

@@ -172,6 +172,10 @@ func applyDryRun(ctx context.Context, cl kubernetes.Interface, m manifest) (runt
 		return cl.AppsV1().Deployments(v.Namespace).Patch(ctx, v.Name, pt, m.json, opts)
 	case *appsv1.StatefulSet:
 		return cl.AppsV1().StatefulSets(v.Namespace).Patch(ctx, v.Name, pt, m.json, opts)
+	case *appsv1.DaemonSet:
+		return cl.AppsV1().DaemonSets(v.Namespace).Patch(ctx, v.Name, pt, m.json, opts)
+	case *corev1.ConfigMap:
+		return cl.CoreV1().ConfigMaps(v.Namespace).Patch(ctx, v.Name, pt, m.json, opts)
 	}
 	return nil, fmt.Errorf("%s: no dry-run apply for %T", m.what, m.obj)
 }
@@ -349,6 +353,12 @@ func TestChartExporter(t *testing.T) {
 		if err == nil {
 			err = DeployExporter(ctx, *cfg, ExporterOptions{Interval: e2eInterval, Timeout: e2eTimeout})
 		}
+		if err == nil { // the tests after this one scrape it: it must answer, not only be Available
+			err = waitFor(ctx, time.Minute, "restored exporter answers /metrics", func() error {
+				_, err := ScrapeExporter(ctx, "/metrics")
+				return err
+			})
+		}
 		if err != nil {
 			t.Errorf("restoring deploy/base's exporter: %v (the next test brings the lab up again)", err)
 		}
@@ -438,11 +448,27 @@ func TestChartExporter(t *testing.T) {
 // removeExporter deletes the exporter's Deployment (and waits until its Pods are gone, so the
 // pinned address is free) and its ClusterRole and ClusterRoleBinding.
 func removeExporter(ctx context.Context, cl kubernetes.Interface) error {
-	bg := metav1.DeletePropagationBackground
-	if err := cl.AppsV1().Deployments(ExporterNamespace).Delete(ctx, "svcprobe", metav1.DeleteOptions{PropagationPolicy: &bg}); err != nil && !apierrors.IsNotFound(err) {
+	// Foreground: the Deployment goes only after its ReplicaSets and Pods. With background
+	// deletion the old ReplicaSet lives on until the garbage collector gets to it and can start a
+	// new Pod meanwhile, with the pinned exporter address, next to the one deployed next (seen in a
+	// CI run: the restored exporter stopped answering).
+	fg := metav1.DeletePropagationForeground
+	if err := cl.AppsV1().Deployments(ExporterNamespace).Delete(ctx, "svcprobe", metav1.DeleteOptions{PropagationPolicy: &fg}); err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
-	err := waitFor(ctx, 90*time.Second, "svcprobe Pods gone", func() error {
+	err := waitFor(ctx, 90*time.Second, "svcprobe Deployment, ReplicaSets and Pods gone", func() error {
+		if _, err := cl.AppsV1().Deployments(ExporterNamespace).Get(ctx, "svcprobe", metav1.GetOptions{}); err == nil {
+			return fmt.Errorf("svcprobe Deployment still there")
+		} else if !apierrors.IsNotFound(err) {
+			return err
+		}
+		rss, err := cl.AppsV1().ReplicaSets(ExporterNamespace).List(ctx, metav1.ListOptions{LabelSelector: ExporterLabel})
+		if err != nil {
+			return err
+		}
+		if n := len(rss.Items); n > 0 {
+			return fmt.Errorf("%d svcprobe ReplicaSets left", n)
+		}
 		pods, err := cl.CoreV1().Pods(ExporterNamespace).List(ctx, metav1.ListOptions{LabelSelector: ExporterLabel})
 		if err != nil {
 			return err

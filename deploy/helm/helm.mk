@@ -4,7 +4,8 @@
 # `make -f deploy/helm/helm.mk helm-check` works too.
 #
 #   make helm-tools   build helm into $(SVCPROBE_CACHE)/bin/helm-$(HELM_VERSION) (once per version)
-#   make helm-check   helm lint + helm template of the chart with default and all-on values
+#   make helm-check   helm lint + helm template of the chart with default and all-on values (the
+#                     node agents, Linux and Windows, on), and bad values refused
 
 HELM_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 
@@ -43,4 +44,6 @@ helm-check: $(HELM)
 	$(HELM) template svcprobe $(HELM_CHART) --namespace svcprobe -f $(HELM_ALL_ON) >/dev/null
 	@if $(HELM) template svcprobe $(HELM_CHART) -f $(HELM_DIR)/testdata/bad-type.yaml >/dev/null 2>&1; then \
 		echo "helm-check: values.schema.json accepted $(HELM_DIR)/testdata/bad-type.yaml"; exit 1; fi
-	@echo "helm-check: lint and template pass with default and all-on values; a wrong type fails"
+	@if $(HELM) template svcprobe $(HELM_CHART) -f $(HELM_DIR)/testdata/bad-node-agent.yaml >/dev/null 2>&1; then \
+		echo "helm-check: values.schema.json accepted Windows node agents without a nameserver ($(HELM_DIR)/testdata/bad-node-agent.yaml)"; exit 1; fi
+	@echo "helm-check: lint and template pass with default and all-on values (node agents on); a wrong type and a missing Windows nameserver fail"

@@ -219,3 +219,229 @@ spec:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end }}
+
+{{/*
+The node agents (nodeAgent.*, the objects of deploy/node-agent and deploy/windows). Their name is
+<fullname>-node, cut so "-hairpin" and "-windows" still fit in 63 characters.
+*/}}
+{{- define "svcprobe.nodeAgent.fullname" -}}
+{{- printf "%s-node" (include "svcprobe.fullname" . | trunc 50 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+Not app.kubernetes.io/name: <name>: the central exporter's Services (its hairpin Service above all)
+must not select the agents. Both agents' Services select these; the DaemonSets add a component.
+*/}}
+{{- define "svcprobe.nodeAgent.selectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-node" (include "svcprobe.name" . | trunc 58 | trimSuffix "-") }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "svcprobe.nodeAgent.labels" -}}
+{{ include "svcprobe.nodeAgent.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ include "svcprobe.chart" . }}
+{{- end }}
+
+{{/* The agents' job name: it must start with svcprobe (deploy/rules match job=~"svcprobe.*"). */}}
+{{- define "svcprobe.nodeAgent.job" -}}
+{{- $name := include "svcprobe.nodeAgent.fullname" . }}
+{{- ternary $name (printf "svcprobe-%s" $name) (hasPrefix "svcprobe" $name) }}
+{{- end }}
+
+{{/* The agents' web config file: the central exporter's, at a path of the agent's OS. */}}
+{{- define "svcprobe.nodeAgent.webConfigDir" -}}
+{{- if .windows }}C:\etc\svcprobe-web{{ else }}/etc/svcprobe/web{{ end }}
+{{- end }}
+
+{{/*
+A node agent's flags; dict "ctx" (the root context) "windows" (bool). deploy/helm_test.go compares
+them with deploy/node-agent's and deploy/windows's and runs them through the binary.
+*/}}
+{{- define "svcprobe.nodeAgent.args" -}}
+{{- $ := .ctx }}
+{{- $v := $.Values }}
+{{- $a := $v.nodeAgent -}}
+- --mode=node
+- --web.listen-address=:{{ int $v.web.port }}
+- --probe.interval={{ $a.probe.interval | default $v.probe.interval }}
+- --probe.timeout={{ $a.probe.timeout | default $v.probe.timeout }}
+- --node.sample-size={{ int $a.sampleSize }}
+- --probe.concurrency={{ int $a.probe.concurrency }}
+- --probe.max-new-conns-per-second={{ $a.probe.maxNewConnsPerSecond }}
+- --dns.max-qps={{ $a.dns.maxQPS }}
+{{- if .windows }}
+- --dns.resolv-conf=C:\etc\svcprobe\resolv.conf
+{{- end }}
+- --metrics.max-series-per-service={{ int $a.metrics.maxSeriesPerService }}
+{{- if $v.hairpin.enabled }}
+- --hairpin.service={{ $.Release.Namespace }}/{{ include "svcprobe.nodeAgent.fullname" $ }}-hairpin
+{{- end }}
+{{- with $v.namespaces }}
+- --namespaces={{ join "," . }}
+{{- end }}
+{{- with $v.namespacesExclude }}
+- --namespaces-exclude={{ join "," . }}
+{{- end }}
+{{- with $v.selector }}
+- --selector={{ . }}
+{{- end }}
+{{- range $v.clusterCIDRs }}
+- --cluster.cidr={{ . }}
+{{- end }}
+{{- range $v.probe.allowExternal }}
+- --probe.allow-external={{ . }}
+{{- end }}
+{{- with $v.dns.clusterDomain }}
+- --dns.cluster-domain={{ . }}
+{{- end }}
+{{- with $v.dns.service }}
+- --dns.service={{ . }}
+{{- end }}
+{{- if include "svcprobe.webConfigFile" $ }}
+- --web.config.file={{ include "svcprobe.nodeAgent.webConfigDir" . }}{{ if .windows }}\{{ else }}/{{ end }}{{ $v.web.config.key }}
+{{- end }}
+- --log.level={{ $v.log.level }}
+- --log.format={{ $v.log.format }}
+{{- range $a.extraArgs }}
+- {{ . }}
+{{- end }}
+{{- end }}
+
+{{/*
+A node agent's Pod template; dict "ctx" (the root context) "windows" (bool). Linux: the central
+exporter's securityContexts (restricted). Windows: os.name windows, nodeAgent.windows.podSecurityContext
+and no container securityContext (the API refuses the Linux-only fields there), resolv.conf from
+the ConfigMap.
+*/}}
+{{- define "svcprobe.nodeAgent.podTemplate" -}}
+{{- $ := .ctx }}
+{{- $v := $.Values }}
+{{- $a := $v.nodeAgent -}}
+{{- $os := ternary $a.windows $a .windows -}}
+metadata:
+  labels:
+    {{- include "svcprobe.nodeAgent.selectorLabels" $ | nindent 4 }}
+    app.kubernetes.io/component: {{ ternary "node-agent-windows" "node-agent-linux" .windows }}
+    {{- with $a.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with $a.podAnnotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  serviceAccountName: {{ include "svcprobe.serviceAccountName" $ }}
+  automountServiceAccountToken: true
+  {{- if .windows }}
+  os:
+    name: windows
+  {{- end }}
+  {{- with $v.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $a.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- with $os.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $os.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with (ternary $a.windows.podSecurityContext $v.podSecurityContext .windows) }}
+  securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: svcprobe
+      {{- if .windows }}
+      {{- $w := $a.windows.image }}
+      image: "{{ $w.repository | default $v.image.repository }}:{{ $w.tag | default (printf "%s%s" ($v.image.tag | default $.Chart.AppVersion) $w.tagSuffix) }}"
+      {{- else }}
+      image: "{{ $v.image.repository }}:{{ $v.image.tag | default $.Chart.AppVersion }}"
+      {{- end }}
+      {{- with $v.image.pullPolicy }}
+      imagePullPolicy: {{ . }}
+      {{- end }}
+      args:
+        {{- include "svcprobe.nodeAgent.args" . | nindent 8 }}
+      env:
+        - name: POD_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        - name: POD_IP
+          valueFrom:
+            fieldRef:
+              fieldPath: status.podIP
+        - name: NODE_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: spec.nodeName
+        - name: HOST_IP
+          valueFrom:
+            fieldRef:
+              fieldPath: status.hostIP
+      ports:
+        - name: metrics
+          containerPort: {{ int $v.web.port }}
+          protocol: TCP
+      {{- with $v.readinessProbe }}
+      readinessProbe:
+        {{- $p := deepCopy . }}
+        {{- if and $p.httpGet (eq $v.web.scheme "HTTPS") }}{{ $_ := set $p.httpGet "scheme" "HTTPS" }}{{ end }}
+        {{- toYaml $p | nindent 8 }}
+      {{- end }}
+      {{- with $v.livenessProbe }}
+      livenessProbe:
+        {{- $p := deepCopy . }}
+        {{- if and $p.httpGet (eq $v.web.scheme "HTTPS") }}{{ $_ := set $p.httpGet "scheme" "HTTPS" }}{{ end }}
+        {{- toYaml $p | nindent 8 }}
+      {{- end }}
+      {{- with $os.resources }}
+      resources:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- if not .windows }}
+      {{- with $v.securityContext }}
+      securityContext:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- end }}
+      {{- if or .windows (include "svcprobe.webConfigFile" $) }}
+      volumeMounts:
+        {{- if .windows }}
+        - name: resolv
+          mountPath: C:\etc\svcprobe
+          readOnly: true
+        {{- end }}
+        {{- if include "svcprobe.webConfigFile" $ }}
+        - name: web-config
+          mountPath: {{ include "svcprobe.nodeAgent.webConfigDir" . }}
+          readOnly: true
+        {{- end }}
+      {{- end }}
+  {{- if or .windows (include "svcprobe.webConfigFile" $) }}
+  volumes:
+    {{- if .windows }}
+    - name: resolv
+      configMap:
+        name: {{ include "svcprobe.nodeAgent.fullname" $ }}-windows-resolv
+    {{- end }}
+    {{- if include "svcprobe.webConfigFile" $ }}
+    - name: web-config
+      {{- if $v.web.config.secretName }}
+      secret:
+        secretName: {{ $v.web.config.secretName }}
+      {{- else }}
+      configMap:
+        name: {{ $v.web.config.configMapName }}
+      {{- end }}
+    {{- end }}
+  {{- end }}
+{{- end }}
