@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -132,7 +133,7 @@ func testDirectWriterMatchesExpfmt(t *testing.T, node string) {
 }
 
 func TestFloatFormats(t *testing.T) {
-	for _, v := range []float64{0, 1, -1, 2, 0.5, 1e-9, 12345678901234, 3.25e21} {
+	for _, v := range []float64{0, 1, -1, 2, -7, 0.5, 1e-9, 12345678901234, 3.25e21, math.NaN(), math.Inf(1), math.Inf(-1)} {
 		var a, b bytes.Buffer
 		mf := &dto.MetricFamily{Name: strPtr("x"), Help: strPtr("h"), Type: dto.MetricType_GAUGE.Enum(),
 			Metric: []*dto.Metric{{Gauge: &dto.Gauge{Value: &v}}}}

@@ -427,13 +427,9 @@ func appendLabelValue(b []byte, s string) []byte {
 	return b
 }
 
-// appendFloat formats like the text format's encoder (strconv 'g', and +Inf/-Inf/NaN).
+// appendFloat formats like the text format's encoder: strconv's 'g', and +Inf/-Inf/NaN.
 func appendFloat(b []byte, v float64) []byte {
 	switch {
-	case v == 1:
-		return append(b, '1')
-	case v == 0:
-		return append(b, '0')
 	case v != v:
 		return append(b, "NaN"...)
 	case v > maxFloat:
@@ -444,26 +440,13 @@ func appendFloat(b []byte, v float64) []byte {
 	return strconv.AppendFloat(b, v, 'g', -1, 64)
 }
 
-// appendOMFloat formats like the OpenMetrics encoder: integers get a ".0".
+// appendOMFloat formats like the OpenMetrics encoder: the same, but a number without a fraction
+// or exponent gets ".0".
 func appendOMFloat(b []byte, v float64) []byte {
-	switch {
-	case v == 1:
-		return append(b, "1.0"...)
-	case v == 0:
-		return append(b, "0.0"...)
-	case v == -1:
-		return append(b, "-1.0"...)
-	case v != v:
-		return append(b, "NaN"...)
-	case v > maxFloat:
-		return append(b, "+Inf"...)
-	case v < -maxFloat:
-		return append(b, "-Inf"...)
-	}
 	start := len(b)
-	b = strconv.AppendFloat(b, v, 'g', -1, 64)
+	b = appendFloat(b, v)
 	for _, c := range b[start:] {
-		if c == 'e' || c == '.' {
+		if c == 'e' || c == '.' || c == 'N' || c == 'I' {
 			return b
 		}
 	}
