@@ -115,9 +115,7 @@ func containerEnv(pod *corev1.Pod, c corev1.Container, rt *podRuntime) []string 
 			case "status.podIP":
 				v = rt.ip
 			case "spec.nodeName":
-				v = pod.Spec.NodeName
-			case "status.hostIP":
-				v = rt.hostIP
+				v = NodeName
 			case "spec.serviceAccountName":
 				v = pod.Spec.ServiceAccountName
 			}
