@@ -20,7 +20,6 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -413,36 +412,7 @@ func TestChartExporter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []struct {
-		verb, group, resource string
-		allowed               bool
-	}{
-		{"watch", "", "services", true}, {"list", "", "pods", true}, {"watch", "discovery.k8s.io", "endpointslices", true},
-		{"get", "", "secrets", false}, {"update", "", "services", false}, {"list", "", "nodes", false},
-	} {
-		r, err := as.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authzv1.SelfSubjectAccessReview{
-			Spec: authzv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authzv1.ResourceAttributes{
-				Verb: c.verb, Group: c.group, Resource: c.resource}}}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.Status.Allowed != c.allowed {
-			t.Errorf("%s %s.%s: allowed=%v, want %v", c.verb, c.resource, c.group, r.Status.Allowed, c.allowed)
-		}
-	}
-	logs, _ := filepath.Glob(cfg.path("logs", "pod-svcprobe-"+pod.Name+"-*.log"))
-	if len(logs) == 0 {
-		t.Fatalf("no log of the exporter Pod in %s", cfg.path("logs"))
-	}
-	for _, l := range logs {
-		b, err := os.ReadFile(l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(strings.ToLower(string(b)), "forbidden") {
-			t.Errorf("%s mentions forbidden:\n%s", l, b)
-		}
-	}
+	assertExporterAccess(t, ctx, cfg, pod, as)
 }
 
 // removeExporter deletes the exporter's Deployment (and waits until its Pods are gone, so the

@@ -29,6 +29,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -903,6 +904,14 @@ func TestExporterLeastPrivilege(t *testing.T) {
 	if got := u.Extra["authentication.kubernetes.io/pod-name"]; len(got) != 1 || got[0] != pod.Name {
 		t.Errorf("token not bound to the Pod %s: extra %v", pod.Name, u.Extra)
 	}
+	assertExporterAccess(t, ctx, cfg, pod, as)
+}
+
+// assertExporterAccess checks, as the exporter (as: a client with its own token), that it may
+// list/watch Services, Pods and EndpointSlices and nothing else (SelfSubjectAccessReviews), and
+// that its log never mentions a refusal. The exporter from deploy/base and from the chart share it.
+func assertExporterAccess(t *testing.T, ctx context.Context, cfg *Config, pod *corev1.Pod, as kubernetes.Interface) {
+	t.Helper()
 	for _, c := range []struct {
 		verb, group, resource string
 		allowed               bool
