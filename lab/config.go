@@ -21,7 +21,7 @@ const (
 	Prefix      = "svcprobe-lab-"
 	NodeNetns   = Prefix + "node"
 	ClientNetns = Prefix + "client"
-	NodeName    = "node1"
+	NodeName    = "node-1"
 
 	Bridge       = "cbr0"
 	NodeIP       = "198.18.0.1"

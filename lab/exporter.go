@@ -234,7 +234,12 @@ func labDeployment(d *appsv1.Deployment, exe string, o ExporterOptions) {
 		d.Spec.Template.Annotations = map[string]string{}
 	}
 	d.Spec.Template.Annotations[IPAnnotation] = ExporterIP
-	c := &d.Spec.Template.Spec.Containers[0]
+	labContainer(&d.Spec.Template.Spec.Containers[0], exe, o)
+}
+
+// labContainer runs the exporter binary exe instead of the image, with short
+// intervals, --expect and the kubelet's kubeconfig.
+func labContainer(c *corev1.Container, exe string, o ExporterOptions) {
 	c.Command = []string{exe}
 	set := map[string]string{
 		"--probe.interval": o.Interval.String(),

@@ -33,8 +33,10 @@ type KubeletConfig struct {
 	Config     Config
 }
 
-// The mini kubelet: it binds unscheduled Pods to node1 (there is no
-// scheduler), gives each Pod of node1 a network namespace on cbr0 and runs
+// The mini kubelet: it binds unscheduled Pods to node-1 (there is no
+// scheduler; a Pod whose node affinity names a lab node, like a DaemonSet's,
+// goes there), gives each Pod of a lab node (node-1, and node-2 when UpNode2
+// added it) a network namespace on that node's cbr0 and runs
 // its containers as processes in it, probes readiness, writes pods/status
 // and, when a Pod is being deleted, stops it and removes it for good.
 //
@@ -59,6 +61,7 @@ type podRuntime struct {
 	netns    string
 	veth     string
 	ip       string
+	hostIP   string // the address of the Pod's node
 	started  metav1.Time
 	stopped  bool
 	ready    bool
@@ -110,7 +113,7 @@ func RunKubelet(ctx context.Context, kc KubeletConfig) error {
 		queue: workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](
 			100*time.Millisecond, 5*time.Second)),
 		pods: map[string]*podRuntime{},
-		ips:  map[string]bool{NodeIP: true, CoreDNSIP1: true, CoreDNSIP2: true, ClientIP: true},
+		ips:  map[string]bool{NodeIP: true, Node2IP: true, CoreDNSIP1: true, CoreDNSIP2: true, ClientIP: true},
 	}
 	enqueue := func(obj any) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
@@ -190,17 +193,22 @@ func (k *kubelet) sync(ctx context.Context, key string) error {
 		if pod.Spec.SchedulerName != "" && pod.Spec.SchedulerName != corev1.DefaultSchedulerName {
 			return nil
 		}
-		log.Printf("kubelet: binding %s to %s", key, NodeName)
+		target := bindTarget(pod)
+		if target == "" {
+			return nil // pinned by affinity to a node the lab does not run
+		}
+		log.Printf("kubelet: binding %s to %s", key, target)
 		err := k.client.CoreV1().Pods(ns).Bind(ctx, &corev1.Binding{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, UID: pod.UID},
-			Target:     corev1.ObjectReference{Kind: "Node", Name: NodeName},
+			Target:     corev1.ObjectReference{Kind: "Node", Name: target},
 		}, metav1.CreateOptions{})
 		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 			return nil
 		}
 		return err
 	}
-	if pod.Spec.NodeName != NodeName {
+	node, ok := labNodeByName(pod.Spec.NodeName)
+	if !ok {
 		return nil
 	}
 	if rt != nil && rt.uid != pod.UID {
@@ -235,7 +243,7 @@ func (k *kubelet) sync(ctx context.Context, key string) error {
 		return nil
 	}
 	if rt == nil {
-		rt, err = k.setup(ctx, pod)
+		rt, err = k.setup(ctx, pod, node)
 		if err != nil {
 			return err
 		}
@@ -246,7 +254,7 @@ func (k *kubelet) sync(ctx context.Context, key string) error {
 
 func ptr[T any](v T) *T { return &v }
 
-func (k *kubelet) allocIP(pod *corev1.Pod) (string, error) {
+func (k *kubelet) allocIP(pod *corev1.Pod, node labNode) (string, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if want := pod.Annotations[IPAnnotation]; want != "" {
@@ -254,13 +262,13 @@ func (k *kubelet) allocIP(pod *corev1.Pod) (string, error) {
 		return want, nil
 	}
 	for i := 10; i < 250; i++ {
-		a := fmt.Sprintf("198.18.0.%d", i)
+		a := fmt.Sprintf("%s.%d", node.Net3, i)
 		if !k.ips[a] {
 			k.ips[a] = true
 			return a, nil
 		}
 	}
-	return "", fmt.Errorf("no free pod address in 198.18.0.0/24")
+	return "", fmt.Errorf("no free pod address in %s.0/24", node.Net3)
 }
 
 func vethName(uid types.UID) string {
@@ -296,18 +304,18 @@ func (k *kubelet) applyAnnotations(pod *corev1.Pod, rt *podRuntime) {
 	}
 }
 
-func (k *kubelet) setup(ctx context.Context, pod *corev1.Pod) (*podRuntime, error) {
+func (k *kubelet) setup(ctx context.Context, pod *corev1.Pod, node labNode) (*podRuntime, error) {
 	key := pod.Namespace + "/" + pod.Name
-	addr, err := k.allocIP(pod)
+	addr, err := k.allocIP(pod, node)
 	if err != nil {
 		return nil, err
 	}
 	rt := &podRuntime{
 		uid: pod.UID, key: key, netns: PodNetns(pod.Namespace, pod.Name), veth: vethName(pod.UID),
-		ip: addr, started: metav1.Now(), restarts: map[string]int32{}, procs: map[string]*exec.Cmd{},
+		ip: addr, hostIP: node.IP, started: metav1.Now(), restarts: map[string]int32{}, procs: map[string]*exec.Cmd{},
 	}
 	_ = deleteNetns(rt.netns) // a leftover of a Pod with the same name
-	if err := podNetwork(rt.netns, rt.veth, addr); err != nil {
+	if err := podNetworkOn(node, rt.netns, rt.veth, addr); err != nil {
 		_ = deleteNetns(rt.netns)
 		k.freeIP(addr)
 		return nil, err
@@ -572,8 +580,8 @@ func (k *kubelet) writeStatus(ctx context.Context, pod *corev1.Pod, rt *podRunti
 	}
 	st := pod.Status.DeepCopy()
 	st.Phase = corev1.PodRunning
-	st.HostIP = NodeIP
-	st.HostIPs = []corev1.HostIP{{IP: NodeIP}}
+	st.HostIP = rt.hostIP
+	st.HostIPs = []corev1.HostIP{{IP: rt.hostIP}}
 	st.PodIP = rt.ip
 	st.PodIPs = []corev1.PodIP{{IP: rt.ip}}
 	st.StartTime = &rt.started

@@ -99,21 +99,26 @@ func NetnsDialer(netns string) func(ctx context.Context, network, addr string) (
 	}
 }
 
-// podNetwork wires a namespace to cbr0: a veth whose node end (vethName) is
-// a hairpin port of the bridge, the pod end eth0 with addr/24.
+// podNetwork wires a namespace to cbr0 of the first node: a veth whose node
+// end (vethName) is a hairpin port of the bridge, the pod end eth0 with addr/24.
 func podNetwork(netns, vethName, addr string) error {
+	return podNetworkOn(node1, netns, vethName, addr)
+}
+
+// podNetworkOn is podNetwork on the bridge of the given lab node.
+func podNetworkOn(n labNode, netns, vethName, addr string) error {
 	if err := ip("netns", "add", netns); err != nil {
 		return err
 	}
 	steps := [][]string{
 		{"-n", netns, "link", "set", "lo", "up"},
-		{"-n", NodeNetns, "link", "add", vethName, "type", "veth", "peer", "name", "eth0", "netns", netns},
-		{"-n", NodeNetns, "link", "set", vethName, "master", Bridge},
-		{"-n", NodeNetns, "link", "set", vethName, "type", "bridge_slave", "hairpin", "on"},
-		{"-n", NodeNetns, "link", "set", vethName, "up"},
+		{"-n", n.Netns, "link", "add", vethName, "type", "veth", "peer", "name", "eth0", "netns", netns},
+		{"-n", n.Netns, "link", "set", vethName, "master", Bridge},
+		{"-n", n.Netns, "link", "set", vethName, "type", "bridge_slave", "hairpin", "on"},
+		{"-n", n.Netns, "link", "set", vethName, "up"},
 		{"-n", netns, "addr", "add", addr + "/24", "dev", "eth0"},
 		{"-n", netns, "link", "set", "eth0", "up"},
-		{"-n", netns, "route", "add", "default", "via", NodeIP},
+		{"-n", netns, "route", "add", "default", "via", n.IP},
 	}
 	for _, s := range steps {
 		if err := ip(s...); err != nil {

@@ -115,7 +115,9 @@ func containerEnv(pod *corev1.Pod, c corev1.Container, rt *podRuntime) []string 
 			case "status.podIP":
 				v = rt.ip
 			case "spec.nodeName":
-				v = NodeName
+				v = pod.Spec.NodeName
+			case "status.hostIP":
+				v = rt.hostIP
 			case "spec.serviceAccountName":
 				v = pod.Spec.ServiceAccountName
 			}

@@ -131,7 +131,7 @@ func Up(ctx context.Context, c Config) (*Result, error) {
 	}
 	if err := c.startComponent("kube-controller-manager", c.Binary("kube-controller-manager"),
 		"--kubeconfig="+c.ClusterKubeconfig(),
-		"--controllers=endpointslice-controller,endpoints-controller,deployment-controller,replicaset-controller,serviceaccount-controller,garbage-collector-controller,namespace-controller",
+		"--controllers=endpointslice-controller,endpoints-controller,deployment-controller,replicaset-controller,daemonset-controller,serviceaccount-controller,garbage-collector-controller,namespace-controller",
 		"--use-service-account-credentials=false",
 		"--bind-address=127.0.0.1",
 		"--secure-port=10257",
@@ -229,10 +229,15 @@ func Up(ctx context.Context, c Config) (*Result, error) {
 
 // StartKubeProxy starts kube-proxy (iptables mode) in the node namespace.
 func (c *Config) StartKubeProxy() error {
+	return c.startKubeProxyOn(node1)
+}
+
+// startKubeProxyOn starts the kube-proxy of a lab node in its namespace.
+func (c *Config) startKubeProxyOn(n labNode) error {
 	c.fill()
-	return c.startComponent("kube-proxy", c.Binary("kube-proxy"),
+	return c.startComponentIn(n.Netns, n.Proxy, c.Binary("kube-proxy"),
 		"--kubeconfig="+c.ClusterKubeconfig(),
-		"--hostname-override="+NodeName,
+		"--hostname-override="+n.Name,
 		"--proxy-mode=iptables",
 		"--cluster-cidr="+PodCIDR,
 		"--bind-address=127.0.0.1",
@@ -320,8 +325,13 @@ func (c *Config) logPath(name string) string { return c.path("logs", name+".log"
 
 // startComponent starts a program inside the node namespace.
 func (c *Config) startComponent(name, bin string, args ...string) error {
+	return c.startComponentIn(NodeNetns, name, bin, args...)
+}
+
+// startComponentIn starts a program inside a network namespace.
+func (c *Config) startComponentIn(netns, name, bin string, args ...string) error {
 	c.Log("starting %s", name)
-	cmd, err := startDetached(inNetns(NodeNetns, append([]string{bin}, args...)...), c.logPath(name), nil)
+	cmd, err := startDetached(inNetns(netns, append([]string{bin}, args...)...), c.logPath(name), nil)
 	if err != nil {
 		return err
 	}
@@ -411,11 +421,16 @@ func corefile(c *Config) string {
 }
 
 func createNode(ctx context.Context, cl kubernetes.Interface) error {
+	return createLabNode(ctx, cl, node1)
+}
+
+// createLabNode creates the Node object of a lab node, Ready.
+func createLabNode(ctx context.Context, cl kubernetes.Interface, ln labNode) error {
 	n := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: NodeName, Labels: map[string]string{
-			"kubernetes.io/hostname": NodeName, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+		ObjectMeta: metav1.ObjectMeta{Name: ln.Name, Labels: map[string]string{
+			"kubernetes.io/hostname": ln.Name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
 		}},
-		Spec: corev1.NodeSpec{PodCIDR: "198.18.0.0/24", PodCIDRs: []string{"198.18.0.0/24"}},
+		Spec: corev1.NodeSpec{PodCIDR: ln.PodCIDR, PodCIDRs: []string{ln.PodCIDR}},
 	}
 	n, err := cl.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
 	if err != nil {
@@ -427,7 +442,7 @@ func createNode(ctx context.Context, cl kubernetes.Interface) error {
 			corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("24Gi"),
 			corev1.ResourcePods: resource.MustParse("110"),
 		},
-		Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: NodeIP}, {Type: corev1.NodeHostName, Address: NodeName}},
+		Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ln.IP}, {Type: corev1.NodeHostName, Address: ln.Name}},
 		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
 			Message: "svcprobe-lab mini kubelet", LastHeartbeatTime: now, LastTransitionTime: now}},
 		NodeInfo: corev1.NodeSystemInfo{KubeletVersion: KubernetesVersion, OperatingSystem: "linux", Architecture: "amd64"},

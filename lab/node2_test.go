@@ -1,0 +1,357 @@
+package lab
+
+// Node agent mode end to end: a second node (UpNode2), deploy/node-agent's
+// DaemonSet on both nodes, and faults of node-2 only, blamed on node-2 by the
+// node-2 agent while the node-1 agent and the central exporter stay ok.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// agentView is one scrape of the central exporter and of each node agent.
+type agentView struct {
+	m map[string]snapshot          // "central", NodeName, Node2Name
+	v map[string]map[string]string // verdicts, same keys
+}
+
+func scrapeAll(ctx context.Context, cl kubernetes.Interface) (agentView, error) {
+	av := agentView{m: map[string]snapshot{}, v: map[string]map[string]string{}}
+	for _, src := range []string{"central", NodeName, Node2Name} {
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		var body string
+		var err error
+		if src == "central" {
+			body, err = ScrapeExporter(sctx, "/metrics")
+		} else {
+			body, err = ScrapeNodeAgent(sctx, cl, src, "/metrics")
+		}
+		cancel()
+		if err != nil {
+			return av, fmt.Errorf("%s: %w", src, err)
+		}
+		m, err := parseMetrics(body)
+		if err != nil {
+			return av, fmt.Errorf("%s: %w", src, err)
+		}
+		v, err := m.verdicts()
+		if err != nil {
+			return av, fmt.Errorf("%s: %w", src, err)
+		}
+		av.m[src], av.v[src] = m, v
+	}
+	return av, nil
+}
+
+// waitAgents polls every 200ms until check passes (fails the test after
+// within); during, if set, must hold at every sample.
+func waitAgents(t *testing.T, what string, within time.Duration, check, during func(agentView) error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var last error
+	var lastV agentView
+	for {
+		av, err := scrapeAll(context.Background(), sharedClient(t))
+		if err == nil {
+			lastV = av
+			if during != nil {
+				if err := during(av); err != nil {
+					t.Fatalf("%s: after %s: %v\n%s", what, time.Since(start).Round(time.Millisecond), err, formatAgentVerdicts(av))
+				}
+			}
+			if err = check(av); err == nil {
+				return time.Since(start)
+			}
+		}
+		last = err
+		if time.Since(start) > within {
+			t.Fatalf("%s: not seen within %s: %v\n%s", what, within, last, formatAgentVerdicts(lastV))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func sharedClient(t *testing.T) kubernetes.Interface {
+	t.Helper()
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	return shared.cl
+}
+
+func formatAgentVerdicts(av agentView) string {
+	var b strings.Builder
+	for _, src := range []string{"central", NodeName, Node2Name} {
+		fmt.Fprintf(&b, "%s:%s\n", src, formatVerdicts(av.v[src]))
+	}
+	return b.String()
+}
+
+// agentIs checks want for every Service of the cluster in one source's
+// verdicts, but for those of except (key -> verdict wanted instead, "" to
+// skip).
+func agentIs(ctx context.Context, cl kubernetes.Interface, src, want string, except map[string]string) func(agentView) error {
+	return func(av agentView) error {
+		svcs, err := cl.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, s := range svcs.Items {
+			key := s.Namespace + "/" + s.Name
+			w, ok := except[key]
+			if !ok {
+				w = want
+			}
+			if w == "" {
+				continue
+			}
+			if err := wantVerdict(av.v[src], key, w); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", src, err))
+			}
+		}
+		return errors.Join(errs...)
+	}
+}
+
+func allAgents(fs ...func(agentView) error) func(agentView) error {
+	return func(av agentView) error {
+		var errs []error
+		for _, f := range fs {
+			errs = append(errs, f(av))
+		}
+		return errors.Join(errs...)
+	}
+}
+
+// agentsHealthy: every Service ok for both agents, the canary up on both,
+// hostnames ok centrally.
+func agentsHealthy(ctx context.Context, cl kubernetes.Interface) func(agentView) error {
+	return allAgents(
+		agentIs(ctx, cl, NodeName, "ok/success", nil),
+		agentIs(ctx, cl, Node2Name, "ok/success", nil),
+		func(av agentView) error {
+			var errs []error
+			for _, n := range []string{NodeName, Node2Name} {
+				if v, ok := av.m[n].value("svcprobe_cluster_dns_up", "kind", "canary", "node", n); !ok || v != 1 {
+					errs = append(errs, fmt.Errorf("%s: svcprobe_cluster_dns_up{kind=canary,node=%s} = %v (present %v), want 1", n, n, v, ok))
+				}
+			}
+			return errors.Join(errs...)
+		},
+		func(av agentView) error { return wantVerdict(av.v["central"], hostnames, "ok/success") })
+}
+
+// seriesKey is a series' identity: its name and labels, sorted.
+func seriesKey(s sample) string {
+	keys := make([]string, 0, len(s.labels))
+	for k := range s.labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString(s.name + "{")
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%q,", k, s.labels[k])
+	}
+	b.WriteString("}")
+	return b.String()
+}
+
+// noDuplicateSeries checks that the per-Service series of the central
+// exporter carry no node label, each agent's carry its own node, and that
+// no svcprobe_ series (instance and job labels aside, as with
+// honor_labels: true) appears in two scrapes.
+func noDuplicateSeries(av agentView) error {
+	seen := map[string]string{}
+	var errs []error
+	perService := 0
+	for _, src := range []string{"central", NodeName, Node2Name} {
+		wantNode := src
+		if src == "central" {
+			wantNode = ""
+		}
+		for _, s := range av.m[src] {
+			if !strings.HasPrefix(s.name, "svcprobe_") {
+				continue
+			}
+			if _, ok := s.labels["service"]; ok {
+				perService++
+				if s.labels["node"] != wantNode {
+					errs = append(errs, fmt.Errorf("%s: %s has node=%q, want %q", src, seriesKey(s), s.labels["node"], wantNode))
+				}
+			}
+			if s.name == "svcprobe_service_verdict" || s.name == "svcprobe_cluster_dns_up" || s.labels["service"] != "" {
+				k := seriesKey(s)
+				if other, dup := seen[k]; dup {
+					errs = append(errs, fmt.Errorf("%s exported by %s and %s", k, other, src))
+				}
+				seen[k] = src
+			}
+		}
+	}
+	if perService == 0 {
+		errs = append(errs, errors.New("no per-Service series at all"))
+	}
+	return errors.Join(errs...)
+}
+
+func TestNodeAgents(t *testing.T) {
+	cfg, cl := sharedLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	settle(t, ctx, cl)
+
+	t.Cleanup(func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer ccancel()
+		for _, f := range NodeFaults {
+			if err := f.Undo(cctx, cfg, cl); err != nil {
+				t.Logf("undo %s: %v", f.Name, err)
+			}
+		}
+		if err := DeleteNodeAgents(cctx, *cfg); err != nil {
+			t.Errorf("delete node agents: %v", err)
+		}
+		if err := DownNode2(cctx, *cfg); err != nil {
+			t.Errorf("node-2 down: %v", err)
+		}
+		if nss, _ := listNetns(); func() bool {
+			for _, ns := range nss {
+				if ns == Node2Netns {
+					return true
+				}
+			}
+			return false
+		}() {
+			t.Errorf("netns %s left", Node2Netns)
+		}
+		// Leave the lab as the other tests expect it.
+		waitMetrics(t, "central exporter healthy after node-2 went", 60*time.Second, fullyHealthy(cctx, cl))
+	})
+
+	start := time.Now()
+	if err := UpNode2(ctx, *cfg); err != nil {
+		t.Fatalf("node-2: %v", err)
+	}
+	t.Logf("node-2 up with its kube-proxy in %s", time.Since(start).Round(time.Millisecond))
+	if err := DeployNodeAgents(ctx, *cfg, ExporterOptions{Interval: e2eInterval, Timeout: e2eTimeout}); err != nil {
+		t.Fatalf("node agents: %v", err)
+	}
+	t.Logf("node agents ready on both nodes after %s", time.Since(start).Round(time.Millisecond))
+
+	// The agent of node-2 runs on node-2's bridge, with an address of
+	// node-2's /24, and reaches hostnames (Pods on node-1) through node-2's
+	// kube-proxy.
+	pod2, err := NodeAgentPod(ctx, cl, Node2Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(pod2.Status.PodIP, node2.Net3+".") || pod2.Status.HostIP != Node2IP {
+		t.Fatalf("node-2's agent has podIP %s hostIP %s, want one in %s and %s", pod2.Status.PodIP, pod2.Status.HostIP, Node2PodCIDR, Node2IP)
+	}
+	out, err := execInPod(ctx, cfg, pod2, "http-get", "--timeout=2s", "http://hostnames.default.svc."+ClusterDomain+"/")
+	if err != nil || !strings.HasPrefix(strings.TrimSpace(out), "hostnames-") {
+		t.Fatalf("from node-2's agent Pod, http://hostnames.default/: %q %v", out, err)
+	}
+	if err := podsOnNode(ctx, cl, "default", "app=hostnames", NodeName); err != nil {
+		t.Fatal(err)
+	}
+
+	within := 2*e2eInterval + 2*time.Second
+	took := waitAgents(t, "both agents ok", 30*time.Second, allAgents(agentsHealthy(ctx, cl), noDuplicateSeries), nil)
+	t.Logf("both agents ok after %s", took.Round(10*time.Millisecond))
+
+	node1OK := agentIs(ctx, cl, NodeName, "ok/success", nil)
+	for _, fc := range []struct {
+		fault string
+		check func(agentView) error
+	}{
+		{"kube-proxy-down-node2", agentIs(ctx, cl, Node2Name, "proxy/*", nil)},
+		{"hairpin-off-node2", agentIs(ctx, cl, Node2Name, "ok/success",
+			map[string]string{ExporterNamespace + "/" + NodeAgentHairpin: "hairpin/*"})},
+	} {
+		var f *Fault
+		for i := range NodeFaults {
+			if NodeFaults[i].Name == fc.fault {
+				f = &NodeFaults[i]
+			}
+		}
+		if f == nil {
+			t.Fatalf("no fault %s", fc.fault)
+		}
+		if err := f.Inject(ctx, cfg, cl); err != nil {
+			t.Fatalf("inject %s: %v", f.Name, err)
+		}
+		took := waitAgents(t, f.Name+": "+f.Expect, within, fc.check,
+			allAgents(node1OK, func(av agentView) error { return wantVerdict(av.v["central"], hostnames, "ok/success") }))
+		t.Logf("%s: seen after %s (limit %s)", f.Name, took.Round(10*time.Millisecond), within)
+		// Two more intervals: node-1's agent and the central exporter stay ok.
+		end := time.Now().Add(2 * e2eInterval)
+		for time.Now().Before(end) {
+			waitAgents(t, f.Name+" steady", 5*time.Second, fc.check, allAgents(node1OK, noDuplicateSeries))
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err := f.Undo(ctx, cfg, cl); err != nil {
+			t.Fatalf("undo %s: %v", f.Name, err)
+		}
+		// node-2's agent lost the API with its kube-proxy (its kubeconfig
+		// names the kubernetes VIP): a few seconds more to reconnect.
+		took = waitAgents(t, "recovery from "+f.Name, within+5*time.Second, agentsHealthy(ctx, cl), nil)
+		t.Logf("%s: recovered after %s", f.Name, took.Round(10*time.Millisecond))
+	}
+}
+
+// execInPod runs `svcprobe-lab ARGS` in a Pod's network namespace (and its resolv.conf).
+func execInPod(ctx context.Context, cfg *Config, pod *corev1.Pod, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cmd := execCommandContext(ctx, inNetns(PodNetns(pod.Namespace, pod.Name), append([]string{cfg.LabExe()}, args...)...))
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func podsOnNode(ctx context.Context, cl kubernetes.Interface, ns, selector, node string) error {
+	pods, err := cl.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return err
+	}
+	for _, p := range pods.Items {
+		if p.Spec.NodeName != node {
+			return fmt.Errorf("%s/%s runs on %q, want %s", ns, p.Name, p.Spec.NodeName, node)
+		}
+	}
+	return nil
+}
+
+func TestBindTarget(t *testing.T) {
+	pinned := func(node string) *corev1.Pod {
+		return &corev1.Pod{Spec: corev1.PodSpec{Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchFields: []corev1.NodeSelectorRequirement{{Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: []string{node}}},
+			}}},
+		}}}}
+	}
+	for _, c := range []struct {
+		name string
+		pod  *corev1.Pod
+		want string
+	}{
+		{"no affinity", &corev1.Pod{}, NodeName},
+		{"daemonset pod of node-2", pinned(Node2Name), Node2Name},
+		{"daemonset pod of node-1", pinned(NodeName), NodeName},
+		{"pinned elsewhere", pinned("node-9"), ""},
+	} {
+		if got := bindTarget(c.pod); got != c.want {
+			t.Errorf("%s: bound to %q, want %q", c.name, got, c.want)
+		}
+	}
+}
