@@ -407,12 +407,7 @@ func TestChartExporter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc.Dial = NetnsDialer(PodNetns(pod.Namespace, pod.Name))
-	as, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	assertExporterAccess(t, ctx, cfg, pod, as)
+	assertExporterAccess(t, ctx, cfg, pod, clientInPod(t, rc, pod))
 }
 
 // removeExporter deletes the exporter's Deployment (and waits until its Pods are gone, so the

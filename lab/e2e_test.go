@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,9 +31,12 @@ import (
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
@@ -292,6 +296,66 @@ func formatVerdicts(v map[string]string) string {
 
 // --- polling -------------------------------------------------------------
 
+// exporterDiagnostics says what the exporter knew when a wait failed: its discovery and
+// scheduler counters, its view of hostnames (the status API), the API's view of hostnames'
+// EndpointSlices, and the end of its log. A flake in CI is then a finding, not a guess.
+func exporterDiagnostics() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var b strings.Builder
+	b.WriteString("exporter diagnostics:")
+	if m, err := scrape(ctx); err != nil {
+		fmt.Fprintf(&b, "\n  scrape: %v", err)
+	} else {
+		for _, s := range m {
+			if strings.HasPrefix(s.name, "svcprobe_discovery_") || strings.HasPrefix(s.name, "svcprobe_scheduler_") {
+				fmt.Fprintf(&b, "\n  %s%v %v", s.name, s.labels, s.value)
+			}
+		}
+	}
+	if body, err := ScrapeExporter(ctx, "/api/v1/services/default/hostnames"); err != nil {
+		fmt.Fprintf(&b, "\n  status API: %v", err)
+	} else {
+		fmt.Fprintf(&b, "\n  status API default/hostnames: %.3000s", body)
+	}
+	shared.mu.Lock()
+	cfg, cl := shared.cfg, shared.cl
+	shared.mu.Unlock()
+	if cl != nil {
+		slices, err := cl.DiscoveryV1().EndpointSlices("default").List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=hostnames"})
+		if err != nil {
+			fmt.Fprintf(&b, "\n  EndpointSlices: %v", err)
+		} else {
+			for _, s := range slices.Items {
+				fmt.Fprintf(&b, "\n  EndpointSlice %s rv=%s:", s.Name, s.ResourceVersion)
+				for _, e := range s.Endpoints {
+					fmt.Fprintf(&b, " %v ready=%v", e.Addresses, e.Conditions.Ready != nil && *e.Conditions.Ready)
+				}
+			}
+		}
+	}
+	if cfg.StateDir != "" {
+		logs, _ := filepath.Glob(cfg.path("logs", "pod-"+ExporterNamespace+"-svcprobe-*.log"))
+		var newest string
+		var mod time.Time
+		for _, l := range logs {
+			if fi, err := os.Stat(l); err == nil && fi.ModTime().After(mod) {
+				newest, mod = l, fi.ModTime()
+			}
+		}
+		if newest != "" {
+			if data, err := os.ReadFile(newest); err == nil {
+				lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+				fmt.Fprintf(&b, "\n  last lines of %s:", filepath.Base(newest))
+				for _, l := range lines[max(0, len(lines)-25):] {
+					b.WriteString("\n    " + l)
+				}
+			}
+		}
+	}
+	return b.String()
+}
+
 // waitMetrics polls /metrics every 200ms until check passes; it fails the
 // test after within. It returns how long it took.
 func waitMetrics(t *testing.T, what string, within time.Duration, check func(snapshot, map[string]string) error) time.Duration {
@@ -314,7 +378,7 @@ func waitMetrics(t *testing.T, what string, within time.Duration, check func(sna
 		}
 		last = err
 		if time.Since(start) > within {
-			t.Fatalf("%s: not seen within %s: %v\nverdicts:%s", what, within, last, formatVerdicts(lastV))
+			t.Fatalf("%s: not seen within %s: %v\nverdicts:%s\n%s", what, within, last, formatVerdicts(lastV), exporterDiagnostics())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -680,17 +744,13 @@ func runDiagnose(t *testing.T, ctx context.Context, cfg *Config, key string) (st
 // back on).
 func settle(t *testing.T, ctx context.Context, cl kubernetes.Interface) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
+	start := time.Now()
+	deadline := start.Add(2 * time.Minute)
 	healthy := fullyHealthy(ctx, cl)
 	var since time.Time
+	var seen []string // what kept the lab from settling: each distinct error once, with when it was first seen
+	known := map[string]bool{}
 	for {
-		waitMetrics(t, "healthy", time.Until(deadline), healthy)
-		if since.IsZero() {
-			since = time.Now()
-		}
-		if time.Since(since) >= 3*e2eInterval {
-			return
-		}
 		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		m, err := scrape(sctx)
 		cancel()
@@ -700,11 +760,23 @@ func settle(t *testing.T, ctx context.Context, cl kubernetes.Interface) {
 				err = healthy(m, v)
 			}
 		}
-		if err != nil {
+		switch {
+		case err != nil:
 			since = time.Time{} // not yet steady: start counting again
+			if msg := err.Error(); !known[msg] && len(seen) < 20 {
+				known[msg] = true
+				seen = append(seen, fmt.Sprintf("+%s %s", time.Since(start).Round(100*time.Millisecond), msg))
+			}
+		case since.IsZero():
+			since = time.Now()
+		case time.Since(since) >= 3*e2eInterval:
+			if len(seen) > 0 {
+				t.Logf("settled after %s; on the way:\n  %s", time.Since(start).Round(10*time.Millisecond), strings.Join(seen, "\n  "))
+			}
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the lab did not stay healthy for %s within 2 minutes: %v", 3*e2eInterval, err)
+			t.Fatalf("the lab did not stay healthy for %s within 2 minutes: %v\nseen:\n  %s\n%s", 3*e2eInterval, err, strings.Join(seen, "\n  "), exporterDiagnostics())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -888,11 +960,7 @@ func TestExporterLeastPrivilege(t *testing.T) {
 		t.Errorf("exporter kubeconfig server %s, want the kubernetes Service VIP %s", rc.Host, want)
 	}
 	// Talk as the exporter, from its own network namespace (through the VIP).
-	rc.Dial = NetnsDialer(PodNetns(pod.Namespace, pod.Name))
-	as, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	as := clientInPod(t, rc, pod)
 	who, err := as.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -910,6 +978,25 @@ func TestExporterLeastPrivilege(t *testing.T) {
 // assertExporterAccess checks, as the exporter (as: a client with its own token), that it may
 // list/watch Services, Pods and EndpointSlices and nothing else (SelfSubjectAccessReviews), and
 // that its log never mentions a refusal. The exporter from deploy/base and from the chart share it.
+// clientInPod returns a client that talks as rc from inside pod's network namespace and closes
+// its connections when the test ends: a socket left open inside a Pod's namespace keeps that
+// namespace alive after the Pod is gone (see podRuntime.deleteNetwork).
+func clientInPod(t *testing.T, rc *rest.Config, pod *corev1.Pod) kubernetes.Interface {
+	t.Helper()
+	rc = rest.CopyConfig(rc)
+	rc.Dial = NetnsDialer(PodNetns(pod.Namespace, pod.Name))
+	hc, err := rest.HTTPClientFor(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { utilnet.CloseIdleConnectionsFor(hc.Transport) })
+	as, err := kubernetes.NewForConfigAndClient(rc, hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return as
+}
+
 func assertExporterAccess(t *testing.T, ctx context.Context, cfg *Config, pod *corev1.Pod, as kubernetes.Interface) {
 	t.Helper()
 	for _, c := range []struct {
@@ -946,4 +1033,50 @@ func assertExporterAccess(t *testing.T, ctx context.Context, cfg *Config, pod *c
 			t.Errorf("%s mentions forbidden:\n%s", l, b)
 		}
 	}
+}
+
+// TestPodNetworkGoneWithOpenSocket: a Pod's address leaves the bridge when the Pod goes, even
+// while a socket opened inside its namespace keeps that namespace alive. Before the kubelet
+// deleted the veth by name, the exporter's pinned address stayed on the bridge in the namespace
+// of the Pod deleted before it (a test's client still had a connection open there), and the
+// fault catalogue flaked: two ARP answers for one IP, the live exporter's API connection stalled.
+func TestPodNetworkGoneWithOpenSocket(t *testing.T) {
+	_, cl := sharedLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pods, err := cl.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=hostnames"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pods.Items) < 2 {
+		t.Fatalf("want at least 2 hostnames Pods, have %d", len(pods.Items))
+	}
+	victim, peer := pods.Items[0], pods.Items[1]
+	// A connection from inside the victim's namespace to another Pod, held open past its deletion.
+	conn, err := dialInNetns(ctx, PodNetns(victim.Namespace, victim.Name), "tcp", net.JoinHostPort(peer.Status.PodIP, "9376"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	veth := vethName(victim.UID)
+	if err := ip("-n", NodeNetns, "link", "show", veth); err != nil {
+		t.Fatalf("the victim's veth %s is not on the node before the test: %v", veth, err)
+	}
+	if err := cl.CoreV1().Pods("default").Delete(ctx, victim.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err = waitFor(ctx, time.Minute, "Pod "+victim.Name+" gone", func() error {
+		if _, err := cl.CoreV1().Pods("default").Get(ctx, victim.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there (err %v)", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ip("-n", NodeNetns, "link", "show", veth); err == nil {
+		t.Fatalf("veth %s of the deleted Pod %s is still on the bridge (its namespace is held open by a socket)", veth, victim.Name)
+	}
+	// The replacement comes up and the lab is whole again for the tests after this one.
+	settle(t, ctx, cl)
 }

@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -60,6 +62,7 @@ type podRuntime struct {
 	key      string
 	netns    string
 	veth     string
+	nodeNS   string // the network namespace of the Pod's node, where the veth's bridge end is
 	ip       string
 	hostIP   string // the address of the Pod's node
 	started  metav1.Time
@@ -311,17 +314,17 @@ func (k *kubelet) setup(ctx context.Context, pod *corev1.Pod, node labNode) (*po
 		return nil, err
 	}
 	rt := &podRuntime{
-		uid: pod.UID, key: key, netns: PodNetns(pod.Namespace, pod.Name), veth: vethName(pod.UID),
+		uid: pod.UID, key: key, netns: PodNetns(pod.Namespace, pod.Name), veth: vethName(pod.UID), nodeNS: node.Netns,
 		ip: addr, hostIP: node.IP, started: metav1.Now(), restarts: map[string]int32{}, procs: map[string]*exec.Cmd{},
 	}
-	_ = deleteNetns(rt.netns) // a leftover of a Pod with the same name
+	_ = rt.deleteNetwork() // a leftover of a Pod with the same name
 	if err := podNetworkOn(node, rt.netns, rt.veth, addr); err != nil {
-		_ = deleteNetns(rt.netns)
+		_ = rt.deleteNetwork()
 		k.freeIP(addr)
 		return nil, err
 	}
 	if err := writeResolvConf(rt.netns, pod.Namespace); err != nil {
-		_ = deleteNetns(rt.netns)
+		_ = rt.deleteNetwork()
 		k.freeIP(addr)
 		return nil, err
 	}
@@ -329,7 +332,7 @@ func (k *kubelet) setup(ctx context.Context, pod *corev1.Pod, node labNode) (*po
 	if needsToken(pod) {
 		kc, err := k.writePodKubeconfig(ctx, pod)
 		if err != nil {
-			_ = deleteNetns(rt.netns)
+			_ = rt.deleteNetwork()
 			k.freeIP(addr)
 			return nil, fmt.Errorf("service account token: %w", err)
 		}
@@ -549,11 +552,28 @@ func (k *kubelet) teardown(rt *podRuntime) {
 	}
 	log.Printf("kubelet: %s: stopping", rt.key)
 	killPids(pids, 2*time.Second)
-	if err := deleteNetns(rt.netns); err != nil {
+	if err := rt.deleteNetwork(); err != nil {
 		log.Printf("kubelet: %s: %v", rt.key, err)
 	}
 	_ = os.RemoveAll(k.cfg.podDir(rt.key))
 	k.freeIP(rt.ip)
+}
+
+// deleteNetwork takes the Pod off its node's bridge, then deletes its namespace. The veth goes
+// first and by name: `ip netns del` only unlinks the name, and the namespace (with eth0 and the
+// Pod's address) lives on while anything still holds it, such as a socket a test opened inside
+// it. The next Pod given the same pinned address (the exporter's) then shared it on the bridge
+// with the dead one: two ARP answers for one IP, and the live exporter's API connection stalled
+// without an error while kube-proxy saw every change (a fault catalogue flake, found in the lab).
+func (rt *podRuntime) deleteNetwork() error {
+	if rt.nodeNS != "" && rt.veth != "" {
+		if _, err := os.Stat(filepath.Join("/run/netns", rt.nodeNS)); err == nil {
+			if err := ip("-n", rt.nodeNS, "link", "del", rt.veth); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
+				return fmt.Errorf("deleting veth %s: %w", rt.veth, err)
+			}
+		}
+	}
+	return deleteNetns(rt.netns)
 }
 
 func (k *kubelet) writeStatus(ctx context.Context, pod *corev1.Pod, rt *podRuntime) error {
