@@ -922,6 +922,40 @@ func TestHelmNodeAgentMatchesOverlays(t *testing.T) {
 	}
 }
 
+// TestHelmNodeAgentHostNetwork: nodeAgent.hostNetwork puts the Linux agents (only them) on the
+// node's network with cluster DNS kept (ClusterFirstWithHostNet), so the nodeport stage dials from
+// the node itself; off (the default) nothing of it is rendered.
+func TestHelmNodeAgentHostNetwork(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		args := append(slices.Clone(helmWindowsArgs), "--set", fmt.Sprintf("nodeAgent.hostNetwork=%v", on))
+		objs := renderNodeAgent(t, args).objs
+		linux := get[*appsv1.DaemonSet](t, objs, "DaemonSet", "svcprobe-node").Spec.Template.Spec
+		win := get[*appsv1.DaemonSet](t, objs, "DaemonSet", "svcprobe-node-windows").Spec.Template.Spec
+		wantDNS := corev1.DNSPolicy("")
+		if on {
+			wantDNS = corev1.DNSClusterFirstWithHostNet
+		}
+		if linux.HostNetwork != on || linux.DNSPolicy != wantDNS {
+			t.Errorf("hostNetwork=%v: Linux agents hostNetwork %v dnsPolicy %q, want %v %q", on, linux.HostNetwork, linux.DNSPolicy, on, wantDNS)
+		}
+		if win.HostNetwork || win.DNSPolicy != "" {
+			t.Errorf("hostNetwork=%v: Windows agents hostNetwork %v dnsPolicy %q, want neither (HostProcess is not required)", on, win.HostNetwork, win.DNSPolicy)
+		}
+		ds := get[*appsv1.DaemonSet](t, objs, "DaemonSet", "svcprobe-node")
+		if !on {
+			checkAgent(t, objs, ds)
+			continue
+		}
+		// On the host network the overlays' checks hold but for that one, on purpose.
+		if got := agentProblems(objs, ds); !slices.Equal(got, []string{"svcprobe-node: host namespaces"}) {
+			t.Errorf("hostNetwork=true: agent problems %q, want only the host network", got)
+		}
+		if err := runExporterArgs(t, agentContainer(t, ds)); err != nil {
+			t.Errorf("hostNetwork=true: %v", err)
+		}
+	}
+}
+
 // TestHelmNodeAgentChecksCatchMistakes: each comparison above can fail. The chart's rendering,
 // changed one field at a time, must be reported on that field.
 func TestHelmNodeAgentChecksCatchMistakes(t *testing.T) {

@@ -35,7 +35,9 @@ var Layers = []Layer{LayerOK, LayerMissing, LayerSpec, LayerEndpoints, LayerDNS,
 //     reason is nodeport_unreachable: kube-proxy's NodePort rules (or a host firewall) on that
 //     node, not the Service; in node mode the node is the agent's own ("NodePort from the node
 //     itself fails", a known Windows failure). When the proxy stage did not run, the reason is the
-//     nodeport stage's own. It comes after the ClusterIP check (a broken VIP explains a broken
+//     nodeport stage's own. Dialed from the node's own network (a hostNetwork agent), the reason
+//     is nodeport_unreachable_from_node: the node cannot reach its own NodePort, the Windows
+//     limitation. It comes after the ClusterIP check (a broken VIP explains a broken
 //     NodePort, not the other way round) and before dns (a NodePort does not use DNS).
 //  6. dns: the name does not resolve right — unless the cluster DNS Pods answer when asked
 //     directly while the DNS Service IP does not: then the service proxy is what broke DNS, and
@@ -65,6 +67,9 @@ func Verdict(results map[probe.Stage]probe.Result, cluster *probe.ClusterDNSResu
 	}
 	if reason, ok := failed(probe.StageNodePort); ok {
 		if r, ran := results[probe.StageProxy]; ran && r.Outcome == probe.OK {
+			if results[probe.StageNodePort].FromNode {
+				return LayerProxy, probe.ReasonNodePortUnreachableFromNode
+			}
 			return LayerProxy, probe.ReasonNodePortUnreachable
 		}
 		return LayerProxy, reason

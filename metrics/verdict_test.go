@@ -82,6 +82,9 @@ func TestVerdictTable(t *testing.T) {
 		// address does not: kube-proxy's NodePort path on that node, with its own reason.
 		{"NodePort fails, ClusterIP works", results(fail(probe.StageNodePort, probe.ReasonTimeout)), clusterDNS(true, true), LayerProxy, probe.ReasonNodePortUnreachable},
 		{"NodePort refused, ClusterIP works", results(fail(probe.StageNodePort, probe.ReasonRefused)), nil, LayerProxy, probe.ReasonNodePortUnreachable},
+		// From the node's own network (hostNetwork agent): the Windows "NodePort from the node" case.
+		{"NodePort fails from the node, ClusterIP works", results(probe.Result{Stage: probe.StageNodePort, Outcome: probe.Failed, Reason: probe.ReasonTimeout, FromNode: true}), clusterDNS(true, true), LayerProxy, probe.ReasonNodePortUnreachableFromNode},
+		{"NodePort and ClusterIP fail from the node: the VIP's reason", results(fail(probe.StageProxy, probe.ReasonRefused), probe.Result{Stage: probe.StageNodePort, Outcome: probe.Failed, Reason: probe.ReasonTimeout, FromNode: true}), clusterDNS(true, true), LayerProxy, probe.ReasonRefused},
 		{"NodePort and ClusterIP fail: the VIP's reason", results(fail(probe.StageProxy, probe.ReasonUnreachable), fail(probe.StageNodePort, probe.ReasonTimeout)), clusterDNS(true, true), LayerProxy, probe.ReasonUnreachable},
 		{"NodePort fails, proxy stage skipped: the stage's reason", results(skip(probe.StageProxy), fail(probe.StageNodePort, probe.ReasonTimeout)), nil, LayerProxy, probe.ReasonTimeout},
 		{"pods refuse: NodePort failing is a consequence", results(fail(probe.StagePod, probe.ReasonRefused), fail(probe.StageNodePort, probe.ReasonRefused)), nil, LayerPod, probe.ReasonRefused},

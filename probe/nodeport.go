@@ -11,8 +11,10 @@ import (
 
 // NodePortProber connects to nodeIP:nodePort for every probed port of a NodePort or LoadBalancer
 // Service, on the addresses of the node this Pod runs on (runbook: "Is kube-proxy working?", its
-// NodePort path). The source is this Pod, on the Pod network: the restricted Pod Security
-// Standard forbids hostNetwork, so "from the node itself" means "to this node's own address".
+// NodePort path). The source is this Pod: on the Pod network (the default; the restricted Pod
+// Security Standard forbids hostNetwork) it is a Pod reaching its node's NodePort; an agent run
+// with hostNetwork is the node reaching its own NodePort (FromNode), the Windows failure
+// "NodePort from the node itself", which the verdict names apart.
 //
 // The node addresses come from the operator (--node.address, or HOST_IP from the downward API's
 // status.hostIP), not from a Service object; the AddressGuard counts them as in-cluster. No Node
@@ -24,6 +26,22 @@ type NodePortProber struct {
 	// NodeName is this Pod's node (--node-name, NODE_NAME); "" when unknown. Services with
 	// externalTrafficPolicy: Local are probed only when it names a node with a ready endpoint.
 	NodeName string
+	// FromNode says the prober shares the node's network namespace (hostNetwork: its Pod IP is
+	// one of NodeAddrs), so its dials to NodeAddrs are the node reaching its own NodePorts.
+	FromNode bool
+}
+
+// SharesNodeNetwork reports whether one of podIPs is one of nodeAddrs: a Pod with hostNetwork
+// has the node's addresses as its own.
+func SharesNodeNetwork(podIPs, nodeAddrs []netip.Addr) bool {
+	for _, p := range podIPs {
+		for _, n := range nodeAddrs {
+			if p.Unmap() == n.Unmap() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (p *NodePortProber) Stage() Stage { return StageNodePort }
@@ -74,7 +92,14 @@ func (p *NodePortProber) Probe(ctx context.Context, t *discovery.Target) Result 
 		}
 	}
 	r := fromChecks(StageNodePort, runJobs(ctx, p.Dialer, t, StageNodePort, jobs), "no TCP NodePorts (UDP is probed on port 53 only)")
-	if r.Outcome == Failed {
+	r.FromNode = p.FromNode
+	if r.Outcome == Failed && p.FromNode {
+		r.Hint = "The NodePort does not answer when the node dials its own address (this prober runs on the node's network). " +
+			"If the proxy stage passes, the ClusterIP works from the node, so only the node's own path to its NodePorts is broken: " +
+			"on Windows nodes that is a known limitation (reach NodePorts from another node or a Pod); on Linux check kube-proxy's " +
+			"--nodeport-addresses and the KUBE-NODEPORTS jump in the nat OUTPUT chain (iptables-save -t nat | grep " + t.Namespace + "/" + t.Name +
+			"), ports " + nodePorts(t) + "."
+	} else if r.Outcome == Failed {
 		r.Hint = "The NodePort does not answer on this node's address. If the proxy stage passes, the ClusterIP works from " +
 			"the same Pod network, so kube-proxy's NodePort rules on this node are what is broken: check its " +
 			"--nodeport-addresses, the KUBE-NODEPORTS chain (iptables-save | grep " + t.Namespace + "/" + t.Name +

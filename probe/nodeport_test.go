@@ -61,6 +61,36 @@ func TestNodePortProberRefused(t *testing.T) {
 	}
 }
 
+// A prober on the node's own network (hostNetwork: its Pod IP is a node address) marks its
+// result FromNode, and its hint is about the node reaching its own NodePort; on the Pod network
+// it is not marked.
+func TestNodePortProberFromNode(t *testing.T) {
+	free := freeTCPPort(t, "127.0.0.1")
+	node := []netip.Addr{free.Addr()}
+	for _, c := range []struct {
+		podIPs []netip.Addr
+		want   bool
+	}{
+		{[]netip.Addr{netip.MustParseAddr("127.0.0.9")}, false},
+		{nil, false},
+		{[]netip.Addr{netip.MustParseAddr("::ffff:" + free.Addr().String())}, true},
+		{[]netip.Addr{netip.MustParseAddr("fd00::1"), free.Addr()}, true},
+	} {
+		from := SharesNodeNetwork(c.podIPs, node)
+		if from != c.want {
+			t.Errorf("SharesNodeNetwork(%v, %v) = %v, want %v", c.podIPs, node, from, c.want)
+		}
+		p := &NodePortProber{Dialer: &Dialer{Budget: looseBudget(t)}, NodeAddrs: node, FromNode: from}
+		r := probeNodePort(t, p, nodePortTarget(free.Port()))
+		if r.Outcome != Failed || r.FromNode != c.want {
+			t.Fatalf("pod IPs %v: result %v %s from node %v, want failed from node %v", c.podIPs, r.Outcome, r.Reason, r.FromNode, c.want)
+		}
+		if got := strings.Contains(r.Hint, "dials its own address"); got != c.want {
+			t.Errorf("pod IPs %v: hint %q", c.podIPs, r.Hint)
+		}
+	}
+}
+
 // Windows' failure "NodePort from the node itself" shows as a timeout or a reset on Winsock; the
 // stage classifies injected Winsock errors the same way as on Linux.
 func TestNodePortProberWindowsErrors(t *testing.T) {

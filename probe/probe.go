@@ -63,6 +63,14 @@ const (
 	// (the nodeport stage's own reason, timeout or refused, says how it failed). In node mode the
 	// address is the agent's own node: the "NodePort from the node itself fails" case.
 	ReasonNodePortUnreachable Reason = "nodeport_unreachable"
+
+	// ReasonNodePortUnreachableFromNode is nodeport_unreachable measured from the node itself: the
+	// prober shares the node's network (a hostNetwork agent: its Pod IP is a node address), so the
+	// NodePort fails for traffic the node sends to its own address while the ClusterIP answers.
+	// That is a known Windows limitation (the host's load balancer does not NAT the node's own
+	// traffic to a NodePort) and, on Linux, kube-proxy's locally-originated NodePort path (the
+	// KUBE-NODEPORTS jump in the nat OUTPUT chain, --nodeport-addresses, localhost NodePorts).
+	ReasonNodePortUnreachableFromNode Reason = "nodeport_unreachable_from_node"
 )
 
 // Reasons is the closed set, for documentation and tests.
@@ -72,7 +80,7 @@ var Reasons = []Reason{
 	ReasonNoEndpoints, ReasonNoReadyEndpoints,
 	ReasonTimeout, ReasonNXDomain, ReasonServFail, ReasonRefused, ReasonWrongAnswer, ReasonNoAnswer,
 	ReasonReset, ReasonUnreachable, ReasonHTTPStatus, ReasonPortExhausted, ReasonWrongBackend,
-	ReasonBudget, ReasonError, ReasonExternalNotAllowed, ReasonNodePortUnreachable,
+	ReasonBudget, ReasonError, ReasonExternalNotAllowed, ReasonNodePortUnreachable, ReasonNodePortUnreachableFromNode,
 }
 
 // Outcome says whether a stage passed, failed or did not apply.
@@ -124,6 +132,9 @@ type Result struct {
 	// SelfOnly marks a proxy result whose VIP leads only to the exporter's own Pod: its traffic
 	// takes the hairpin path, so a failure there may be hairpin rather than the proxy.
 	SelfOnly bool
+	// FromNode marks a nodeport result dialed from the node's own network (see
+	// ReasonNodePortUnreachableFromNode).
+	FromNode bool
 }
 
 // Prober runs one stage against one target. Implementations must honour ctx's deadline.

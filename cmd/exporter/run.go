@@ -133,7 +133,8 @@ func newProbersGuarded(cfg *config, rc probe.ResolvConf, budget *probe.Budget, g
 		&probe.DNSProber{Budget: budget, Conf: rc, ClusterDomain: cfg.ClusterDomain},
 		&probe.PodProber{Dialer: dialer},
 		&probe.ProxyProber{Dialer: dialer, Self: cfg.PodIPs, DNSServers: rc.Servers, NodeName: cfg.NodeName},
-		&probe.NodePortProber{Dialer: dialer, NodeAddrs: cfg.NodeAddrs, NodeName: cfg.NodeName},
+		&probe.NodePortProber{Dialer: dialer, NodeAddrs: cfg.NodeAddrs, NodeName: cfg.NodeName,
+			FromNode: probe.SharesNodeNetwork(cfg.PodIPs, cfg.NodeAddrs)},
 	}
 	if cfg.HairpinService != "" {
 		probers = append(probers, &probe.HairpinProber{Dialer: dialer, Service: cfg.HairpinService, Identity: cfg.HairpinIdentity})

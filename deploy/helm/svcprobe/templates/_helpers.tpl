@@ -357,6 +357,10 @@ spec:
   securityContext:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- if and (not .windows) $a.hostNetwork }}
+  hostNetwork: true
+  dnsPolicy: ClusterFirstWithHostNet
+  {{- end }}
   containers:
     - name: svcprobe
       {{- if .windows }}
