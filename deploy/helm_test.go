@@ -926,8 +926,16 @@ func TestHelmNodeAgentMatchesOverlays(t *testing.T) {
 // node's network with cluster DNS kept (ClusterFirstWithHostNet), so the nodeport stage dials from
 // the node itself; off (the default) nothing of it is rendered.
 func TestHelmNodeAgentHostNetwork(t *testing.T) {
+	// The restricted namespace the chart renders by default cannot run them: a clear error.
+	if _, err := helmTemplate(t, append(slices.Clone(helmNodeAgentArgs), "--set", "namespace.create=true", "--set", "nodeAgent.hostNetwork=true")...); err == nil ||
+		!strings.Contains(err.Error(), "nodeAgent.hostNetwork needs the privileged Pod Security level") {
+		t.Errorf("hostNetwork in a restricted namespace: err %v, want the Pod Security error", err)
+	}
 	for _, on := range []bool{false, true} {
 		args := append(slices.Clone(helmWindowsArgs), "--set", fmt.Sprintf("nodeAgent.hostNetwork=%v", on))
+		if on {
+			args = append(args, "--set", `namespace.labels.pod-security\.kubernetes\.io/enforce=privileged`)
+		}
 		objs := renderNodeAgent(t, args).objs
 		linux := get[*appsv1.DaemonSet](t, objs, "DaemonSet", "svcprobe-node").Spec.Template.Spec
 		win := get[*appsv1.DaemonSet](t, objs, "DaemonSet", "svcprobe-node-windows").Spec.Template.Spec

@@ -301,7 +301,12 @@ var exporterHTTP = &http.Client{Timeout: 5 * time.Second, Transport: &http.Trans
 // host: the connection is made inside the node namespace, over cbr0 to the
 // Pod's address (no Service VIP, so it works while kube-proxy is broken).
 func ScrapeExporter(ctx context.Context, path string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ExporterURL(path), nil)
+	return httpGet(ctx, ExporterURL(path))
+}
+
+// httpGet GETs u from the first node's namespace and wants 200.
+func httpGet(ctx context.Context, u string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return "", err
 	}
@@ -315,7 +320,7 @@ func ScrapeExporter(ctx context.Context, path string) (string, error) {
 		return "", err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return string(b), fmt.Errorf("GET %s: %s", path, resp.Status)
+		return string(b), fmt.Errorf("GET %s: %s", u, resp.Status)
 	}
 	return string(b), nil
 }

@@ -63,6 +63,7 @@ type podRuntime struct {
 	netns    string
 	veth     string
 	nodeNS   string // the network namespace of the Pod's node, where the veth's bridge end is
+	hostNet  bool   // hostNetwork: the Pod runs in its node's namespace with the node's address
 	ip       string
 	hostIP   string // the address of the Pod's node
 	started  metav1.Time
@@ -309,6 +310,9 @@ func (k *kubelet) applyAnnotations(pod *corev1.Pod, rt *podRuntime) {
 
 func (k *kubelet) setup(ctx context.Context, pod *corev1.Pod, node labNode) (*podRuntime, error) {
 	key := pod.Namespace + "/" + pod.Name
+	if pod.Spec.HostNetwork {
+		return k.setupHostNetwork(ctx, pod, node)
+	}
 	addr, err := k.allocIP(pod, node)
 	if err != nil {
 		return nil, err
@@ -323,10 +327,33 @@ func (k *kubelet) setup(ctx context.Context, pod *corev1.Pod, node labNode) (*po
 		k.freeIP(addr)
 		return nil, err
 	}
-	if err := writeResolvConf(rt.netns, pod.Namespace); err != nil {
-		_ = rt.deleteNetwork()
-		k.freeIP(addr)
-		return nil, err
+	return k.start(ctx, pod, rt)
+}
+
+// setupHostNetwork runs a hostNetwork Pod in its node's namespace with the node's address, as a
+// kubelet does: no veth, no address of its own. With dnsPolicy ClusterFirstWithHostNet it gets the
+// cluster resolv.conf, which in the lab is the node namespace's (/etc/netns/<node>/resolv.conf;
+// nothing else there resolves names). One such Pod per namespace and node, which is all the lab
+// runs (the host-network node agents).
+func (k *kubelet) setupHostNetwork(ctx context.Context, pod *corev1.Pod, node labNode) (*podRuntime, error) {
+	rt := &podRuntime{
+		uid: pod.UID, key: pod.Namespace + "/" + pod.Name, netns: node.Netns, hostNet: true,
+		ip: node.IP, hostIP: node.IP, started: metav1.Now(), restarts: map[string]int32{}, procs: map[string]*exec.Cmd{},
+	}
+	return k.start(ctx, pod, rt)
+}
+
+// start writes the Pod's resolv.conf and credentials and starts its containers and readiness
+// probe in rt's namespace.
+func (k *kubelet) start(ctx context.Context, pod *corev1.Pod, rt *podRuntime) (*podRuntime, error) {
+	key, addr := rt.key, rt.ip
+	// A hostNetwork Pod keeps its node's resolver unless it asks for the cluster's.
+	if !rt.hostNet || pod.Spec.DNSPolicy == corev1.DNSClusterFirstWithHostNet {
+		if err := writeResolvConf(rt.netns, pod.Namespace); err != nil {
+			_ = rt.deleteNetwork()
+			k.freeIP(addr)
+			return nil, err
+		}
 	}
 	rt.env = []string{"HOSTNAME=" + pod.Name, "POD_NAME=" + pod.Name, "POD_NAMESPACE=" + pod.Namespace, "POD_IP=" + addr}
 	if needsToken(pod) {
@@ -355,10 +382,13 @@ func (k *kubelet) setup(ctx context.Context, pod *corev1.Pod, node labNode) (*po
 	return rt, nil
 }
 
+// isNodeIP: a hostNetwork Pod's address is its node's, never allocated nor freed.
+func isNodeIP(a string) bool { return a == node1.IP || a == node2.IP }
+
 func (k *kubelet) freeIP(a string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if a != CoreDNSIP1 && a != CoreDNSIP2 {
+	if a != CoreDNSIP1 && a != CoreDNSIP2 && !isNodeIP(a) {
 		delete(k.ips, a)
 	}
 }
@@ -566,6 +596,9 @@ func (k *kubelet) teardown(rt *podRuntime) {
 // with the dead one: two ARP answers for one IP, and the live exporter's API connection stalled
 // without an error while kube-proxy saw every change (a fault catalogue flake, found in the lab).
 func (rt *podRuntime) deleteNetwork() error {
+	if rt.hostNet {
+		return nil // the node's namespace: never the Pod's to delete
+	}
 	if rt.nodeNS != "" && rt.veth != "" {
 		if _, err := os.Stat(filepath.Join("/run/netns", rt.nodeNS)); err == nil {
 			if err := ip("-n", rt.nodeNS, "link", "del", rt.veth); err != nil && !strings.Contains(err.Error(), "Cannot find device") {

@@ -14,8 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,8 +23,11 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -112,7 +113,14 @@ func UpNode2(ctx context.Context, c Config) error {
 		{"-n", Node2Netns, "link", "add", Bridge, "type", "bridge"},
 		{"-n", Node2Netns, "addr", "add", Node2IP + "/24", "dev", Bridge},
 		{"-n", Node2Netns, "link", "set", Bridge, "up"},
-		{"-n", Node2Netns, "route", "add", "unreachable", ServiceCIDR},
+		// Unlike node-1 (an "unreachable" route: a VIP without rules fails at once), node-2
+		// has a real route for the Service range, as a real node has its default route: a
+		// process on node-2 itself (a hostNetwork Pod) dialing a VIP needs one before
+		// kube-proxy's nat OUTPUT rules rewrite the destination, or connect fails with "no
+		// route to host" (seen with the host-network agent). It points at the bridge (this
+		// kernel has no dummy devices): a packet no rule DNATs asks ARP for the VIP there, gets
+		// no answer and times out (or meets kube-proxy's REJECT for a Service without endpoints).
+		{"-n", Node2Netns, "route", "add", ServiceCIDR, "dev", Bridge},
 		{"-n", NodeNetns, "link", "add", node1Link, "type", "veth", "peer", "name", node2Link, "netns", Node2Netns},
 		{"-n", NodeNetns, "link", "set", node1Link, "up"},
 		{"-n", Node2Netns, "link", "set", node2Link, "up"},
@@ -322,24 +330,162 @@ func ScrapeNodeAgent(ctx context.Context, cl kubernetes.Interface, node, path st
 	if err != nil {
 		return "", err
 	}
-	u := "http://" + pod.Status.PodIP + ":" + strconv.Itoa(ExporterPort) + path
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	return httpGet(ctx, "http://"+pod.Status.PodIP+":"+strconv.Itoa(ExporterPort)+path)
+}
+
+// HostAgentPort is where a host-network agent serves /metrics: on its node's own address, so a
+// port nothing else of the lab's nodes listens on.
+const HostAgentPort = 19817
+
+// HostAgentName is the name of the host-network agent Pod of a node.
+func HostAgentName(node string) string { return NodeAgentName + "-host-" + node }
+
+// HostAgentNamespace holds the host-network agents: hostNetwork is allowed by the privileged Pod
+// Security level only, and the exporter's own namespace enforces restricted.
+const HostAgentNamespace = "svcprobe-host"
+
+// hostAgentRBAC are the privileged namespace, a ServiceAccount in it and its binding to the
+// exporter's ClusterRole (deploy/base's "svcprobe", which the agents use too).
+func hostAgentRBAC() []runtime.Object {
+	return []runtime.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: HostAgentNamespace,
+			Labels: map[string]string{"pod-security.kubernetes.io/enforce": "privileged"}}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "svcprobe", Namespace: HostAgentNamespace}},
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: HostAgentNamespace},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "svcprobe"},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "svcprobe", Namespace: HostAgentNamespace}}},
+	}
+}
+
+// DeployHostNetworkAgent runs one node agent with hostNetwork on node, next to the Pod-network
+// agents of DeployNodeAgents (it uses their ServiceAccount): deploy/node-agent's Pod template as
+// the chart's nodeAgent.hostNetwork renders it (hostNetwork, dnsPolicy ClusterFirstWithHostNet),
+// as a bare Pod bound to node, labelled apart so that no agent Service selects it, without a
+// hairpin Service (on the host network the hairpin path is the node's, not the bridge's), and
+// serving on HostAgentPort. Its POD_IP is its node's address, so its nodeport stage knows it
+// dials from the node itself.
+func DeployHostNetworkAgent(ctx context.Context, c Config, o ExporterOptions, node string) error {
+	c.fill()
+	if o.Interval == 0 {
+		o.Interval = 2 * time.Second
+	}
+	if o.Timeout == 0 {
+		o.Timeout = time.Second
+	}
+	objs, err := decodeDir(filepath.Join(filepath.Dir(c.DeployDir), "node-agent"))
 	if err != nil {
-		return "", err
+		return err
 	}
-	resp, err := exporterHTTP.Do(req)
+	var ds *appsv1.DaemonSet
+	for _, obj := range objs {
+		if d, ok := obj.(*appsv1.DaemonSet); ok {
+			ds = d
+		}
+	}
+	if ds == nil {
+		return fmt.Errorf("no DaemonSet in deploy/node-agent")
+	}
+	spec := *ds.Spec.Template.Spec.DeepCopy()
+	spec.ServiceAccountName = "svcprobe"
+	spec.NodeName = node
+	spec.HostNetwork = true
+	spec.DNSPolicy = corev1.DNSClusterFirstWithHostNet
+	ctr := &spec.Containers[0]
+	labContainer(ctr, c.path("bin", "svcprobe"), o)
+	var args []string
+	for _, a := range ctr.Args {
+		switch name, _, _ := strings.Cut(a, "="); name {
+		case "--hairpin.service", "--web.listen-address":
+			continue
+		}
+		args = append(args, a)
+	}
+	ctr.Args = append(args, "--web.listen-address=:"+strconv.Itoa(HostAgentPort))
+	for i := range ctr.Ports {
+		ctr.Ports[i].ContainerPort = HostAgentPort
+	}
+	if rp := ctr.ReadinessProbe; rp != nil && rp.HTTPGet != nil {
+		rp.HTTPGet.Port = intstr.FromInt32(HostAgentPort)
+	}
+	if lp := ctr.LivenessProbe; lp != nil && lp.HTTPGet != nil {
+		lp.HTTPGet.Port = intstr.FromInt32(HostAgentPort)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: HostAgentName(node), Namespace: HostAgentNamespace,
+			Labels: map[string]string{"app.kubernetes.io/name": "svcprobe-node-host"}},
+		Spec: spec,
+	}
+	cl, err := c.Client()
 	if err != nil {
-		return "", err
+		return err
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+	c.Log("deploying a host-network node agent on %s (namespace %s)", node, HostAgentNamespace)
+	for _, obj := range hostAgentRBAC() {
+		if err := createObject(ctx, cl, obj, "", o); err != nil {
+			return err
+		}
+	}
+	if _, err := cl.CoreV1().Pods(HostAgentNamespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("pod %s: %w", pod.Name, err)
+	}
+	return waitFor(ctx, 90*time.Second, pod.Name+" ready", func() error {
+		if err := c.componentAlive("kubelet"); err != nil {
+			return backoff.Permanent(err)
+		}
+		p, err := cl.CoreV1().Pods(HostAgentNamespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		n, _ := labNodeByName(node)
+		if p.Status.PodIP != n.IP {
+			return fmt.Errorf("%s: podIP %q, want its node's %s (see %s)", pod.Name, p.Status.PodIP, n.IP, c.path("logs"))
+		}
+		for _, cond := range p.Status.Conditions {
+			if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s not ready (see %s)", pod.Name, c.path("logs"))
+	})
+}
+
+// DeleteHostNetworkAgent removes the host-network agent of node and waits until it is gone.
+func DeleteHostNetworkAgent(ctx context.Context, c Config, node string) error {
+	c.fill()
+	cl, err := c.Client()
 	if err != nil {
-		return "", err
+		return err
 	}
-	if resp.StatusCode != http.StatusOK {
-		return string(b), fmt.Errorf("GET %s: %s", u, resp.Status)
+	name := HostAgentName(node)
+	if err := cl.CoreV1().Pods(HostAgentNamespace).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return err
 	}
-	return string(b), nil
+	err = waitFor(ctx, 60*time.Second, name+" gone", func() error {
+		if _, err := cl.CoreV1().Pods(HostAgentNamespace).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("%s still there (%v)", name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := cl.RbacV1().ClusterRoleBindings().Delete(ctx, HostAgentNamespace, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	// The namespace controller removes the ServiceAccount with it.
+	if err := cl.CoreV1().Namespaces().Delete(ctx, HostAgentNamespace, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+// ScrapeHostAgent GETs path from the host-network agent of node, at the node's address.
+func ScrapeHostAgent(ctx context.Context, node, path string) (string, error) {
+	n, ok := labNodeByName(node)
+	if !ok {
+		return "", fmt.Errorf("no lab node %q", node)
+	}
+	return httpGet(ctx, "http://"+n.IP+":"+strconv.Itoa(HostAgentPort)+path)
 }
 
 // NodeFaults break one node only (node-2). They are not in Faults: the
@@ -363,6 +509,38 @@ var NodeFaults = []Fault{
 		},
 	},
 	{
+		Name: "nodeport-from-node2", Breaks: "node-2 refuses the connections it opens itself to its own address's NodePort of default/hostnames-nodeport (the Windows limitation, made on Linux with one iptables rule)",
+		Expect: `node-2's host-network agent: default/hostnames-nodeport layer="proxy" reason="nodeport_unreachable_from_node"; node-2's Pod-network agent: ok`,
+		Inject: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
+			np, err := nodePortOf(ctx, cl)
+			if err != nil {
+				return err
+			}
+			_, err = run("ip", append([]string{"netns", "exec", Node2Netns, "iptables", "-w", "-I"}, nodePortFromNodeRule(np)...)...)
+			return err
+		},
+		Undo: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
+			// By the rule's comment, not its port: the Service may be gone already.
+			if _, err := os.Stat(filepath.Join("/run/netns", Node2Netns)); err != nil {
+				return nil // no node-2, no rule
+			}
+			out, err := run("ip", "netns", "exec", Node2Netns, "iptables", "-w", "-S", "OUTPUT")
+			if err != nil {
+				return err
+			}
+			for _, line := range strings.Split(out, "\n") {
+				if !strings.Contains(line, Prefix+"nodeport-from-node2") {
+					continue
+				}
+				spec := strings.Fields(strings.Replace(line, "-A OUTPUT", "-D OUTPUT", 1))
+				if _, err := run("ip", append([]string{"netns", "exec", Node2Netns, "iptables", "-w"}, spec...)...); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	},
+	{
 		Name: "hairpin-off-node2", Breaks: "hairpin_mode off on the bridge port of node-2's node agent",
 		Expect: `node="node-2": layer="hairpin" for svcprobe/svcprobe-node-hairpin; node="node-1": ok`,
 		Inject: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
@@ -372,6 +550,43 @@ var NodeFaults = []Fault{
 			return nodeAgentHairpin(ctx, cl, Node2Name, "on")
 		},
 	},
+}
+
+// NodePortService is the NodePort Service in front of hostnames that the nodeport faults use
+// (CreateDemoServices makes the same one for the demo).
+const NodePortService = "hostnames-nodeport"
+
+// EnsureNodePortService creates default/hostnames-nodeport (NodePort, port 80 -> 9376 of the
+// hostnames Pods) unless it exists, and returns its nodePort.
+func EnsureNodePortService(ctx context.Context, cl kubernetes.Interface) (int32, error) {
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: NodePortService, Namespace: "default"}, Spec: corev1.ServiceSpec{
+		Type: corev1.ServiceTypeNodePort, Selector: map[string]string{"app": "hostnames"},
+		Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(9376)}}}}
+	if _, err := cl.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return 0, err
+	}
+	return nodePortOf(ctx, cl)
+}
+
+func nodePortOf(ctx context.Context, cl kubernetes.Interface) (int32, error) {
+	s, err := cl.CoreV1().Services("default").Get(ctx, NodePortService, metav1.GetOptions{})
+	if err != nil {
+		return 0, err
+	}
+	if len(s.Spec.Ports) == 0 || s.Spec.Ports[0].NodePort == 0 {
+		return 0, fmt.Errorf("service default/%s has no nodePort", NodePortService)
+	}
+	return s.Spec.Ports[0].NodePort, nil
+}
+
+// nodePortFromNodeRule is the iptables rule (filter OUTPUT of node-2) that refuses the
+// connections node-2 itself opens to its own address's NodePort np. It matches on conntrack's
+// original destination: by the filter table, kube-proxy's nat OUTPUT rules have already DNATed
+// the packet to a Pod. Connections from Pods to the same NodePort come in through PREROUTING and
+// FORWARD, not OUTPUT, and pass.
+func nodePortFromNodeRule(np int32) []string {
+	return []string{"OUTPUT", "-p", "tcp", "-m", "conntrack", "--ctorigdst", Node2IP, "--ctorigdstport", strconv.Itoa(int(np)),
+		"-m", "comment", "--comment", Prefix + "nodeport-from-node2", "-j", "REJECT", "--reject-with", "tcp-reset"}
 }
 
 func nodeAgentHairpin(ctx context.Context, cl kubernetes.Interface, node, onOff string) error {

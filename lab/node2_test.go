@@ -24,15 +24,26 @@ type agentView struct {
 	v map[string]map[string]string // verdicts, same keys
 }
 
+// hostAgentsUp lists the nodes with a host-network agent (DeployHostNetworkAgent) that
+// scrapeAll scrapes too, as source "host:<node>". Set by the test that deploys them.
+var hostAgentsUp []string
+
 func scrapeAll(ctx context.Context, cl kubernetes.Interface) (agentView, error) {
 	av := agentView{m: map[string]snapshot{}, v: map[string]map[string]string{}}
-	for _, src := range []string{"central", NodeName, Node2Name} {
+	sources := []string{"central", NodeName, Node2Name}
+	for _, n := range hostAgentsUp {
+		sources = append(sources, "host:"+n)
+	}
+	for _, src := range sources {
 		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		var body string
 		var err error
-		if src == "central" {
+		switch node, host := strings.CutPrefix(src, "host:"); {
+		case src == "central":
 			body, err = ScrapeExporter(sctx, "/metrics")
-		} else {
+		case host:
+			body, err = ScrapeHostAgent(sctx, node, "/metrics")
+		default:
 			body, err = ScrapeNodeAgent(sctx, cl, src, "/metrics")
 		}
 		cancel()
@@ -80,6 +91,32 @@ func waitAgents(t *testing.T, what string, within time.Duration, check, during f
 	}
 }
 
+// settleAgents waits until check has held at every sample for three probe intervals in a row, as
+// settle does for the central exporter: right after agents start, a headless Service's DNS
+// answer can lag the endpoints the agents already know for a moment (one run saw node-1's agent
+// say dns/wrong_answer for svcprobe-node 287ms after "both agents ok"), and a fault injected
+// then is measured against that.
+func settleAgents(t *testing.T, what string, within time.Duration, check func(agentView) error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		waitAgents(t, what, within-time.Since(start), check, nil)
+		steady := time.Now()
+		var err error
+		for err == nil && time.Since(steady) < 3*e2eInterval {
+			time.Sleep(200 * time.Millisecond)
+			var av agentView
+			if av, err = scrapeAll(context.Background(), sharedClient(t)); err == nil {
+				err = check(av)
+			}
+		}
+		if err == nil {
+			return time.Since(start)
+		}
+		t.Logf("%s: not steady yet: %v", what, err)
+	}
+}
+
 func sharedClient(t *testing.T) kubernetes.Interface {
 	t.Helper()
 	shared.mu.Lock()
@@ -89,7 +126,12 @@ func sharedClient(t *testing.T) kubernetes.Interface {
 
 func formatAgentVerdicts(av agentView) string {
 	var b strings.Builder
-	for _, src := range []string{"central", NodeName, Node2Name} {
+	srcs := make([]string, 0, len(av.v))
+	for src := range av.v {
+		srcs = append(srcs, src)
+	}
+	sort.Strings(srcs)
+	for _, src := range srcs {
 		fmt.Fprintf(&b, "%s:%s\n", src, formatVerdicts(av.v[src]))
 	}
 	return b.String()
@@ -267,7 +309,7 @@ func TestNodeAgents(t *testing.T) {
 	}
 
 	within := 2*e2eInterval + 2*time.Second
-	took := waitAgents(t, "both agents ok", 30*time.Second, allAgents(agentsHealthy(ctx, cl), noDuplicateSeries), nil)
+	took := settleAgents(t, "both agents ok", 60*time.Second, allAgents(agentsHealthy(ctx, cl), noDuplicateSeries))
 	t.Logf("both agents ok after %s", took.Round(10*time.Millisecond))
 
 	node1OK := agentIs(ctx, cl, NodeName, "ok/success", nil)
@@ -279,15 +321,7 @@ func TestNodeAgents(t *testing.T) {
 		{"hairpin-off-node2", agentIs(ctx, cl, Node2Name, "ok/success",
 			map[string]string{ExporterNamespace + "/" + NodeAgentHairpin: "hairpin/*"})},
 	} {
-		var f *Fault
-		for i := range NodeFaults {
-			if NodeFaults[i].Name == fc.fault {
-				f = &NodeFaults[i]
-			}
-		}
-		if f == nil {
-			t.Fatalf("no fault %s", fc.fault)
-		}
+		f := nodeFault(t, fc.fault)
 		if err := f.Inject(ctx, cfg, cl); err != nil {
 			t.Fatalf("inject %s: %v", f.Name, err)
 		}
@@ -308,6 +342,69 @@ func TestNodeAgents(t *testing.T) {
 		took = waitAgents(t, "recovery from "+f.Name, within+5*time.Second, agentsHealthy(ctx, cl), nil)
 		t.Logf("%s: recovered after %s", f.Name, took.Round(10*time.Millisecond))
 	}
+
+	// NodePort from the node itself (issue 9): a host-network agent on node-2 next to its
+	// Pod-network agent. node-2 refusing its own connections to its NodePort is blamed by the
+	// host agent alone, with the reason of its own; the Pod-network agents and the central
+	// exporter reach the same NodePort and stay ok.
+	if _, err := EnsureNodePortService(ctx, cl); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
+		defer ccancel()
+		hostAgentsUp = nil
+		if err := DeleteHostNetworkAgent(cctx, *cfg, Node2Name); err != nil {
+			t.Errorf("delete the host-network agent: %v", err)
+		}
+		if err := cl.CoreV1().Services("default").Delete(cctx, NodePortService, metav1.DeleteOptions{}); err != nil {
+			t.Errorf("delete default/%s: %v", NodePortService, err)
+		}
+	})
+	if err := DeployHostNetworkAgent(ctx, *cfg, ExporterOptions{Interval: e2eInterval, Timeout: e2eTimeout}, Node2Name); err != nil {
+		t.Fatal(err)
+	}
+	hostAgentsUp = []string{Node2Name}
+	host2 := "host:" + Node2Name
+	hostOK := agentIs(ctx, cl, host2, "ok/success", nil)
+	took = settleAgents(t, "host-network agent ok", 60*time.Second, allAgents(agentsHealthy(ctx, cl), hostOK))
+	t.Logf("host-network agent on node-2 ok after %s", took.Round(10*time.Millisecond))
+	// Its series say it probed the NodePort (from node-2's own address) and succeeded.
+	av, err := scrapeAll(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := av.m[host2].value("svcprobe_probes_total", "namespace", "default", "service", NodePortService, "stage", "nodeport", "result", "success"); n < 1 {
+		t.Fatalf("host-network agent: no successful nodeport probe of default/%s (%v)", NodePortService, av.m[host2].seriesOf("default", NodePortService))
+	}
+	f := nodeFault(t, "nodeport-from-node2")
+	if err := f.Inject(ctx, cfg, cl); err != nil {
+		t.Fatalf("inject %s: %v", f.Name, err)
+	}
+	npKey := "default/" + NodePortService
+	took = waitAgents(t, f.Name+": "+f.Expect, within,
+		agentIs(ctx, cl, host2, "ok/success", map[string]string{npKey: "proxy/nodeport_unreachable_from_node"}),
+		allAgents(node1OK, agentIs(ctx, cl, Node2Name, "ok/success", nil), func(av agentView) error {
+			return wantVerdict(av.v["central"], npKey, "ok/success")
+		}))
+	t.Logf("%s: seen after %s (limit %s)", f.Name, took.Round(10*time.Millisecond), within)
+	if err := f.Undo(ctx, cfg, cl); err != nil {
+		t.Fatalf("undo %s: %v", f.Name, err)
+	}
+	took = waitAgents(t, "recovery from "+f.Name, within, allAgents(agentsHealthy(ctx, cl), hostOK), nil)
+	t.Logf("%s: recovered after %s", f.Name, took.Round(10*time.Millisecond))
+}
+
+// nodeFault returns the NodeFaults entry called name.
+func nodeFault(t *testing.T, name string) *Fault {
+	t.Helper()
+	for i := range NodeFaults {
+		if NodeFaults[i].Name == name {
+			return &NodeFaults[i]
+		}
+	}
+	t.Fatalf("no fault %s", name)
+	return nil
 }
 
 // execInPod runs `svcprobe-lab ARGS` in a Pod's network namespace (and its resolv.conf).

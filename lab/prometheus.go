@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -34,6 +35,14 @@ type PrometheusOptions struct {
 	// ScrapeInterval and EvalInterval default to 2s (the e2e exporter probes every 2s).
 	ScrapeInterval time.Duration
 	EvalInterval   time.Duration
+	// ExtraTargets are more host:port addresses to scrape /metrics from, in a second job
+	// (ExtraJob), with honor_labels: true like the exporter's: the node agents' Pod IP:9817
+	// (NodeAgentPod, ExporterPort), reached from the node namespace over the Pod network (node-2's
+	// /24 is routed). Empty: only the exporter is scraped.
+	ExtraTargets []string
+	// ExtraJob is the job name of ExtraTargets. Default "svcprobe-node" (the rules match jobs
+	// starting with svcprobe).
+	ExtraJob string
 }
 
 // PrometheusBinary is the prometheus executable StartPrometheus runs by default.
@@ -58,13 +67,17 @@ func (o *PrometheusOptions) fill(c *Config) {
 	if o.EvalInterval == 0 {
 		o.EvalInterval = 2 * time.Second
 	}
+	if o.ExtraJob == "" {
+		o.ExtraJob = "svcprobe-node"
+	}
 }
 
 // StartPrometheus runs Prometheus inside the node namespace, scraping the exporter Pod at
 // ExporterIP:ExporterPort (over cbr0, no Service VIP, so it keeps scraping while kube-proxy is
-// broken) with the rule files of RulesDir loaded as they are shipped. Its data lives in
-// <state>/prometheus; StopPrometheus (or Down, which kills everything in the node namespace and
-// clears the state) ends it. It waits until Prometheus is ready and has loaded the rules.
+// broken) with the rule files of RulesDir loaded as they are shipped, and the ExtraTargets in a
+// second job. Its data lives in <state>/prometheus; StopPrometheus (or Down, which kills
+// everything in the node namespace and clears the state) ends it. It waits until Prometheus is
+// ready and has loaded the rules.
 func StartPrometheus(ctx context.Context, c Config, o PrometheusOptions) error {
 	c.fill()
 	o.fill(&c)
@@ -106,6 +119,20 @@ scrape_configs:
     static_configs:
       - targets: [%q]
 `, o.ScrapeInterval, o.ScrapeInterval, o.EvalInterval, strings.Join(quoted, ", "), ExporterIP+":"+strconv.Itoa(ExporterPort))
+	if len(o.ExtraTargets) > 0 {
+		targets := make([]string, len(o.ExtraTargets))
+		for i, tg := range o.ExtraTargets {
+			if _, _, err := net.SplitHostPort(tg); err != nil {
+				return fmt.Errorf("extra target %q: %w", tg, err)
+			}
+			targets[i] = strconv.Quote(tg)
+		}
+		conf += fmt.Sprintf(`  - job_name: %q
+    honor_labels: true
+    static_configs:
+      - targets: [%s]
+`, o.ExtraJob, strings.Join(targets, ", "))
+	}
 	confPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return err

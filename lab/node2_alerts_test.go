@@ -1,0 +1,402 @@
+package lab
+
+// The node-mode alerts of deploy/rules/svcprobe-alerts.yaml in a real Prometheus: with node-2 up and
+// deploy/node-agent's agents on both nodes, Prometheus scrapes the central exporter and both
+// agents (their Pod IPs, job svcprobe-node). A fault of node-2 only must fire the node-mode alert
+// for node-2 and nothing for node-1 or the central exporter:
+//   - kube-proxy-down-node2: ServiceProxyDownOnNode{node="node-2"} (the node!="" rule, for: 1m);
+//   - hairpin-off-node2: HairpinBrokenOnNode{node="node-2"} (for: 2m).
+// Each resolves when its fault is undone. The for: durations are the shipped ones, so the test
+// takes about five minutes.
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// nodeAlertKey names an alert with its node label ("" for the central exporter's and the
+// per-Service ones), so ServiceProxyDownOnNode of node-1, node-2 and the central exporter differ.
+func nodeAlertKey(a promAlert) string {
+	return fmt.Sprintf("%s{node=%q}", a.key(), a.Labels["node"])
+}
+
+// nodeAlerts returns the firing and pending alerts other than the error-budget ones (the node
+// agents' failed probes count in the cluster's SLO too), by nodeAlertKey.
+func nodeAlerts(alerts []promAlert) (firing, pending map[string]promAlert) {
+	firing, pending = map[string]promAlert{}, map[string]promAlert{}
+	for _, a := range alerts {
+		if a.Labels["alertname"] == burnAlert {
+			continue
+		}
+		if a.State == "firing" {
+			firing[nodeAlertKey(a)] = a
+		} else {
+			pending[nodeAlertKey(a)] = a
+		}
+	}
+	return firing, pending
+}
+
+// promVector runs an instant query and returns its samples' labels and values.
+func promVector(ctx context.Context, q string) ([]map[string]string, []float64, error) {
+	var r struct {
+		ResultType string `json:"resultType"`
+		Result     []struct {
+			Metric map[string]string `json:"metric"`
+			Value  [2]any            `json:"value"`
+		} `json:"result"`
+	}
+	if err := QueryPrometheus(ctx, "/api/v1/query", url.Values{"query": {q}}, &r); err != nil {
+		return nil, nil, err
+	}
+	if r.ResultType != "vector" {
+		return nil, nil, fmt.Errorf("%s: result type %s, want vector", q, r.ResultType)
+	}
+	var ls []map[string]string
+	var vs []float64
+	for _, s := range r.Result {
+		str, _ := s.Value[1].(string)
+		v, err := strconv.ParseFloat(str, 64)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: value %v: %w", q, s.Value[1], err)
+		}
+		ls, vs = append(ls, s.Metric), append(vs, v)
+	}
+	return ls, vs, nil
+}
+
+// nodeAlertCase is one fault of node-2 and the node alert it must fire.
+type nodeAlertCase struct {
+	fault string
+	// alert is the alertname that must fire for node-2 and no other node (nor without node).
+	alert string
+	// labels are the firing alert's labels, exactly.
+	labels map[string]string
+	// forDur is the rule's for:.
+	forDur time.Duration
+}
+
+func TestNodeAlerts(t *testing.T) {
+	cfg, cl := sharedLab(t)
+	requirePrometheus(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	defer cancel()
+	settle(t, ctx, cl)
+
+	t.Cleanup(func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer ccancel()
+		for _, f := range NodeFaults {
+			if f.Name != "kube-proxy-down-node2" && f.Name != "hairpin-off-node2" {
+				continue
+			}
+			if err := f.Undo(cctx, cfg, cl); err != nil {
+				t.Logf("undo %s: %v", f.Name, err)
+			}
+		}
+		if err := StopPrometheus(*cfg); err != nil {
+			t.Errorf("stop prometheus: %v", err)
+		}
+		if _, err := os.Stat(cfg.path("prometheus")); !os.IsNotExist(err) {
+			t.Errorf("prometheus data left in %s", cfg.path("prometheus"))
+		}
+		if err := DeleteNodeAgents(cctx, *cfg); err != nil {
+			t.Errorf("delete node agents: %v", err)
+		}
+		if err := DownNode2(cctx, *cfg); err != nil {
+			t.Errorf("node-2 down: %v", err)
+		}
+		if nss, _ := listNetns(); func() bool {
+			for _, ns := range nss {
+				if ns == Node2Netns {
+					return true
+				}
+			}
+			return false
+		}() {
+			t.Errorf("netns %s left", Node2Netns)
+		}
+		// Leave the lab as the other tests expect it.
+		waitMetrics(t, "central exporter healthy after node-2 went", 60*time.Second, fullyHealthy(cctx, cl))
+	})
+
+	start := time.Now()
+	if err := UpNode2(ctx, *cfg); err != nil {
+		t.Fatalf("node-2: %v", err)
+	}
+	if err := DeployNodeAgents(ctx, *cfg, ExporterOptions{Interval: e2eInterval, Timeout: e2eTimeout}); err != nil {
+		t.Fatalf("node agents: %v", err)
+	}
+	t.Logf("node-2 up, node agents ready on both nodes after %s", time.Since(start).Round(time.Millisecond))
+
+	// Scrape the agents by their Pod IPs, as a kubernetes_sd endpoints job on the svcprobe-node
+	// Service would.
+	var targets []string
+	for _, n := range []string{NodeName, Node2Name} {
+		pod, err := NodeAgentPod(ctx, cl, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		targets = append(targets, pod.Status.PodIP+":"+strconv.Itoa(ExporterPort))
+	}
+	pstart := time.Now()
+	if err := StartPrometheus(ctx, *cfg, PrometheusOptions{ExtraTargets: targets}); err != nil {
+		t.Fatalf("start prometheus: %v", err)
+	}
+	t.Logf("prometheus %s up in %s, scraping the exporter and the agents at %v", PrometheusVersion, time.Since(pstart).Round(time.Millisecond), targets)
+	// Runs before the cleanup above stops Prometheus: on failure, what node-2's agent said.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, q := range []string{
+			`svcprobe_service_verdict{node="` + Node2Name + `"} == 1`,
+			`svcprobe_cluster_dns_up{node="` + Node2Name + `"}`,
+			`ALERTS{alertname!="` + burnAlert + `"}`,
+		} {
+			t.Logf("history of %s since Prometheus started:\n%s", q, promHistory(pstart, q))
+		}
+	})
+
+	// Healthy: three targets up, verdicts of the central exporter (node="") and of both agents
+	// (node="node-1", node="node-2") stored, every rule evaluating, no alert pending or firing.
+	healthy := func(alerts []promAlert) error {
+		if err := rulesHealthy(ctx); err != nil {
+			return err
+		}
+		ls, _, err := promVector(ctx, `up == 1`)
+		if err != nil {
+			return err
+		}
+		up := map[string]bool{}
+		for _, l := range ls {
+			up[l["job"]+" "+l["instance"]] = true
+		}
+		wantUp := []string{"svcprobe " + ExporterIP + ":" + strconv.Itoa(ExporterPort)}
+		for _, tg := range targets {
+			wantUp = append(wantUp, "svcprobe-node "+tg)
+		}
+		for _, w := range wantUp {
+			if !up[w] {
+				return fmt.Errorf("target %s not up (up == 1: %v)", w, sortedKeys(up))
+			}
+		}
+		ls, _, err = promVector(ctx, `count by (node) (svcprobe_service_verdict)`)
+		if err != nil {
+			return err
+		}
+		nodes := map[string]bool{}
+		for _, l := range ls {
+			nodes[l["node"]] = true
+		}
+		for _, n := range []string{"", NodeName, Node2Name} {
+			if !nodes[n] {
+				return fmt.Errorf("no svcprobe_service_verdict{node=%q} in Prometheus yet (nodes: %v)", n, sortedKeys(nodes))
+			}
+		}
+		firing, pending := nodeAlerts(alerts)
+		if len(firing)+len(pending) > 0 {
+			return fmt.Errorf("alerts active in a healthy lab: firing %v, pending %v", sortedKeys(firing), sortedKeys(pending))
+		}
+		return nil
+	}
+	waitAlerts(t, cfg, "healthy: 3 targets up, verdicts of node \"\", node-1, node-2, no alert pending or firing", 90*time.Second, healthy)
+	// Still so a few evaluations later: the node rules have seen the agents' series.
+	time.Sleep(3 * 2 * time.Second)
+	waitAlerts(t, cfg, "still healthy", 5*time.Second, healthy)
+
+	cases := []nodeAlertCase{
+		{
+			fault: "kube-proxy-down-node2", alert: "ServiceProxyDownOnNode", forDur: time.Minute,
+			labels: map[string]string{"alertname": "ServiceProxyDownOnNode", "node": Node2Name,
+				"severity": "critical", "layer": "proxy", "mode": "node"},
+		},
+		{
+			fault: "hairpin-off-node2", alert: "HairpinBrokenOnNode", forDur: 2 * time.Minute,
+			labels: map[string]string{"alertname": "HairpinBrokenOnNode", "node": Node2Name,
+				"severity": "warning", "layer": "hairpin"},
+		},
+	}
+	timings := map[string]string{}
+	for _, nc := range cases {
+		var f *Fault
+		for i := range NodeFaults {
+			if NodeFaults[i].Name == nc.fault {
+				f = &NodeFaults[i]
+			}
+		}
+		if f == nil {
+			t.Fatalf("no fault %s", nc.fault)
+		}
+		wantKey := nodeAlertKey(promAlert{Labels: nc.labels})
+		var injected time.Time
+		// At every poll: no node alert for another node or without node, pending or firing, and
+		// no other node alert of node-2 firing. Another node alert of node-2 pending (a verdict of
+		// node-2's agent that is briefly not the fault's) is logged, with node-2's history at the
+		// end of the case: the firing set is checked exactly, so it must not last until its for:.
+		strays := map[string]time.Duration{}
+		forbidden := func(alerts []promAlert) {
+			t.Helper()
+			for _, a := range alerts {
+				switch a.Labels["alertname"] {
+				case "ServiceProxyDownOnNode", "HairpinBrokenOnNode":
+					k := nodeAlertKey(a)
+					switch {
+					case k == wantKey:
+					case a.Labels["node"] != Node2Name || a.State == "firing":
+						t.Fatalf("%s: %s %s (labels %v), only %s may be active", nc.fault, k, a.State, a.Labels, wantKey)
+					default:
+						if _, seen := strays[k]; !seen {
+							strays[k] = time.Since(injected)
+							t.Logf("%s: note: %s %s %s after the fault (activeAt %s)", nc.fault, k, a.State,
+								strays[k].Round(time.Second), a.ActiveAt.Format(time.RFC3339))
+						}
+					}
+				}
+			}
+		}
+
+		injected = time.Now()
+		if err := f.Inject(ctx, cfg, cl); err != nil {
+			t.Fatalf("inject %s: %v", f.Name, err)
+		}
+		t.Logf("%s injected (+%.0fs since Prometheus started)", f.Name, injected.Sub(pstart).Seconds())
+		var pendingAt time.Time
+		// for:, plus the fault reaching the agent's verdicts (a probe interval and timeout), a
+		// scrape and a few evaluations, plus margin.
+		within := nc.forDur + 40*time.Second
+		alerts := waitAlerts(t, cfg, f.Name+": exactly "+wantKey+" firing", within, func(alerts []promAlert) error {
+			forbidden(alerts)
+			firing, pending := nodeAlerts(alerts)
+			if _, ok := pending[wantKey]; ok && pendingAt.IsZero() {
+				pendingAt = time.Now()
+			}
+			if got := sortedKeys(firing); strings.Join(got, ",") != wantKey {
+				return fmt.Errorf("firing %v (pending %v), want exactly [%s]", got, sortedKeys(pending), wantKey)
+			}
+			return nil
+		})
+		fired := time.Since(injected)
+		firing, _ := nodeAlerts(alerts)
+		a := firing[wantKey]
+		if got, want := labelString(a.Labels), labelString(nc.labels); got != want {
+			t.Errorf("%s: labels %s, want %s", wantKey, got, want)
+		}
+		for _, k := range []string{"summary", "description", "runbook_url"} {
+			v := a.Annotations[k]
+			if v == "" || strings.Contains(v, "<no value>") || strings.Contains(v, "error expanding") {
+				t.Errorf("%s: annotation %s = %q", wantKey, k, v)
+			}
+		}
+		if !strings.Contains(a.Annotations["summary"], "node "+Node2Name) {
+			t.Errorf("%s: summary %q does not name node %s", wantKey, a.Annotations["summary"], Node2Name)
+		}
+		if active := a.ActiveAt.Sub(injected); active < 0 {
+			t.Errorf("%s: active since %s, before the fault (%s)", wantKey, a.ActiveAt, injected)
+		}
+		pend := "not seen"
+		if !pendingAt.IsZero() {
+			pend = pendingAt.Sub(injected).Round(time.Second).String()
+		}
+		t.Logf("%s: %s pending after %s (activeAt +%s), firing after %s (for: %s)", f.Name, wantKey, pend,
+			a.ActiveAt.Sub(injected).Round(time.Second), fired.Round(time.Second), nc.forDur)
+
+		// Still exactly that a few evaluations later.
+		time.Sleep(3 * 2 * time.Second)
+		waitAlerts(t, cfg, f.Name+": still exactly "+wantKey, 5*time.Second, func(alerts []promAlert) error {
+			forbidden(alerts)
+			firing, pending := nodeAlerts(alerts)
+			if got := sortedKeys(firing); strings.Join(got, ",") != wantKey {
+				return fmt.Errorf("firing %v (pending %v), want exactly [%s]", got, sortedKeys(pending), wantKey)
+			}
+			return nil
+		})
+
+		if err := f.Undo(ctx, cfg, cl); err != nil {
+			t.Fatalf("undo %s: %v", f.Name, err)
+		}
+		fixed := time.Now()
+		// node-2's agent reconnects to the API after kube-proxy-down-node2: a few seconds more.
+		waitAlerts(t, cfg, f.Name+": resolved", 60*time.Second, func(alerts []promAlert) error {
+			forbidden(alerts)
+			firing, pending := nodeAlerts(alerts)
+			if len(firing)+len(pending) > 0 {
+				return fmt.Errorf("still active: firing %v, pending %v", sortedKeys(firing), sortedKeys(pending))
+			}
+			return nil
+		})
+		resolved := time.Since(fixed)
+		if len(strays) > 0 {
+			t.Logf("%s: other node-2 alerts were pending: %v; node-2's verdicts since Prometheus started:\n%s", f.Name, strays,
+				promHistory(pstart, `svcprobe_service_verdict{node="`+Node2Name+`"} == 1`)+
+					promHistory(pstart, `svcprobe_cluster_dns_up{node="`+Node2Name+`"}`))
+		}
+		t.Logf("%s: resolved %s after the undo", f.Name, resolved.Round(time.Second))
+		timings[f.Name] = fmt.Sprintf("%s firing after %s (for: %s), resolved %s after undo",
+			wantKey, fired.Round(time.Second), nc.forDur, resolved.Round(time.Second))
+	}
+	for _, nc := range cases {
+		t.Logf("timing: %s: %s", nc.fault, timings[nc.fault])
+	}
+}
+
+// promHistory returns the changes of the series of q since start, one line per series and change
+// (seconds since start), for a failure message.
+func promHistory(start time.Time, q string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var r struct {
+		Result []struct {
+			Metric map[string]string `json:"metric"`
+			Values [][2]any          `json:"values"`
+		} `json:"result"`
+	}
+	end := time.Now()
+	err := QueryPrometheus(ctx, "/api/v1/query_range", url.Values{"query": {q},
+		"start": {strconv.FormatInt(start.Unix(), 10)}, "end": {strconv.FormatInt(end.Unix(), 10)}, "step": {"2"}}, &r)
+	if err != nil {
+		return "  " + err.Error()
+	}
+	var b strings.Builder
+	for _, s := range r.Result {
+		delete(s.Metric, "instance")
+		delete(s.Metric, "job")
+		fmt.Fprintf(&b, "  %s:", labelString(s.Metric))
+		last, lastT := "", -1.0
+		for _, v := range s.Values {
+			ts, _ := v[0].(float64)
+			val, _ := v[1].(string)
+			if lastT >= 0 && ts-lastT > 2 {
+				fmt.Fprintf(&b, " +%.0fs:absent", lastT+2-float64(start.Unix()))
+				last = ""
+			}
+			if val != last {
+				fmt.Fprintf(&b, " +%.0fs:%s", ts-float64(start.Unix()), val)
+				last = val
+			}
+			lastT = ts
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+func labelString(l map[string]string) string {
+	keys := make([]string, 0, len(l))
+	for k := range l {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%q", k, l[k])
+	}
+	return "{" + strings.Join(parts, ",") + "}"
+}
