@@ -63,6 +63,7 @@ var (
 	descLag         = prometheus.NewDesc("svcprobe_scheduler_lag_seconds", "How late the last probe started against its slot; grows when the budgets cannot cover a round.", nil, nil)
 	descMaxLag      = prometheus.NewDesc("svcprobe_scheduler_max_lag_seconds", "The largest scheduler lag since start.", nil, nil)
 	descSkipped     = prometheus.NewDesc("svcprobe_scheduler_rounds_skipped_total", "Probe slots missed because the previous probe of the same Service still ran.", nil, nil)
+	descSettling    = prometheus.NewDesc("svcprobe_scheduler_settling_failures_total", "Data-plane stage failures (dns, proxy, nodeport, hairpin) held back because the Service had just changed (--probe.settle); probed again after it.", nil, nil)
 	descRounds      = prometheus.NewDesc("svcprobe_scheduler_probes_total", "Service probes (all network stages of one Service) completed.", nil, nil)
 	descPending     = prometheus.NewDesc("svcprobe_scheduler_pending_targets", "Services not probed yet.", nil, nil)
 	descConcurrency = prometheus.NewDesc("svcprobe_budget_concurrency", "Sockets probes may hold at once: --probe.concurrency, or less when RLIMIT_NOFILE cannot hold that many beside the exporter's own descriptors.", nil, nil)
@@ -108,7 +109,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- prometheus.NewDesc(f.name, f.help, f.labels, nil)
 	}
 	for _, d := range []*prometheus.Desc{descAPIErr, descConcurrency, descSynced, descLastEvent, descEvents, descWatchErr, descTargets,
-		descAnnErrTotal, descLag, descMaxLag, descSkipped, descRounds, descPending, descPeriod, descWaits, descWaitSecs, c.dnsUp} {
+		descAnnErrTotal, descLag, descMaxLag, descSkipped, descSettling, descRounds, descPending, descPeriod, descWaits, descWaitSecs, c.dnsUp} {
 		ch <- d
 	}
 	c.durations.Describe(ch)
@@ -209,6 +210,7 @@ func (c *Collector) collectSelf(ch chan<- prometheus.Metric) {
 		g(descLag, max(0, time.Duration(c.sched.LagNanos.Load()).Seconds()))
 		g(descMaxLag, max(0, time.Duration(c.sched.MaxLagNanos.Load()).Seconds()))
 		cnt(descSkipped, float64(c.sched.Skipped.Load()))
+		cnt(descSettling, float64(c.sched.Settling.Load()))
 		cnt(descRounds, float64(c.sched.Rounds.Load()))
 		g(descPending, float64(c.sched.Pending.Load()))
 		g(descPeriod, time.Duration(c.sched.PeriodNanos.Load()).Seconds())

@@ -37,7 +37,18 @@ type SchedulerConfig struct {
 	SampleSize int
 	// Always names the Services probed every interval even when sampling (the hairpin Service).
 	Always func(t *discovery.Target) bool
+	// Settle is how long after a Service or its endpoints change (or first appear) the data
+	// plane may lag the API: kube-proxy programs the VIP and NodePort rules, CoreDNS serves the
+	// new records, moments after the informers see the change. A failure of the dns, proxy,
+	// nodeport or hairpin stage in a probe that started within Settle of the change is not
+	// recorded (the stage keeps its last result) and the Service is probed again when Settle has
+	// passed; a failure then counts. Zero records every result at once.
+	Settle time.Duration
 }
+
+// settleStages are the stages whose answers come from the data plane (kube-proxy, CoreDNS),
+// which follows the API a moment later.
+var settleStages = map[Stage]bool{StageDNS: true, StageProxy: true, StageNodePort: true, StageHairpin: true}
 
 // Validate rejects absurd settings at start.
 func (c SchedulerConfig) Validate() error {
@@ -52,6 +63,8 @@ func (c SchedulerConfig) Validate() error {
 		return fmt.Errorf("workers must be at least 1, got %d", c.Workers)
 	case c.SampleSize < 0:
 		return fmt.Errorf("--node.sample-size must not be negative, got %d", c.SampleSize)
+	case c.Settle < 0:
+		return fmt.Errorf("--probe.settle must not be negative, got %s", c.Settle)
 	}
 	return nil
 }
@@ -83,6 +96,7 @@ type SchedulerStats struct {
 	MaxLagNanos   atomic.Int64  // the largest lag since start
 	Pending       atomic.Int64  // targets never probed yet (sampled ones not counted)
 	ClusterRounds atomic.Uint64
+	Settling      atomic.Uint64 // failures held back because the target had just changed (Settle)
 	// PeriodNanos is the coverage period: the longest time between two probes of a Service
 	// (the interval, or ceil(N / SampleSize) × interval when sampling).
 	PeriodNanos atomic.Int64
@@ -94,7 +108,8 @@ type entry struct {
 	index   int // in the heap; -1 when not queued
 	running bool
 	probed  bool
-	pending bool // counted in Stats().Pending until its first probe
+	pending bool      // counted in Stats().Pending until its first probe
+	changed time.Time // when the target last appeared or changed (SchedulerConfig.Settle)
 }
 
 // NewScheduler builds a scheduler over the given probers.
@@ -138,6 +153,9 @@ func (s *Scheduler) Upsert(t *discovery.Target) {
 			s.stats.Pending.Add(1)
 		}
 		s.stats.PeriodNanos.Store(int64(CoveragePeriod(len(s.entries), s.cfg.SampleSize, s.cfg.Interval)))
+	}
+	if !ok || e.t.Version != t.Version {
+		e.changed = now
 	}
 	e.t = t
 	// Probe the network stages soon, spread a little so a burst of changes is not a burst of dials.
@@ -248,7 +266,7 @@ func (s *Scheduler) Run(ctx context.Context) {
 // probe runs the network stages of one target, then schedules its next slot.
 func (s *Scheduler) probe(ctx context.Context, e *entry) {
 	s.mu.Lock()
-	t, slot := e.t, e.next
+	t, slot, changed := e.t, e.next, e.changed
 	s.mu.Unlock()
 	start := time.Now()
 	lag := start.Sub(slot)
@@ -287,16 +305,32 @@ func (s *Scheduler) probe(ctx context.Context, e *entry) {
 		// Upsert already recorded the new target's spec and endpoints; do not overwrite them.
 		results = results[len(s.cheap):]
 	}
+	var recheck time.Time
+	if s.cfg.Settle > 0 && start.Sub(changed) < s.cfg.Settle {
+		kept := results[:0]
+		for _, r := range results {
+			if r.Outcome == Failed && settleStages[r.Stage] {
+				recheck = changed.Add(s.cfg.Settle)
+				s.stats.Settling.Add(1)
+				continue
+			}
+			kept = append(kept, r)
+		}
+		results = kept
+	}
 	s.sink.Record(t, results)
 	e.probed = true
 	if e.pending {
 		e.pending = false
 		s.stats.Pending.Add(-1)
 	}
-	if e.t.Version != t.Version && !s.sampled(e.t) {
+	switch next := s.nextSlot(t.UID, slot, time.Now()); {
+	case e.t.Version != t.Version && !s.sampled(e.t):
 		e.next = time.Now() // changed while probing: probe again now
-	} else {
-		e.next = s.nextSlot(t.UID, slot, time.Now())
+	case !recheck.IsZero() && recheck.Before(next):
+		e.next = recheck // a failure held back while the data plane settles: look again then
+	default:
+		e.next = next
 	}
 	heap.Push(&s.queue, e)
 	s.poke()

@@ -30,6 +30,7 @@ type config struct {
 
 	Interval          time.Duration
 	Timeout           time.Duration
+	Settle            time.Duration // --probe.settle
 	Concurrency       int
 	NewConnsPerSecond float64
 	DNSQPS            float64
@@ -82,6 +83,7 @@ func registerFlags(app *kingpin.Application) *config {
 	app.Flag("total-shards", "Number of shards; Services are assigned by a hash of their UID.").Default("1").IntVar(&c.TotalShards)
 	app.Flag("probe.interval", "Each Service is probed once per interval.").Default("15s").DurationVar(&c.Interval)
 	app.Flag("probe.timeout", "Timeout of each stage of a probe.").Default("2s").DurationVar(&c.Timeout)
+	app.Flag("probe.settle", "After a Service or its endpoints change, hold back dns/proxy/nodeport/hairpin failures for this long (kube-proxy and CoreDNS follow the API a moment later) and probe again then; 0 records them at once.").Default("3s").DurationVar(&c.Settle)
 	app.Flag("probe.concurrency", "Sockets (TCP, HTTP, DNS) open at once, at most.").Default("64").IntVar(&c.Concurrency)
 	app.Flag("probe.max-new-conns-per-second", "New TCP connections per second, at most.").Default("1000").Float64Var(&c.NewConnsPerSecond)
 	app.Flag("dns.max-qps", "DNS queries per second, at most.").Default("400").Float64Var(&c.DNSQPS)
@@ -102,7 +104,7 @@ func registerFlags(app *kingpin.Application) *config {
 	app.Flag("metrics.per-endpoint", "Also export svcprobe_endpoint_up per endpoint.").BoolVar(&c.PerEndpoint)
 	app.Flag("metrics.per-endpoint-limit", "At most this many svcprobe_endpoint_up series per Service.").Default("10").IntVar(&c.PerEndpointLimit)
 	// kingpin's own parse errors ("time: invalid duration \"banana\"") do not say which flag.
-	for _, name := range []string{"shard", "total-shards", "probe.interval", "probe.timeout", "probe.concurrency",
+	for _, name := range []string{"shard", "total-shards", "probe.interval", "probe.timeout", "probe.settle", "probe.concurrency",
 		"probe.max-new-conns-per-second", "dns.max-qps", "metrics.max-series-per-service", "metrics.per-endpoint-limit", "node.sample-size", "mode"} {
 		f := app.GetFlag(name)
 		f.SetValue(namedValue{name: name, Value: f.Model().Value})

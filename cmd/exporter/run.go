@@ -54,7 +54,7 @@ func newExporter(cfg *config, client kubernetes.Interface, log *slog.Logger) (*e
 
 	clusterDNS := &probe.ClusterDNSProber{Budget: budget, Conf: rc, ClusterDomain: cfg.ClusterDomain}
 	schedCfg := probe.SchedulerConfig{
-		Interval: cfg.Interval, Timeout: cfg.Timeout,
+		Interval: cfg.Interval, Timeout: cfg.Timeout, Settle: cfg.Settle,
 		// Workers only pace targets; sockets are bounded by the budget's concurrency.
 		Workers: max(1, cfg.Concurrency/2),
 		ClusterDNS: func(ctx context.Context) probe.ClusterDNSResult {
