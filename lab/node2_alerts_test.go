@@ -107,24 +107,7 @@ func TestNodeAlerts(t *testing.T) {
 		if _, err := os.Stat(cfg.path("prometheus")); !os.IsNotExist(err) {
 			t.Errorf("prometheus data left in %s", cfg.path("prometheus"))
 		}
-		if err := DeleteNodeAgents(cctx, *cfg); err != nil {
-			t.Errorf("delete node agents: %v", err)
-		}
-		if err := DownNode2(cctx, *cfg); err != nil {
-			t.Errorf("node-2 down: %v", err)
-		}
-		if nss, _ := listNetns(); func() bool {
-			for _, ns := range nss {
-				if ns == Node2Netns {
-					return true
-				}
-			}
-			return false
-		}() {
-			t.Errorf("netns %s left", Node2Netns)
-		}
-		// Leave the lab as the other tests expect it.
-		waitMetrics(t, "central exporter healthy after node-2 went", 60*time.Second, fullyHealthy(cctx, cl))
+		removeNode2(t, cctx, cfg, cl)
 	})
 
 	start := time.Now()

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -260,24 +261,7 @@ func TestNodeAgents(t *testing.T) {
 				t.Logf("undo %s: %v", f.Name, err)
 			}
 		}
-		if err := DeleteNodeAgents(cctx, *cfg); err != nil {
-			t.Errorf("delete node agents: %v", err)
-		}
-		if err := DownNode2(cctx, *cfg); err != nil {
-			t.Errorf("node-2 down: %v", err)
-		}
-		if nss, _ := listNetns(); func() bool {
-			for _, ns := range nss {
-				if ns == Node2Netns {
-					return true
-				}
-			}
-			return false
-		}() {
-			t.Errorf("netns %s left", Node2Netns)
-		}
-		// Leave the lab as the other tests expect it.
-		waitMetrics(t, "central exporter healthy after node-2 went", 60*time.Second, fullyHealthy(cctx, cl))
+		removeNode2(t, cctx, cfg, cl)
 	})
 
 	start := time.Now()
@@ -393,6 +377,22 @@ func TestNodeAgents(t *testing.T) {
 	}
 	took = waitAgents(t, "recovery from "+f.Name, within, allAgents(agentsHealthy(ctx, cl), hostOK), nil)
 	t.Logf("%s: recovered after %s", f.Name, took.Round(10*time.Millisecond))
+}
+
+// removeNode2 deletes the node agents and node-2 (its namespace must be gone) and waits until
+// the central exporter is fully healthy again: the tests after a node-2 test see the one-node lab.
+func removeNode2(t *testing.T, ctx context.Context, cfg *Config, cl kubernetes.Interface) {
+	t.Helper()
+	if err := DeleteNodeAgents(ctx, *cfg); err != nil {
+		t.Errorf("delete node agents: %v", err)
+	}
+	if err := DownNode2(ctx, *cfg); err != nil {
+		t.Errorf("node-2 down: %v", err)
+	}
+	if nss, _ := listNetns(); slices.Contains(nss, Node2Netns) {
+		t.Errorf("netns %s left", Node2Netns)
+	}
+	waitMetrics(t, "central exporter healthy after node-2 went", 60*time.Second, fullyHealthy(ctx, cl))
 }
 
 // nodeFault returns the NodeFaults entry called name.
