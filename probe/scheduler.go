@@ -324,13 +324,13 @@ func (s *Scheduler) probe(ctx context.Context, e *entry) {
 		e.pending = false
 		s.stats.Pending.Add(-1)
 	}
-	switch next := s.nextSlot(t.UID, slot, time.Now()); {
-	case e.t.Version != t.Version && !s.sampled(e.t):
+	if e.t.Version != t.Version && !s.sampled(e.t) {
 		e.next = time.Now() // changed while probing: probe again now
-	case !recheck.IsZero() && recheck.Before(next):
-		e.next = recheck // a failure held back while the data plane settles: look again then
-	default:
-		e.next = next
+	} else {
+		e.next = s.nextSlot(t.UID, slot, time.Now())
+		if !recheck.IsZero() && recheck.Before(e.next) {
+			e.next = recheck // a failure held back while the data plane settles: look again then
+		}
 	}
 	heap.Push(&s.queue, e)
 	s.poke()
