@@ -93,14 +93,6 @@ func TestNodeAlerts(t *testing.T) {
 	t.Cleanup(func() {
 		cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer ccancel()
-		for _, f := range NodeFaults {
-			if f.Name != "kube-proxy-down-node2" && f.Name != "hairpin-off-node2" {
-				continue
-			}
-			if err := f.Undo(cctx, cfg, cl); err != nil {
-				t.Logf("undo %s: %v", f.Name, err)
-			}
-		}
 		if err := StopPrometheus(*cfg); err != nil {
 			t.Errorf("stop prometheus: %v", err)
 		}

@@ -256,11 +256,6 @@ func TestNodeAgents(t *testing.T) {
 	t.Cleanup(func() {
 		cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer ccancel()
-		for _, f := range NodeFaults {
-			if err := f.Undo(cctx, cfg, cl); err != nil {
-				t.Logf("undo %s: %v", f.Name, err)
-			}
-		}
 		removeNode2(t, cctx, cfg, cl)
 	})
 
@@ -379,10 +374,16 @@ func TestNodeAgents(t *testing.T) {
 	t.Logf("%s: recovered after %s", f.Name, took.Round(10*time.Millisecond))
 }
 
-// removeNode2 deletes the node agents and node-2 (its namespace must be gone) and waits until
-// the central exporter is fully healthy again: the tests after a node-2 test see the one-node lab.
+// removeNode2 undoes every node fault (each Undo is a no-op when its fault is not in place),
+// deletes the node agents and node-2 (its namespace must be gone) and waits until the central
+// exporter is fully healthy again: the tests after a node-2 test see the one-node lab.
 func removeNode2(t *testing.T, ctx context.Context, cfg *Config, cl kubernetes.Interface) {
 	t.Helper()
+	for _, f := range NodeFaults {
+		if err := f.Undo(ctx, cfg, cl); err != nil {
+			t.Logf("undo %s: %v", f.Name, err)
+		}
+	}
 	if err := DeleteNodeAgents(ctx, *cfg); err != nil {
 		t.Errorf("delete node agents: %v", err)
 	}
