@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -117,7 +118,7 @@ func RunKubelet(ctx context.Context, kc KubeletConfig) error {
 		queue: workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](
 			100*time.Millisecond, 5*time.Second)),
 		pods: map[string]*podRuntime{},
-		ips:  map[string]bool{NodeIP: true, Node2IP: true, CoreDNSIP1: true, CoreDNSIP2: true, ClientIP: true},
+		ips:  maps.Clone(reservedIPs),
 	}
 	enqueue := func(obj any) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
@@ -382,13 +383,14 @@ func (k *kubelet) start(ctx context.Context, pod *corev1.Pod, rt *podRuntime) (*
 	return rt, nil
 }
 
-// isNodeIP: a hostNetwork Pod's address is its node's, never allocated nor freed.
-func isNodeIP(a string) bool { return a == node1.IP || a == node2.IP }
+// reservedIPs are never handed out nor freed: the nodes' addresses (a hostNetwork Pod's own),
+// the CoreDNS Pods' pinned ones and the client namespace's.
+var reservedIPs = map[string]bool{NodeIP: true, Node2IP: true, CoreDNSIP1: true, CoreDNSIP2: true, ClientIP: true}
 
 func (k *kubelet) freeIP(a string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if a != CoreDNSIP1 && a != CoreDNSIP2 && !isNodeIP(a) {
+	if !reservedIPs[a] {
 		delete(k.ips, a)
 	}
 }
