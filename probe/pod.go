@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/svcprobe/svcprobe/discovery"
@@ -111,6 +112,12 @@ func subjectAddr(a netip.AddrPort, k probeKind) string {
 // work by Pod IP?"): TCP connect, HTTP GET when the Service asks for it, a DNS query on UDP 53.
 type PodProber struct {
 	Dialer *Dialer
+	// Spread, when above 1, spreads a Service's endpoints over that many rounds (--probe.pod.spread):
+	// see spread.go. 0 or 1 dials every ready endpoint every round.
+	Spread int
+
+	mu     sync.Mutex
+	spread map[types.UID]*podSpread
 }
 
 func (p *PodProber) Stage() Stage { return StagePod }
@@ -155,7 +162,12 @@ func (p *PodProber) Probe(ctx context.Context, t *discovery.Target) Result {
 	if len(unresolved) > 0 {
 		why = fmt.Sprintf("nothing to probe: targetPort of %s not resolved (see the spec stage); UDP is probed on port 53 only", strings.Join(dedup(unresolved), ", "))
 	}
-	checks := runJobs(ctx, p.Dialer, t, StagePod, jobs)
+	var checks []Check
+	if p.Spread > 1 && len(jobs) > 0 {
+		checks = p.runSpread(ctx, t, jobs)
+	} else {
+		checks = runJobs(ctx, p.Dialer, t, StagePod, jobs)
+	}
 	r := fromChecks(StagePod, checks, why)
 	if r.Outcome == Failed {
 		r.Hint = podHint(ports, jobs, checks)

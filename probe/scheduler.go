@@ -193,7 +193,15 @@ func (s *Scheduler) Delete(uid types.UID, _ string) {
 	}
 	s.mu.Unlock()
 	s.sink.Forget(uid)
+	for _, p := range s.network {
+		if f, ok := p.(forgetter); ok {
+			f.Forget(uid) // state a stage keeps per Service (the pod stage's spreading)
+		}
+	}
 }
+
+// forgetter is a Prober that keeps per-Service state, dropped when the Service is deleted.
+type forgetter interface{ Forget(uid types.UID) }
 
 func (s *Scheduler) poke() {
 	select {

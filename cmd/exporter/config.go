@@ -31,6 +31,7 @@ type config struct {
 	Interval          time.Duration
 	Timeout           time.Duration
 	Settle            time.Duration // --probe.settle
+	PodSpread         int           // --probe.pod.spread
 	Concurrency       int
 	NewConnsPerSecond float64
 	DNSQPS            float64
@@ -84,6 +85,7 @@ func registerFlags(app *kingpin.Application) *config {
 	app.Flag("probe.interval", "Each Service is probed once per interval.").Default("15s").DurationVar(&c.Interval)
 	app.Flag("probe.timeout", "Timeout of each stage of a probe.").Default("2s").DurationVar(&c.Timeout)
 	app.Flag("probe.settle", "After a Service or its endpoints change, hold back dns/proxy/nodeport/hairpin failures for this long (kube-proxy and CoreDNS follow the API a moment later) and probe again then; 0 records them at once.").Default("3s").DurationVar(&c.Settle)
+	app.Flag("probe.pod.spread", "Dial each ready endpoint at least once per this many intervals: a round of the pod stage dials new endpoints, those that failed last time and about 1/N of the others (rotating), and all of them when any of those fails; 1 dials every ready endpoint every interval.").Default("1").IntVar(&c.PodSpread)
 	app.Flag("probe.concurrency", "Sockets (TCP, HTTP, DNS) open at once, at most.").Default("64").IntVar(&c.Concurrency)
 	app.Flag("probe.max-new-conns-per-second", "New TCP connections per second, at most.").Default("1000").Float64Var(&c.NewConnsPerSecond)
 	app.Flag("dns.max-qps", "DNS queries per second, at most.").Default("400").Float64Var(&c.DNSQPS)
@@ -104,7 +106,7 @@ func registerFlags(app *kingpin.Application) *config {
 	app.Flag("metrics.per-endpoint", "Also export svcprobe_endpoint_up per endpoint.").BoolVar(&c.PerEndpoint)
 	app.Flag("metrics.per-endpoint-limit", "At most this many svcprobe_endpoint_up series per Service.").Default("10").IntVar(&c.PerEndpointLimit)
 	// kingpin's own parse errors ("time: invalid duration \"banana\"") do not say which flag.
-	for _, name := range []string{"shard", "total-shards", "probe.interval", "probe.timeout", "probe.settle", "probe.concurrency",
+	for _, name := range []string{"shard", "total-shards", "probe.interval", "probe.timeout", "probe.settle", "probe.pod.spread", "probe.concurrency",
 		"probe.max-new-conns-per-second", "dns.max-qps", "metrics.max-series-per-service", "metrics.per-endpoint-limit", "node.sample-size", "mode"} {
 		f := app.GetFlag(name)
 		f.SetValue(namedValue{name: name, Value: f.Model().Value})
@@ -217,6 +219,8 @@ func (c *config) load() error {
 		return fmt.Errorf("--dns.max-qps must be positive, got %v", c.DNSQPS)
 	case c.Concurrency < 1:
 		return fmt.Errorf("--probe.concurrency must be at least 1, got %d", c.Concurrency)
+	case c.PodSpread < 1:
+		return fmt.Errorf("--probe.pod.spread must be at least 1, got %d", c.PodSpread)
 	case c.SeriesPerService < 8:
 		return fmt.Errorf("--metrics.max-series-per-service must be at least 8 (verdict, stages and endpoint counts), got %d", c.SeriesPerService)
 	case c.PerEndpointLimit < 0:

@@ -471,6 +471,8 @@ func TestAbsurdFlagsExitNonZeroAtStart(t *testing.T) {
 		{[]string{"--total-shards=0"}, "--total-shards must be at least 1"},
 		{[]string{"--probe.concurrency=0"}, "--probe.concurrency must be at least 1"},
 		{[]string{"--probe.concurrency=-3"}, "--probe.concurrency must be at least 1"},
+		{[]string{"--probe.pod.spread=0"}, "--probe.pod.spread must be at least 1"},
+		{[]string{"--probe.pod.spread=often"}, "probe.pod.spread"},
 		{[]string{"--probe.max-new-conns-per-second=0"}, "--probe.max-new-conns-per-second must be positive"},
 		{[]string{"--dns.max-qps=NaN"}, "--dns.max-qps must be positive"},
 		{[]string{"--dns.max-qps=-5"}, "--dns.max-qps must be positive"},

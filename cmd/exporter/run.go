@@ -131,7 +131,7 @@ func newProbersGuarded(cfg *config, rc probe.ResolvConf, budget *probe.Budget, g
 		probe.SpecProber{},
 		probe.EndpointsProber{},
 		&probe.DNSProber{Budget: budget, Conf: rc, ClusterDomain: cfg.ClusterDomain},
-		&probe.PodProber{Dialer: dialer},
+		&probe.PodProber{Dialer: dialer, Spread: cfg.PodSpread},
 		&probe.ProxyProber{Dialer: dialer, Self: cfg.PodIPs, DNSServers: rc.Servers, NodeName: cfg.NodeName},
 		&probe.NodePortProber{Dialer: dialer, NodeAddrs: cfg.NodeAddrs, NodeName: cfg.NodeName,
 			FromNode: probe.SharesNodeNetwork(cfg.PodIPs, cfg.NodeAddrs)},

@@ -61,6 +61,9 @@ helm.sh/chart: {{ include "svcprobe.chart" . }}
 - --probe.timeout={{ .Values.probe.timeout }}
 - --probe.concurrency={{ int .Values.probe.concurrency }}
 - --probe.max-new-conns-per-second={{ .Values.probe.maxNewConnsPerSecond }}
+{{- if gt (int (.Values.probe.podSpread | default 1)) 1 }}
+- --probe.pod.spread={{ int .Values.probe.podSpread }}
+{{- end }}
 - --dns.max-qps={{ .Values.dns.maxQPS }}
 {{- if .Values.hairpin.enabled }}
 {{- if include "svcprobe.sharded" . }}
