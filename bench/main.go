@@ -60,6 +60,7 @@ type options struct {
 	conns     float64
 	dnsQPS    float64
 	epsPoint  int // endpoints per Service of the extra 1k point (per-endpoint memory); 0: none
+	spread    int // --probe.pod.spread of an extra run at the largest scale; 1: none
 }
 
 func orchestrate(args []string) error {
@@ -75,6 +76,7 @@ func orchestrate(args []string) error {
 	fs.IntVar(&o.conc, "concurrency", 64, "--probe.concurrency (the flag's default)")
 	fs.Float64Var(&o.conns, "conns", 8000, "--probe.max-new-conns-per-second (10k Services x 11 TCP probes / 15 s = 7.3k/s)")
 	fs.Float64Var(&o.dnsQPS, "dns-qps", 3000, "--dns.max-qps (10k Services x 4 queries / 15 s = 2.7k/s)")
+	fs.IntVar(&o.spread, "spread", 5, "--probe.pod.spread of an extra run at the largest scale (1: skip)")
 	fs.IntVar(&o.epsPoint, "eps-point", 50, "endpoints per Service of an extra 1k-Service run, for memory per endpoint (0: skip)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -140,25 +142,28 @@ func orchestrate(args []string) error {
 	fmt.Printf("  TCP %.1f vs %.1f µs CPU/probe (x%.2f), DNS %.1f vs %.1f µs CPU/query (x%.2f)\n",
 		cost.TCPPodMicros, cost.TCPBareMicros, cost.TCPRatio, cost.DNSProbeMicros, cost.DNSBareMicros, cost.DNSRatio)
 
-	type run struct{ n, eps int }
+	type run struct{ n, eps, spread int }
 	var runs []run
 	for _, n := range o.scales {
-		runs = append(runs, run{n, 10})
+		runs = append(runs, run{n, 10, 1})
+	}
+	if o.spread > 1 {
+		runs = append(runs, run{maxN, 10, o.spread})
 	}
 	if o.epsPoint > 0 {
-		runs = append(runs, run{1000, o.epsPoint})
+		runs = append(runs, run{1000, o.epsPoint, 1})
 	}
 	var results []ScaleResult
 	for _, r := range runs {
 		args := append([]string{"scale", fmt.Sprintf("-n=%d", r.n), fmt.Sprintf("-eps=%d", r.eps), "-control=" + info.Control,
 			fmt.Sprintf("-interval=%s", o.interval), fmt.Sprintf("-intervals=%d", o.intervals), fmt.Sprintf("-concurrency=%d", o.conc),
-			fmt.Sprintf("-conns=%g", o.conns), fmt.Sprintf("-dns-qps=%g", o.dnsQPS), "-out=" + o.out}, portArgs...)
-		if r.n == maxN && r.eps == 10 {
+			fmt.Sprintf("-conns=%g", o.conns), fmt.Sprintf("-dns-qps=%g", o.dnsQPS), fmt.Sprintf("-spread=%d", r.spread), "-out=" + o.out}, portArgs...)
+		if r.n == maxN && r.eps == 10 && r.spread == 1 {
 			args = append(args, "-profile="+filepath.Join(o.out, fmt.Sprintf("cpu-%d.pprof", r.n)), "-detect", fmt.Sprintf("-soak=%s", o.soak))
 		}
-		fmt.Printf("scale: %d Services x %d endpoints ...\n", r.n, r.eps)
+		fmt.Printf("scale: %d Services x %d endpoints, --probe.pod.spread=%d ...\n", r.n, r.eps, r.spread)
 		var res ScaleResult
-		if err := child(ctx, self, filepath.Join(o.out, fmt.Sprintf("scale-%d-%d.log", r.n, r.eps)), &res, args...); err != nil {
+		if err := child(ctx, self, filepath.Join(o.out, fmt.Sprintf("scale-%d-%d-%d.log", r.n, r.eps, r.spread)), &res, args...); err != nil {
 			return err
 		}
 		fmt.Printf("  %.3f cores, RSS +%s, scrape %.3fs, %.1f series/Service, rounds %d/%.0f, max lag %.2fs\n",

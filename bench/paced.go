@@ -23,7 +23,7 @@ type PacedBaseline struct {
 	Cores            float64
 }
 
-func pacedBaseline(n, eps int, p Ports, tcpRate, dnsRate float64, conc int, d time.Duration) PacedBaseline {
+func pacedBaseline(n, eps, spread int, p Ports, tcpRate, dnsRate float64, conc int, d time.Duration) PacedBaseline {
 	res := PacedBaseline{Seconds: d.Seconds(), TCPRate: tcpRate, DNSRate: dnsRate}
 	var addrs []string
 	for i := range n {
@@ -42,10 +42,10 @@ func pacedBaseline(n, eps int, p Ports, tcpRate, dnsRate float64, conc int, d ti
 		fqdn := fmt.Sprintf("%s.%s.svc.%s.", serviceName(i), serviceNamespace(i), clusterDomain)
 		qs = append(qs, q{fqdn, dns.TypeA})
 		for _, c := range rc.Candidates(serviceName(i) + "." + serviceNamespace(i)) {
-			qs = append(qs, q{c, dns.TypeA})
 			if c == fqdn {
-				break
+				break // the stage asks the FQDN once a round (probe.dnsMemo)
 			}
+			qs = append(qs, q{c, dns.TypeA})
 		}
 		qs = append(qs, q{"_http._tcp." + fqdn, dns.TypeSRV})
 	}
@@ -53,8 +53,10 @@ func pacedBaseline(n, eps int, p Ports, tcpRate, dnsRate float64, conc int, d ti
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	// The same shape of work as the scheduler's: Services start at an even pace, each one's
-	// connects (eps Pods + the ClusterIP) and DNS questions done by one of the workers.
-	perSvcTCP := eps + 1
+	// connects (its share of the eps Pods, all of them without spreading, + the ClusterIP) and
+	// DNS questions done by one of the workers.
+	share := (eps + spread - 1) / spread
+	perSvcTCP := share + 1
 	perSvcDNS := max(1, len(qs)/max(n, 1))
 	svcRate := max(tcpRate/float64(perSvcTCP), 1)
 	lim := rate.NewLimiter(rate.Limit(svcRate), 1)
@@ -66,9 +68,14 @@ func pacedBaseline(n, eps int, p Ports, tcpRate, dnsRate float64, conc int, d ti
 	for range max(1, conc/2) {
 		wg.Go(func() {
 			for lim.Wait(ctx) == nil {
-				i := int(next.Add(1)-1) % n
+				v := int(next.Add(1) - 1)
+				i := v % n
 				for k := range perSvcTCP {
-					c, err := nd.Dial("tcp", addrs[i*perSvcTCP+k])
+					a := addrs[i*(eps+1)+eps] // the ClusterIP
+					if k < share {
+						a = addrs[i*(eps+1)+(v/n*share+k)%eps] // this visit's share of the Pods, rotating
+					}
+					c, err := nd.Dial("tcp", a)
 					if err == nil {
 						_ = c.(*net.TCPConn).SetLinger(0)
 						_ = c.Close()

@@ -78,8 +78,12 @@ func report(o options, c CostResult, rs []ScaleResult, loadStart, loadEnd string
 
 	var top *ScaleResult
 	var base10 []ScaleResult
-	var epsRun *ScaleResult
+	var epsRun, spreadRun *ScaleResult
 	for i := range rs {
+		if rs[i].Budget.PodSpread > 1 {
+			spreadRun = &rs[i]
+			continue
+		}
 		if rs[i].EndpointsPerService == 10 {
 			base10 = append(base10, rs[i])
 			if top == nil || rs[i].Services > top.Services {
@@ -98,6 +102,17 @@ func report(o options, c CostResult, rs []ScaleResult, loadStart, loadEnd string
 			row{fmt.Sprintf("CPU at %dk Services, %dk endpoints (cores, incl. 1 scrape/interval)", n/1000, n*10/1000), "≤ 0.5", fmt.Sprintf("%.3f (pipeline %.3f, of which user %.3f, kernel %.3f)", cw, top.Cores, top.UserSeconds/top.WindowSeconds, top.Cores-top.UserSeconds/top.WindowSeconds),
 				fmt.Sprintf("%.3f (bare loop, same sockets at the same pace: %.0f conns/s, %.0f DNS/s); %.3f from unpaced per-op cost", top.Paced.Cores, float64(top.Paced.TCPDone)/top.Paced.Seconds, float64(top.Paced.DNSDone)/top.Paced.Seconds, bc),
 				ratio(top.Cores, top.Paced.Cores) + " (pipeline / paced bare)", passFail(cw <= 0.5)},
+		)
+		if sr := spreadRun; sr != nil {
+			scw := coresWithScrape(*sr)
+			rows = append(rows,
+				row{fmt.Sprintf("CPU at %dk Services, %dk endpoints with --probe.pod.spread=%d (every stage each interval; the pod stage dials each endpoint at least once per %d intervals, all of a Service's when one fails)",
+					sr.Services/1000, sr.Services*sr.EndpointsPerService/1000, sr.Budget.PodSpread, sr.Budget.PodSpread), "≤ 0.5",
+					fmt.Sprintf("%.3f (pipeline %.3f, of which user %.3f); %d of %.0f rounds", scw, sr.Cores, sr.UserSeconds/sr.WindowSeconds, sr.Rounds, sr.RoundsExpected),
+					fmt.Sprintf("%.3f (bare loop, same sockets at the same pace: %.0f conns/s, %.0f DNS/s)", sr.Paced.Cores, float64(sr.Paced.TCPDone)/sr.Paced.Seconds, float64(sr.Paced.DNSDone)/sr.Paced.Seconds),
+					ratio(sr.Cores, sr.Paced.Cores) + " (pipeline / paced bare)", passFail(scw <= 0.5 && float64(sr.Rounds) >= 0.97*sr.RoundsExpected)})
+		}
+		rows = append(rows,
 			row{fmt.Sprintf("RSS at %dk (exporter's share, after GC)", n/1000), "≤ 512 MiB", fmt.Sprintf("%s (heap in use %s; process %s, peak %s)", mib(top.RSSDelta), mib(top.HeapDelta), mib(top.RSS), mib(top.HWM)),
 				fmt.Sprintf("%s (fake clientset holding the objects)", mib(top.RSSBaseline)), ratio(float64(top.RSSDelta), float64(top.RSSBaseline)), passFail(top.RSS <= 512<<20)},
 			row{fmt.Sprintf("/metrics scrape at %dk (gather + OpenMetrics + gzip)", n/1000), "≤ 1 s", fmt.Sprintf("%.3f s idle pipeline (%.3f s CPU, %d KiB uncompressed); %.3f s while probing", top.ScrapeSeconds, top.ScrapeCPUSeconds, top.ScrapeBytes>>10, top.ScrapeLiveSeconds),
@@ -174,17 +189,18 @@ func report(o options, c CostResult, rs []ScaleResult, loadStart, loadEnd string
 	}
 
 	w("\n## The curve\n\n")
-	w("| Services | endpoints | cores (pipeline) | user | incl. scrape | paced bare loops | ratio | RSS Δ | heap Δ | scrape idle / live | scrape CPU | series/Service | rounds / expected | max lag | max conns/1s | max DNS/1s | sync / first round | machine busy |\n")
+	w("| Services | endpoints (spread) | cores (pipeline) | user | incl. scrape | paced bare loops | ratio | RSS Δ | heap Δ | scrape idle / live | scrape CPU | series/Service | rounds / expected | max lag | max conns/1s | max DNS/1s | sync / first round | machine busy |\n")
 	w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
-		w("| %d | %d | %.3f | %.3f | %.3f | %.3f | %s | %s | %s | %.3f s / %.3f s | %.3f s | %.1f | %d / %.0f | %.2f s | %d | %d | %.1f s / %.1f s | %.0f%% (load %s) |\n",
-			r.Services, r.Services*r.EndpointsPerService, r.Cores, r.UserSeconds/max(r.WindowSeconds, 1e-9), coresWithScrape(r), r.Paced.Cores, ratio(r.Cores, r.Paced.Cores), mib(r.RSSDelta), mib(r.HeapDelta),
+		w("| %d | %d%s | %.3f | %.3f | %.3f | %.3f | %s | %s | %s | %.3f s / %.3f s | %.3f s | %.1f | %d / %.0f | %.2f s | %d | %d | %.1f s / %.1f s | %.0f%% (load %s) |\n",
+			r.Services, r.Services*r.EndpointsPerService, spreadNote(r), r.Cores, r.UserSeconds/max(r.WindowSeconds, 1e-9), coresWithScrape(r), r.Paced.Cores, ratio(r.Cores, r.Paced.Cores), mib(r.RSSDelta), mib(r.HeapDelta),
 			r.ScrapeSeconds, r.ScrapeLiveSeconds, r.ScrapeCPUSeconds, r.SeriesPerService, r.Rounds, r.RoundsExpected, r.MaxLagSeconds, r.MaxConnsPerWindow, r.MaxDNSPerWindow,
 			r.SyncSeconds, r.FirstRoundSeconds, 100*r.MachineBusy, r.LoadAvg)
 	}
 	w("\nRSS Δ and heap Δ: after runtime.GC, minus the same process before the exporter started (fake clientset loaded).\n")
 	w("Paced bare loop: after the exporter stopped, in the same process, plain dial+close(linger 0) and miekg/dns exchanges over the same\n")
-	w("addresses and questions, Services started evenly at the rate the servers counted during the window, each Service's 11 connects and 4 queries\n")
+	w("addresses and questions, Services started evenly at the rate the servers counted during the window, each Service's 11 connects (with\n")
+	w("--probe.pod.spread=N: its ClusterIP and ceil(10/N) Pods, rotating) and 4 queries\n")
 	w("in a row by one of %d workers; ratio = pipeline cores / paced cores.\n", max(1, o.conc/2))
 	w("Kernel time includes the loopback peer's half of every handshake (on lo both ends run in the sender's context), so absolute cores overstate\n")
 	w("what a real cluster costs the exporter; the ratios do not depend on that.\n")
@@ -198,7 +214,7 @@ func report(o options, c CostResult, rs []ScaleResult, loadStart, loadEnd string
 			parts = append(parts, fmt.Sprintf("%s %d", k, v))
 		}
 		slices.Sort(parts)
-		w("- %d Services x %d endpoints: %s\n", r.Services, r.EndpointsPerService, strings.Join(parts, ", "))
+		w("- %d Services x %d endpoints%s: %s\n", r.Services, r.EndpointsPerService, spreadNote(r), strings.Join(parts, ", "))
 	}
 	for _, r := range rs {
 		for _, n := range r.Notes {
@@ -209,6 +225,14 @@ func report(o options, c CostResult, rs []ScaleResult, loadStart, loadEnd string
 		}
 	}
 	return b.String()
+}
+
+// spreadNote marks a run with --probe.pod.spread above 1.
+func spreadNote(r ScaleResult) string {
+	if r.Budget.PodSpread > 1 {
+		return fmt.Sprintf(" (--probe.pod.spread=%d)", r.Budget.PodSpread)
+	}
+	return ""
 }
 
 func ratio(a, b float64) string {

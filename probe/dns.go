@@ -128,12 +128,14 @@ func (p *DNSProber) addressChecks(ctx context.Context, t *discovery.Target, want
 	if len(v4) == 0 && len(v6) == 0 {
 		return nil
 	}
+	// The search list below ends at the FQDN asked here: one question, asked once per round.
+	memo := dnsMemo{}
 	var out []dnsStageCheck
 	if len(v4) > 0 {
-		out = append(out, dnsStageCheck{Check: p.addrCheck(ctx, "A "+fqdn, []string{fqdn}, dns.TypeA, v4)})
+		out = append(out, dnsStageCheck{Check: p.addrCheck(ctx, memo, "A "+fqdn, []string{fqdn}, dns.TypeA, v4)})
 	}
 	if len(v6) > 0 {
-		out = append(out, dnsStageCheck{Check: p.addrCheck(ctx, "AAAA "+fqdn, []string{fqdn}, dns.TypeAAAA, v6)})
+		out = append(out, dnsStageCheck{Check: p.addrCheck(ctx, memo, "AAAA "+fqdn, []string{fqdn}, dns.TypeAAAA, v6)})
 	}
 
 	// The search list does not depend on the record type, so one family is enough: the
@@ -144,14 +146,14 @@ func (p *DNSProber) addressChecks(ctx context.Context, t *discovery.Target, want
 	}
 	short := t.Name + "." + t.Namespace
 	subject := fmt.Sprintf("%s %s via search path", dns.TypeToString[qtype], short)
-	out = append(out, dnsStageCheck{Check: p.addrCheck(ctx, subject, p.Conf.Candidates(short), qtype, fam), searchPath: true})
+	out = append(out, dnsStageCheck{Check: p.addrCheck(ctx, memo, subject, p.Conf.Candidates(short), qtype, fam), searchPath: true})
 
 	return append(out, p.srvChecks(ctx, t, fqdn, headless)...)
 }
 
 // addrCheck walks names for qtype and compares the addresses with want, as sets.
-func (p *DNSProber) addrCheck(ctx context.Context, subject string, names []string, qtype uint16, want []netip.Addr) Check {
-	l := dnsWalk(ctx, p.Budget, p.Conf.Servers, names, qtype)
+func (p *DNSProber) addrCheck(ctx context.Context, memo dnsMemo, subject string, names []string, qtype uint16, want []netip.Addr) Check {
+	l := dnsWalkMemo(ctx, p.Budget, p.Conf.Servers, names, qtype, memo)
 	c := Check{Subject: subject, Duration: l.rtt}
 	if l.reason != ReasonSuccess {
 		c.Reason, c.Detail = l.reason, l.detail
@@ -360,6 +362,39 @@ func (l dnsLookup) source(walk bool) string {
 // that type or fails with anything other than NXDOMAIN or an empty NOERROR, which is how glibc
 // walks the search list.
 func dnsWalk(ctx context.Context, b *Budget, servers []netip.AddrPort, names []string, qtype uint16) dnsLookup {
+	return dnsWalkMemo(ctx, b, servers, names, qtype, nil)
+}
+
+// dnsMemo holds the answers of one stage run, so that a question asked twice in it (the search
+// list ends at the FQDN the stage has just asked) is sent once. Only one goroutine uses it.
+type dnsMemo map[dnsQuestion]dnsMemoEntry
+
+type dnsQuestion struct {
+	name  string
+	qtype uint16
+}
+
+type dnsMemoEntry struct {
+	ans dnsAnswer
+	err error
+}
+
+// ask is dnsAsk through the memo (a nil memo asks every time). A reused answer adds no time.
+func (m dnsMemo) ask(ctx context.Context, b *Budget, servers []netip.AddrPort, name string, qtype uint16) (dnsAnswer, error) {
+	k := dnsQuestion{strings.ToLower(name), qtype}
+	if e, ok := m[k]; ok {
+		e.ans.rtt = 0
+		return e.ans, e.err
+	}
+	ans, err := dnsAsk(ctx, b, servers, name, qtype)
+	if m != nil && dnsReasonOf(err) != ReasonBudget {
+		m[k] = dnsMemoEntry{ans, err}
+	}
+	return ans, err
+}
+
+// dnsWalkMemo is dnsWalk asking through memo.
+func dnsWalkMemo(ctx context.Context, b *Budget, servers []netip.AddrPort, names []string, qtype uint16, memo dnsMemo) dnsLookup {
 	var l dnsLookup
 	if len(names) == 0 {
 		l.reason, l.detail = ReasonError, "no name to ask"
@@ -368,7 +403,7 @@ func dnsWalk(ctx context.Context, b *Budget, servers []netip.AddrPort, names []s
 	nodata := false
 	for _, name := range names {
 		l.name = name
-		ans, err := dnsAsk(ctx, b, servers, name, qtype)
+		ans, err := memo.ask(ctx, b, servers, name, qtype)
 		l.rtt += ans.rtt
 		if err != nil {
 			l.reason, l.detail = dnsReasonOf(err), err.Error()

@@ -595,3 +595,25 @@ func TestDNSTruncatedReplyRetriesOverTCP(t *testing.T) {
 		t.Errorf("%d of %d questions came over TCP, want half: %v", n, len(asked), asked)
 	}
 }
+
+// TestDNSSearchPathReusesTheFQDNAnswer: the search list ends at the FQDN the stage asked a moment
+// before; the question goes to the server once per round, and both checks still pass on it.
+func TestDNSSearchPathReusesTheFQDNAnswer(t *testing.T) {
+	f := newFakeDNS(t, fqdnHostnames+" 5 IN A 192.0.2.10")
+	r := runDNSProbe(t, kubeletConf(serveFakeDNS(t, f)), clusterIPTarget("192.0.2.10"), 2*time.Second)
+	if r.Outcome != OK {
+		t.Fatalf("outcome %v (%s), want ok", r.Outcome, r.Detail)
+	}
+	if c := findCheck(t, r, "search path"); !c.OK() || !strings.Contains(c.Detail, "192.0.2.10") {
+		t.Errorf("search path check %+v, want success with the FQDN's address", c)
+	}
+	n := 0
+	for _, q := range f.asked() {
+		if q == "A "+fqdnHostnames {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("A %s asked %d times in one round (%v), want once", fqdnHostnames, n, f.asked())
+	}
+}
