@@ -75,7 +75,7 @@ func orchestrate(args []string) error {
 	fs.StringVar(&o.results, "results", "bench/results.md", "the table, in Markdown")
 	fs.IntVar(&o.conc, "concurrency", 64, "--probe.concurrency (the flag's default)")
 	fs.Float64Var(&o.conns, "conns", 8000, "--probe.max-new-conns-per-second (10k Services x 11 TCP probes / 15 s = 7.3k/s)")
-	fs.Float64Var(&o.dnsQPS, "dns-qps", 3000, "--dns.max-qps (10k Services x 4 queries / 15 s = 2.7k/s)")
+	fs.Float64Var(&o.dnsQPS, "dns-qps", 3000, "--dns.max-qps (10k Services x 3 queries / 15 s = 2k/s)")
 	fs.IntVar(&o.spread, "spread", 5, "--probe.pod.spread of an extra run at the largest scale (1: skip)")
 	fs.IntVar(&o.epsPoint, "eps-point", 50, "endpoints per Service of an extra 1k-Service run, for memory per endpoint (0: skip)")
 	if err := fs.Parse(args); err != nil {

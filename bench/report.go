@@ -73,8 +73,8 @@ func report(o options, c CostResult, rs []ScaleResult, loadStart, loadEnd string
 	w("cmd/exporter/run.go does (discovery -> scheduler -> spec/endpoints/dns/pod/proxy -> store -> collector, metrics.Handler, OpenMetrics).\n")
 	w("Budgets: --probe.interval=%s --probe.timeout=2s --probe.concurrency=%d (%d scheduler workers) --probe.max-new-conns-per-second=%g --dns.max-qps=%g.\n",
 		o.interval, o.conc, max(1, o.conc/2), o.conns, o.dnsQPS)
-	w("Each Service: one named TCP port, one EndpointSlice, no selector; per interval 11 TCP connects (10 Pods + ClusterIP) and 4 DNS queries\n")
-	w("(A FQDN, A via search list = 2 queries, SRV).\n\n")
+	w("Each Service: one named TCP port, one EndpointSlice, no selector; per interval 11 TCP connects (10 Pods + ClusterIP) and 3 DNS queries\n")
+	w("(A FQDN; A name.namespace via the search list: its first candidate, NXDOMAIN, then the FQDN, whose answer the stage reuses; SRV).\n\n")
 
 	var top *ScaleResult
 	var base10 []ScaleResult
@@ -200,7 +200,7 @@ func report(o options, c CostResult, rs []ScaleResult, loadStart, loadEnd string
 	w("\nRSS Δ and heap Δ: after runtime.GC, minus the same process before the exporter started (fake clientset loaded).\n")
 	w("Paced bare loop: after the exporter stopped, in the same process, plain dial+close(linger 0) and miekg/dns exchanges over the same\n")
 	w("addresses and questions, Services started evenly at the rate the servers counted during the window, each Service's 11 connects (with\n")
-	w("--probe.pod.spread=N: its ClusterIP and ceil(10/N) Pods, rotating) and 4 queries\n")
+	w("--probe.pod.spread=N: its ClusterIP and ceil(10/N) Pods, rotating) and 3 queries\n")
 	w("in a row by one of %d workers; ratio = pipeline cores / paced cores.\n", max(1, o.conc/2))
 	w("Kernel time includes the loopback peer's half of every handshake (on lo both ends run in the sender's context), so absolute cores overstate\n")
 	w("what a real cluster costs the exporter; the ratios do not depend on that.\n")

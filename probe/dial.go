@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -73,8 +75,23 @@ func (d *Dialer) dial(ctx context.Context, network, address string) (net.Conn, e
 	if d.dialContext != nil {
 		return d.dialContext(ctx, network, address)
 	}
-	var nd net.Dialer
+	nd := net.Dialer{Control: lingerZero}
 	return nd.DialContext(ctx, network, address)
+}
+
+// lingerZero is net.Dialer.Control for every probe socket: SO_LINGER 0 is set before connect,
+// so that every close is an RST, also the ones inside net when a dial is cancelled just as its
+// handshake completes (the kernel has the connection, Go closes it with a plain close). Those
+// left client-end TIME_WAIT sockets behind under load (bench: tens at 7.7k connects/s).
+func lingerZero(network, _ string, rc syscall.RawConn) error {
+	if !strings.HasPrefix(network, "tcp") {
+		return nil
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = setLingerZero(fd) }); err != nil {
+		return err
+	}
+	return serr
 }
 
 // abort closes a TCP connection with SO_LINGER 0: the kernel sends RST and frees the socket at

@@ -560,3 +560,24 @@ func TestDialerHTTPEndsItsDial(t *testing.T) {
 		t.Fatal("the transport's dial is still running after the probe returned")
 	}
 }
+
+// TestDialerSocketsCloseWithRSTHoweverClosed: the Dialer's sockets carry SO_LINGER 0 from before
+// connect, so even a plain Close (what net does to a dial cancelled as its handshake completes)
+// sends an RST and leaves no TIME_WAIT behind.
+func TestDialerSocketsCloseWithRSTHoweverClosed(t *testing.T) {
+	s := newTCPServer(t, "127.0.0.1", 0)
+	d := &Dialer{Budget: looseBudget(t)}
+	const n = 20
+	for i := range n {
+		c, err := d.dial(shortCtx(t, 5*time.Second), "tcp", s.addr.String())
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		if err := c.Close(); err != nil { // no SetLinger here: the Control hook set it
+			t.Fatal(err)
+		}
+	}
+	if tw := timeWait(t, s.addr.Port()); len(tw) > 0 {
+		t.Fatalf("%d sockets in TIME_WAIT on port %d after %d plainly closed dials, e.g. %s", len(tw), s.addr.Port(), n, tw[0])
+	}
+}
