@@ -83,8 +83,16 @@ func TestNodeModeEndToEnd(t *testing.T) {
 			t.Errorf("cluster DNS without the node label: %s", l)
 		}
 	}
-	if code, _ := get(t, base+"/-/ready"); code != http.StatusOK {
-		t.Errorf("/-/ready %d in node mode after the first probe", code)
+	// Ready follows within moments: discovery reports synced when client-go's WaitForCacheSync
+	// next polls (every 100 ms), which can be after the first probe of a sampled Service.
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		code, body := get(t, base+"/-/ready")
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/-/ready %d in node mode 2 s after the first probe: %s", code, body)
+		}
 	}
 	// The NodePort stops answering; the ClusterIP still does.
 	nodePort.Close()
