@@ -156,8 +156,10 @@ func report(o options, c CostResult, rs []ScaleResult, loadStart, loadEnd string
 			fmt.Sprintf("%.1f µs", c.DNSBareMicros), fmt.Sprintf("%.2f", c.DNSRatio), passFail(c.DNSRatio <= 1.5 && c.DNSFailures == 0)},
 	)
 	if len(rs) > 0 {
-		burst := float64(min(int(o.conns), o.conc))
-		dburst := float64(min(int(o.dnsQPS), o.conc))
+		// The bucket lets through at most the rate in any second of the client's clock
+		// (probe.perSecondLimiter); a server's 1 s window can also catch dials started just
+		// before it whose handshakes were slower: allow 1% (10 ms of connect-latency spread).
+		burst, dburst := o.conns/100, o.dnsQPS/100
 		mc := maxBy(rs, func(r ScaleResult) float64 { return float64(r.MaxConnsPerWindow) })
 		md := maxBy(rs, func(r ScaleResult) float64 { return float64(r.MaxDNSPerWindow) })
 		windows := 0
@@ -166,8 +168,8 @@ func report(o options, c CostResult, rs []ScaleResult, loadStart, loadEnd string
 		}
 		rows = append(rows,
 			row{fmt.Sprintf("New TCP connections per 1 s window at the servers (max of %d windows, every scale, sync burst included)", windows),
-				fmt.Sprintf("≤ %g/s (+ bucket burst %g)", o.conns, burst), fmt.Sprintf("%.0f", mc), fmt.Sprintf("%g", o.conns), ratio(mc, o.conns), passFail(mc <= o.conns+burst)},
-			row{"DNS queries per 1 s window at the servers (max, every scale)", fmt.Sprintf("≤ %g/s (+ bucket burst %g)", o.dnsQPS, dburst), fmt.Sprintf("%.0f", md), fmt.Sprintf("%g", o.dnsQPS), ratio(md, o.dnsQPS), passFail(md <= o.dnsQPS+dburst)},
+				fmt.Sprintf("≤ %g/s at the client's bucket (+ %g for latency spread at the servers)", o.conns, burst), fmt.Sprintf("%.0f", mc), fmt.Sprintf("%g", o.conns), ratio(mc, o.conns), passFail(mc <= o.conns+burst)},
+			row{"DNS queries per 1 s window at the servers (max, every scale)", fmt.Sprintf("≤ %g/s at the client's bucket (+ %g for latency spread at the servers)", o.dnsQPS, dburst), fmt.Sprintf("%.0f", md), fmt.Sprintf("%g", o.dnsQPS), ratio(md, o.dnsQPS), passFail(md <= o.dnsQPS+dburst)},
 		)
 	}
 	if top != nil {

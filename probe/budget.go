@@ -51,12 +51,20 @@ func NewBudget(cfg BudgetConfig) (*Budget, error) {
 	if cfg.DNSQPS <= 0 || cfg.NewConnsPerSecond <= 0 {
 		return nil, fmt.Errorf("DNS QPS and new connections per second must be positive, got %v and %v", cfg.DNSQPS, cfg.NewConnsPerSecond)
 	}
-	burst := func(r float64) int { return max(1, min(int(r), cfg.Concurrency)) }
 	return &Budget{
 		sem:   make(chan struct{}, cfg.Concurrency),
-		conns: rate.NewLimiter(rate.Limit(cfg.NewConnsPerSecond), burst(cfg.NewConnsPerSecond)),
-		dns:   rate.NewLimiter(rate.Limit(cfg.DNSQPS), burst(cfg.DNSQPS)),
+		conns: perSecondLimiter(cfg.NewConnsPerSecond, cfg.Concurrency),
+		dns:   perSecondLimiter(cfg.DNSQPS, cfg.Concurrency),
 	}, nil
+}
+
+// perSecondLimiter is a token bucket that lets through at most r events in any one second (for
+// r ≥ 10), which is what a "per second" flag promises: a bucket of burst b refilling at r lets
+// through b + r in a second. So the burst is small (a tenth of r, at most the concurrency) and
+// the refill rate is r - b. Below r = 10 the burst is 1 and the refill 0.9 r.
+func perSecondLimiter(r float64, concurrency int) *rate.Limiter {
+	b := max(1, min(int(r/10), concurrency))
+	return rate.NewLimiter(rate.Limit(max(r-float64(b), 0.9*r)), b)
 }
 
 // Concurrency is the socket cap.
