@@ -581,3 +581,20 @@ func TestDialerSocketsCloseWithRSTHoweverClosed(t *testing.T) {
 		t.Fatalf("%d sockets in TIME_WAIT on port %d after %d plainly closed dials, e.g. %s", len(tw), s.addr.Port(), n, tw[0])
 	}
 }
+
+// TestDialerHTTPLeavesNoTimeWait: an HTTP probe's connection, closed by net/http after the
+// response, is an RST too (the socket had SO_LINGER 0 from before connect).
+func TestDialerHTTPLeavesNoTimeWait(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "ok") }))
+	defer srv.Close()
+	d := &Dialer{Budget: looseBudget(t)}
+	addr := mustAddrPort(t, srv.Listener.Addr())
+	for i := range 20 {
+		if c, _ := d.HTTP(shortCtx(t, 5*time.Second), addr, "x", discovery.HTTPOptions{StatusMin: 200, StatusMax: 299}, "x"); !c.OK() {
+			t.Fatalf("probe %d: %s %s", i, c.Reason, c.Detail)
+		}
+	}
+	if tw := timeWait(t, addr.Port()); len(tw) > 0 {
+		t.Fatalf("%d sockets in TIME_WAIT on port %d after 20 HTTP probes, e.g. %s", len(tw), addr.Port(), tw[0])
+	}
+}
