@@ -335,6 +335,195 @@ func TestAlerts(t *testing.T) {
 			t.Logf("%s: resolved %s after the fix", af.name, time.Since(fixed).Round(time.Second))
 		})
 	}
+
+	// The verdict's window, seen by the alerts: one failed round pages nobody, and a partial
+	// fault keeps its alert firing instead of resolving and firing again with the rounds that
+	// happened to pass. Same Prometheus, same rules.
+	t.Run("single-failed-round", func(t *testing.T) { alertsSingleFailedRound(t, ctx, cfg, cl) })
+	t.Run("vip-partial", func(t *testing.T) { alertsVIPPartial(t, ctx, cfg, cl) })
+}
+
+const proxyAlertHostnames = "SvcprobeServiceProxyBroken default/hostnames"
+
+// noLayerAlertActive waits until no per-layer alert is pending or firing.
+func noLayerAlertActive(t *testing.T, cfg *Config, what string) {
+	t.Helper()
+	waitAlerts(t, cfg, "no per-layer alert active "+what, 2*time.Minute, func(alerts []promAlert) error {
+		firing, pending := layerAlerts(alerts)
+		if len(firing)+len(pending) > 0 {
+			return fmt.Errorf("active: firing %v, pending %v", sortedKeys(firing), sortedKeys(pending))
+		}
+		return nil
+	})
+}
+
+// failedRounds sums svcprobe_probes_total of a Service's stage over the results other than
+// success: its failed rounds so far.
+func failedRounds(m snapshot, ns, svc, stage string) float64 {
+	n := 0.0
+	for _, s := range m {
+		if s.name == "svcprobe_probes_total" && s.labels["namespace"] == ns && s.labels["service"] == svc &&
+			s.labels["stage"] == stage && s.labels["result"] != "success" {
+			n += s.value
+		}
+	}
+	return n
+}
+
+// alertsSingleFailedRound: every new connection to hostnames' VIP fails (vip fault with
+// probability 1) until the exporter has counted one failed proxy round, about one interval;
+// then it is removed before the next round dials. Neither /metrics nor Prometheus may show
+// anything for it: hostnames stays ok at every sample and no per-layer alert goes pending, from
+// the injection to two intervals after the removal.
+func alertsSingleFailedRound(t *testing.T, ctx context.Context, cfg *Config, cl kubernetes.Interface) {
+	// A whole window healthy first: failures of the faults before (kube-proxy-down) must have
+	// left hostnames' proxy window, or this round would be their second run.
+	settleFor(t, ctx, cl, (windowRounds+1)*e2eInterval)
+	noLayerAlertActive(t, cfg, "before the single failed round")
+	m, err := scrape(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := failedRounds(m, "default", "hostnames", "proxy")
+	removed := false
+	t.Cleanup(func() {
+		if !removed {
+			if err := removeNatFaultChain(vipFaultChain); err != nil {
+				t.Errorf("remove the VIP fault: %v", err)
+			}
+		}
+	})
+	check := func(what string) float64 {
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		m, err := scrape(sctx)
+		if err != nil {
+			t.Fatalf("%s: scrape: %v", what, err)
+		}
+		v, err := m.verdicts()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := wantVerdict(v, hostnames, "ok/success"); err != nil {
+			t.Fatalf("%s: %v (one failed round must make no verdict)", what, err)
+		}
+		alerts, err := promAlerts(sctx)
+		if err != nil {
+			t.Fatalf("%s: alerts: %v", what, err)
+		}
+		if firing, pending := layerAlerts(alerts); len(firing)+len(pending) > 0 {
+			t.Fatalf("%s: alerts firing %v, pending %v after one failed round", what, sortedKeys(firing), sortedKeys(pending))
+		}
+		return failedRounds(m, "default", "hostnames", "proxy")
+	}
+	if err := injectVIPFault(ctx, cl, 1); err != nil {
+		t.Fatal(err)
+	}
+	injected := time.Now()
+	for {
+		if check("fault in") > before {
+			break
+		}
+		if time.Since(injected) > 3*e2eInterval {
+			t.Fatalf("no failed proxy round of hostnames counted within %s of the fault", 3*e2eInterval)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := removeNatFaultChain(vipFaultChain); err != nil {
+		t.Fatal(err)
+	}
+	removed = true
+	held := time.Since(injected)
+	end := time.Now().Add(2 * e2eInterval)
+	var after float64
+	for time.Now().Before(end) {
+		after = check("after the fault")
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("fault held %s: %v failed proxy round(s) of hostnames, verdict ok and no alert pending throughout",
+		held.Round(10*time.Millisecond), after-before)
+	if after-before != 1 {
+		t.Fatalf("%v failed rounds counted, want exactly one (the fault was held %s)", after-before, held)
+	}
+}
+
+// alertsVIPPartial: with vip-partial in (about one connection in three to hostnames' VIP
+// fails), the proxy alert of hostnames fires within 5 minutes and then stays firing for a
+// minute with the same activeAt: the verdict holds proxy while rounds that happened to pass
+// come and go. No other per-layer alert fires.
+func alertsVIPPartial(t *testing.T, ctx context.Context, cfg *Config, cl kubernetes.Interface) {
+	f, err := FaultByName("vip-partial")
+	if err != nil {
+		t.Fatal(err)
+	}
+	settle(t, ctx, cl)
+	noLayerAlertActive(t, cfg, "before vip-partial")
+	undone := false
+	t.Cleanup(func() {
+		if !undone {
+			if err := f.Undo(context.Background(), cfg, cl); err != nil {
+				t.Errorf("undo %s: %v", f.Name, err)
+			}
+			waitMetrics(t, "healthy after cleanup of "+f.Name, 60*time.Second, fullyHealthy(context.Background(), cl))
+		}
+	})
+	injected := time.Now()
+	if err := f.Inject(ctx, cfg, cl); err != nil {
+		t.Fatal(err)
+	}
+	only := func(firing map[string]promAlert) error {
+		for k := range firing {
+			if k != proxyAlertHostnames {
+				return fmt.Errorf("%s firing during vip-partial (only %s may)", k, proxyAlertHostnames)
+			}
+		}
+		return nil
+	}
+	alerts := waitAlerts(t, cfg, "vip-partial: "+proxyAlertHostnames+" firing", 5*time.Minute, func(alerts []promAlert) error {
+		firing, _ := layerAlerts(alerts)
+		if err := only(firing); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := firing[proxyAlertHostnames]; !ok {
+			return fmt.Errorf("%s not firing yet", proxyAlertHostnames)
+		}
+		return nil
+	})
+	firing, _ := layerAlerts(alerts)
+	activeAt := firing[proxyAlertHostnames].ActiveAt
+	t.Logf("vip-partial: %s firing %s after the fault (active since %s, summary %q)", proxyAlertHostnames,
+		time.Since(injected).Round(time.Second), activeAt.Sub(injected).Round(time.Second), firing[proxyAlertHostnames].Annotations["summary"])
+	hold := time.Now().Add(time.Minute)
+	n := 0
+	for time.Now().Before(hold) {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		alerts, err := promAlerts(actx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		firing, _ := layerAlerts(alerts)
+		a, ok := firing[proxyAlertHostnames]
+		if !ok {
+			t.Fatalf("vip-partial: %s stopped firing %s after it fired, while the fault is in", proxyAlertHostnames, (time.Minute - time.Until(hold)).Round(time.Second))
+		}
+		if !a.ActiveAt.Equal(activeAt) {
+			t.Fatalf("vip-partial: %s resolved and fired again (activeAt %s, was %s)", proxyAlertHostnames, a.ActiveAt, activeAt)
+		}
+		if err := only(firing); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		time.Sleep(time.Second)
+	}
+	t.Logf("vip-partial: still firing with the same activeAt after another minute (%d checks)", n)
+	if err := f.Undo(ctx, cfg, cl); err != nil {
+		t.Fatal(err)
+	}
+	undone = true
+	fixed := time.Now()
+	noLayerAlertActive(t, cfg, "after vip-partial is undone")
+	t.Logf("vip-partial: resolved %s after the fix", time.Since(fixed).Round(time.Second))
 }
 
 // rulesHealthy checks that every loaded rule evaluated without error.

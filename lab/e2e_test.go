@@ -501,13 +501,23 @@ func metricIs(name string, want float64, kv ...string) func(snapshot, map[string
 const hostnames = "default/hostnames"
 
 type faultCase struct {
-	// allowance is added to two probe intervals for the control plane to
-	// carry the fault (kubelet readiness, EndpointSlices, a container
-	// restart) before the exporter can see it.
+	// allowance is added to three probe intervals (a verdict needs two failed rounds in a
+	// row) for the control plane to carry the fault (kubelet readiness, EndpointSlices, a
+	// container restart) before the exporter can see it; for a partial fault, for enough
+	// rounds to fail.
 	allowance time.Duration
 	check     func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error
 	// during, if set, must hold at every sample until check passes.
 	during func(snapshot, map[string]string) error
+	// prepare, if set, runs before the fault is injected, and prepared must then pass within
+	// preparedWithin (node-local-dns-down: the exporter on the node-local cache, all ok).
+	prepare        func(ctx context.Context, c *Config, cl kubernetes.Interface) error
+	prepared       func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error
+	preparedWithin time.Duration
+	// partial: the fault fails a share of the rounds. Its failures stay in the verdict's window
+	// (windowRounds) after the undo, so recovery may take that long, and the lab is then left
+	// healthy for a whole window so that the next case starts with clean windows.
+	partial bool
 	// diagnose, if set, is what `svcprobe diagnose default/hostnames`, run once in the
 	// exporter's Pod while the fault is in, must print (and it must exit 3).
 	diagnose string
@@ -614,7 +624,60 @@ var faultCases = map[string]faultCase{
 			return wantVerdict(v, "svcprobe/svcprobe-hairpin", "hairpin/*")
 		}
 	}},
+	// About one new connection in three to hostnames' VIP goes to an address where nothing
+	// answers; the proxy stage dials the VIP 3 times a round (one per ready endpoint), so about
+	// 71% of its rounds fail. The verdict needs two failed rounds in a row (proxy with the
+	// connection's reason) or two runs of failed rounds in the window (proxy/partial): 14 rounds
+	// miss that with a probability below 1e-5 (simulated with the window's rules).
+	"vip-partial": {allowance: 11*e2eInterval + time.Second, partial: true,
+		check: hostnamesIs("proxy/partial|proxy/timeout|proxy/unreachable")},
+	// One of three endpoints drops half of the SYNs: about half of the pod stage's rounds fail
+	// (each endpoint is dialed once a round). 25 rounds miss the verdict with a probability of
+	// about 2e-5 (simulated); the median is 4 rounds.
+	"pod-flaky": {allowance: 22*e2eInterval + time.Second, partial: true,
+		check: hostnamesIs("pod/partial|pod/timeout")},
+	// The exporter on the node-local cache first (its container restarts): everything ok and
+	// the cache up, which proves the mode works; then the cache stops.
+	"node-local-dns-down": {allowance: 2 * time.Second,
+		prepare: func(ctx context.Context, c *Config, _ kubernetes.Interface) error {
+			return ExporterUseNodeLocalDNS(ctx, c, true)
+		},
+		prepared: func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error {
+			return both(allOK(ctx, cl), metricIs("svcprobe_cluster_dns_up", 1, "kind", "node_local", "server", NodeLocalDNSIP))
+		},
+		preparedWithin: 3*e2eInterval + 6*time.Second,
+		check: func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error {
+			return both(
+				forEveryService(ctx, cl, "dns/node_local_dns_unreachable", "kube-system/kube-dns"),
+				func(_ snapshot, v map[string]string) error {
+					return wantVerdict(v, "kube-system/kube-dns", "ok/success|dns/node_local_dns_unreachable")
+				},
+				metricIs("svcprobe_cluster_dns_up", 0, "kind", "node_local", "server", NodeLocalDNSIP))
+		}},
+	// The nameserver is neither the DNS Service nor node-local, and does not answer. The
+	// exporter container restarts to read its resolv.conf.
+	"resolver-down": {allowance: 6 * time.Second, check: func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error {
+		return both(
+			forEveryService(ctx, cl, "dns/resolver_unreachable"),
+			metricIs("svcprobe_cluster_dns_up", 0, "kind", "resolver", "server", BlackholeIP))
+	}},
+	// Only the DNS Service's VIP is not DNATed (its packets meet the node's unreachable route):
+	// kube-dns' own ClusterIP fails while its Pods answer (proxy); every other Service's VIP
+	// answers, so their failing names are dns, not proxy.
+	"dns-vip-rules-gone": {allowance: time.Second, check: func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error {
+		return both(
+			forEveryService(ctx, cl, "dns/*", "kube-system/kube-dns"),
+			func(_ snapshot, v map[string]string) error {
+				return wantVerdict(v, "kube-system/kube-dns", "proxy/*")
+			},
+			metricIs("svcprobe_cluster_dns_up", 0, "kind", "service", "server", DNSServiceIP),
+			metricIs("svcprobe_cluster_dns_up", 1, "kind", "pod", "server", "coredns-0"),
+			metricIs("svcprobe_cluster_dns_up", 1, "kind", "pod", "server", "coredns-1"))
+	}},
 }
+
+// windowRounds is the exporter's verdict window (--verdict.window, default 8 rounds).
+const windowRounds = 8
 
 // The verdicts a fault may show at any time while it is in (none other may
 // show), by Service ("*": every Service not named).
@@ -622,6 +685,15 @@ var faultAllowedDuring = map[string]map[string]string{
 	// coredns-1 is Ready but dead: kube-dns itself has a backend that
 	// refuses (pod); everything else may only see DNS trouble.
 	"dns-replica-down": {"*": "ok/*|dns/*", "kube-system/kube-dns": "ok/*|dns/*|pod/*"},
+	// The partial faults: ok until enough rounds failed (and in rounds that pass), then only
+	// their own layer.
+	"vip-partial": {"*": "ok/*", hostnames: "ok/*|proxy/*"},
+	"pod-flaky":   {"*": "ok/*", hostnames: "ok/*|pod/*"},
+	// Name resolution only: never proxy (every VIP answers).
+	"node-local-dns-down": {"*": "ok/*|dns/*"},
+	"resolver-down":       {"*": "ok/*|dns/*"},
+	// kube-dns' own name fails too (through its VIP) until its proxy stage shows.
+	"dns-vip-rules-gone": {"*": "ok/*|dns/*", "kube-system/kube-dns": "ok/*|proxy/*|dns/*"},
 }
 
 func checkAllowed(t *testing.T, fault string, allowed map[string]string, v map[string]string) {
@@ -658,7 +730,15 @@ func TestFaultCatalogue(t *testing.T) {
 			cfg, cl := sharedLab(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
-			within := 2*e2eInterval + fc.allowance
+			// Three intervals: a verdict needs two failed rounds in a row (one failed round
+			// among good ones makes none), and the round in flight when the fault lands may
+			// still pass.
+			within := 3*e2eInterval + fc.allowance
+			recovery := within
+			if fc.partial {
+				// The failed rounds leave the window one by one after the undo.
+				recovery = (windowRounds+3)*e2eInterval + time.Second
+			}
 
 			settle(t, ctx, cl)
 
@@ -674,6 +754,13 @@ func TestFaultCatalogue(t *testing.T) {
 				waitMetrics(t, "healthy after cleanup of "+f.Name, 60*time.Second, fullyHealthy(context.Background(), cl))
 			})
 
+			if fc.prepare != nil {
+				if err := fc.prepare(ctx, cfg, cl); err != nil {
+					t.Fatalf("prepare %s: %v", f.Name, err)
+				}
+				took := waitMetrics(t, f.Name+": prepared", fc.preparedWithin, fc.prepared(ctx, cl))
+				t.Logf("%s: prepared after %s (limit %s)", f.Name, took.Round(10*time.Millisecond), fc.preparedWithin)
+			}
 			if err := f.Inject(ctx, cfg, cl); err != nil {
 				t.Fatalf("inject %s: %v", f.Name, err)
 			}
@@ -708,8 +795,11 @@ func TestFaultCatalogue(t *testing.T) {
 				t.Fatalf("undo %s: %v", f.Name, err)
 			}
 			undone = true
-			took = waitMetrics(t, "recovery from "+f.Name, within, allOK(ctx, cl))
-			t.Logf("%s: recovered after %s (limit %s)", f.Name, took.Round(10*time.Millisecond), within)
+			took = waitMetrics(t, "recovery from "+f.Name, recovery, allOK(ctx, cl))
+			t.Logf("%s: recovered after %s (limit %s)", f.Name, took.Round(10*time.Millisecond), recovery)
+			if fc.partial {
+				settleFor(t, ctx, cl, windowRounds*e2eInterval)
+			}
 		})
 	}
 }
@@ -744,6 +834,12 @@ func runDiagnose(t *testing.T, ctx context.Context, cfg *Config, key string) (st
 // back on).
 func settle(t *testing.T, ctx context.Context, cl kubernetes.Interface) {
 	t.Helper()
+	settleFor(t, ctx, cl, 3*e2eInterval)
+}
+
+// settleFor waits until the lab has been fully healthy for d in a row.
+func settleFor(t *testing.T, ctx context.Context, cl kubernetes.Interface, d time.Duration) {
+	t.Helper()
 	start := time.Now()
 	deadline := start.Add(2 * time.Minute)
 	healthy := fullyHealthy(ctx, cl)
@@ -769,14 +865,14 @@ func settle(t *testing.T, ctx context.Context, cl kubernetes.Interface) {
 			}
 		case since.IsZero():
 			since = time.Now()
-		case time.Since(since) >= 3*e2eInterval:
+		case time.Since(since) >= d:
 			if len(seen) > 0 {
 				t.Logf("settled after %s; on the way:\n  %s", time.Since(start).Round(10*time.Millisecond), strings.Join(seen, "\n  "))
 			}
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the lab did not stay healthy for %s within 2 minutes: %v\nseen:\n  %s\n%s", 3*e2eInterval, err, strings.Join(seen, "\n  "), exporterDiagnostics())
+			t.Fatalf("the lab did not stay healthy for %s within 2 minutes: %v\nseen:\n  %s\n%s", d, err, strings.Join(seen, "\n  "), exporterDiagnostics())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -2,10 +2,12 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -158,6 +160,220 @@ var Faults = []Fault{
 			return exporterHairpin(ctx, c, "on")
 		},
 	},
+	{
+		Name: "vip-partial", Breaks: "about one connection in three to Service hostnames' ClusterIP:80 is DNATed to " + BlackholeIP + ":9376, where nothing answers (stale rules for one endpoint), while every Pod answers directly",
+		Expect: `layer="proxy" for default/hostnames (reason partial, or timeout/unreachable when two rounds in a row failed); never pod`,
+		Inject: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
+			return injectVIPFault(ctx, cl, 0.34)
+		},
+		Undo: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
+			return removeNatFaultChain(vipFaultChain)
+		},
+	},
+	{
+		Name: "pod-flaky", Breaks: "one of the three hostnames Pods drops half of the SYNs to 9376 (iptables INPUT in its namespace; the kubelet's readiness probes from the node's address pass, as a real kubelet's failureThreshold would mostly hide it)",
+		Expect: `layer="pod" for default/hostnames (reason partial or timeout); never proxy`,
+		Inject: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
+			return injectPodFlaky(ctx, cl)
+		},
+		Undo: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
+			return removePodFlaky()
+		},
+	},
+	{
+		Name: "node-local-dns-down", Breaks: "the exporter Pod's resolv.conf names the node-local cache " + NodeLocalDNSIP + " (container restarted), then the cache is stopped (its interface stays)",
+		Expect: `layer="dns" reason="node_local_dns_unreachable" for every Service (kube-dns itself may stay ok), svcprobe_cluster_dns_up{kind="node_local"} 0; never proxy`,
+		Inject: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
+			if err := ExporterUseNodeLocalDNS(ctx, c, true); err != nil {
+				return err
+			}
+			return StopNodeLocalDNS(c)
+		},
+		Undo: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
+			if err := StartNodeLocalDNS(ctx, c); err != nil {
+				return err
+			}
+			return ExporterUseNodeLocalDNS(ctx, c, false)
+		},
+	},
+	{
+		Name: "resolver-down", Breaks: "the exporter Pod's resolv.conf names " + BlackholeIP + " (not the DNS Service, nothing answers there; container restarted)",
+		Expect: `layer="dns" reason="resolver_unreachable" for every Service, svcprobe_cluster_dns_up{kind="resolver"} 0; never proxy`,
+		Inject: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
+			return exporterResolvConf(ctx, c, resolvConfWith(BlackholeIP, ExporterNamespace))
+		},
+		Undo: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
+			return exporterResolvConf(ctx, c, ResolvConf(ExporterNamespace))
+		},
+	},
+	{
+		Name: "dns-vip-rules-gone", Breaks: "only the DNS Service's proxy rules are gone: nat chain " + dnsVIPFaultChain + ", jumped to before KUBE-SERVICES from PREROUTING and OUTPUT, ACCEPTs (does not DNAT) " + DNSServiceIP + "; other VIPs work",
+		Expect: `kube-system/kube-dns layer="proxy"; every other Service layer="dns" (never proxy); svcprobe_cluster_dns_up{kind="service"} 0 while kind="pod" 1`,
+		Inject: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
+			if err := ensureNatFaultChain(dnsVIPFaultChain, []string{"-d", DNSServiceIP + "/32", "-m", "comment", "--comment", "svcprobe-lab dns-vip-rules-gone", "-j", "ACCEPT"}); err != nil {
+				return err
+			}
+			return forgetConntrack(DNSServiceIP)
+		},
+		Undo: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
+			if err := removeNatFaultChain(dnsVIPFaultChain); err != nil {
+				return err
+			}
+			return forgetConntrack(DNSServiceIP)
+		},
+	},
+}
+
+// Fault plumbing of the data plane. Every rule is in a chain or carries a comment of the lab's
+// own, and is removed by that name; removal is safe when nothing was injected.
+const (
+	// BlackholeIP is an address of cbr0's /24 that nothing holds (the kubelet hands out
+	// .10-.249, the client namespace has .250): connections to it time out.
+	BlackholeIP = "198.18.0.251"
+	// vipFaultChain holds vip-partial's DNAT (and the alerts test's hard VIP failure).
+	vipFaultChain = "SVCPROBE-FAULT-VIP"
+	// dnsVIPFaultChain holds dns-vip-rules-gone's ACCEPT.
+	dnsVIPFaultChain = "SVCPROBE-FAULT-DNSVIP"
+	// podFlakyComment tags pod-flaky's rule in a hostnames Pod's filter INPUT.
+	podFlakyComment = "svcprobe-lab-pod-flaky"
+)
+
+func nodeIptables(args ...string) (string, error) {
+	return run("ip", append([]string{"netns", "exec", NodeNetns, "iptables", "-w", "5"}, args...)...)
+}
+
+// injectVIPFault DNATs the given share of new connections to hostnames' ClusterIP:80 to
+// BlackholeIP:9376 (probability 1: every one), from the top of nat PREROUTING (Pods) and OUTPUT
+// (the node), before kube-proxy's KUBE-SERVICES.
+func injectVIPFault(ctx context.Context, cl kubernetes.Interface, probability float64) error {
+	s, err := cl.CoreV1().Services("default").Get(ctx, "hostnames", metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if s.Spec.ClusterIP == "" || s.Spec.ClusterIP == corev1.ClusterIPNone {
+		return fmt.Errorf("Service default/hostnames has no ClusterIP")
+	}
+	rule := []string{"-d", s.Spec.ClusterIP + "/32", "-p", "tcp", "--dport", "80"}
+	if probability < 1 {
+		rule = append(rule, "-m", "statistic", "--mode", "random", "--probability", strconv.FormatFloat(probability, 'f', 2, 64))
+	}
+	rule = append(rule, "-m", "comment", "--comment", "svcprobe-lab vip fault", "-j", "DNAT", "--to-destination", BlackholeIP+":9376")
+	return ensureNatFaultChain(vipFaultChain, rule)
+}
+
+// ensureNatFaultChain makes chain (in the node's nat table) hold exactly rule, jumped to from
+// the top of PREROUTING and OUTPUT.
+func ensureNatFaultChain(chain string, rule []string) error {
+	if _, err := nodeIptables("-t", "nat", "-S", chain); err != nil {
+		if _, err := nodeIptables("-t", "nat", "-N", chain); err != nil {
+			return err
+		}
+	}
+	if _, err := nodeIptables("-t", "nat", "-F", chain); err != nil {
+		return err
+	}
+	if _, err := nodeIptables(append([]string{"-t", "nat", "-A", chain}, rule...)...); err != nil {
+		return err
+	}
+	for _, from := range []string{"PREROUTING", "OUTPUT"} {
+		if _, err := nodeIptables("-t", "nat", "-C", from, "-j", chain); err == nil {
+			continue
+		}
+		if _, err := nodeIptables("-t", "nat", "-I", from, "1", "-j", chain); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeNatFaultChain deletes the jumps to chain and the chain itself, by name.
+func removeNatFaultChain(chain string) error {
+	if _, err := os.Stat(filepath.Join("/run/netns", NodeNetns)); err != nil {
+		return nil // no lab
+	}
+	if _, err := nodeIptables("-t", "nat", "-S", chain); err != nil {
+		return nil // not injected
+	}
+	for _, from := range []string{"PREROUTING", "OUTPUT"} {
+		for i := 0; i < 10; i++ {
+			if _, err := nodeIptables("-t", "nat", "-D", from, "-j", chain); err != nil {
+				break
+			}
+		}
+	}
+	if _, err := nodeIptables("-t", "nat", "-F", chain); err != nil {
+		return err
+	}
+	_, err := nodeIptables("-t", "nat", "-X", chain)
+	return err
+}
+
+// forgetConntrack deletes the node's conntrack entries of flows to addr, so that flows of
+// reused ports (UDP DNS) take the nat rules as they are now; kube-proxy does the same for UDP
+// Services whose endpoints change. Skipped without the conntrack tool.
+func forgetConntrack(addr string) error {
+	if _, err := lookPath("conntrack"); err != nil {
+		return nil
+	}
+	// Exit status 1 with "0 flow entries have been deleted" is not an error here.
+	_, _ = run("ip", "netns", "exec", NodeNetns, "conntrack", "-D", "-d", addr)
+	return nil
+}
+
+// podFlakyRule is the rule pod-flaky inserts into a hostnames Pod's filter INPUT: half of the
+// SYNs to 9376 from anyone but the node (whose address the kubelet's readiness probes come from)
+// are dropped.
+func podFlakyRule(op string) []string {
+	return []string{"iptables", "-w", "5", op, "INPUT", "-p", "tcp", "--syn", "--dport", "9376", "!", "-s", NodeIP + "/32",
+		"-m", "statistic", "--mode", "random", "--probability", "0.5", "-m", "comment", "--comment", podFlakyComment, "-j", "DROP"}
+}
+
+// injectPodFlaky makes the first (by name) hostnames Pod drop half of its SYNs.
+func injectPodFlaky(ctx context.Context, cl kubernetes.Interface) error {
+	pods, err := cl.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=hostnames"})
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil && p.Status.PodIP != "" {
+			names = append(names, p.Name)
+		}
+	}
+	if len(names) == 0 {
+		return fmt.Errorf("no running hostnames Pod")
+	}
+	sort.Strings(names)
+	netns := PodNetns("default", names[0])
+	if _, err := run("ip", append([]string{"netns", "exec", netns}, podFlakyRule("-C")...)...); err == nil {
+		return nil
+	}
+	_, err = run("ip", append([]string{"netns", "exec", netns}, podFlakyRule("-I")...)...)
+	return err
+}
+
+// removePodFlaky deletes pod-flaky's rule from every hostnames Pod's namespace that has it.
+func removePodFlaky() error {
+	nss, err := listNetns()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, ns := range nss {
+		if !strings.HasPrefix(ns, PodNetns("default", "hostnames-")) {
+			continue
+		}
+		for i := 0; i < 10; i++ {
+			if _, err := run("ip", append([]string{"netns", "exec", ns}, podFlakyRule("-C")...)...); err != nil {
+				break
+			}
+			if _, err := run("ip", append([]string{"netns", "exec", ns}, podFlakyRule("-D")...)...); err != nil {
+				errs = append(errs, err)
+				break
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // FaultByName finds a fault of the catalogue.

@@ -12,6 +12,7 @@
 #   make lab-e2e     the fault catalogue end to end (needs root, ~3 min)
 #   make demo        lab + svcprobe as a Pod + example Services; prints where to look
 #   make demo-break FAULT=name / demo-fix FAULT=name / demo-faults / demo-down
+#   make demo-node-local-dns ON=on|off   the exporter on the node-local DNS cache (169.254.20.10) or not
 
 LAB_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 
@@ -42,7 +43,7 @@ LAB_TOOLS := \
 	$(LAB_BIN)/coredns-$(COREDNS_VERSION) \
 	$(foreach c,$(LAB_K8S_CMDS),$(LAB_BIN)/$(c)-$(K8S_VERSION))
 
-.PHONY: lab-deps lab-tools lab-kubectl lab-up lab-down lab-status lab-test lab-e2e demo demo-down demo-break demo-fix demo-faults lab-exporter
+.PHONY: lab-deps lab-tools lab-kubectl lab-up lab-down lab-status lab-test lab-e2e demo demo-down demo-break demo-fix demo-faults demo-node-local-dns lab-exporter
 
 lab-deps:
 	@missing=""; \
@@ -133,3 +134,8 @@ demo-break:
 demo-fix:
 	@test -n "$(FAULT)" || { echo "usage: make demo-fix FAULT=<name>"; exit 2; }
 	$(LAB_CMD) fix $(FAULT)
+
+# ON=on points the demo's exporter Pod at the node-local DNS cache, ON=off back at kube-dns.
+ON ?= on
+demo-node-local-dns:
+	$(LAB_CMD) node-local-dns $(ON)

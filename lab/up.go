@@ -213,6 +213,11 @@ func Up(ctx context.Context, c Config) (*Result, error) {
 	}); err != nil {
 		return nil, err
 	}
+	// NodeLocal DNSCache on the node (nodelocal.go): Pods use it when their resolv.conf names it.
+	c.Log("starting the node-local DNS cache on %s", NodeLocalDNSIP)
+	if err := StartNodeLocalDNS(ctx, &c); err != nil {
+		return nil, err
+	}
 	r := &Result{
 		AdminKubeconfig:   c.AdminKubeconfig(),
 		ClusterKubeconfig: c.ClusterKubeconfig(),
@@ -549,6 +554,10 @@ func Down(c Config) error {
 			killPids([]int{pid}, 5*time.Second)
 		}
 		_ = os.Remove(c.pidPath(name))
+	}
+	// The node-local DNS cache, its interface and policy route, by name.
+	if err := RemoveNodeLocalDNS(&c); err != nil {
+		errs = append(errs, err)
 	}
 	// 2. Any leftover of ours on the host, found by the executable path.
 	killPids(findProcsByExe(c.LabExe()), 3*time.Second)

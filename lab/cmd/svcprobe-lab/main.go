@@ -11,6 +11,7 @@
 //	svcprobe-lab demo     up + deploy + more Services + a loopback forward to the exporter
 //	svcprobe-lab faults   list the fault catalogue
 //	svcprobe-lab break FAULT / fix FAULT   inject / undo a fault
+//	svcprobe-lab node-local-dns on|off   point the exporter Pod at the node-local DNS cache (169.254.20.10) or back
 //
 // It needs root and the binaries of `make lab-tools`.
 package main
@@ -38,6 +39,7 @@ func usage() {
        svcprobe-lab deploy|demo [--exporter bin/svcprobe] [--interval 5s]
        svcprobe-lab faults
        svcprobe-lab break|fix FAULT
+       svcprobe-lab node-local-dns on|off   the exporter Pod's nameserver: the node-local cache or the DNS Service
        svcprobe-lab metrics        print the exporter's svcprobe_service_verdict series
 
 flags:
@@ -148,6 +150,20 @@ func runSub(ctx context.Context, sub string, args []string) error {
 			return err
 		}
 		fmt.Printf("fixed %s\n", fs.Arg(0))
+		return nil
+	case "node-local-dns":
+		if fs.NArg() != 1 || (fs.Arg(0) != "on" && fs.Arg(0) != "off") {
+			return errors.New("node-local-dns on|off")
+		}
+		c := cfg
+		if err := lab.ExporterUseNodeLocalDNS(ctx, &c, fs.Arg(0) == "on"); err != nil {
+			return err
+		}
+		if fs.Arg(0) == "on" {
+			fmt.Printf("the exporter Pod's nameserver is now the node-local cache %s (its container restarted)\n", lab.NodeLocalDNSIP)
+		} else {
+			fmt.Printf("the exporter Pod's nameserver is the cluster DNS Service %s again\n", lab.DNSServiceIP)
+		}
 		return nil
 	case "metrics":
 		body, err := lab.ScrapeExporter(ctx, "/metrics")
