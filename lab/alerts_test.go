@@ -9,7 +9,9 @@ package lab
 // code on the same label sets in deploy/check/inhibit_test.go.
 //
 // The rules' for: durations are the shipped ones (per-Service 2m, cluster-wide 1m), so each fault
-// takes a little over two minutes: about 9 minutes for the test.
+// takes a little over two minutes: about 9 minutes for the test. Then the window: one failed
+// proxy round of hostnames fires nothing (~30 s), and under vip-partial the proxy alert fires
+// and stays firing for a minute without resolving in between (~4 minutes).
 
 import (
 	"context"
