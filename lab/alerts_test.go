@@ -390,7 +390,7 @@ func alertsSingleFailedRound(t *testing.T, ctx context.Context, cfg *Config, cl 
 	removed := false
 	t.Cleanup(func() {
 		if !removed {
-			if err := removeNatFaultChain(vipFaultChain); err != nil {
+			if err := removeVIPFault(); err != nil {
 				t.Errorf("remove the VIP fault: %v", err)
 			}
 		}
@@ -431,7 +431,7 @@ func alertsSingleFailedRound(t *testing.T, ctx context.Context, cfg *Config, cl 
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if err := removeNatFaultChain(vipFaultChain); err != nil {
+	if err := removeVIPFault(); err != nil {
 		t.Fatal(err)
 	}
 	removed = true

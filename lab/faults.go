@@ -167,7 +167,7 @@ var Faults = []Fault{
 			return injectVIPFault(ctx, cl, 0.34)
 		},
 		Undo: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
-			return removeNatFaultChain(vipFaultChain)
+			return removeVIPFault()
 		},
 	},
 	{
@@ -259,6 +259,19 @@ func injectVIPFault(ctx context.Context, cl kubernetes.Interface, probability fl
 	}
 	rule = append(rule, "-m", "comment", "--comment", "svcprobe-lab vip fault", "-j", "DNAT", "--to-destination", BlackholeIP+":9376")
 	return ensureNatFaultChain(vipFaultChain, rule)
+}
+
+// removeVIPFault removes injectVIPFault's chain, then the node's conntrack entries of the
+// connections it sent to BlackholeIP: a new connection from a reused source port would
+// otherwise match one (still SYN_SENT) and go there again.
+func removeVIPFault() error {
+	if err := removeNatFaultChain(vipFaultChain); err != nil {
+		return err
+	}
+	if _, err := lookPath("conntrack"); err == nil {
+		_, _ = run("ip", "netns", "exec", NodeNetns, "conntrack", "-D", "--reply-src", BlackholeIP)
+	}
+	return nil
 }
 
 // ensureNatFaultChain makes chain (in the node's nat table) hold exactly rule, jumped to from
