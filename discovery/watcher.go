@@ -526,6 +526,34 @@ func (w *Watcher) DNSEndpoints() []Endpoint {
 	return slices.Clone(w.dnsEps)
 }
 
+// DNSServiceIPs returns the ClusterIPs of the cluster DNS Service (--dns.service), or nil when it
+// is not configured, not in a watched namespace or not (yet) known: the nameserver a Pod's
+// resolv.conf names is then not taken for it.
+func (w *Watcher) DNSServiceIPs() []netip.Addr {
+	if w.cfg.DNSService == "" {
+		return nil
+	}
+	ns, name, _ := cache.SplitMetaNamespaceKey(w.cfg.DNSService)
+	if !w.cfg.InScope(ns) {
+		return nil
+	}
+	svc, err := w.serviceLister(ns).Services(ns).Get(name)
+	if err != nil {
+		return nil
+	}
+	ips := svc.Spec.ClusterIPs
+	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
+		ips = []string{svc.Spec.ClusterIP}
+	}
+	var out []netip.Addr
+	for _, s := range ips {
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
+}
+
 // Exists reports whether the Service ns/name exists, whatever the shard and opt-out say.
 // ok is false when the namespace is not watched at all, so the answer would be a guess.
 func (w *Watcher) Exists(ns, name string) (exists, ok bool) {

@@ -73,7 +73,7 @@ var (
 	descPeriod      = prometheus.NewDesc("svcprobe_scheduler_coverage_period_seconds", "The longest time between two probes of a Service: --probe.interval, or in node mode ceil(Services / --node.sample-size) x --probe.interval.", nil, nil)
 )
 
-const dnsUpHelp = "Whether cluster DNS answered kubernetes.default: through each resolv.conf nameserver (kind=service), through the search list (kind=canary), and from each DNS Pod asked directly (kind=pod)."
+const dnsUpHelp = "Whether cluster DNS answered kubernetes.default: through each resolv.conf nameserver (kind=service when it is the cluster DNS Service's ClusterIP, node_local for a node-local cache, resolver for any other, unknown while the DNS Service's IP is not known), through the search list (kind=canary), and from each DNS Pod asked directly (kind=pod)."
 
 // NewCollector builds the collector. durations is registered by the caller with the collector.
 func NewCollector(cfg CollectorConfig, store *Store, disc Discovery, sched *probe.SchedulerStats, budget *probe.Budget, log *slog.Logger) *Collector {
@@ -177,8 +177,8 @@ func (c *Collector) collectCluster(ch chan<- prometheus.Metric, r *probe.Cluster
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(c.dnsUp, prometheus.GaugeValue, boolf(r.Canary.OK()), "canary", "kubernetes.default")
-	for _, v := range r.VIP {
-		ch <- prometheus.MustNewConstMetric(c.dnsUp, prometheus.GaugeValue, boolf(v.OK()), "service", c.lv(v.Subject))
+	for i, v := range r.VIP {
+		ch <- prometheus.MustNewConstMetric(c.dnsUp, prometheus.GaugeValue, boolf(v.OK()), string(r.ClassOf(i)), c.lv(v.Subject))
 	}
 	for _, p := range r.Pods {
 		ch <- prometheus.MustNewConstMetric(c.dnsUp, prometheus.GaugeValue, boolf(p.Check.OK()), "pod", c.lv(p.Name))

@@ -88,6 +88,8 @@ func TestExpositionPerService(t *testing.T) {
 	store, _, reg, _ := setup(t, CollectorConfig{})
 	tg := target("default", "hostnames")
 	store.Record(tg, healthy())
+	// Two failed rounds in a row: one alone among good ones makes no verdict (see window.go).
+	store.Record(tg, []probe.Result{podResult("198.18.0.6:9376")})
 	store.Record(tg, []probe.Result{podResult("198.18.0.6:9376")})
 	want := `
 # HELP svcprobe_endpoints Endpoints by state; unreachable counts ready endpoints that failed the pod stage (a subset of ready).
@@ -108,7 +110,7 @@ svcprobe_stage_up{namespace="default",service="hostnames",stage="proxy"} 1
 svcprobe_stage_up{namespace="default",service="hostnames",stage="spec"} 1
 # HELP svcprobe_probes_total Stage runs by result (success or the failure reason).
 # TYPE svcprobe_probes_total counter
-svcprobe_probes_total{namespace="default",result="refused",service="hostnames",stage="pod"} 1
+svcprobe_probes_total{namespace="default",result="refused",service="hostnames",stage="pod"} 2
 svcprobe_probes_total{namespace="default",result="success",service="hostnames",stage="dns"} 1
 svcprobe_probes_total{namespace="default",result="success",service="hostnames",stage="endpoints"} 1
 svcprobe_probes_total{namespace="default",result="success",service="hostnames",stage="pod"} 1
@@ -251,7 +253,7 @@ func TestClusterDNSAndSelfMetrics(t *testing.T) {
 	disc.stats.WatchErrors.Add(2)
 	store.RecordClusterDNS(*clusterDNS(false, true, false))
 	want := `
-# HELP svcprobe_cluster_dns_up Whether cluster DNS answered kubernetes.default: through each resolv.conf nameserver (kind=service), through the search list (kind=canary), and from each DNS Pod asked directly (kind=pod).
+# HELP svcprobe_cluster_dns_up Whether cluster DNS answered kubernetes.default: through each resolv.conf nameserver (kind=service when it is the cluster DNS Service's ClusterIP, node_local for a node-local cache, resolver for any other, unknown while the DNS Service's IP is not known), through the search list (kind=canary), and from each DNS Pod asked directly (kind=pod).
 # TYPE svcprobe_cluster_dns_up gauge
 svcprobe_cluster_dns_up{kind="canary",server="kubernetes.default"} 0
 svcprobe_cluster_dns_up{kind="pod",server="a"} 1

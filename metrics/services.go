@@ -35,6 +35,7 @@ const (
 	famVerdict famID = iota
 	famStageUp
 	famStageDur
+	famFailureRatio
 	famProbes
 	famEndpoints
 	famAnnErr
@@ -49,6 +50,8 @@ var families = [numFams]family{
 	famStageUp: {"svcprobe_stage_up", "Whether the stage passed at its last run (1) or failed (0). Stages that do not apply have no series.",
 		dto.MetricType_GAUGE, []string{"namespace", "service", "stage"}},
 	famStageDur: {"svcprobe_stage_duration_seconds", "How long the last run of a network stage (dns, pod, proxy, hairpin) took.",
+		dto.MetricType_GAUGE, []string{"namespace", "service", "stage"}},
+	famFailureRatio: {"svcprobe_stage_failure_ratio", "Failing share of a network stage's attempts (checks, connections) over its window of recent rounds (--verdict.window); only when above 0.",
 		dto.MetricType_GAUGE, []string{"namespace", "service", "stage"}},
 	famProbes: {"svcprobe_probes_total", "Stage runs by result (success or the failure reason).",
 		dto.MetricType_COUNTER, []string{"namespace", "result", "service", "stage"}},
@@ -204,6 +207,7 @@ func (f *ServiceFamilies) buildService(s *series, st *ServiceStatus) bool {
 			add(famStageDur, r.Duration.Seconds(), string(stage))
 		}
 	}
+
 	if t.Kind != discovery.KindExternalName {
 		counts := t.Counts()
 		unreachable := 0
@@ -246,13 +250,46 @@ func (f *ServiceFamilies) buildService(s *series, st *ServiceStatus) bool {
 		}
 		return a.reason < b.reason
 	})
-	room := f.cfg.SeriesPerService - n
-	cut := len(counters) > room
+	// The failing share only where the window holds a failure: a healthy Service spends no
+	// series on it, a failing one shows how much fails (a VIP failing 1 connection in 3: ~0.33).
+	// Within the budget it comes after the success and current-failure counters, before older
+	// failure reasons.
+	var ratios []probe.Stage
+	for _, stage := range probe.Stages {
+		if w, ok := st.Windows[stage]; ok && w.Failing > 0 {
+			if r, ran := st.Results[stage]; ran && r.Outcome != probe.Skipped {
+				ratios = append(ratios, stage)
+			}
+		}
+	}
+	lead := 0 // success and current-failure counters
+	for lead < len(counters) && (counters[lead].reason == probe.ReasonSuccess || current(counters[lead])) {
+		lead++
+	}
+	cut := false
 	for i, k := range counters {
-		if i >= room {
+		if i == lead {
+			for _, stage := range ratios {
+				if n >= f.cfg.SeriesPerService {
+					cut = true
+					break
+				}
+				add(famFailureRatio, st.Windows[stage].FailureRatio(), string(stage))
+			}
+			ratios = nil
+		}
+		if n >= f.cfg.SeriesPerService {
+			cut = true
 			break
 		}
 		add(famProbes, float64(k.n), string(k.reason), string(k.stage))
+	}
+	for _, stage := range ratios { // every counter was lead
+		if n >= f.cfg.SeriesPerService {
+			cut = true
+			break
+		}
+		add(famFailureRatio, st.Windows[stage].FailureRatio(), string(stage))
 	}
 	if f.cfg.PerEndpoint {
 		if r, ok := st.Results[probe.StagePod]; ok {

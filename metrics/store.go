@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -17,6 +18,7 @@ type Store struct {
 	services map[types.UID]*serviceState
 	cluster  *probe.ClusterDNSResult
 	observe  func(probe.Result) // feeds the per-stage duration histogram
+	window   int                // rounds per network stage window (--verdict.window)
 }
 
 type stageResult struct {
@@ -29,12 +31,25 @@ type serviceState struct {
 	results  map[probe.Stage]probe.Result
 	counters map[stageResult]uint64
 	last     time.Time // last network probe
+	windows  map[probe.Stage]*window
 }
 
-// NewStore returns an empty store.
+// NewStore returns an empty store whose network stages keep DefaultWindow rounds.
 func NewStore() *Store {
-	return &Store{services: map[types.UID]*serviceState{}}
+	return &Store{services: map[types.UID]*serviceState{}, window: DefaultWindow}
 }
+
+// SetWindow sets how many rounds each network stage's window keeps (at least 2). Call it before
+// the first Record.
+func (s *Store) SetWindow(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.window = max(2, n)
+}
+
+// windowed reports whether a stage's verdict comes from a window of rounds: the stages that
+// measure the data plane. spec and endpoints read the API, whose state needs no second look.
+func windowed(s probe.Stage) bool { return s != probe.StageSpec && s != probe.StageEndpoints }
 
 // Record keeps the results of one probe of t (probe.ResultSink).
 func (s *Store) Record(t *discovery.Target, results []probe.Result) {
@@ -42,12 +57,25 @@ func (s *Store) Record(t *discovery.Target, results []probe.Result) {
 	defer s.mu.Unlock()
 	st, ok := s.services[t.UID]
 	if !ok {
-		st = &serviceState{results: map[probe.Stage]probe.Result{}, counters: map[stageResult]uint64{}}
+		st = &serviceState{results: map[probe.Stage]probe.Result{}, counters: map[stageResult]uint64{},
+			windows: map[probe.Stage]*window{}}
 		s.services[t.UID] = st
 	}
 	st.target = t
 	for _, r := range results {
 		st.results[r.Stage] = r
+		if windowed(r.Stage) {
+			if r.Outcome == probe.Skipped {
+				delete(st.windows, r.Stage) // it no longer applies: its old rounds say nothing now
+			} else {
+				w := st.windows[r.Stage]
+				if w == nil {
+					w = newWindow(s.window)
+					st.windows[r.Stage] = w
+				}
+				w.add(r)
+			}
+		}
 		if r.Outcome == probe.Skipped {
 			// A stage skipped because every address it would dial is outside the cluster and not
 			// allowed (the SSRF guard) is counted, so the refusal shows on /metrics and not only on
@@ -83,9 +111,11 @@ func (s *Store) RecordClusterDNS(r probe.ClusterDNSResult) {
 
 // ServiceStatus is a consistent copy of one Service's state, for collectors and the status page.
 type ServiceStatus struct {
-	Target    *discovery.Target
-	Results   map[probe.Stage]probe.Result
-	Counters  map[probe.Stage]map[probe.Reason]uint64
+	Target   *discovery.Target
+	Results  map[probe.Stage]probe.Result
+	Counters map[probe.Stage]map[probe.Reason]uint64
+	// Windows are the network stages' windows of recent rounds (their state and failing share).
+	Windows   map[probe.Stage]Window
 	Verdict   Layer
 	Reason    probe.Reason
 	LastProbe time.Time
@@ -96,9 +126,19 @@ func (s *Store) Snapshot() ([]ServiceStatus, *probe.ClusterDNSResult) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := make([]ServiceStatus, 0, len(s.services))
+	// Cross-Service evidence: what the other VIPs did at their latest probe. The cluster DNS
+	// Service's own VIP is left out: its failure is the very thing the DNS rule weighs.
+	var tally VIPTally
+	for _, st := range s.services {
+		tally = tally.plus(s.vipOf(st), 1)
+	}
 	for _, st := range s.services {
 		ss := ServiceStatus{Target: st.target, Results: make(map[probe.Stage]probe.Result, len(st.results)),
-			Counters: map[probe.Stage]map[probe.Reason]uint64{}, LastProbe: st.last}
+			Counters: map[probe.Stage]map[probe.Reason]uint64{}, LastProbe: st.last,
+			Windows: make(map[probe.Stage]Window, len(st.windows))}
+		for k, w := range st.windows {
+			ss.Windows[k] = w.snapshot()
+		}
 		for k, v := range st.results {
 			ss.Results[k] = v
 		}
@@ -108,7 +148,8 @@ func (s *Store) Snapshot() ([]ServiceStatus, *probe.ClusterDNSResult) {
 			}
 			ss.Counters[k.stage][k.reason] = v
 		}
-		ss.Verdict, ss.Reason = Verdict(ss.Results, s.cluster)
+		ss.Verdict, ss.Reason = Decide(Evidence{Results: ss.Results, Windows: ss.Windows, Cluster: s.cluster,
+			OtherVIPs: tally.plus(s.vipOf(st), -1)})
 		out = append(out, ss)
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -135,4 +176,43 @@ func (s *Store) ClusterDNS() *probe.ClusterDNSResult {
 	}
 	c := *s.cluster
 	return &c
+}
+
+// vip says what a Service's VIP did at its latest probe.
+type vip int
+
+const (
+	vipNone vip = iota // no proxy stage ran, or the Service is the cluster DNS Service
+	vipOK
+	vipFailed
+)
+
+// vipOf returns what st's proxy stage said at its latest probe. Called with s.mu held.
+func (s *Store) vipOf(st *serviceState) vip {
+	r, ok := st.results[probe.StageProxy]
+	if !ok || r.Outcome == probe.Skipped || st.target == nil {
+		return vipNone
+	}
+	if s.cluster != nil {
+		for _, a := range st.target.ClusterIPs {
+			if slices.Contains(s.cluster.ServiceIPs, a) {
+				return vipNone
+			}
+		}
+	}
+	if r.Outcome == probe.Failed {
+		return vipFailed
+	}
+	return vipOK
+}
+
+// plus adds n of v to the tally.
+func (t VIPTally) plus(v vip, n int) VIPTally {
+	switch v {
+	case vipOK:
+		t.OK += n
+	case vipFailed:
+		t.Failed += n
+	}
+	return t
 }

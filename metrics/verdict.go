@@ -20,7 +20,76 @@ const (
 // Layers lists every layer.
 var Layers = []Layer{LayerOK, LayerMissing, LayerSpec, LayerEndpoints, LayerDNS, LayerPod, LayerProxy, LayerHairpin}
 
-// Verdict names the one layer to blame, following the dependencies between the layers:
+// VIPTally counts other Services by what their VIP did at their latest probe: cross-Service
+// evidence for what kube-proxy does on this node.
+type VIPTally struct{ OK, Failed int }
+
+// MostFail reports whether at least half of the other VIPs (and at least one) failed: kube-proxy
+// is failing more than one Service.
+func (v VIPTally) MostFail() bool { return v.Failed > 0 && v.Failed >= v.OK }
+
+// MostAnswer reports whether most other VIPs answered: kube-proxy forwards on this node.
+func (v VIPTally) MostAnswer() bool { return v.OK > 0 && v.OK > v.Failed }
+
+// Evidence is what a verdict rests on.
+type Evidence struct {
+	// Results are the Service's latest stage results.
+	Results map[probe.Stage]probe.Result
+	// Windows are its network stages' windows of recent rounds; a stage without one is judged by
+	// its latest result alone (the spec and endpoints stages, which read the API, not packets).
+	Windows map[probe.Stage]Window
+	// Cluster is the latest cluster DNS round (nil before the first).
+	Cluster *probe.ClusterDNSResult
+	// OtherVIPs tallies the other Services' VIPs (their proxy stage at its latest probe).
+	OtherVIPs VIPTally
+}
+
+// stage returns a stage's state and the reason the verdict gives for it: the latest reason when
+// failed, partial when degraded. ran is false when the stage was skipped or not probed yet.
+func (ev Evidence) stage(s probe.Stage) (st State, reason probe.Reason, ran bool) {
+	r, ok := ev.Results[s]
+	if !ok || r.Outcome == probe.Skipped {
+		return "", "", false
+	}
+	if w, ok := ev.Windows[s]; ok && w.Rounds > 0 {
+		switch w.State {
+		case StateFailed:
+			if r.Outcome == probe.Failed {
+				return StateFailed, r.Reason, true
+			}
+		case StateDegraded:
+			return StateDegraded, probe.ReasonPartial, true
+		}
+		return StateOK, probe.ReasonSuccess, true
+	}
+	if r.Outcome == probe.Failed {
+		return StateFailed, r.Reason, true
+	}
+	return StateOK, probe.ReasonSuccess, true
+}
+
+// answered reports whether a stage ran and passed at its latest round: evidence, measured now,
+// that its layer works.
+func (ev Evidence) answered(s probe.Stage) bool {
+	r, ok := ev.Results[s]
+	return ok && r.Outcome == probe.OK
+}
+
+// proxyWorks reports whether kube-proxy demonstrably forwards on this node: the cluster DNS
+// Service's own VIP answered, or most other Services' VIPs did.
+func (ev Evidence) proxyWorks() bool {
+	return (ev.Cluster != nil && ev.Cluster.ServiceVIPUp()) || ev.OtherVIPs.MostAnswer()
+}
+
+// Verdict names the one layer to blame from a Service's latest results and the cluster DNS round
+// alone (no windows, no other Services): what one-shot callers have.
+func Verdict(results map[probe.Stage]probe.Result, cluster *probe.ClusterDNSResult) (Layer, probe.Reason) {
+	return Decide(Evidence{Results: results, Cluster: cluster})
+}
+
+// Decide names the one layer to blame, following the dependencies between the layers. Each
+// network stage counts by its window (see window.snapshot): failed, or degraded (the reason is
+// then partial), or ok; one failed round among good ones blames nothing.
 //
 //  1. spec: a Service that selects nothing or targets a port nobody has cannot work further down.
 //  2. endpoints: no ready endpoints, nothing to reach.
@@ -28,59 +97,69 @@ var Layers = []Layer{LayerOK, LayerMissing, LayerSpec, LayerEndpoints, LayerDNS,
 //     consequence, not a second cause.
 //  4. proxy: the Pods answer directly but the ClusterIP does not — unless the VIP leads only to
 //     the exporter's own Pod (the hairpin Service, or the exporter's metrics Service with one
-//     replica) while the cluster DNS Service IP answers: kube-proxy works, the hairpin path does
-//     not, and the verdict says hairpin.
-//  5. proxy, NodePort path: the nodeport stage failed (a NodePort or LoadBalancer Service does
-//     not answer on nodeIP:nodePort). With the ClusterIP answering from the same Pod network the
-//     reason is nodeport_unreachable: kube-proxy's NodePort rules (or a host firewall) on that
-//     node, not the Service; in node mode the node is the agent's own ("NodePort from the node
-//     itself fails", a known Windows failure). When the proxy stage did not run, the reason is the
-//     nodeport stage's own. Dialed from the node's own network (a hostNetwork agent), the reason
-//     is nodeport_unreachable_from_node: the node cannot reach its own NodePort, the Windows
-//     limitation. It comes after the ClusterIP check (a broken VIP explains a broken
-//     NodePort, not the other way round) and before dns (a NodePort does not use DNS).
-//  6. dns: the name does not resolve right — unless the cluster DNS Pods answer when asked
-//     directly while the DNS Service IP does not: then the service proxy is what broke DNS, and
-//     the verdict says proxy.
+//     replica) while kube-proxy demonstrably works (the cluster DNS Service's VIP answers, or
+//     most other VIPs do): then the hairpin path is what fails, and the verdict says hairpin.
+//  5. proxy, NodePort path: the nodeport stage failed. With the ClusterIP answering from the
+//     same Pod network the reason is nodeport_unreachable (nodeport_unreachable_from_node when
+//     dialed from the node's own network); when the proxy stage did not run, the nodeport
+//     stage's own reason. After the ClusterIP check, before dns (a NodePort uses no DNS).
+//  6. dns: the name does not resolve right. When every nameserver is dead (timeout, refused,
+//     unreachable) the reason says which resolver: node_local_dns_unreachable for a node-local
+//     cache, resolver_unreachable for a nameserver that is not the DNS Service. When it is the
+//     DNS Service's ClusterIP, the DNS Pods answer directly and other Services' VIPs fail too,
+//     the service proxy is what broke DNS and the verdict says proxy — never for a Service whose
+//     own ClusterIP answered in its latest round.
 //  7. hairpin: everything else works but the exporter cannot reach itself through its Service.
 //
 // A stage that did not run (skipped, or not yet probed) blames nothing.
-func Verdict(results map[probe.Stage]probe.Result, cluster *probe.ClusterDNSResult) (Layer, probe.Reason) {
-	failed := func(s probe.Stage) (probe.Reason, bool) {
-		r, ok := results[s]
-		return r.Reason, ok && r.Outcome == probe.Failed
+func Decide(ev Evidence) (Layer, probe.Reason) {
+	bad := func(s probe.Stage) (probe.Reason, State, bool) {
+		st, reason, ran := ev.stage(s)
+		return reason, st, ran && st != StateOK
 	}
 	for _, step := range []struct {
 		stage probe.Stage
 		layer Layer
 	}{{probe.StageSpec, LayerSpec}, {probe.StageEndpoints, LayerEndpoints}, {probe.StagePod, LayerPod}} {
-		if reason, ok := failed(step.stage); ok {
+		if reason, _, ok := bad(step.stage); ok {
 			return step.layer, reason
 		}
 	}
-	if reason, ok := failed(probe.StageProxy); ok {
-		_, hairpinFailed := failed(probe.StageHairpin)
-		if (results[probe.StageProxy].SelfOnly || hairpinFailed) && cluster != nil && cluster.VIPUp() {
+	if reason, _, ok := bad(probe.StageProxy); ok {
+		_, _, hairpinBad := bad(probe.StageHairpin)
+		if (ev.Results[probe.StageProxy].SelfOnly || hairpinBad) && ev.proxyWorks() {
 			return LayerHairpin, reason
 		}
 		return LayerProxy, reason
 	}
-	if reason, ok := failed(probe.StageNodePort); ok {
-		if r, ran := results[probe.StageProxy]; ran && r.Outcome == probe.OK {
-			if results[probe.StageNodePort].FromNode {
+	if reason, st, ok := bad(probe.StageNodePort); ok {
+		if _, _, ran := ev.stage(probe.StageProxy); ran && ev.answered(probe.StageProxy) {
+			if ev.Results[probe.StageNodePort].FromNode {
 				return LayerProxy, probe.ReasonNodePortUnreachableFromNode
 			}
-			return LayerProxy, probe.ReasonNodePortUnreachable
+			if st == StateFailed {
+				return LayerProxy, probe.ReasonNodePortUnreachable
+			}
 		}
 		return LayerProxy, reason
 	}
-	if reason, ok := failed(probe.StageDNS); ok {
-		if cluster != nil && cluster.ProxySuspect() {
-			return LayerProxy, reason
+	if reason, st, ok := bad(probe.StageDNS); ok {
+		if st == StateFailed && ev.Cluster != nil {
+			if class, dead := ev.Cluster.DeadResolver(); dead {
+				switch class {
+				case probe.ResolverNodeLocal:
+					return LayerDNS, probe.ReasonNodeLocalDNSUnreachable
+				case probe.ResolverOther:
+					return LayerDNS, probe.ReasonResolverUnreachable
+				}
+			}
+			if ev.Cluster.ProxySuspect() && ev.OtherVIPs.MostFail() && !ev.answered(probe.StageProxy) {
+				return LayerProxy, reason
+			}
 		}
 		return LayerDNS, reason
 	}
-	if reason, ok := failed(probe.StageHairpin); ok {
+	if reason, _, ok := bad(probe.StageHairpin); ok {
 		return LayerHairpin, reason
 	}
 	return LayerOK, probe.ReasonSuccess

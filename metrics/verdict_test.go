@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/svcprobe/svcprobe/probe"
@@ -29,6 +30,9 @@ func results(rs ...probe.Result) map[probe.Stage]probe.Result {
 	return m
 }
 
+// dnsServiceIP is the cluster DNS Service's ClusterIP in the fixtures.
+var dnsServiceIP = netip.MustParseAddr("198.19.0.10")
+
 func dnsCheck(ok bool, r probe.Reason) probe.Check {
 	if ok {
 		r = probe.ReasonSuccess
@@ -38,7 +42,8 @@ func dnsCheck(ok bool, r probe.Reason) probe.Check {
 
 // clusterDNS builds a cluster DNS round: the VIP answering or not, the DNS Pods answering or not.
 func clusterDNS(vip bool, pods ...bool) *probe.ClusterDNSResult {
-	c := &probe.ClusterDNSResult{Canary: dnsCheck(vip, probe.ReasonTimeout), VIP: []probe.Check{dnsCheck(vip, probe.ReasonTimeout)}}
+	c := &probe.ClusterDNSResult{Canary: dnsCheck(vip, probe.ReasonTimeout), VIP: []probe.Check{dnsCheck(vip, probe.ReasonTimeout)},
+		Class: []probe.ResolverClass{probe.ResolverService}, ServiceIPs: []netip.Addr{dnsServiceIP}}
 	for i, up := range pods {
 		c.Pods = append(c.Pods, probe.PodDNSCheck{Name: string(rune('a' + i)), Check: dnsCheck(up, probe.ReasonTimeout)})
 	}
@@ -52,51 +57,94 @@ func TestVerdictTable(t *testing.T) {
 		cluster *probe.ClusterDNSResult
 		layer   Layer
 		reason  probe.Reason
+		windows map[probe.Stage]Window // nil: every stage judged by its latest result
+		others  VIPTally               // the other Services' VIPs
 	}{
-		{"healthy", results(), clusterDNS(true, true, true), LayerOK, probe.ReasonSuccess},
-		{"selector typo", results(fail(probe.StageSpec, probe.ReasonSelectorMatchesNoPods), fail(probe.StageEndpoints, probe.ReasonNoEndpoints), skip(probe.StagePod), skip(probe.StageProxy)), nil, LayerSpec, probe.ReasonSelectorMatchesNoPods},
-		{"named port unresolved", results(fail(probe.StageSpec, probe.ReasonTargetPortUnresolved), fail(probe.StageEndpoints, probe.ReasonNoReadyEndpoints)), nil, LayerSpec, probe.ReasonTargetPortUnresolved},
-		{"protocol mismatch", results(fail(probe.StageSpec, probe.ReasonProtocolMismatch)), nil, LayerSpec, probe.ReasonProtocolMismatch},
-		{"no ready endpoints", results(fail(probe.StageEndpoints, probe.ReasonNoReadyEndpoints), skip(probe.StagePod), skip(probe.StageProxy)), nil, LayerEndpoints, probe.ReasonNoReadyEndpoints},
-		{"wrong targetPort: pods refuse, VIP too", results(fail(probe.StagePod, probe.ReasonRefused), fail(probe.StageProxy, probe.ReasonRefused)), clusterDNS(true, true), LayerPod, probe.ReasonRefused},
-		{"kube-proxy broken, DNS fine", results(fail(probe.StageProxy, probe.ReasonUnreachable)), clusterDNS(true, true), LayerProxy, probe.ReasonUnreachable},
+		{"healthy", results(), clusterDNS(true, true, true), LayerOK, probe.ReasonSuccess, nil, VIPTally{}},
+		{"selector typo", results(fail(probe.StageSpec, probe.ReasonSelectorMatchesNoPods), fail(probe.StageEndpoints, probe.ReasonNoEndpoints), skip(probe.StagePod), skip(probe.StageProxy)), nil, LayerSpec, probe.ReasonSelectorMatchesNoPods, nil, VIPTally{}},
+		{"named port unresolved", results(fail(probe.StageSpec, probe.ReasonTargetPortUnresolved), fail(probe.StageEndpoints, probe.ReasonNoReadyEndpoints)), nil, LayerSpec, probe.ReasonTargetPortUnresolved, nil, VIPTally{}},
+		{"protocol mismatch", results(fail(probe.StageSpec, probe.ReasonProtocolMismatch)), nil, LayerSpec, probe.ReasonProtocolMismatch, nil, VIPTally{}},
+		{"no ready endpoints", results(fail(probe.StageEndpoints, probe.ReasonNoReadyEndpoints), skip(probe.StagePod), skip(probe.StageProxy)), nil, LayerEndpoints, probe.ReasonNoReadyEndpoints, nil, VIPTally{}},
+		{"wrong targetPort: pods refuse, VIP too", results(fail(probe.StagePod, probe.ReasonRefused), fail(probe.StageProxy, probe.ReasonRefused)), clusterDNS(true, true), LayerPod, probe.ReasonRefused, nil, VIPTally{}},
+		{"kube-proxy broken, DNS fine", results(fail(probe.StageProxy, probe.ReasonUnreachable)), clusterDNS(true, true), LayerProxy, probe.ReasonUnreachable, nil, VIPTally{}},
 		// The case the precedence exists for: rules flushed, so the DNS VIP fails too, but the DNS
 		// Pods answer directly. The verdict is proxy, not dns.
-		{"kube-proxy flushed: VIP and DNS fail", results(fail(probe.StageProxy, probe.ReasonUnreachable), fail(probe.StageDNS, probe.ReasonTimeout)), clusterDNS(false, true, true), LayerProxy, probe.ReasonUnreachable},
-		{"headless during kube-proxy flush: only DNS fails", results(skip(probe.StageProxy), fail(probe.StageDNS, probe.ReasonTimeout)), clusterDNS(false, true, true), LayerProxy, probe.ReasonTimeout},
-		{"DNS pods dead", results(fail(probe.StageDNS, probe.ReasonRefused)), clusterDNS(false, false, false), LayerDNS, probe.ReasonRefused},
-		{"service DNS wrong, cluster DNS fine", results(fail(probe.StageDNS, probe.ReasonWrongAnswer)), clusterDNS(true, true), LayerDNS, probe.ReasonWrongAnswer},
-		{"no cluster DNS round yet", results(fail(probe.StageDNS, probe.ReasonTimeout)), nil, LayerDNS, probe.ReasonTimeout},
-		{"hairpin", results(fail(probe.StageHairpin, probe.ReasonTimeout)), clusterDNS(true, true), LayerHairpin, probe.ReasonTimeout},
+		{"kube-proxy flushed: VIP and DNS fail", results(fail(probe.StageProxy, probe.ReasonUnreachable), fail(probe.StageDNS, probe.ReasonTimeout)), clusterDNS(false, true, true), LayerProxy, probe.ReasonUnreachable, nil, VIPTally{}},
+		// A headless Service has no VIP of its own: the DNS Service's VIP failing while its Pods
+		// answer, with the other Services' VIPs failing too, is the proxy.
+		{"headless during kube-proxy flush: only DNS fails", results(skip(probe.StageProxy), fail(probe.StageDNS, probe.ReasonTimeout)), clusterDNS(false, true, true), LayerProxy, probe.ReasonTimeout, nil, VIPTally{Failed: 5}},
+		{"DNS pods dead", results(fail(probe.StageDNS, probe.ReasonRefused)), clusterDNS(false, false, false), LayerDNS, probe.ReasonRefused, nil, VIPTally{}},
+		{"service DNS wrong, cluster DNS fine", results(fail(probe.StageDNS, probe.ReasonWrongAnswer)), clusterDNS(true, true), LayerDNS, probe.ReasonWrongAnswer, nil, VIPTally{}},
+		{"no cluster DNS round yet", results(fail(probe.StageDNS, probe.ReasonTimeout)), nil, LayerDNS, probe.ReasonTimeout, nil, VIPTally{}},
+		{"hairpin", results(fail(probe.StageHairpin, probe.ReasonTimeout)), clusterDNS(true, true), LayerHairpin, probe.ReasonTimeout, nil, VIPTally{}},
 		// hairpin_mode off: the hairpin Service's VIP leads back to the exporter, so its proxy
 		// check fails too; kube-proxy demonstrably works (the DNS VIP answers): hairpin.
-		{"hairpin off: hairpin Service's VIP fails too", results(fail(probe.StageProxy, probe.ReasonTimeout), fail(probe.StageHairpin, probe.ReasonTimeout)), clusterDNS(true, true, true), LayerHairpin, probe.ReasonTimeout},
-		{"hairpin off: the exporter's own metrics Service", results(probe.Result{Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonTimeout, SelfOnly: true}), clusterDNS(true, true), LayerHairpin, probe.ReasonTimeout},
+		{"hairpin off: hairpin Service's VIP fails too", results(fail(probe.StageProxy, probe.ReasonTimeout), fail(probe.StageHairpin, probe.ReasonTimeout)), clusterDNS(true, true, true), LayerHairpin, probe.ReasonTimeout, nil, VIPTally{}},
+		{"hairpin off: the exporter's own metrics Service", results(probe.Result{Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonTimeout, SelfOnly: true}), clusterDNS(true, true), LayerHairpin, probe.ReasonTimeout, nil, VIPTally{}},
 		// The same failures with kube-proxy gone (DNS VIP dead, DNS Pods fine) stay proxy.
-		{"kube-proxy flushed: hairpin Service", results(fail(probe.StageProxy, probe.ReasonUnreachable), fail(probe.StageHairpin, probe.ReasonUnreachable)), clusterDNS(false, true, true), LayerProxy, probe.ReasonUnreachable},
-		{"kube-proxy flushed: self-only Service", results(probe.Result{Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonUnreachable, SelfOnly: true}), clusterDNS(false, true, true), LayerProxy, probe.ReasonUnreachable},
+		{"kube-proxy flushed: hairpin Service", results(fail(probe.StageProxy, probe.ReasonUnreachable), fail(probe.StageHairpin, probe.ReasonUnreachable)), clusterDNS(false, true, true), LayerProxy, probe.ReasonUnreachable, nil, VIPTally{}},
+		{"kube-proxy flushed: self-only Service", results(probe.Result{Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonUnreachable, SelfOnly: true}), clusterDNS(false, true, true), LayerProxy, probe.ReasonUnreachable, nil, VIPTally{}},
 		// One of two DNS replicas dead: the DNS VIP fails for the queries sent to it, the other
 		// replica answers directly. That is DNS, not the proxy.
-		{"one DNS replica dead", results(fail(probe.StageDNS, probe.ReasonTimeout)), clusterDNS(false, true, false), LayerDNS, probe.ReasonTimeout},
+		{"one DNS replica dead", results(fail(probe.StageDNS, probe.ReasonTimeout)), clusterDNS(false, true, false), LayerDNS, probe.ReasonTimeout, nil, VIPTally{}},
 		// NodePort: the ClusterIP answers from the same Pod network, the NodePort on the node's
 		// address does not: kube-proxy's NodePort path on that node, with its own reason.
-		{"NodePort fails, ClusterIP works", results(fail(probe.StageNodePort, probe.ReasonTimeout)), clusterDNS(true, true), LayerProxy, probe.ReasonNodePortUnreachable},
-		{"NodePort refused, ClusterIP works", results(fail(probe.StageNodePort, probe.ReasonRefused)), nil, LayerProxy, probe.ReasonNodePortUnreachable},
+		{"NodePort fails, ClusterIP works", results(fail(probe.StageNodePort, probe.ReasonTimeout)), clusterDNS(true, true), LayerProxy, probe.ReasonNodePortUnreachable, nil, VIPTally{}},
+		{"NodePort refused, ClusterIP works", results(fail(probe.StageNodePort, probe.ReasonRefused)), nil, LayerProxy, probe.ReasonNodePortUnreachable, nil, VIPTally{}},
 		// From the node's own network (hostNetwork agent): the Windows "NodePort from the node" case.
-		{"NodePort fails from the node, ClusterIP works", results(probe.Result{Stage: probe.StageNodePort, Outcome: probe.Failed, Reason: probe.ReasonTimeout, FromNode: true}), clusterDNS(true, true), LayerProxy, probe.ReasonNodePortUnreachableFromNode},
-		{"NodePort and ClusterIP fail from the node: the VIP's reason", results(fail(probe.StageProxy, probe.ReasonRefused), probe.Result{Stage: probe.StageNodePort, Outcome: probe.Failed, Reason: probe.ReasonTimeout, FromNode: true}), clusterDNS(true, true), LayerProxy, probe.ReasonRefused},
-		{"NodePort and ClusterIP fail: the VIP's reason", results(fail(probe.StageProxy, probe.ReasonUnreachable), fail(probe.StageNodePort, probe.ReasonTimeout)), clusterDNS(true, true), LayerProxy, probe.ReasonUnreachable},
-		{"NodePort fails, proxy stage skipped: the stage's reason", results(skip(probe.StageProxy), fail(probe.StageNodePort, probe.ReasonTimeout)), nil, LayerProxy, probe.ReasonTimeout},
-		{"pods refuse: NodePort failing is a consequence", results(fail(probe.StagePod, probe.ReasonRefused), fail(probe.StageNodePort, probe.ReasonRefused)), nil, LayerPod, probe.ReasonRefused},
-		{"NodePort and DNS fail: NodePort first", results(fail(probe.StageNodePort, probe.ReasonTimeout), fail(probe.StageDNS, probe.ReasonNXDomain)), clusterDNS(true, true), LayerProxy, probe.ReasonNodePortUnreachable},
-		{"NodePort fine, DNS wrong", results(ok(probe.StageNodePort), fail(probe.StageDNS, probe.ReasonNXDomain)), clusterDNS(true, true), LayerDNS, probe.ReasonNXDomain},
-		{"hairpin wrong backend", results(fail(probe.StageHairpin, probe.ReasonWrongBackend)), nil, LayerHairpin, probe.ReasonWrongBackend},
-		{"only cheap stages yet", map[probe.Stage]probe.Result{probe.StageSpec: ok(probe.StageSpec), probe.StageEndpoints: ok(probe.StageEndpoints)}, nil, LayerOK, probe.ReasonSuccess},
+		{"NodePort fails from the node, ClusterIP works", results(probe.Result{Stage: probe.StageNodePort, Outcome: probe.Failed, Reason: probe.ReasonTimeout, FromNode: true}), clusterDNS(true, true), LayerProxy, probe.ReasonNodePortUnreachableFromNode, nil, VIPTally{}},
+		{"NodePort and ClusterIP fail from the node: the VIP's reason", results(fail(probe.StageProxy, probe.ReasonRefused), probe.Result{Stage: probe.StageNodePort, Outcome: probe.Failed, Reason: probe.ReasonTimeout, FromNode: true}), clusterDNS(true, true), LayerProxy, probe.ReasonRefused, nil, VIPTally{}},
+		{"NodePort and ClusterIP fail: the VIP's reason", results(fail(probe.StageProxy, probe.ReasonUnreachable), fail(probe.StageNodePort, probe.ReasonTimeout)), clusterDNS(true, true), LayerProxy, probe.ReasonUnreachable, nil, VIPTally{}},
+		{"NodePort fails, proxy stage skipped: the stage's reason", results(skip(probe.StageProxy), fail(probe.StageNodePort, probe.ReasonTimeout)), nil, LayerProxy, probe.ReasonTimeout, nil, VIPTally{}},
+		{"pods refuse: NodePort failing is a consequence", results(fail(probe.StagePod, probe.ReasonRefused), fail(probe.StageNodePort, probe.ReasonRefused)), nil, LayerPod, probe.ReasonRefused, nil, VIPTally{}},
+		{"NodePort and DNS fail: NodePort first", results(fail(probe.StageNodePort, probe.ReasonTimeout), fail(probe.StageDNS, probe.ReasonNXDomain)), clusterDNS(true, true), LayerProxy, probe.ReasonNodePortUnreachable, nil, VIPTally{}},
+		{"NodePort fine, DNS wrong", results(ok(probe.StageNodePort), fail(probe.StageDNS, probe.ReasonNXDomain)), clusterDNS(true, true), LayerDNS, probe.ReasonNXDomain, nil, VIPTally{}},
+		{"hairpin wrong backend", results(fail(probe.StageHairpin, probe.ReasonWrongBackend)), nil, LayerHairpin, probe.ReasonWrongBackend, nil, VIPTally{}},
+		{"only cheap stages yet", map[probe.Stage]probe.Result{probe.StageSpec: ok(probe.StageSpec), probe.StageEndpoints: ok(probe.StageEndpoints)}, nil, LayerOK, probe.ReasonSuccess, nil, VIPTally{}},
+
+		// Windows: one failed round among good ones makes no verdict; two in a row do; a share
+		// of failed rounds, apart, is partial and held through the rounds that pass; a hard
+		// failure that ends is ok at the first good round.
+		{"window: one failed round among good ones", results(fail(probe.StageProxy, probe.ReasonTimeout)), clusterDNS(true, true), LayerOK, probe.ReasonSuccess,
+			wins(probe.StageProxy, "++++++++-"), VIPTally{}},
+		{"window: two failed rounds in a row", results(fail(probe.StageProxy, probe.ReasonTimeout)), clusterDNS(true, true), LayerProxy, probe.ReasonTimeout,
+			wins(probe.StageProxy, "++++++--"), VIPTally{}},
+		{"window: the only round failed", results(fail(probe.StageProxy, probe.ReasonTimeout)), clusterDNS(true, true), LayerProxy, probe.ReasonTimeout,
+			wins(probe.StageProxy, "-"), VIPTally{}},
+		{"window: VIP failing a share of rounds, held while this round passed", results(), clusterDNS(true, true), LayerProxy, probe.ReasonPartial,
+			wins(probe.StageProxy, "+-+--+-+"), VIPTally{OK: 9}},
+		{"window: VIP failing a share of rounds, failing now", results(fail(probe.StageProxy, probe.ReasonTimeout)), clusterDNS(true, true), LayerProxy, probe.ReasonPartial,
+			wins(probe.StageProxy, "++-++-"), VIPTally{OK: 9}},
+		{"window: hard failure ended, recovery at once", results(), clusterDNS(true, true), LayerOK, probe.ReasonSuccess,
+			wins(probe.StageProxy, "++++----+"), VIPTally{}},
+		{"window: partial failure aged out of the window", results(), clusterDNS(true, true), LayerOK, probe.ReasonSuccess,
+			wins(probe.StageProxy, "-+-+++++++"), VIPTally{}},
+		{"window: flaky Pod is pod, partial, before the VIP it also fails", results(fail(probe.StageProxy, probe.ReasonTimeout)), clusterDNS(true, true), LayerPod, probe.ReasonPartial,
+			merge(wins(probe.StagePod, "+-+-++-+"), wins(probe.StageProxy, "+++++-+-")), VIPTally{}},
+		{"window: DNS failing a share of rounds", results(), clusterDNS(true, true), LayerDNS, probe.ReasonPartial,
+			wins(probe.StageDNS, "-+-+++"), VIPTally{}},
+		{"window: hairpin Service's VIP partial while kube-proxy works: hairpin", results(probe.Result{Stage: probe.StageProxy, Outcome: probe.OK, Reason: probe.ReasonSuccess, SelfOnly: true}), clusterDNS(true, true), LayerHairpin, probe.ReasonPartial,
+			wins(probe.StageProxy, "-+-+"), VIPTally{}},
+		{"window: NodePort partial while the ClusterIP answers", results(ok(probe.StageNodePort)), clusterDNS(true, true), LayerProxy, probe.ReasonPartial,
+			wins(probe.StageNodePort, "-+-+"), VIPTally{}},
+
+		// Resolvers: which nameserver is dead decides the reason, and only the DNS Service's own
+		// VIP failing while other VIPs fail too is the proxy.
+		{"node-local cache dead", results(fail(probe.StageDNS, probe.ReasonTimeout)), resolverDNS(probe.ResolverNodeLocal, false, true, true), LayerDNS, probe.ReasonNodeLocalDNSUnreachable, nil, VIPTally{OK: 9}},
+		{"node-local cache dead, headless, other VIPs failing too: still dns", results(skip(probe.StageProxy), fail(probe.StageDNS, probe.ReasonTimeout)), resolverDNS(probe.ResolverNodeLocal, false, true, true), LayerDNS, probe.ReasonNodeLocalDNSUnreachable, nil, VIPTally{Failed: 9}},
+		{"nameserver is not the DNS Service and is dead", results(fail(probe.StageDNS, probe.ReasonTimeout)), resolverDNS(probe.ResolverOther, false, true, true), LayerDNS, probe.ReasonResolverUnreachable, nil, VIPTally{Failed: 3}},
+		{"nameserver not the DNS Service refuses", results(fail(probe.StageDNS, probe.ReasonRefused)), resolverDNS(probe.ResolverOther, false, true), LayerDNS, probe.ReasonResolverUnreachable, nil, VIPTally{}},
+		{"node-local cache answers SERVFAIL: not dead, the stage's reason", results(fail(probe.StageDNS, probe.ReasonServFail)), resolverWith(probe.ResolverNodeLocal, probe.ReasonServFail, true), LayerDNS, probe.ReasonServFail, nil, VIPTally{}},
+		{"only the DNS Service's VIP fails, other VIPs answer: dns", results(skip(probe.StageProxy), fail(probe.StageDNS, probe.ReasonTimeout)), clusterDNS(false, true, true), LayerDNS, probe.ReasonTimeout, nil, VIPTally{OK: 9}},
+		{"DNS VIP and other VIPs fail, but this Service's own ClusterIP answered: dns", results(fail(probe.StageDNS, probe.ReasonTimeout)), clusterDNS(false, true, true), LayerDNS, probe.ReasonTimeout, nil, VIPTally{Failed: 9}},
+		{"DNS VIP fails, no other Service to compare: dns", results(skip(probe.StageProxy), fail(probe.StageDNS, probe.ReasonTimeout)), clusterDNS(false, true, true), LayerDNS, probe.ReasonTimeout, nil, VIPTally{}},
+		{"hairpin off with a node-local resolver: other VIPs show kube-proxy works", results(fail(probe.StageProxy, probe.ReasonTimeout), fail(probe.StageHairpin, probe.ReasonTimeout)), resolverDNS(probe.ResolverNodeLocal, true, true), LayerHairpin, probe.ReasonTimeout, nil, VIPTally{OK: 5}},
+		{"hairpin Service fails, no evidence kube-proxy works: proxy", results(fail(probe.StageProxy, probe.ReasonTimeout), fail(probe.StageHairpin, probe.ReasonTimeout)), resolverDNS(probe.ResolverNodeLocal, true, true), LayerProxy, probe.ReasonTimeout, nil, VIPTally{Failed: 5}},
 	}
 	covered := map[Layer]bool{LayerMissing: true} // missing is decided by the collector; see TestExpectedServiceMissing
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			layer, reason := Verdict(c.results, c.cluster)
+			layer, reason := Decide(Evidence{Results: c.results, Cluster: c.cluster, Windows: c.windows, OtherVIPs: c.others})
 			if layer != c.layer || reason != c.reason {
 				t.Fatalf("verdict %s/%s, want %s/%s", layer, reason, c.layer, c.reason)
 			}
@@ -108,4 +156,42 @@ func TestVerdictTable(t *testing.T) {
 			t.Errorf("layer %s has no case in the table", l)
 		}
 	}
+}
+
+// wins builds one stage's window from rounds, oldest first: '+' a round that passed, '-' one that
+// failed (the window code itself, so the table tests the rule end to end).
+func wins(s probe.Stage, rounds string) map[probe.Stage]Window {
+	w := newWindow(DefaultWindow)
+	for _, c := range rounds {
+		if c == '-' {
+			w.add(fail(s, probe.ReasonTimeout))
+		} else {
+			w.add(ok(s))
+		}
+	}
+	return map[probe.Stage]Window{s: w.snapshot()}
+}
+
+func merge(ms ...map[probe.Stage]Window) map[probe.Stage]Window {
+	out := map[probe.Stage]Window{}
+	for _, m := range ms {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// resolverDNS is clusterDNS with a nameserver of the given class.
+func resolverDNS(class probe.ResolverClass, vip bool, pods ...bool) *probe.ClusterDNSResult {
+	c := clusterDNS(vip, pods...)
+	c.Class = []probe.ResolverClass{class}
+	return c
+}
+
+// resolverWith is a cluster DNS round whose one nameserver, of class, failed with reason.
+func resolverWith(class probe.ResolverClass, reason probe.Reason, pods ...bool) *probe.ClusterDNSResult {
+	c := resolverDNS(class, false, pods...)
+	c.VIP[0].Reason = reason
+	return c
 }

@@ -19,6 +19,9 @@ type ClusterDNSProber struct {
 	Budget        *Budget
 	Conf          ResolvConf
 	ClusterDomain string // "cluster.local" when empty
+	// Resolvers classifies each nameserver (the DNS Service's ClusterIP, a node-local cache, or
+	// another resolver).
+	Resolvers ResolverClassifier
 }
 
 // DNSServer is one Pod behind the cluster DNS Service.
@@ -35,10 +38,14 @@ type PodDNSCheck struct {
 
 // ClusterDNSResult is one round of cluster DNS checks.
 type ClusterDNSResult struct {
-	Canary Check         // kubernetes.default through the search list and Conf.Servers
-	VIP    []Check       // one per Conf.Servers entry, each asked alone, in resolv.conf order
-	Pods   []PodDNSCheck // one per DNS Pod, in the order given
-	At     time.Time
+	Canary Check   // kubernetes.default through the search list and Conf.Servers
+	VIP    []Check // one per Conf.Servers entry, each asked alone, in resolv.conf order
+	// Class is each VIP entry's nameserver class, in the same order.
+	Class []ResolverClass
+	// ServiceIPs are the cluster DNS Service's ClusterIPs when the round ran (nil when unknown).
+	ServiceIPs []netip.Addr
+	Pods       []PodDNSCheck // one per DNS Pod, in the order given
+	At         time.Time
 }
 
 // VIPUp reports whether any resolv.conf nameserver answered.
@@ -49,6 +56,69 @@ func (r ClusterDNSResult) VIPUp() bool {
 		}
 	}
 	return false
+}
+
+// ClassOf is the class of the i-th nameserver (ResolverUnknown when not classified).
+func (r ClusterDNSResult) ClassOf(i int) ResolverClass {
+	if i < len(r.Class) && r.Class[i] != "" {
+		return r.Class[i]
+	}
+	return ResolverUnknown
+}
+
+// ServiceVIPUp reports whether a nameserver that is the cluster DNS Service's ClusterIP answered:
+// kube-proxy forwards at least that VIP.
+func (r ClusterDNSResult) ServiceVIPUp() bool {
+	for i, c := range r.VIP {
+		if c.OK() && r.ClassOf(i) == ResolverService {
+			return true
+		}
+	}
+	return false
+}
+
+// unreachable reports whether a check failed the way a dead or unforwarded address fails
+// (timeout, refused, unreachable), as opposed to a DNS server that answers badly.
+func unreachable(c Check) bool {
+	switch c.Reason {
+	case ReasonTimeout, ReasonRefused, ReasonUnreachable:
+		return true
+	}
+	return false
+}
+
+// DeadResolver reports, when every resolv.conf nameserver failed with timeout, refused or
+// unreachable, which class is to blame: the DNS Service's ClusterIP when one of them is it (the
+// proxy may be what broke it), else unknown when one of them is of unknown class, else a
+// node-local cache when one of them is one, else another resolver. ok is false when some
+// nameserver answered or failed otherwise.
+func (r ClusterDNSResult) DeadResolver() (class ResolverClass, ok bool) {
+	if len(r.VIP) == 0 {
+		return "", false
+	}
+	service, unknown, nodeLocal := false, false, false
+	for i, c := range r.VIP {
+		if !unreachable(c) {
+			return "", false
+		}
+		switch r.ClassOf(i) {
+		case ResolverService:
+			service = true
+		case ResolverUnknown:
+			unknown = true
+		case ResolverNodeLocal:
+			nodeLocal = true
+		}
+	}
+	switch {
+	case service:
+		return ResolverService, true
+	case unknown:
+		return ResolverUnknown, true
+	case nodeLocal:
+		return ResolverNodeLocal, true
+	}
+	return ResolverOther, true
 }
 
 // PodsUp counts the DNS Pods that answered with a record. A Pod answering SERVFAIL or NXDOMAIN is
@@ -74,19 +144,19 @@ func (r ClusterDNSResult) DownPods() []string {
 }
 
 // ProxySuspect reports that every resolv.conf nameserver failed with timeout, refused or
-// unreachable while at least one DNS Pod answered when asked directly: DNS works, the way to it
-// through the Service IP does not, which is kube-proxy's (or the CNI's service routing) job.
-// REFUSED counts whether it is a refused socket or a REFUSED rcode: a DNS Pod that answers
-// directly would not refuse through the Service IP unless the Service IP leads elsewhere.
-// SERVFAIL and NXDOMAIN through the Service IP do not count: they mean DNS itself is unwell.
+// unreachable, that they are the cluster DNS Service's ClusterIP (a node-local cache or another
+// resolver is reached without kube-proxy), and that every DNS Pod answered when asked directly:
+// DNS works, the way to it through the Service IP does not, which is kube-proxy's (or the CNI's
+// service routing) job. REFUSED counts whether it is a refused socket or a REFUSED rcode: a DNS
+// Pod that answers directly would not refuse through the Service IP unless the Service IP leads
+// elsewhere. SERVFAIL and NXDOMAIN through the Service IP do not count: they mean DNS itself is
+// unwell. This is only a suspicion: the verdict also wants other Services' VIPs to fail.
 func (r ClusterDNSResult) ProxySuspect() bool {
-	if len(r.VIP) == 0 {
+	if class, ok := r.DeadResolver(); !ok || class != ResolverService {
 		return false
 	}
-	for _, c := range r.VIP {
-		switch c.Reason {
-		case ReasonTimeout, ReasonRefused, ReasonUnreachable:
-		default:
+	for i := range r.VIP {
+		if r.ClassOf(i) != ResolverService {
 			return false
 		}
 	}
@@ -102,9 +172,10 @@ func (r ClusterDNSResult) ProxySuspect() bool {
 // budget_exhausted, which ProxySuspect never takes as evidence.
 func (p *ClusterDNSProber) Probe(ctx context.Context, servers []DNSServer) ClusterDNSResult {
 	res := ClusterDNSResult{
-		At:   time.Now(),
-		VIP:  make([]Check, len(p.Conf.Servers)),
-		Pods: make([]PodDNSCheck, len(servers)),
+		At:    time.Now(),
+		VIP:   make([]Check, len(p.Conf.Servers)),
+		Class: make([]ResolverClass, len(p.Conf.Servers)),
+		Pods:  make([]PodDNSCheck, len(servers)),
 	}
 	domain := dnsClusterDomain(p.ClusterDomain)
 	fqdn := "kubernetes.default.svc." + domain + "."
@@ -121,7 +192,11 @@ func (p *ClusterDNSProber) Probe(ctx context.Context, servers []DNSServer) Clust
 		l := dnsWalk(ctx, p.Budget, p.Conf.Servers, p.Conf.Candidates("kubernetes.default"), qtype)
 		res.Canary = clusterDNSCheck(qname+" kubernetes.default via search path", l, true)
 	})
+	if p.Resolvers.ServiceIPs != nil {
+		res.ServiceIPs = p.Resolvers.ServiceIPs()
+	}
 	for i, srv := range p.Conf.Servers {
+		res.Class[i] = p.Resolvers.Classify(srv.Addr())
 		wg.Go(func() {
 			l := dnsWalk(ctx, p.Budget, []netip.AddrPort{srv}, []string{fqdn}, qtype)
 			res.VIP[i] = clusterDNSCheck(fmt.Sprintf("%s %s @%s", qname, fqdn, srv), l, false)

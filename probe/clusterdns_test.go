@@ -18,10 +18,71 @@ func kubernetesDNS(t *testing.T) *fakeDNS {
 	return newFakeDNS(t, fqdnKubernetes+" 5 IN A 192.0.2.1")
 }
 
+// runClusterDNS runs a round whose nameservers are the cluster DNS Service's ClusterIP, as
+// kubelet writes resolv.conf with the default dnsPolicy.
 func runClusterDNS(t *testing.T, vips []netip.AddrPort, pods []DNSServer, timeout time.Duration) ClusterDNSResult {
 	t.Helper()
-	p := &ClusterDNSProber{Budget: testBudget(t), Conf: kubeletConf(vips...), ClusterDomain: "cluster.local"}
+	var ips []netip.Addr
+	for _, v := range vips {
+		ips = append(ips, v.Addr())
+	}
+	return runClusterDNSWith(t, ResolverClassifier{ServiceIPs: func() []netip.Addr { return ips }}, vips, pods, timeout)
+}
+
+func runClusterDNSWith(t *testing.T, rc ResolverClassifier, vips []netip.AddrPort, pods []DNSServer, timeout time.Duration) ClusterDNSResult {
+	t.Helper()
+	p := &ClusterDNSProber{Budget: testBudget(t), Conf: kubeletConf(vips...), ClusterDomain: "cluster.local", Resolvers: rc}
 	return p.Probe(dnsCtx(t, timeout), pods)
+}
+
+// The same dead nameservers, when they are not the DNS Service's ClusterIP: a node-local cache
+// or another resolver is reached without kube-proxy, so nothing points at the proxy, and the
+// round says which class died.
+func TestClusterDNSDeadResolverIsNotTheProxy(t *testing.T) {
+	pods := []DNSServer{{Name: "coredns-a", Addr: serveFakeDNS(t, kubernetesDNS(t))}}
+	for _, c := range []struct {
+		name string
+		rc   ResolverClassifier
+		want ResolverClass
+	}{
+		{"node-local by flag", ResolverClassifier{NodeLocal: []netip.Addr{netip.MustParseAddr("127.0.0.1")},
+			ServiceIPs: func() []netip.Addr { return []netip.Addr{netip.MustParseAddr("198.19.0.10")} }}, ResolverNodeLocal},
+		{"another resolver", ResolverClassifier{ServiceIPs: func() []netip.Addr { return []netip.Addr{netip.MustParseAddr("198.19.0.10")} }}, ResolverOther},
+		{"DNS Service unknown", ResolverClassifier{}, ResolverUnknown},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := runClusterDNSWith(t, c.rc, []netip.AddrPort{closedUDPPort(t)}, pods, 500*time.Millisecond)
+			if r.ProxySuspect() {
+				t.Errorf("proxy suspect with a dead %s nameserver", c.want)
+			}
+			if class, dead := r.DeadResolver(); !dead || class != c.want {
+				t.Errorf("dead resolver %v %q, want true %q", dead, class, c.want)
+			}
+			if r.ClassOf(0) != c.want {
+				t.Errorf("class %q, want %q", r.ClassOf(0), c.want)
+			}
+		})
+	}
+}
+
+func TestResolverClassify(t *testing.T) {
+	svc := netip.MustParseAddr("198.19.0.10")
+	rc := ResolverClassifier{ServiceIPs: func() []netip.Addr { return []netip.Addr{svc} }, NodeLocal: []netip.Addr{netip.MustParseAddr("198.18.5.5")}}
+	for addr, want := range map[string]ResolverClass{
+		"198.19.0.10": ResolverService, "::ffff:198.19.0.10": ResolverService,
+		"169.254.20.10": ResolverNodeLocal, "fe80::10": ResolverNodeLocal, "198.18.5.5": ResolverNodeLocal,
+		"198.18.9.9": ResolverOther,
+	} {
+		if got := rc.Classify(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("%s: %q, want %q", addr, got, want)
+		}
+	}
+	if got := (ResolverClassifier{}).Classify(netip.MustParseAddr("198.19.0.10")); got != ResolverUnknown {
+		t.Errorf("without the DNS Service's IPs: %q, want unknown", got)
+	}
+	if got := (ResolverClassifier{}).Classify(netip.MustParseAddr("169.254.20.10")); got != ResolverNodeLocal {
+		t.Errorf("link-local without the DNS Service's IPs: %q, want node_local", got)
+	}
 }
 
 func TestClusterDNSHealthy(t *testing.T) {

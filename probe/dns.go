@@ -35,10 +35,34 @@ type DNSProber struct {
 	Budget        *Budget    // every datagram and TCP retry takes a DNS token from it
 	Conf          ResolvConf // the prober Pod's resolv.conf: servers in order, search list, ndots
 	ClusterDomain string     // "cluster.local" when empty
+	// Resolvers classifies the nameservers, so that a hint names a node-local cache or a resolver
+	// that is not the DNS Service when that is what does not answer.
+	Resolvers ResolverClassifier
 }
 
 // Stage implements Prober.
 func (p *DNSProber) Stage() Stage { return StageDNS }
+
+// resolverHint names the nameservers when none of them is the cluster DNS Service: a node-local
+// cache or another resolver. "" when one is (or may be) the DNS Service: the usual hints apply.
+func (p *DNSProber) resolverHint() string {
+	if len(p.Conf.Servers) == 0 {
+		return ""
+	}
+	nodeLocal := true
+	for _, s := range p.Conf.Servers {
+		switch p.Resolvers.Classify(s.Addr()) {
+		case ResolverService, ResolverUnknown:
+			return ""
+		case ResolverOther:
+			nodeLocal = false
+		}
+	}
+	if nodeLocal {
+		return fmt.Sprintf(nodeLocalHint, p.Conf.Servers)
+	}
+	return fmt.Sprintf(resolverHint, p.Conf.Servers)
+}
 
 // dnsStageCheck is a check plus whether it went through the search list, which the hint needs to
 // tell a broken search list from a broken record.
@@ -295,6 +319,11 @@ func (p *DNSProber) hint(t *discovery.Target, checks []dnsStageCheck) string {
 	if searchOnly {
 		return fmt.Sprintf("the full name resolves but %s.%s does not through the search list: a Pod's resolv.conf should search %s.svc.%s, svc.%s and %s with ndots:5; this one searches %v with ndots:%d",
 			t.Name, t.Namespace, t.Namespace, p.domain(), p.domain(), p.domain(), p.Conf.Search, p.Conf.Ndots)
+	}
+	if allTimeout || first.Reason == ReasonRefused || first.Reason == ReasonUnreachable {
+		if h := p.resolverHint(); h != "" {
+			return h
+		}
 	}
 	if allTimeout {
 		return fmt.Sprintf("no DNS server replied (%v): check from a Pod whether kubernetes.default resolves at all, and whether the DNS Pods (k8s-app=kube-dns in kube-system) are Running and Ready; if they answer when asked directly, kube-proxy is not forwarding the DNS Service IP", p.Conf.Servers)

@@ -29,6 +29,9 @@ type NodePortProber struct {
 	// FromNode says the prober shares the node's network namespace (hostNetwork: its Pod IP is
 	// one of NodeAddrs), so its dials to NodeAddrs are the node reaching its own NodePorts.
 	FromNode bool
+	// Connections bounds the connections per round to each NodePort: min(ready endpoints it
+	// leads to, Connections), each a new one (--probe.vip-connections; 0 means 1).
+	Connections int
 }
 
 // SharesNodeNetwork reports whether one of podIPs is one of nodeAddrs: a Pod with hostNetwork
@@ -91,7 +94,12 @@ func (p *NodePortProber) Probe(ctx context.Context, t *discovery.Target) Result 
 				subject: subjectAddr(addr, kind) + " (nodePort of " + portRef(port) + node + ")"})
 		}
 	}
-	r := fromChecks(StageNodePort, runJobs(ctx, p.Dialer, t, StageNodePort, jobs), "no TCP NodePorts (UDP is probed on port 53 only)")
+	ready := len(t.ReadyEndpoints())
+	if t.ExternalTrafficLocal {
+		ready = len(t.ReadyEndpointsOn(p.NodeName)) // the NodePort leads only to the node's own
+	}
+	checks, failing, total := runRepeated(ctx, p.Dialer, t, StageNodePort, jobs, connectionsFor(ready, p.Connections))
+	r := fromRepeated(StageNodePort, checks, failing, total, "no TCP NodePorts (UDP is probed on port 53 only)")
 	r.FromNode = p.FromNode
 	if r.Outcome == Failed && p.FromNode {
 		r.Hint = "The NodePort does not answer when the node dials its own address (this prober runs on the node's network). " +

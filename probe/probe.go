@@ -71,6 +71,16 @@ const (
 	// traffic to a NodePort) and, on Linux, kube-proxy's locally-originated NodePort path (the
 	// KUBE-NODEPORTS jump in the nat OUTPUT chain, --nodeport-addresses, localhost NodePorts).
 	ReasonNodePortUnreachableFromNode Reason = "nodeport_unreachable_from_node"
+
+	// ReasonPartial is a verdict reason, not a stage's: the stage fails in a share of its recent
+	// rounds (its window is degraded), e.g. a VIP failing one connection in three, a flaky Pod.
+	ReasonPartial Reason = "partial"
+	// ReasonNodeLocalDNSUnreachable is a verdict reason: every nameserver of resolv.conf is dead
+	// and it is a node-local DNS cache (NodeLocal DNSCache), not the cluster DNS Service.
+	ReasonNodeLocalDNSUnreachable Reason = "node_local_dns_unreachable"
+	// ReasonResolverUnreachable is a verdict reason: every nameserver of resolv.conf is dead and
+	// it is neither the cluster DNS Service's ClusterIP nor a node-local cache.
+	ReasonResolverUnreachable Reason = "resolver_unreachable"
 )
 
 // Reasons is the closed set, for documentation and tests.
@@ -81,6 +91,7 @@ var Reasons = []Reason{
 	ReasonTimeout, ReasonNXDomain, ReasonServFail, ReasonRefused, ReasonWrongAnswer, ReasonNoAnswer,
 	ReasonReset, ReasonUnreachable, ReasonHTTPStatus, ReasonPortExhausted, ReasonWrongBackend,
 	ReasonBudget, ReasonError, ReasonExternalNotAllowed, ReasonNodePortUnreachable, ReasonNodePortUnreachableFromNode,
+	ReasonPartial, ReasonNodeLocalDNSUnreachable, ReasonResolverUnreachable,
 }
 
 // Outcome says whether a stage passed, failed or did not apply.

@@ -29,6 +29,9 @@ type ProxyProber struct {
 	// NodeName is this Pod's node (--node-name, NODE_NAME); "" when unknown. A Service with
 	// internalTrafficPolicy: Local is probed only when it names a node with a ready endpoint.
 	NodeName string
+	// Connections bounds the connections per round to each VIP and port: min(ready endpoints,
+	// Connections), each a new one (--probe.vip-connections; 0 means 1).
+	Connections int
 }
 
 func (p *ProxyProber) Stage() Stage { return StageProxy }
@@ -77,7 +80,8 @@ func (p *ProxyProber) Probe(ctx context.Context, t *discovery.Target) Result {
 				subject: subjectAddr(addr, kind) + " (service " + t.Key() + ")", port: pi})
 		}
 	}
-	r := fromChecks(StageProxy, runJobs(ctx, p.Dialer, t, StageProxy, jobs), "no TCP ports (UDP not probed)")
+	checks, failing, total := runRepeated(ctx, p.Dialer, t, StageProxy, jobs, connectionsFor(len(eps), p.Connections))
+	r := fromRepeated(StageProxy, checks, failing, total, "no TCP ports (UDP not probed)")
 	r.SelfOnly = leadsOnlyTo(p.Self, eps)
 	if r.Outcome == Failed && r.SelfOnly {
 		r.Hint = "The Service's virtual IP leads only to this exporter's own Pod, so this is the hairpin path: " +

@@ -172,3 +172,59 @@ func TestProxyProberSelfOnly(t *testing.T) {
 		t.Fatalf("another Pod's Service marked self-only: %+v", r)
 	}
 }
+
+// A VIP that fails one connection in three (a stale rule for one of three backends): the proxy
+// stage makes min(ready endpoints, Connections) new connections per round and counts each, so
+// the round fails and Failing/Total say how much.
+func TestProxyProberConnectionsCatchPartialVIP(t *testing.T) {
+	s := newTCPServer(t, "127.0.0.1", 0)
+	var n atomic.Int64
+	d := &Dialer{Budget: looseBudget(t), dialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+		if n.Add(1)%3 == 0 { // every third connection meets the stale rule
+			return nil, dialErr(syscall.EHOSTUNREACH)
+		}
+		var nd net.Dialer
+		return nd.DialContext(ctx, network, address)
+	}}
+	tgt := vipTarget(tcpPort("web", s.addr.Port()), s.addr.Addr())
+	for i := range 3 {
+		ip := netip.AddrFrom4([4]byte{198, 18, 0, byte(10 + i)})
+		tgt.Endpoints = append(tgt.Endpoints, discovery.Endpoint{Addresses: []netip.Addr{ip}, Ready: true, PodName: "hostnames-" + strconv.Itoa(i)})
+	}
+	// Four ready endpoints, Connections 4: four connections, one of them (at least) failing.
+	r := (&ProxyProber{Dialer: d, Connections: 4}).Probe(shortCtx(t, 5*time.Second), tgt)
+	if r.Outcome != Failed || r.Reason != ReasonUnreachable {
+		t.Fatalf("result %v %s %q, want failed unreachable", r.Outcome, r.Reason, r.Detail)
+	}
+	if r.Total != 4 || r.Failing != 1 {
+		t.Errorf("failing %d of %d connections, want 1 of 4", r.Failing, r.Total)
+	}
+	if len(r.Checks) != 1 || !strings.Contains(r.Checks[0].Detail, "1 of 4 connections failed") {
+		t.Errorf("checks %+v, want one folded check saying 1 of 4 connections failed", r.Checks)
+	}
+	if got := n.Load(); got != 4 {
+		t.Errorf("%d dials, want 4", got)
+	}
+
+	// Bounded by the ready endpoints: one endpoint, one connection, whatever Connections says.
+	n.Store(0)
+	one := vipTarget(tcpPort("web", s.addr.Port()), s.addr.Addr())
+	r = (&ProxyProber{Dialer: d, Connections: 4}).Probe(shortCtx(t, 5*time.Second), one)
+	if r.Outcome != OK || r.Total != 1 || n.Load() != 1 {
+		t.Errorf("one endpoint: %v total %d, %d dials; want ok, 1 connection", r.Outcome, r.Total, n.Load())
+	}
+	// And by Connections: 1 is one dial per VIP and port, as before.
+	n.Store(0)
+	r = (&ProxyProber{Dialer: d, Connections: 1}).Probe(shortCtx(t, 5*time.Second), tgt)
+	if r.Total != 1 || n.Load() != 1 {
+		t.Errorf("Connections 1: total %d, %d dials; want 1", r.Total, n.Load())
+	}
+}
+
+func TestConnectionsFor(t *testing.T) {
+	for _, c := range []struct{ ready, limit, want int }{{0, 4, 1}, {1, 4, 1}, {3, 4, 3}, {9, 4, 4}, {9, 0, 1}, {9, 1, 1}} {
+		if got := connectionsFor(c.ready, c.limit); got != c.want {
+			t.Errorf("connectionsFor(%d, %d) = %d, want %d", c.ready, c.limit, got, c.want)
+		}
+	}
+}

@@ -392,8 +392,17 @@ func formatAge(now time.Time, t *time.Time) string {
 	return fmt.Sprintf("%dh ago", int(d.Hours()))
 }
 
-// cellText is what a matrix cell says: the reason, with the count when degraded.
+// cellText is what a matrix cell says: the reason, with the count when degraded, and the
+// window's failing share when it holds failures the verdict counts as partial.
 func cellText(s Stage) string {
+	t := cellStatusText(s)
+	if s.Window != nil && s.Window.State == "degraded" {
+		t += fmt.Sprintf(", partial: %d%% of the last %d rounds' attempts failed", int(s.Window.FailureRatio*100+0.5), s.Window.Rounds)
+	}
+	return t
+}
+
+func cellStatusText(s Stage) string {
 	switch s.Status {
 	case StatusOK:
 		return "ok"

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strings"
@@ -368,11 +369,21 @@ func TestDNSBlamedOnProxyMarksClusterDNSStep(t *testing.T) {
 	res := healthyResults(tg, fixtureNow)
 	res[2] = failed(probe.StageDNS, fixtureNow, probe.ReasonTimeout, "A hostnames: timeout", "dns hint",
 		chk("A hostnames.default.svc.cluster.local.", probe.ReasonTimeout, "no answer", 2000))
+	// Its own VIP not measured this round (a ClusterIP that answered would clear the proxy), and
+	// another Service's VIP failing too: the cross-Service evidence the rule needs.
+	res[4] = skip(probe.StageProxy, "not measured")
 	s.Record(tg, res)
+	other := target("default", "other", "10.96.12.35", 1, map[string]string{"app": "other"})
+	ores := healthyResults(other, fixtureNow)
+	ores[4] = failed(probe.StageProxy, fixtureNow, probe.ReasonTimeout, "10.96.12.35:80: timeout", "proxy hint",
+		chk("10.96.12.35:80 (service default/other)", probe.ReasonTimeout, "no answer", 2000))
+	s.Record(other, ores)
 	s.RecordClusterDNS(probe.ClusterDNSResult{
-		Canary: chk("canary", probe.ReasonTimeout, "no answer", 2000),
-		VIP:    []probe.Check{chk("@10.96.0.10:53", probe.ReasonTimeout, "no answer", 2000)},
-		Pods:   []probe.PodDNSCheck{{Name: "coredns-a", Check: chk("@10.244.0.2:53", probe.ReasonSuccess, "[10.96.0.1]", 1)}},
+		Canary:     chk("canary", probe.ReasonTimeout, "no answer", 2000),
+		VIP:        []probe.Check{chk("@10.96.0.10:53", probe.ReasonTimeout, "no answer", 2000)},
+		Class:      []probe.ResolverClass{probe.ResolverService},
+		ServiceIPs: []netip.Addr{netip.MustParseAddr("10.96.0.10")},
+		Pods:       []probe.PodDNSCheck{{Name: "coredns-a", Check: chk("@10.244.0.2:53", probe.ReasonSuccess, "[10.96.0.1]", 1)}},
 	})
 	code, _, body := do(t, fixtureHandler(s, Options{}), "/api/v1/services/default/hostnames")
 	if code != http.StatusOK {
@@ -436,5 +447,51 @@ func TestRunbookWalkBlamesNodePort(t *testing.T) {
 	}
 	if len(blamed) != 1 || blamed[0] != "nodeport" {
 		t.Fatalf("blamed steps %v, want [nodeport]", blamed)
+	}
+}
+
+// A VIP failing in a share of rounds: the JSON says the proxy stage's window is degraded with its
+// failing share, the verdict is proxy/partial, and the nameserver carries its class.
+func TestPartialVIPWindowAndNameserverClass(t *testing.T) {
+	s := metrics.NewStore()
+	tg := target("default", "hostnames", "10.96.12.34", 3, map[string]string{"app": "hostnames"})
+	s.Record(tg, healthyResults(tg, fixtureNow))
+	proxyFail := failed(probe.StageProxy, fixtureNow, probe.ReasonTimeout, "10.96.12.34:80: 1 of 3 connections failed", "proxy hint",
+		chk("10.96.12.34:80 (service default/hostnames)", probe.ReasonTimeout, "1 of 3 connections failed: timeout", 2000))
+	proxyOK := healthyResults(tg, fixtureNow)[4]
+	for _, r := range []probe.Result{proxyFail, proxyOK, proxyFail, proxyOK} {
+		s.Record(tg, []probe.Result{r})
+	}
+	s.RecordClusterDNS(probe.ClusterDNSResult{
+		Canary: chk("canary", probe.ReasonSuccess, "[10.96.0.1]", 1),
+		VIP:    []probe.Check{chk("@169.254.20.10:53", probe.ReasonSuccess, "[10.96.0.1]", 1)},
+		Class:  []probe.ResolverClass{probe.ResolverNodeLocal},
+	})
+	code, _, body := do(t, fixtureHandler(s, Options{}), "/api/v1/services/default/hostnames")
+	if code != http.StatusOK {
+		t.Fatal(code)
+	}
+	var one Service
+	if err := json.Unmarshal([]byte(body), &one); err != nil {
+		t.Fatal(err)
+	}
+	if one.Verdict != "proxy" || one.Reason != "partial" {
+		t.Fatalf("verdict %s/%s, want proxy/partial", one.Verdict, one.Reason)
+	}
+	var proxy *Stage
+	for i := range one.Stages {
+		if one.Stages[i].Stage == "proxy" {
+			proxy = &one.Stages[i]
+		}
+	}
+	if proxy == nil || proxy.Window == nil || proxy.Window.State != "degraded" || proxy.Window.FailedRounds != 2 || proxy.Window.Rounds != 5 {
+		t.Fatalf("proxy stage %+v, want a degraded window with 2 failed rounds of 5", proxy)
+	}
+	if !strings.Contains(cellText(*proxy), "partial") {
+		t.Errorf("cell %q does not say partial", cellText(*proxy))
+	}
+	code, _, body = do(t, fixtureHandler(s, Options{}), "/api/v1/services")
+	if code != http.StatusOK || !strings.Contains(strings.Join(strings.Fields(body), ""), `"class":"node_local"`) {
+		t.Errorf("list document: %d, no nameserver class node_local in %s", code, body)
 	}
 }

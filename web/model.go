@@ -78,6 +78,8 @@ type Stage struct {
 	DurationSeconds float64    `json:"duration_seconds"`
 	At              *time.Time `json:"at,omitempty"`
 	Checks          []Check    `json:"checks,omitempty"` // only in the per-Service document
+	// Window is the stage's recent rounds, which the verdict follows (network stages only).
+	Window *Window `json:"window,omitempty"`
 }
 
 // Check is one piece of evidence: what was asked, what was seen.
@@ -89,6 +91,9 @@ type Check struct {
 	DurationSeconds float64 `json:"duration_seconds"`
 	Pod             string  `json:"pod,omitempty"`
 	Addr            string  `json:"addr,omitempty"`
+	// Class is a nameserver's class (cluster DNS only): service (the DNS Service's ClusterIP),
+	// node_local (a node-local cache), resolver (another), unknown (the DNS Service's IP unknown).
+	Class string `json:"class,omitempty"`
 }
 
 // Step is one step of the Debug Services runbook, in the runbook's order.
@@ -105,6 +110,17 @@ type Step struct {
 	Checks   []Check `json:"checks,omitempty"`
 }
 
+// Window is a stage's window of recent rounds: its state (ok, degraded: failing in a share of
+// rounds, failed: failing in the last two) and the failing share of its attempts.
+type Window struct {
+	State        string  `json:"state"`
+	Rounds       int     `json:"rounds"`
+	FailedRounds int     `json:"failed_rounds"`
+	Failing      int     `json:"failing"`
+	Total        int     `json:"total"`
+	FailureRatio float64 `json:"failure_ratio"`
+}
+
 // ClusterDNS is the latest round of cluster DNS checks.
 type ClusterDNS struct {
 	At           time.Time `json:"at"`
@@ -113,7 +129,7 @@ type ClusterDNS struct {
 	PodsUp       int       `json:"pods_up"`
 	PodsTotal    int       `json:"pods_total"`
 	Canary       Check     `json:"canary"`
-	Nameservers  []Check   `json:"nameservers"` // each resolv.conf nameserver (the DNS Service IP)
+	Nameservers  []Check   `json:"nameservers"` // each resolv.conf nameserver, with its class
 	Pods         []Check   `json:"pods"`        // each DNS Pod asked directly
 }
 
@@ -137,7 +153,12 @@ func NewService(ss metrics.ServiceStatus, cluster *probe.ClusterDNSResult, detai
 	}
 	for _, st := range probe.Stages {
 		r, ok := ss.Results[st]
-		s.Stages = append(s.Stages, newStage(st, r, ok, detail))
+		stage := newStage(st, r, ok, detail)
+		if w, has := ss.Windows[st]; has && w.Rounds > 0 && ok && r.Outcome != probe.Skipped {
+			stage.Window = &Window{State: string(w.State), Rounds: w.Rounds, FailedRounds: w.FailedRounds,
+				Failing: w.Failing, Total: w.Total, FailureRatio: w.FailureRatio()}
+		}
+		s.Stages = append(s.Stages, stage)
 		if ok && r.Outcome != probe.Skipped {
 			s.LatencySeconds += r.Duration.Seconds()
 		}
@@ -219,6 +240,9 @@ func NewClusterDNS(r *probe.ClusterDNSResult) *ClusterDNS {
 		Canary: newCheck(r.Canary), Nameservers: newChecks(r.VIP), Pods: []Check{}}
 	if c.Nameservers == nil {
 		c.Nameservers = []Check{}
+	}
+	for i := range c.Nameservers {
+		c.Nameservers[i].Class = string(r.ClassOf(i))
 	}
 	for _, p := range r.Pods {
 		pc := newCheck(p.Check)

@@ -32,6 +32,8 @@ type config struct {
 	Timeout           time.Duration
 	Settle            time.Duration // --probe.settle
 	PodSpread         int           // --probe.pod.spread
+	VIPConnections    int           // --probe.vip-connections
+	Window            int           // --verdict.window
 	Concurrency       int
 	NewConnsPerSecond float64
 	DNSQPS            float64
@@ -39,6 +41,10 @@ type config struct {
 	ResolvConf    string
 	ClusterDomain string
 	DNSService    string
+	// NodeLocalDNS are --dns.node-local: addresses of a node-local DNS cache that are not
+	// link-local (link-local nameservers are taken for one anyway).
+	NodeLocalDNS      []netip.Addr
+	NodeLocalDNSFlags []string
 
 	HairpinService  string
 	HairpinIdentity string
@@ -86,12 +92,15 @@ func registerFlags(app *kingpin.Application) *config {
 	app.Flag("probe.timeout", "Timeout of each stage of a probe.").Default("2s").DurationVar(&c.Timeout)
 	app.Flag("probe.settle", "After a Service or its endpoints change, hold back dns/proxy/nodeport/hairpin failures for this long (kube-proxy and CoreDNS follow the API a moment later) and probe again then; 0 records them at once.").Default("3s").DurationVar(&c.Settle)
 	app.Flag("probe.pod.spread", "Dial each ready endpoint at least once per this many intervals: a round of the pod stage dials new endpoints, those that failed last time and about 1/N of the others (rotating), and all of them when any of those fails; 1 dials every ready endpoint every interval.").Default("1").IntVar(&c.PodSpread)
+	app.Flag("probe.vip-connections", "Connections per round to each ClusterIP (and NodePort) and port, at most: min(ready endpoints, this), each a new connection, so a VIP that fails one connection in three is caught in most rounds; 1 dials each once.").Default("4").IntVar(&c.VIPConnections)
+	app.Flag("verdict.window", "Rounds of each network stage the verdict looks at: a stage failing in its last two rounds is failed, one failing in a share of them (at least two failed rounds, apart) is degraded (reason partial), one failed round among good ones blames nothing.").Default("8").IntVar(&c.Window)
 	app.Flag("probe.concurrency", "Sockets (TCP, HTTP, DNS) open at once, at most.").Default("64").IntVar(&c.Concurrency)
 	app.Flag("probe.max-new-conns-per-second", "New TCP connections per second, at most.").Default("1000").Float64Var(&c.NewConnsPerSecond)
 	app.Flag("dns.max-qps", "DNS queries per second, at most.").Default("400").Float64Var(&c.DNSQPS)
 	app.Flag("dns.resolv-conf", "resolv.conf whose nameservers, search list and ndots the DNS stage uses (the exporter Pod's own).").Default("/etc/resolv.conf").StringVar(&c.ResolvConf)
 	app.Flag("dns.cluster-domain", "Cluster domain.").Default("cluster.local").StringVar(&c.ClusterDomain)
 	app.Flag("dns.service", "The cluster DNS Service (namespace/name); each of its Pods is asked directly too.").Default("kube-system/kube-dns").StringVar(&c.DNSService)
+	app.Flag("dns.node-local", "Address of a node-local DNS cache in resolv.conf that is not link-local (repeatable); link-local nameservers (NodeLocal DNSCache's 169.254.20.10) count as one anyway. A dead node-local cache is blamed on dns, never on the proxy.").StringsVar(&c.NodeLocalDNSFlags)
 	app.Flag("hairpin.service", "namespace/name of a Service that selects only this Pod; probed through its VIP (empty: no hairpin stage).").StringVar(&c.HairpinService)
 	app.Flag("hairpin.identity", "This Pod's name, served on /-/identity and expected back through the hairpin Service.").Envar("POD_NAME").StringVar(&c.HairpinIdentity)
 	app.Flag("pod.ip", "This Pod's IP addresses, comma-separated (downward API status.podIPs); a Service leading only to them is reached through the hairpin path.").Envar("POD_IP").StringVar(new(string))
@@ -206,6 +215,19 @@ func (c *config) load() error {
 	if c.AllowExternal, err = parsePrefixes("--probe.allow-external", c.AllowExternalFlags); err != nil {
 		return err
 	}
+	c.NodeLocalDNS = nil
+	for _, v := range c.NodeLocalDNSFlags {
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f == "" {
+				continue
+			}
+			a, err := netip.ParseAddr(f)
+			if err != nil || a.Zone() != "" {
+				return fmt.Errorf("--dns.node-local %q: want an IP address such as 169.254.20.10", f)
+			}
+			c.NodeLocalDNS = append(c.NodeLocalDNS, a.Unmap())
+		}
+	}
 	switch {
 	case c.Interval <= 0:
 		return fmt.Errorf("--probe.interval must be positive, got %s", c.Interval)
@@ -221,6 +243,10 @@ func (c *config) load() error {
 		return fmt.Errorf("--probe.concurrency must be at least 1, got %d", c.Concurrency)
 	case c.PodSpread < 1:
 		return fmt.Errorf("--probe.pod.spread must be at least 1, got %d", c.PodSpread)
+	case c.VIPConnections < 1 || c.VIPConnections > 16:
+		return fmt.Errorf("--probe.vip-connections must be between 1 and 16, got %d", c.VIPConnections)
+	case c.Window < 2 || c.Window > 64:
+		return fmt.Errorf("--verdict.window must be between 2 and 64 rounds, got %d", c.Window)
 	case c.SeriesPerService < 8:
 		return fmt.Errorf("--metrics.max-series-per-service must be at least 8 (verdict, stages and endpoint counts), got %d", c.SeriesPerService)
 	case c.PerEndpointLimit < 0:

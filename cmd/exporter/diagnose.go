@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -90,7 +91,10 @@ func diagnoseService(ctx context.Context, client kubernetes.Interface, cfg *conf
 		notes = append(notes, fmt.Sprintf("cluster DNS Pods not asked directly: %v", err))
 	}
 
-	probers := newProbers(cfg, rc, budget)
+	// The DNS Service's ClusterIPs tell its VIP from a node-local cache or another resolver.
+	dnsIPs := dnsServiceIPs(ctx, client, cfg.DNSService)
+	resolvers := probe.ResolverClassifier{NodeLocal: cfg.NodeLocalDNS, ServiceIPs: func() []netip.Addr { return dnsIPs }}
+	probers := newProbers(cfg, rc, budget, resolvers)
 	results := make([]probe.Result, len(probers))
 	var cluster probe.ClusterDNSResult
 	start := time.Now()
@@ -101,7 +105,7 @@ func diagnoseService(ctx context.Context, client kubernetes.Interface, cfg *conf
 	wg.Go(func() {
 		cctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 		defer cancel()
-		clusterDNS := &probe.ClusterDNSProber{Budget: budget, Conf: rc, ClusterDomain: cfg.ClusterDomain}
+		clusterDNS := &probe.ClusterDNSProber{Budget: budget, Conf: rc, ClusterDomain: cfg.ClusterDomain, Resolvers: resolvers}
 		cluster = clusterDNS.Probe(cctx, probe.DNSServersFrom(dnsEps))
 	})
 	wg.Wait()
@@ -180,6 +184,30 @@ func dnsServiceEndpoints(ctx context.Context, client kubernetes.Interface, key s
 	// BuildTarget only needs the Service's identity to turn slices into endpoints.
 	stub := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
 	return discovery.BuildTarget(stub, epSlices, nil).Endpoints, nil
+}
+
+// dnsServiceIPs returns the ClusterIPs of the cluster DNS Service (--dns.service), nil when it
+// cannot be read (its nameserver is then not taken for the DNS Service's VIP).
+func dnsServiceIPs(ctx context.Context, client kubernetes.Interface, key string) []netip.Addr {
+	ns, name, ok := strings.Cut(key, "/")
+	if !ok {
+		return nil
+	}
+	svc, err := client.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil
+	}
+	ips := svc.Spec.ClusterIPs
+	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
+		ips = []string{svc.Spec.ClusterIP}
+	}
+	var out []netip.Addr
+	for _, s := range ips {
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
 }
 
 func writeDiagnosis(out io.Writer, format string, doc web.Service, notes []string) error {

@@ -35,7 +35,7 @@ func diagConfig(t *testing.T) *config {
 		t.Fatal(err)
 	}
 	return &config{
-		TotalShards: 1, Interval: time.Second, Timeout: time.Second, Concurrency: 8, PodSpread: 1,
+		TotalShards: 1, Interval: time.Second, Timeout: time.Second, Concurrency: 8, PodSpread: 1, VIPConnections: 4, Window: 8,
 		NewConnsPerSecond: 100, DNSQPS: 100, ResolvConf: rc, ClusterDomain: "cluster.local",
 		DNSService: "kube-system/kube-dns", SeriesPerService: 20, PerEndpointLimit: 10,
 	}

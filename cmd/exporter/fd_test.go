@@ -130,7 +130,7 @@ func fdChild() int {
 	cfg := &config{
 		TotalShards: 1, Interval: time.Second, Timeout: 500 * time.Millisecond,
 		// The budget allows far more sockets than descriptors exist: the limit is the kernel's.
-		Concurrency: 512, PodSpread: 1, NewConnsPerSecond: 100000, DNSQPS: 100000,
+		Concurrency: 512, PodSpread: 1, VIPConnections: 4, Window: 8, NewConnsPerSecond: 100000, DNSQPS: 100000,
 		ResolvConf: rc, ClusterDomain: "cluster.local", DNSService: "kube-system/kube-dns",
 		SeriesPerService: 20, PerEndpointLimit: 10,
 	}

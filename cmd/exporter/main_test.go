@@ -44,7 +44,7 @@ func testConfig(t *testing.T) *config {
 		t.Fatal(err)
 	}
 	return &config{
-		TotalShards: 1, Interval: time.Hour, Timeout: 100 * time.Millisecond, Concurrency: 8, PodSpread: 1,
+		TotalShards: 1, Interval: time.Hour, Timeout: 100 * time.Millisecond, Concurrency: 8, PodSpread: 1, VIPConnections: 4, Window: 8,
 		NewConnsPerSecond: 100, DNSQPS: 100, ResolvConf: rc, ClusterDomain: "cluster.local",
 		DNSService: "kube-system/kube-dns", SeriesPerService: 20, PerEndpointLimit: 10,
 		ExpectFlags: []string{"default/hostnames", "default/must-exist"},

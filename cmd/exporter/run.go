@@ -47,12 +47,15 @@ func newExporter(cfg *config, client kubernetes.Interface, log *slog.Logger) (*e
 		return nil, err
 	}
 	store := metrics.NewStore()
+	store.SetWindow(cfg.Window)
 	e := &exporter{store: store, registry: prometheus.NewRegistry(), mux: http.NewServeMux()}
 	// The guard asks the watcher (built below, before anything runs) which addresses it knows.
 	guard := cfg.addressGuard(func(a netip.Addr) bool { return e.watcher.KnownAddress(a) }, log.With("component", "guard"))
-	probers := newProbersGuarded(cfg, rc, budget, guard)
+	// The nameservers are told apart by the DNS Service's ClusterIPs as the informers know them.
+	resolvers := probe.ResolverClassifier{NodeLocal: cfg.NodeLocalDNS, ServiceIPs: func() []netip.Addr { return e.watcher.DNSServiceIPs() }}
+	probers := newProbersGuarded(cfg, rc, budget, guard, resolvers)
 
-	clusterDNS := &probe.ClusterDNSProber{Budget: budget, Conf: rc, ClusterDomain: cfg.ClusterDomain}
+	clusterDNS := &probe.ClusterDNSProber{Budget: budget, Conf: rc, ClusterDomain: cfg.ClusterDomain, Resolvers: resolvers}
 	schedCfg := probe.SchedulerConfig{
 		Interval: cfg.Interval, Timeout: cfg.Timeout, Settle: cfg.Settle,
 		// Workers only pace targets; sockets are bounded by the budget's concurrency.
@@ -120,20 +123,20 @@ func readResolvConf(path string) (probe.ResolvConf, error) {
 
 // newProbers builds every stage, in runbook order. The exporter and `svcprobe diagnose` share it:
 // there is one implementation of each check.
-func newProbers(cfg *config, rc probe.ResolvConf, budget *probe.Budget) []probe.Prober {
-	return newProbersGuarded(cfg, rc, budget, cfg.addressGuard(nil, nil))
+func newProbers(cfg *config, rc probe.ResolvConf, budget *probe.Budget, resolvers probe.ResolverClassifier) []probe.Prober {
+	return newProbersGuarded(cfg, rc, budget, cfg.addressGuard(nil, nil), resolvers)
 }
 
 // newProbersGuarded is newProbers with the exporter's AddressGuard, which knows the informers.
-func newProbersGuarded(cfg *config, rc probe.ResolvConf, budget *probe.Budget, guard *probe.AddressGuard) []probe.Prober {
+func newProbersGuarded(cfg *config, rc probe.ResolvConf, budget *probe.Budget, guard *probe.AddressGuard, resolvers probe.ResolverClassifier) []probe.Prober {
 	dialer := &probe.Dialer{Budget: budget, Guard: guard}
 	probers := []probe.Prober{
 		probe.SpecProber{},
 		probe.EndpointsProber{},
-		&probe.DNSProber{Budget: budget, Conf: rc, ClusterDomain: cfg.ClusterDomain},
+		&probe.DNSProber{Budget: budget, Conf: rc, ClusterDomain: cfg.ClusterDomain, Resolvers: resolvers},
 		&probe.PodProber{Dialer: dialer, Spread: cfg.PodSpread},
-		&probe.ProxyProber{Dialer: dialer, Self: cfg.PodIPs, DNSServers: rc.Servers, NodeName: cfg.NodeName},
-		&probe.NodePortProber{Dialer: dialer, NodeAddrs: cfg.NodeAddrs, NodeName: cfg.NodeName,
+		&probe.ProxyProber{Dialer: dialer, Self: cfg.PodIPs, DNSServers: rc.Servers, NodeName: cfg.NodeName, Connections: cfg.VIPConnections},
+		&probe.NodePortProber{Dialer: dialer, NodeAddrs: cfg.NodeAddrs, NodeName: cfg.NodeName, Connections: cfg.VIPConnections,
 			FromNode: probe.SharesNodeNetwork(cfg.PodIPs, cfg.NodeAddrs)},
 	}
 	if cfg.HairpinService != "" {
