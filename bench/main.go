@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/svcprobe/svcprobe/probe"
 	"io"
 	"os"
 	"os/exec"
@@ -59,8 +60,9 @@ type options struct {
 	conc      int
 	conns     float64
 	dnsQPS    float64
-	epsPoint  int // endpoints per Service of the extra 1k point (per-endpoint memory); 0: none
-	spread    int // --probe.pod.spread of an extra run at the largest scale; 1: none
+	epsPoint  int  // endpoints per Service of the extra 1k point (per-endpoint memory); 0: none
+	spread    int  // --probe.pod.spread of an extra run at the largest scale; 1: none
+	vipBase   bool // an extra run at the largest scale with --probe.vip-connections=1, the baseline of the vip row
 }
 
 func orchestrate(args []string) error {
@@ -74,9 +76,10 @@ func orchestrate(args []string) error {
 	fs.StringVar(&o.out, "out", "bench/out", "profiles and logs (gitignored)")
 	fs.StringVar(&o.results, "results", "bench/results.md", "the table, in Markdown")
 	fs.IntVar(&o.conc, "concurrency", 64, "--probe.concurrency (the flag's default)")
-	fs.Float64Var(&o.conns, "conns", 8000, "--probe.max-new-conns-per-second (10k Services x 11 TCP probes / 15 s = 7.3k/s)")
+	fs.Float64Var(&o.conns, "conns", 11000, "--probe.max-new-conns-per-second (10k Services x 14 TCP probes (10 Pods + 4 to the ClusterIP) / 15 s = 9.3k/s)")
 	fs.Float64Var(&o.dnsQPS, "dns-qps", 3000, "--dns.max-qps (10k Services x 3 queries / 15 s = 2k/s)")
 	fs.IntVar(&o.spread, "spread", 5, "--probe.pod.spread of an extra run at the largest scale (1: skip)")
+	fs.BoolVar(&o.vipBase, "vip-base", true, "an extra run at the largest scale with --probe.vip-connections=1: the baseline of the cost of 4 connections per VIP")
 	fs.IntVar(&o.epsPoint, "eps-point", 50, "endpoints per Service of an extra 1k-Service run, for memory per endpoint (0: skip)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -142,28 +145,31 @@ func orchestrate(args []string) error {
 	fmt.Printf("  TCP %.1f vs %.1f µs CPU/probe (x%.2f), DNS %.1f vs %.1f µs CPU/query (x%.2f)\n",
 		cost.TCPPodMicros, cost.TCPBareMicros, cost.TCPRatio, cost.DNSProbeMicros, cost.DNSBareMicros, cost.DNSRatio)
 
-	type run struct{ n, eps, spread int }
+	type run struct{ n, eps, spread, vip int }
 	var runs []run
 	for _, n := range o.scales {
-		runs = append(runs, run{n, 10, 1})
+		runs = append(runs, run{n, 10, 1, probe.DefaultConnections})
+	}
+	if o.vipBase {
+		runs = append(runs, run{maxN, 10, 1, 1})
 	}
 	if o.spread > 1 {
-		runs = append(runs, run{maxN, 10, o.spread})
+		runs = append(runs, run{maxN, 10, o.spread, probe.DefaultConnections})
 	}
 	if o.epsPoint > 0 {
-		runs = append(runs, run{1000, o.epsPoint, 1})
+		runs = append(runs, run{1000, o.epsPoint, 1, probe.DefaultConnections})
 	}
 	var results []ScaleResult
 	for _, r := range runs {
 		args := append([]string{"scale", fmt.Sprintf("-n=%d", r.n), fmt.Sprintf("-eps=%d", r.eps), "-control=" + info.Control,
 			fmt.Sprintf("-interval=%s", o.interval), fmt.Sprintf("-intervals=%d", o.intervals), fmt.Sprintf("-concurrency=%d", o.conc),
-			fmt.Sprintf("-conns=%g", o.conns), fmt.Sprintf("-dns-qps=%g", o.dnsQPS), fmt.Sprintf("-spread=%d", r.spread), "-out=" + o.out}, portArgs...)
-		if r.n == maxN && r.eps == 10 && r.spread == 1 {
+			fmt.Sprintf("-conns=%g", o.conns), fmt.Sprintf("-dns-qps=%g", o.dnsQPS), fmt.Sprintf("-spread=%d", r.spread), fmt.Sprintf("-vip-connections=%d", r.vip), "-out=" + o.out}, portArgs...)
+		if r.n == maxN && r.eps == 10 && r.spread == 1 && r.vip == probe.DefaultConnections {
 			args = append(args, "-profile="+filepath.Join(o.out, fmt.Sprintf("cpu-%d.pprof", r.n)), "-detect", fmt.Sprintf("-soak=%s", o.soak))
 		}
-		fmt.Printf("scale: %d Services x %d endpoints, --probe.pod.spread=%d ...\n", r.n, r.eps, r.spread)
+		fmt.Printf("scale: %d Services x %d endpoints, --probe.pod.spread=%d --probe.vip-connections=%d ...\n", r.n, r.eps, r.spread, r.vip)
 		var res ScaleResult
-		if err := child(ctx, self, filepath.Join(o.out, fmt.Sprintf("scale-%d-%d-%d.log", r.n, r.eps, r.spread)), &res, args...); err != nil {
+		if err := child(ctx, self, filepath.Join(o.out, fmt.Sprintf("scale-%d-%d-%d-%d.log", r.n, r.eps, r.spread, r.vip)), &res, args...); err != nil {
 			return err
 		}
 		fmt.Printf("  %.3f cores, RSS +%s, scrape %.3fs, %.1f series/Service, rounds %d/%.0f, max lag %.2fs\n",

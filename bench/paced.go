@@ -23,7 +23,7 @@ type PacedBaseline struct {
 	Cores            float64
 }
 
-func pacedBaseline(n, eps, spread int, p Ports, tcpRate, dnsRate float64, conc int, d time.Duration) PacedBaseline {
+func pacedBaseline(n, eps, spread, vipConns int, p Ports, tcpRate, dnsRate float64, conc int, d time.Duration) PacedBaseline {
 	res := PacedBaseline{Seconds: d.Seconds(), TCPRate: tcpRate, DNSRate: dnsRate}
 	var addrs []string
 	for i := range n {
@@ -53,10 +53,10 @@ func pacedBaseline(n, eps, spread int, p Ports, tcpRate, dnsRate float64, conc i
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	// The same shape of work as the scheduler's: Services start at an even pace, each one's
-	// connects (its share of the eps Pods, all of them without spreading, + the ClusterIP) and
-	// DNS questions done by one of the workers.
+	// connects (its share of the eps Pods, all of them without spreading, + vipConns to the
+	// ClusterIP) and DNS questions done by one of the workers.
 	share := (eps + spread - 1) / spread
-	perSvcTCP := share + 1
+	perSvcTCP := share + max(1, vipConns)
 	perSvcDNS := max(1, len(qs)/max(n, 1))
 	svcRate := max(tcpRate/float64(perSvcTCP), 1)
 	lim := rate.NewLimiter(rate.Limit(svcRate), 1)

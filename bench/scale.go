@@ -42,6 +42,7 @@ type benchConfig struct {
 	NewConnsPerSecond float64
 	DNSQPS            float64
 	PodSpread         int // --probe.pod.spread (0 or 1: every endpoint every interval)
+	VIPConnections    int // --probe.vip-connections (connections per ClusterIP and port a round)
 }
 
 // exporter is cmd/exporter/run.go's newExporter, minus what a bench cannot use (the exporter-
@@ -67,9 +68,10 @@ func newBenchExporter(cfg benchConfig, rc probe.ResolvConf, client kubernetes.In
 		probe.EndpointsProber{},
 		&probe.DNSProber{Budget: budget, Conf: rc, ClusterDomain: clusterDomain},
 		&probe.PodProber{Dialer: dialer, Spread: cfg.PodSpread},
-		&probe.ProxyProber{Dialer: dialer},
+		&probe.ProxyProber{Dialer: dialer, Connections: cfg.VIPConnections},
 	}
 	store := metrics.NewStore()
+	store.SetWindow(metrics.DefaultWindow)
 	e := &exporter{store: store, budget: budget, registry: prometheus.NewRegistry(), mux: http.NewServeMux()}
 	clusterDNS := &probe.ClusterDNSProber{Budget: budget, Conf: rc, ClusterDomain: clusterDomain}
 	schedCfg := probe.SchedulerConfig{
@@ -159,6 +161,7 @@ func runScale(args []string) error {
 	conns := fs.Float64("conns", 8000, "--probe.max-new-conns-per-second")
 	qps := fs.Float64("dns-qps", 3000, "--dns.max-qps")
 	spread := fs.Int("spread", 1, "--probe.pod.spread")
+	vipConns := fs.Int("vip-connections", probe.DefaultConnections, "--probe.vip-connections")
 	profile := fs.String("profile", "", "write a CPU profile of one more interval here")
 	detect := fs.Bool("detect", false, "measure detection latency")
 	soak := fs.Duration("soak", 0, "keep running this long after the measurements, watching ports and budgets")
@@ -167,7 +170,8 @@ func runScale(args []string) error {
 		return err
 	}
 	ports := Ports{Pod: *podPort, Service: *svcPort}
-	cfg := benchConfig{Interval: *interval, Timeout: 2 * time.Second, Concurrency: *conc, NewConnsPerSecond: *conns, DNSQPS: *qps, PodSpread: max(1, *spread)}
+	cfg := benchConfig{Interval: *interval, Timeout: 2 * time.Second, Concurrency: *conc, NewConnsPerSecond: *conns, DNSQPS: *qps, PodSpread: max(1, *spread),
+		VIPConnections: max(1, *vipConns)}
 	res := ScaleResult{Services: *n, EndpointsPerService: *eps, Budget: cfg, DetectSeconds: -1, DetectLowerSeconds: -1, DetectStoreSeconds: -1}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
@@ -357,7 +361,7 @@ func runScale(args []string) error {
 	res.BaselineScrapeSeconds = baselineScrape(body)
 
 	if res.WindowSeconds > 0 {
-		res.Paced = pacedBaseline(*n, *eps, cfg.PodSpread, ports, float64(res.ServerConns)/res.WindowSeconds, float64(res.ServerDNS)/res.WindowSeconds,
+		res.Paced = pacedBaseline(*n, *eps, cfg.PodSpread, min(*eps, cfg.VIPConnections), ports, float64(res.ServerConns)/res.WindowSeconds, float64(res.ServerDNS)/res.WindowSeconds,
 			*conc, min(*interval, 15*time.Second))
 	}
 	out, _ := json.Marshal(res)
