@@ -490,6 +490,19 @@ func TestPartialVIPWindowAndNameserverClass(t *testing.T) {
 	if !strings.Contains(cellText(*proxy), "partial") {
 		t.Errorf("cell %q does not say partial", cellText(*proxy))
 	}
+	// The walk blames the VIP step, degraded/partial although the last round passed, with a hint.
+	var blamed []string
+	for _, st := range one.Runbook {
+		if st.Blamed {
+			blamed = append(blamed, st.ID)
+			if st.Status != StatusDegraded || st.Reason != "partial" || !strings.Contains(st.Hint, "stale rule") {
+				t.Errorf("blamed step %+v, want degraded, partial, a stale-rule hint", st)
+			}
+		}
+	}
+	if strings.Join(blamed, ",") != "proxy" {
+		t.Errorf("blamed %v, want [proxy]", blamed)
+	}
 	code, _, body = do(t, fixtureHandler(s, Options{}), "/api/v1/services")
 	if code != http.StatusOK || !strings.Contains(strings.Join(strings.Fields(body), ""), `"class":"node_local"`) {
 		t.Errorf("list document: %d, no nameserver class node_local in %s", code, body)

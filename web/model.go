@@ -1,12 +1,14 @@
 package web
 
 import (
+	"fmt"
 	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/svcprobe/svcprobe/discovery"
 	"github.com/svcprobe/svcprobe/metrics"
 	"github.com/svcprobe/svcprobe/probe"
 )
@@ -300,10 +302,10 @@ func walk(ss metrics.ServiceStatus, cluster *probe.ClusterDNSResult) []Step {
 	// A DNS failure blamed on the proxy (DNS Pods answer, the DNS Service IP does not) is a
 	// broken VIP for kube-dns, not for this Service: mark the cluster DNS step.
 	if ss.Verdict == metrics.LayerProxy {
-		if r, ok := ss.Results[probe.StageProxy]; !ok || r.Outcome != probe.Failed {
+		if r, ok := ss.Results[probe.StageProxy]; (!ok || r.Outcome != probe.Failed) && !windowBad(ss, probe.StageProxy) {
 			blamed = "cluster_dns"
 			// The ClusterIP is fine but the NodePort is not: kube-proxy's NodePort path.
-			if n, ok := ss.Results[probe.StageNodePort]; ok && n.Outcome == probe.Failed {
+			if n, ok := ss.Results[probe.StageNodePort]; ok && (n.Outcome == probe.Failed || windowBad(ss, probe.StageNodePort)) {
 				blamed = "nodeport"
 			}
 		}
@@ -333,6 +335,14 @@ func walk(ss metrics.ServiceStatus, cluster *probe.ClusterDNSResult) []Step {
 			if s.Status == StatusFailed || s.Status == StatusDegraded {
 				s.Hint = r.Hint
 			}
+			if w, has := ss.Windows[o.stage]; has && ok && r.Outcome != probe.Skipped && w.State == metrics.StateDegraded {
+				// Failing in a share of the recent rounds: what the verdict calls partial, even
+				// when the last round happened to pass.
+				s.Status, s.Reason = StatusDegraded, string(probe.ReasonPartial)
+				s.Detail = fmt.Sprintf("failed in %d of the last %d rounds (%d of %d attempts); last round: %s",
+					w.FailedRounds, w.Rounds, w.Failing, w.Total, r.Reason)
+				s.Hint = partialHint(o.stage, ss.Target)
+			}
 			if s.Status == StatusOK && s.Detail == "" {
 				s.Detail = summary(r)
 			}
@@ -340,6 +350,33 @@ func walk(ss metrics.ServiceStatus, cluster *probe.ClusterDNSResult) []Step {
 		steps = append(steps, s)
 	}
 	return steps
+}
+
+// windowBad reports whether a stage's window is failed or degraded.
+func windowBad(ss metrics.ServiceStatus, st probe.Stage) bool {
+	w, ok := ss.Windows[st]
+	return ok && w.Rounds > 0 && w.State != metrics.StateOK
+}
+
+// partialHint is what to check when a stage fails in a share of its rounds.
+func partialHint(st probe.Stage, t *discovery.Target) string {
+	key := t.Namespace + "/" + t.Name
+	switch st {
+	case probe.StageProxy, probe.StageNodePort:
+		return "Some connections through the Service's virtual IP fail while the Pods answer directly: a stale rule " +
+			"for a backend that moved or went away (kube-proxy on this node not syncing: its logs, " +
+			"kubeproxy_sync_proxy_rules_last_timestamp_seconds), or one backend unreachable only through the proxy. " +
+			"Compare the endpoints in `iptables-save | grep " + key + "` (or `nft list table ip kube-proxy`) with " +
+			"`kubectl get endpointslices -l kubernetes.io/service-name=" + t.Name + " -n " + t.Namespace + "`."
+	case probe.StagePod:
+		return "A backend answers some connections and not others: an overloaded Pod (accept queue full, CPU " +
+			"throttling), a flaky network path to its node, or a firewall dropping a share of SYNs. Check " +
+			"svcprobe_endpoint_up (--metrics.per-endpoint) or the status page's checks for which endpoint fails."
+	case probe.StageDNS:
+		return "The name resolves in some rounds and not in others: one DNS replica or one nameserver failing, " +
+			"or DNS overloaded (its Pods' CPU throttling, i/o timeouts in their logs). Compare svcprobe_cluster_dns_up per Pod."
+	}
+	return "The stage fails in a share of its recent rounds: see the checks of the failing rounds."
 }
 
 func clusterStep(s *Step, r *probe.ClusterDNSResult) {
@@ -354,11 +391,28 @@ func clusterStep(s *Step, r *probe.ClusterDNSResult) {
 	switch {
 	case c.ProxySuspect:
 		s.Hint = "The DNS Pods answer when asked directly but the DNS Service IP does not: the service proxy " +
-			"(kube-proxy or the CNI's service routing) does not forward the DNS Service on this node. Check kube-proxy here."
+			"(kube-proxy or the CNI's service routing) does not forward the DNS Service on this node. Check kube-proxy here " +
+			"(if other Services' VIPs answer, only the DNS Service's rules are missing)."
+	case deadClass(r) == probe.ResolverNodeLocal:
+		s.Hint = "The nameserver is a node-local DNS cache and it does not answer on this node (not the cluster DNS Service): " +
+			"check its DaemonSet's Pod here (kubectl -n kube-system get pods -l k8s-app=node-local-dns -o wide; its logs), " +
+			"its health endpoint (curl http://<cache address>:8080/health on the node) and its nodelocaldns interface."
+	case deadClass(r) == probe.ResolverOther:
+		s.Hint = "The nameserver is not the cluster DNS Service's IP, and it does not answer: check the Pods' dnsPolicy and " +
+			"dnsConfig (dnsPolicy: Default uses the node's resolv.conf) and that resolver itself."
 	case c.Status != StatusOK:
 		s.Hint = "Cluster DNS itself is unwell: check the DNS Pods (kubectl -n kube-system get pods -l k8s-app=kube-dns; their logs) " +
 			"and that the nameserver in the Pods' /etc/resolv.conf is the DNS Service IP."
 	}
+}
+
+// deadClass is the class of the dead nameservers ("" when some answer).
+func deadClass(r *probe.ClusterDNSResult) probe.ResolverClass {
+	class, dead := r.DeadResolver()
+	if !dead {
+		return ""
+	}
+	return class
 }
 
 func summaryDNS(c *ClusterDNS) string {
