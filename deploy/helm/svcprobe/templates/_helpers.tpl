@@ -54,6 +54,16 @@ helm.sh/chart: {{ include "svcprobe.chart" . }}
 {{- end }}
 {{- end }}
 
+{{/* --probe.vip-connections and --verdict.window (issue 16), only when not the exporter's defaults. */}}
+{{- define "svcprobe.verdictArgs" -}}
+{{- if ne (int (.probe.vipConnections | default 4)) 4 }}
+- --probe.vip-connections={{ int .probe.vipConnections }}
+{{- end }}
+{{- if ne (int ((.verdict).window | default 8)) 8 }}
+- --verdict.window={{ int .verdict.window }}
+{{- end }}
+{{- end }}
+
 {{/* The exporter's flags (cmd/exporter/config.go); deploy/helm_test.go runs them through the binary. */}}
 {{- define "svcprobe.args" -}}
 - --web.listen-address=:{{ int .Values.web.port }}
@@ -64,6 +74,7 @@ helm.sh/chart: {{ include "svcprobe.chart" . }}
 {{- if gt (int (.Values.probe.podSpread | default 1)) 1 }}
 - --probe.pod.spread={{ int .Values.probe.podSpread }}
 {{- end }}
+{{- include "svcprobe.verdictArgs" .Values }}
 - --dns.max-qps={{ .Values.dns.maxQPS }}
 {{- if .Values.hairpin.enabled }}
 {{- if include "svcprobe.sharded" . }}
@@ -99,6 +110,9 @@ helm.sh/chart: {{ include "svcprobe.chart" . }}
 {{- end }}
 {{- with .Values.dns.service }}
 - --dns.service={{ . }}
+{{- end }}
+{{- range .Values.dns.nodeLocal }}
+- --dns.node-local={{ . }}
 {{- end }}
 - --metrics.max-series-per-service={{ int .Values.metrics.maxSeriesPerService }}
 {{- if .Values.metrics.perEndpoint }}
@@ -273,6 +287,7 @@ them with deploy/node-agent's and deploy/windows's and runs them through the bin
 - --node.sample-size={{ int $a.sampleSize }}
 - --probe.concurrency={{ int $a.probe.concurrency }}
 - --probe.max-new-conns-per-second={{ $a.probe.maxNewConnsPerSecond }}
+{{- include "svcprobe.verdictArgs" $v }}
 - --dns.max-qps={{ $a.dns.maxQPS }}
 {{- if .windows }}
 - --dns.resolv-conf=C:\etc\svcprobe\resolv.conf
@@ -301,6 +316,9 @@ them with deploy/node-agent's and deploy/windows's and runs them through the bin
 {{- end }}
 {{- with $v.dns.service }}
 - --dns.service={{ . }}
+{{- end }}
+{{- range $v.dns.nodeLocal }}
+- --dns.node-local={{ . }}
 {{- end }}
 {{- if include "svcprobe.webConfigFile" $ }}
 - --web.config.file={{ include "svcprobe.nodeAgent.webConfigDir" . }}{{ if .windows }}\{{ else }}/{{ end }}{{ $v.web.config.key }}
