@@ -117,6 +117,10 @@ func TestVerdictTable(t *testing.T) {
 			wins(probe.StageProxy, "++-++-"), VIPTally{OK: 9}},
 		{"window: hard failure ended, recovery at once", results(), clusterDNS(true, true), LayerOK, probe.ReasonSuccess,
 			wins(probe.StageProxy, "++++----+"), VIPTally{}},
+		{"window: a lone failure after a hard failure ended is one failure among good ones", results(fail(probe.StageProxy, probe.ReasonTimeout)), clusterDNS(true, true), LayerOK, probe.ReasonSuccess,
+			wins(probe.StageProxy, "+----+-"), VIPTally{}},
+		{"window: rounds where some connections failed do not close as a hard failure", results(fail(probe.StageProxy, probe.ReasonTimeout)), clusterDNS(true, true), LayerProxy, probe.ReasonPartial,
+			wins(probe.StageProxy, "++pp+-"), VIPTally{OK: 9}},
 		{"window: partial failure aged out of the window", results(), clusterDNS(true, true), LayerOK, probe.ReasonSuccess,
 			wins(probe.StageProxy, "-+-+++++++"), VIPTally{}},
 		{"window: flaky Pod is pod, partial, before the VIP it also fails", results(fail(probe.StageProxy, probe.ReasonTimeout)), clusterDNS(true, true), LayerPod, probe.ReasonPartial,
@@ -159,13 +163,17 @@ func TestVerdictTable(t *testing.T) {
 }
 
 // wins builds one stage's window from rounds, oldest first: '+' a round that passed, '-' one that
-// failed (the window code itself, so the table tests the rule end to end).
+// failed in every attempt, 'p' one where one attempt of four failed (the window code itself, so
+// the table tests the rule end to end).
 func wins(s probe.Stage, rounds string) map[probe.Stage]Window {
 	w := newWindow(DefaultWindow)
 	for _, c := range rounds {
-		if c == '-' {
+		switch c {
+		case '-':
 			w.add(fail(s, probe.ReasonTimeout))
-		} else {
+		case 'p': // a round where one attempt of four failed
+			w.add(probe.Result{Stage: s, Outcome: probe.Failed, Reason: probe.ReasonTimeout, Failing: 1, Total: 4})
+		default:
 			w.add(ok(s))
 		}
 	}

@@ -48,11 +48,40 @@ func (w *window) add(r probe.Result) {
 	if rd.failed && rd.failing == 0 {
 		rd.failing = 1
 	}
+	if !rd.failed && w.hardFailureEnds() {
+		// A hard failure ended: its rounds are closed, so that a lone failed round soon after
+		// (a rule being re-synced, a restarted Pod's first accept) is one failure among good
+		// ones, not a second run that would hold the stage as partial.
+		w.rounds = w.rounds[:0]
+	}
 	if len(w.rounds) == w.size {
 		copy(w.rounds, w.rounds[1:])
 		w.rounds = w.rounds[:len(w.rounds)-1]
 	}
 	w.rounds = append(w.rounds, rd)
+}
+
+// hardFailureEnds reports whether the window's last two rounds failed, every round of its trailing run of failures failed in every attempt, and no round
+// before that run failed: a hard failure out of a healthy window, as opposed to a partial one (a
+// VIP failing one connection in three fails a round's four connections together in about 1% of
+// rounds) or one that comes and goes.
+func (w *window) hardFailureEnds() bool {
+	n := len(w.rounds)
+	if n < 2 || !w.rounds[n-1].failed || !w.rounds[n-2].failed {
+		return false
+	}
+	i := n - 1
+	for ; i >= 0 && w.rounds[i].failed; i-- {
+		if w.rounds[i].failing < w.rounds[i].total {
+			return false
+		}
+	}
+	for ; i >= 0; i-- {
+		if w.rounds[i].failed {
+			return false // failures before the run: a fault that comes and goes, held as partial
+		}
+	}
+	return true
 }
 
 // Window is a copy of a stage's window, for the verdict, the metrics and the status page.
@@ -81,7 +110,9 @@ func (w Window) FailureRatio() float64 {
 //     Such a fault is held for as long as its failures stay in the window, so the verdict does
 //     not flap with the rounds that happened to pass.
 //   - ok: otherwise. In particular a run of failed rounds followed by a good one is ok at once:
-//     a hard failure that ends recovers within one round.
+//     a hard failure that ends recovers within one round. When every attempt of that run failed
+//     and nothing failed before it (a hard failure out of a healthy window), add closes its
+//     rounds at the good one, so a lone failure soon after is one failure among good ones again.
 func (w *window) snapshot() Window {
 	out := Window{State: StateOK, Rounds: len(w.rounds)}
 	runs := 0

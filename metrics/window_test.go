@@ -27,8 +27,10 @@ func TestStoreVerdictFollowsWindow(t *testing.T) {
 	s := NewStore()
 	tg := target("default", "hostnames")
 	s.Record(tg, healthy())
-	proxyFail := fail(probe.StageProxy, probe.ReasonTimeout)
+	proxyFail := fail(probe.StageProxy, probe.ReasonTimeout) // a hard failure: every connection
 	proxyOK := ok(probe.StageProxy)
+	// A partial round: one connection of four failed.
+	proxyPart := probe.Result{Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonTimeout, Failing: 1, Total: 4}
 	steps := []struct {
 		r      probe.Result
 		layer  Layer
@@ -37,12 +39,14 @@ func TestStoreVerdictFollowsWindow(t *testing.T) {
 		{proxyFail, LayerOK, probe.ReasonSuccess},              // one failed round among good ones
 		{proxyFail, LayerProxy, probe.ReasonTimeout},           // two in a row
 		{proxyFail, LayerProxy, probe.ReasonTimeout},           // held
-		{proxyOK, LayerOK, probe.ReasonSuccess},                // recovery at once
+		{proxyOK, LayerOK, probe.ReasonSuccess},                // recovery at once; the hard failure's rounds close
+		{proxyFail, LayerOK, probe.ReasonSuccess},              // a lone failure after it is not a second run
 		{proxyOK, LayerOK, probe.ReasonSuccess},                //
-		{proxyFail, LayerProxy, probe.ReasonPartial},           // a second run of failures: partial
+		{proxyPart, LayerProxy, probe.ReasonPartial},           // two failed rounds apart: partial
 		{proxyOK, LayerProxy, probe.ReasonPartial},             // held through a good round
-		{proxyFail, LayerProxy, probe.ReasonPartial},           //
-		{proxyOK, LayerProxy, probe.ReasonPartial},             //
+		{proxyPart, LayerProxy, probe.ReasonPartial},           //
+		{proxyPart, LayerProxy, probe.ReasonTimeout},           // two in a row: failed, with the reason
+		{proxyOK, LayerProxy, probe.ReasonPartial},             // a partial run does not close: still held
 		{skip(probe.StageProxy), LayerOK, probe.ReasonSuccess}, // no longer applies: window dropped
 	}
 	for i, st := range steps {
