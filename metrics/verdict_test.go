@@ -121,8 +121,16 @@ func TestVerdictTable(t *testing.T) {
 			wins(probe.StageProxy, "+----+-"), VIPTally{}},
 		{"window: rounds where some connections failed do not close as a hard failure", results(fail(probe.StageProxy, probe.ReasonTimeout)), clusterDNS(true, true), LayerProxy, probe.ReasonPartial,
 			wins(probe.StageProxy, "++pp+-"), VIPTally{OK: 9}},
-		{"window: partial failure aged out of the window", results(), clusterDNS(true, true), LayerOK, probe.ReasonSuccess,
+		{"window: partial failure held while a failed round is left in the window", results(), clusterDNS(true, true), LayerProxy, probe.ReasonPartial,
 			wins(probe.StageProxy, "-+-+++++++"), VIPTally{}},
+		{"window: partial failure aged out of the window", results(), clusterDNS(true, true), LayerOK, probe.ReasonSuccess,
+			wins(probe.StageProxy, "-+-++++++++"), VIPTally{}},
+		{"window: a VIP failing most rounds, one run, intermittent within rounds: held after a good round", results(), clusterDNS(true, true), LayerProxy, probe.ReasonPartial,
+			wins(probe.StageProxy, "+ppppppp+"), VIPTally{OK: 9}},
+		{"window: once held as partial, a later hard run that ends does not clear it", results(), clusterDNS(true, true), LayerProxy, probe.ReasonPartial,
+			wins(probe.StageProxy, "+pp--------+"), VIPTally{}},
+		{"window: a long hard failure out of a healthy window ends: ok at once", results(), clusterDNS(true, true), LayerOK, probe.ReasonSuccess,
+			wins(probe.StageProxy, "+-------+"), VIPTally{}},
 		{"window: flaky Pod is pod, partial, before the VIP it also fails", results(fail(probe.StageProxy, probe.ReasonTimeout)), clusterDNS(true, true), LayerPod, probe.ReasonPartial,
 			merge(wins(probe.StagePod, "+-+-++-+"), wins(probe.StageProxy, "+++++-+-")), VIPTally{}},
 		{"window: DNS failing a share of rounds", results(), clusterDNS(true, true), LayerDNS, probe.ReasonPartial,
@@ -163,7 +171,7 @@ func TestVerdictTable(t *testing.T) {
 }
 
 // wins builds one stage's window from rounds, oldest first: '+' a round that passed, '-' one that
-// failed in every attempt, 'p' one where one attempt of four failed (the window code itself, so
+// failed in every attempt, 'p' one where one connection of four failed (the window code itself, so
 // the table tests the rule end to end).
 func wins(s probe.Stage, rounds string) map[probe.Stage]Window {
 	w := newWindow(DefaultWindow)
@@ -171,8 +179,8 @@ func wins(s probe.Stage, rounds string) map[probe.Stage]Window {
 		switch c {
 		case '-':
 			w.add(fail(s, probe.ReasonTimeout))
-		case 'p': // a round where one attempt of four failed
-			w.add(probe.Result{Stage: s, Outcome: probe.Failed, Reason: probe.ReasonTimeout, Failing: 1, Total: 4})
+		case 'p': // a round where one connection of four to the same address failed
+			w.add(probe.Result{Stage: s, Outcome: probe.Failed, Reason: probe.ReasonTimeout, Failing: 1, Total: 4, Intermittent: true})
 		default:
 			w.add(ok(s))
 		}

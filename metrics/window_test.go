@@ -30,7 +30,7 @@ func TestStoreVerdictFollowsWindow(t *testing.T) {
 	proxyFail := fail(probe.StageProxy, probe.ReasonTimeout) // a hard failure: every connection
 	proxyOK := ok(probe.StageProxy)
 	// A partial round: one connection of four failed.
-	proxyPart := probe.Result{Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonTimeout, Failing: 1, Total: 4}
+	proxyPart := probe.Result{Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonTimeout, Failing: 1, Total: 4, Intermittent: true}
 	steps := []struct {
 		r      probe.Result
 		layer  Layer
@@ -76,9 +76,14 @@ func TestStoreWindowBounded(t *testing.T) {
 	for range 3 {
 		s.Record(tg, []probe.Result{ok(probe.StageDNS)})
 	}
-	// Window now: fail, ok, ok, ok: one failure left, no verdict.
-	if layer, _, ss := verdictOf(t, s, "hostnames"); layer != LayerOK || ss.Windows[probe.StageDNS].Rounds != 4 || ss.Windows[probe.StageDNS].FailedRounds != 1 {
-		t.Fatalf("verdict %s window %+v, want ok with one failed round of 4", layer, ss.Windows[probe.StageDNS])
+	// Window now: fail, ok, ok, ok: one failure left, still held (partial recovery shows when
+	// the failures have left the window).
+	if layer, reason, ss := verdictOf(t, s, "hostnames"); layer != LayerDNS || reason != probe.ReasonPartial || ss.Windows[probe.StageDNS].FailedRounds != 1 {
+		t.Fatalf("verdict %s/%s window %+v, want dns/partial held with one failed round of 4", layer, reason, ss.Windows[probe.StageDNS])
+	}
+	s.Record(tg, []probe.Result{ok(probe.StageDNS)})
+	if layer, _, ss := verdictOf(t, s, "hostnames"); layer != LayerOK || ss.Windows[probe.StageDNS].Rounds != 4 || ss.Windows[probe.StageDNS].FailedRounds != 0 {
+		t.Fatalf("verdict %s window %+v, want ok with no failed round of 4", layer, ss.Windows[probe.StageDNS])
 	}
 }
 

@@ -22,8 +22,9 @@ func connectionsFor(ready, limit int) int {
 // runRepeated dials each job n times, each a new connection, and folds the n attempts of a job
 // into one check: the first failure (its detail saying how many of the n failed) or, when all
 // answered, the first answer. It also returns the attempts that failed and those made, the
-// stage's Failing and Total. Jobs whose address the AddressGuard refuses are not repeated.
-func runRepeated(ctx context.Context, d *Dialer, t *discovery.Target, stage Stage, jobs []job, n int) (checks []Check, failing, total int) {
+// stage's Failing and Total, and whether some job both answered and failed (intermittent). Jobs
+// whose address the AddressGuard refuses are not repeated.
+func runRepeated(ctx context.Context, d *Dialer, t *discovery.Target, stage Stage, jobs []job, n int) (checks []Check, failing, total int, intermittent bool) {
 	n = max(1, n)
 	all := make([]job, 0, len(jobs)*n)
 	reps := make([]int, len(jobs))
@@ -58,6 +59,9 @@ func runRepeated(ctx context.Context, d *Dialer, t *discovery.Target, stage Stag
 			c.Duration = max(c.Duration, g.Duration)
 		}
 		failing += failed
+		if failed > 0 && failed < len(group) {
+			intermittent = true
+		}
 		if len(group) > 1 {
 			if failed > 0 {
 				c.Detail = fmt.Sprintf("%d of %d connections failed: %s", failed, len(group), c.Detail)
@@ -67,14 +71,14 @@ func runRepeated(ctx context.Context, d *Dialer, t *discovery.Target, stage Stag
 		}
 		checks[i] = c
 	}
-	return checks, failing, total
+	return checks, failing, total, intermittent
 }
 
 // fromRepeated is fromChecks over folded checks, with Failing and Total counting connections.
-func fromRepeated(s Stage, checks []Check, failing, total int, why string) Result {
+func fromRepeated(s Stage, checks []Check, failing, total int, intermittent bool, why string) Result {
 	r := fromChecks(s, checks, why)
 	if r.Outcome != Skipped {
-		r.Failing, r.Total = failing, total
+		r.Failing, r.Total, r.Intermittent = failing, total, intermittent
 	}
 	return r
 }

@@ -98,8 +98,8 @@ func (p *NodePortProber) Probe(ctx context.Context, t *discovery.Target) Result 
 	if t.ExternalTrafficLocal {
 		ready = len(t.ReadyEndpointsOn(p.NodeName)) // the NodePort leads only to the node's own
 	}
-	checks, failing, total := runRepeated(ctx, p.Dialer, t, StageNodePort, jobs, connectionsFor(ready, p.Connections))
-	r := fromRepeated(StageNodePort, checks, failing, total, "no TCP NodePorts (UDP is probed on port 53 only)")
+	checks, failing, total, intermittent := runRepeated(ctx, p.Dialer, t, StageNodePort, jobs, connectionsFor(ready, p.Connections))
+	r := fromRepeated(StageNodePort, checks, failing, total, intermittent, "no TCP NodePorts (UDP is probed on port 53 only)")
 	r.FromNode = p.FromNode
 	if r.Outcome == Failed && p.FromNode {
 		r.Hint = "The NodePort does not answer when the node dials its own address (this prober runs on the node's network). " +

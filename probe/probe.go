@@ -146,6 +146,10 @@ type Result struct {
 	// FromNode marks a nodeport result dialed from the node's own network (see
 	// ReasonNodePortUnreachableFromNode).
 	FromNode bool
+	// Intermittent marks a round in which one address answered some of its connections and
+	// failed others (the proxy and nodeport stages' repeated connections): a partial failure
+	// seen within one round, which no hard failure produces.
+	Intermittent bool
 }
 
 // Prober runs one stage against one target. Implementations must honour ctx's deadline.

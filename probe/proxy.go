@@ -80,8 +80,8 @@ func (p *ProxyProber) Probe(ctx context.Context, t *discovery.Target) Result {
 				subject: subjectAddr(addr, kind) + " (service " + t.Key() + ")", port: pi})
 		}
 	}
-	checks, failing, total := runRepeated(ctx, p.Dialer, t, StageProxy, jobs, connectionsFor(len(eps), p.Connections))
-	r := fromRepeated(StageProxy, checks, failing, total, "no TCP ports (UDP not probed)")
+	checks, failing, total, intermittent := runRepeated(ctx, p.Dialer, t, StageProxy, jobs, connectionsFor(len(eps), p.Connections))
+	r := fromRepeated(StageProxy, checks, failing, total, intermittent, "no TCP ports (UDP not probed)")
 	r.SelfOnly = leadsOnlyTo(p.Self, eps)
 	if r.Outcome == Failed && r.SelfOnly {
 		r.Hint = "The Service's virtual IP leads only to this exporter's own Pod, so this is the hairpin path: " +

@@ -196,8 +196,8 @@ func TestProxyProberConnectionsCatchPartialVIP(t *testing.T) {
 	if r.Outcome != Failed || r.Reason != ReasonUnreachable {
 		t.Fatalf("result %v %s %q, want failed unreachable", r.Outcome, r.Reason, r.Detail)
 	}
-	if r.Total != 4 || r.Failing != 1 {
-		t.Errorf("failing %d of %d connections, want 1 of 4", r.Failing, r.Total)
+	if r.Total != 4 || r.Failing != 1 || !r.Intermittent {
+		t.Errorf("failing %d of %d connections, intermittent %v; want 1 of 4, intermittent", r.Failing, r.Total, r.Intermittent)
 	}
 	if len(r.Checks) != 1 || !strings.Contains(r.Checks[0].Detail, "1 of 4 connections failed") {
 		t.Errorf("checks %+v, want one folded check saying 1 of 4 connections failed", r.Checks)
