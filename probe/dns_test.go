@@ -617,3 +617,31 @@ func TestDNSSearchPathReusesTheFQDNAnswer(t *testing.T) {
 		t.Errorf("A %s asked %d times in one round (%v), want once", fqdnHostnames, n, f.asked())
 	}
 }
+
+// A dead nameserver that is a node-local cache, or another resolver, gets a hint that names it;
+// one that is (or may be) the DNS Service keeps the cluster DNS hint.
+func TestDNSHintNamesTheResolver(t *testing.T) {
+	f := newFakeDNS(t, fqdnHostnames+" 5 IN A 192.0.2.10")
+	f.silent = true
+	conf := kubeletConf(serveFakeDNS(t, f))
+	svc := func() []netip.Addr { return []netip.Addr{netip.MustParseAddr("198.19.0.10")} }
+	for _, c := range []struct {
+		name string
+		rc   ResolverClassifier
+		want string
+	}{
+		{"node-local", ResolverClassifier{ServiceIPs: svc, NodeLocal: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}, "node-local DNS cache"},
+		{"other resolver", ResolverClassifier{ServiceIPs: svc}, "not the cluster DNS Service's IP"},
+		{"the DNS Service", ResolverClassifier{ServiceIPs: func() []netip.Addr { return []netip.Addr{netip.MustParseAddr("127.0.0.1")} }}, "kubernetes.default"},
+		{"unknown", ResolverClassifier{}, "kubernetes.default"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := &DNSProber{Budget: testBudget(t), Conf: conf, ClusterDomain: "cluster.local", Resolvers: c.rc}
+			r := p.Probe(dnsCtx(t, 300*time.Millisecond), clusterIPTarget("192.0.2.10"))
+			wantFailed(t, r, ReasonTimeout)
+			if !strings.Contains(r.Hint, c.want) {
+				t.Errorf("hint %q, want it to contain %q", r.Hint, c.want)
+			}
+		})
+	}
+}
