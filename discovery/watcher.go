@@ -541,6 +541,12 @@ func (w *Watcher) DNSServiceIPs() []netip.Addr {
 	if err != nil {
 		return nil
 	}
+	return ClusterIPsOf(svc)
+}
+
+// ClusterIPsOf returns a Service's ClusterIPs (spec.clusterIPs, or spec.clusterIP on an object
+// written before dual-stack), parsed; "None" and malformed values are left out.
+func ClusterIPsOf(svc *corev1.Service) []netip.Addr {
 	ips := svc.Spec.ClusterIPs
 	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
 		ips = []string{svc.Spec.ClusterIP}

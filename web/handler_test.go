@@ -385,14 +385,7 @@ func TestDNSBlamedOnProxyMarksClusterDNSStep(t *testing.T) {
 		ServiceIPs: []netip.Addr{netip.MustParseAddr("10.96.0.10")},
 		Pods:       []probe.PodDNSCheck{{Name: "coredns-a", Check: chk("@10.244.0.2:53", probe.ReasonSuccess, "[10.96.0.1]", 1)}},
 	})
-	code, _, body := do(t, fixtureHandler(s, Options{}), "/api/v1/services/default/hostnames")
-	if code != http.StatusOK {
-		t.Fatal(code)
-	}
-	var one Service
-	if err := json.Unmarshal([]byte(body), &one); err != nil {
-		t.Fatal(err)
-	}
+	one := getHostnames(t, s)
 	if one.Verdict != string(metrics.LayerProxy) {
 		t.Fatalf("verdict %s", one.Verdict)
 	}
@@ -467,14 +460,7 @@ func TestPartialVIPWindowAndNameserverClass(t *testing.T) {
 		VIP:    []probe.Check{chk("@169.254.20.10:53", probe.ReasonSuccess, "[10.96.0.1]", 1)},
 		Class:  []probe.ResolverClass{probe.ResolverNodeLocal},
 	})
-	code, _, body := do(t, fixtureHandler(s, Options{}), "/api/v1/services/default/hostnames")
-	if code != http.StatusOK {
-		t.Fatal(code)
-	}
-	var one Service
-	if err := json.Unmarshal([]byte(body), &one); err != nil {
-		t.Fatal(err)
-	}
+	one := getHostnames(t, s)
 	if one.Verdict != "proxy" || one.Reason != "partial" {
 		t.Fatalf("verdict %s/%s, want proxy/partial", one.Verdict, one.Reason)
 	}
@@ -503,8 +489,22 @@ func TestPartialVIPWindowAndNameserverClass(t *testing.T) {
 	if strings.Join(blamed, ",") != "proxy" {
 		t.Errorf("blamed %v, want [proxy]", blamed)
 	}
-	code, _, body = do(t, fixtureHandler(s, Options{}), "/api/v1/services")
+	code, _, body := do(t, fixtureHandler(s, Options{}), "/api/v1/services")
 	if code != http.StatusOK || !strings.Contains(strings.Join(strings.Fields(body), ""), `"class":"node_local"`) {
 		t.Errorf("list document: %d, no nameserver class node_local in %s", code, body)
 	}
+}
+
+// getHostnames reads default/hostnames' JSON document.
+func getHostnames(t *testing.T, s *metrics.Store) Service {
+	t.Helper()
+	code, _, body := do(t, fixtureHandler(s, Options{}), "/api/v1/services/default/hostnames")
+	if code != http.StatusOK {
+		t.Fatal(code)
+	}
+	var one Service
+	if err := json.Unmarshal([]byte(body), &one); err != nil {
+		t.Fatal(err)
+	}
+	return one
 }

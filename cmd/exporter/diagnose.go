@@ -197,17 +197,7 @@ func dnsServiceIPs(ctx context.Context, client kubernetes.Interface, key string)
 	if err != nil {
 		return nil
 	}
-	ips := svc.Spec.ClusterIPs
-	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
-		ips = []string{svc.Spec.ClusterIP}
-	}
-	var out []netip.Addr
-	for _, s := range ips {
-		if a, err := netip.ParseAddr(s); err == nil {
-			out = append(out, a.Unmap())
-		}
-	}
-	return out
+	return discovery.ClusterIPsOf(svc)
 }
 
 func writeDiagnosis(out io.Writer, format string, doc web.Service, notes []string) error {
