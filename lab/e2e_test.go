@@ -59,6 +59,9 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	shared.mu.Lock()
 	if shared.up {
+		// Not the Log of a test that has ended (a failed Up leaves it there): logging through
+		// it would panic and leave the lab running.
+		shared.cfg.Log = func(string, ...any) {}
 		if err := Down(shared.cfg); err != nil {
 			fmt.Fprintf(os.Stderr, "lab down: %v\n", err)
 			if code == 0 {

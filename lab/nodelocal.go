@@ -1,7 +1,8 @@
 package lab
 
 // NodeLocal DNSCache in the lab: a second CoreDNS (the lab's own binary) in the node namespace,
-// bound to the link-local 169.254.20.10:53 (UDP and TCP) on a dummy interface `nodelocaldns`,
+// bound to the link-local 169.254.20.10:53 (UDP and TCP) on an interface `nodelocaldns` (dummy,
+// or a bridge without ports where the kernel has no dummy driver),
 // forwarding everything over TCP to the cluster DNS Service IP, as upstream's node-local-dns
 // DaemonSet does. Pods reach it through their default route to the node. The exporter Pod uses
 // it when its resolv.conf names it (ExporterUseNodeLocalDNS).
@@ -20,7 +21,7 @@ import (
 const (
 	// NodeLocalDNSIP is the link-local address of the node-local cache (upstream's default).
 	NodeLocalDNSIP = "169.254.20.10"
-	// NodeLocalDNSLink is the dummy interface in the node namespace that holds NodeLocalDNSIP.
+	// NodeLocalDNSLink is the interface in the node namespace that holds NodeLocalDNSIP.
 	NodeLocalDNSLink = "nodelocaldns"
 	// nodeLocalDNSComponent names the cache's pid file and log.
 	nodeLocalDNSComponent = "node-local-dns"
@@ -126,8 +127,12 @@ func RemoveNodeLocalDNS(c *Config) error {
 // for the node's own queries to the DNS Service IP, each unless already there.
 func nodeLocalNetwork() error {
 	if ip("-n", NodeNetns, "link", "show", NodeLocalDNSLink) != nil {
+		// Upstream uses a dummy interface. Kernels without the dummy driver (this project's
+		// machines) get a bridge without ports instead: it holds a local address the same way.
 		if err := ip("-n", NodeNetns, "link", "add", NodeLocalDNSLink, "type", "dummy"); err != nil {
-			return err
+			if err2 := ip("-n", NodeNetns, "link", "add", NodeLocalDNSLink, "type", "bridge"); err2 != nil {
+				return errors.Join(err, err2)
+			}
 		}
 	}
 	out, err := run("ip", "-n", NodeNetns, "-o", "addr", "show", "dev", NodeLocalDNSLink)
