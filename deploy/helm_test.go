@@ -369,6 +369,7 @@ func TestHelmAllOn(t *testing.T) {
 		"--metrics.per-endpoint", "--metrics.per-endpoint-limit=25", "--web.listen-address=:9443",
 		"--web.config.file=/etc/svcprobe/web/web-config.yml", "--log.level=debug", "--log.format=json", "--dns.resolv-conf=/etc/resolv.conf",
 		"--cluster.cidr=10.0.0.0/8", "--cluster.cidr=fd00:10::/56", "--probe.allow-external=192.0.2.0/24",
+		"--probe.vip-connections=2", "--verdict.window=12", "--dns.node-local=10.255.20.10",
 	} {
 		if !slices.Contains(c.Args, want) {
 			t.Errorf("all-on args lack %q: %v", want, c.Args)
@@ -1129,7 +1130,7 @@ func TestHelmNodeAgentAllOn(t *testing.T) {
 		"--namespaces=default,kube-system,shop", "--namespaces-exclude=kube-public", "--selector=svcprobe.io/probe!=off,tier in (frontend,backend)",
 		"--cluster.cidr=10.0.0.0/8", "--cluster.cidr=fd00:10::/56", "--probe.allow-external=192.0.2.0/24",
 		"--dns.cluster-domain=cluster.example", "--dns.service=kube-system/coredns", "--log.level=debug", "--log.format=json",
-		"--metrics.per-endpoint-limit=5"}
+		"--metrics.per-endpoint-limit=5", "--probe.vip-connections=2", "--verdict.window=12", "--dns.node-local=10.255.20.10"}
 	for _, tc := range []struct {
 		ds   *appsv1.DaemonSet
 		args []string
