@@ -94,7 +94,9 @@ func Verdict(results map[probe.Stage]probe.Result, cluster *probe.ClusterDNSResu
 //  1. spec: a Service that selects nothing or targets a port nobody has cannot work further down.
 //  2. endpoints: no ready endpoints, nothing to reach.
 //  3. pod: the backends themselves do not answer on IP:targetPort; the VIP failing too is a
-//     consequence, not a second cause.
+//     consequence, not a second cause. So is a VIP (or NodePort) failing while the pod stage
+//     failed in any round of its window: pod, partial (a flaky Pod fails the VIP's connections
+//     that land on it before its own window counts as degraded).
 //  4. proxy: the Pods answer directly but the ClusterIP does not — unless the VIP leads only to
 //     the exporter's own Pod (the hairpin Service, or the exporter's metrics Service with one
 //     replica) while kube-proxy demonstrably works (the cluster DNS Service's VIP answers, or
@@ -123,6 +125,15 @@ func Decide(ev Evidence) (Layer, probe.Reason) {
 	}{{probe.StageSpec, LayerSpec}, {probe.StageEndpoints, LayerEndpoints}, {probe.StagePod, LayerPod}} {
 		if reason, _, ok := bad(step.stage); ok {
 			return step.layer, reason
+		}
+	}
+	// The Pods failed in a round of the window, and the VIP (or NodePort) fails now: a VIP whose
+	// connections land on a Pod that fails some of them fails too. Those Pods, not the proxy.
+	if w, ok := ev.Windows[probe.StagePod]; ok && w.FailedRounds > 0 {
+		_, _, proxyBad := bad(probe.StageProxy)
+		_, _, nodePortBad := bad(probe.StageNodePort)
+		if proxyBad || nodePortBad {
+			return LayerPod, probe.ReasonPartial
 		}
 	}
 	if reason, _, ok := bad(probe.StageProxy); ok {
