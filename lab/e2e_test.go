@@ -645,11 +645,11 @@ var faultCases = map[string]faultCase{
 	// about 2e-5 (simulated); the median is 4 rounds.
 	"pod-flaky": {allowance: 22*e2eInterval + time.Second, partial: true,
 		check: hostnamesIs("pod/partial|pod/timeout"),
-		// Seen in 4 of 8 runs (2 of 3 after 9520ed1): the VIP's connections that land on the flaky
+		// Seen in 4 of 7 runs (2 of 3 after 9520ed1): the VIP's connections that land on the flaky
 		// Pod fail two rounds in a row while the pod stage has no failed round in its window
 		// (svcprobe_stage_failure_ratio of pod absent, proxy 0.125), and the verdict says
 		// proxy/timeout.
-		skip: "the exporter blames the proxy for a flaky Pod when the pod stage's window has no failed round (proxy/timeout or proxy/partial in 4 of 8 runs)"},
+		skip: "the exporter blames the proxy for a flaky Pod when the pod stage's window has no failed round (proxy/timeout or proxy/partial in 4 of 7 runs)"},
 	// The exporter on the node-local cache first (its container restarts): everything ok and
 	// the cache up, which proves the mode works; then the cache stops.
 	// Every Service must show it, each after two failed rounds whose DNS queries time out
