@@ -62,6 +62,15 @@ func (s *Store) Record(t *discovery.Target, results []probe.Result) {
 		s.services[t.UID] = st
 	}
 	st.target = t
+	// A VIP or NodePort failing in a round where the Pods failed directly is explained by them.
+	// So is a VIP whose closer look found the Pods failing some direct connections too; that is
+	// a failure of the Pods, which their window remembers.
+	podFailed := false
+	for _, r := range results {
+		if r.Outcome == probe.Failed && (r.Stage == probe.StagePod || r.PodsFailing > 0) {
+			podFailed = true
+		}
+	}
 	for _, r := range results {
 		st.results[r.Stage] = r
 		if windowed(r.Stage) {
@@ -73,7 +82,12 @@ func (s *Store) Record(t *discovery.Target, results []probe.Result) {
 					w = newWindow(s.window)
 					st.windows[r.Stage] = w
 				}
-				w.add(r)
+				w.add(r, podFailed && r.Outcome == probe.Failed && (r.Stage == probe.StageProxy || r.Stage == probe.StageNodePort))
+			}
+			if r.PodsFailing > 0 {
+				if w := st.windows[probe.StagePod]; w != nil {
+					w.noteFailure()
+				}
 			}
 		}
 		if r.Outcome == probe.Skipped {
@@ -201,6 +215,9 @@ func (s *Store) vipOf(st *serviceState) vip {
 		}
 	}
 	if r.Outcome == probe.Failed {
+		if p, ok := st.results[probe.StagePod]; r.PodsFailing > 0 || ok && p.Outcome == probe.Failed {
+			return vipNone // its own Pods fail: it says nothing of the service proxy
+		}
 		return vipFailed
 	}
 	return vipOK

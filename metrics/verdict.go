@@ -94,9 +94,11 @@ func Verdict(results map[probe.Stage]probe.Result, cluster *probe.ClusterDNSResu
 //  1. spec: a Service that selects nothing or targets a port nobody has cannot work further down.
 //  2. endpoints: no ready endpoints, nothing to reach.
 //  3. pod: the backends themselves do not answer on IP:targetPort; the VIP failing too is a
-//     consequence, not a second cause. So is a VIP (or NodePort) failing while the pod stage
-//     failed in any round of its window: pod, partial (a flaky Pod fails the VIP's connections
-//     that land on it before its own window counts as degraded).
+//     consequence, not a second cause (a VIP round that failed while the Pods failed directly
+//     does not count in the proxy stage's window at all). So is a VIP (or NodePort) failing
+//     while the pod stage failed in one of its last two windows of rounds: pod, partial (a
+//     flaky Pod fails the VIP's connections that land on it in rounds where its own check
+//     passed).
 //  4. proxy: the Pods answer directly but the ClusterIP does not — unless the VIP leads only to
 //     the exporter's own Pod (the hairpin Service, or the exporter's metrics Service with one
 //     replica) while kube-proxy demonstrably works (the cluster DNS Service's VIP answers, or
@@ -127,10 +129,16 @@ func Decide(ev Evidence) (Layer, probe.Reason) {
 			return step.layer, reason
 		}
 	}
-	// The Pods failed in a round of the window, and the VIP (or NodePort) fails now: a VIP whose
-	// connections land on a Pod that fails some of them fails too. Those Pods, not the proxy.
-	if w, ok := ev.Windows[probe.StagePod]; ok && w.FailedRounds > 0 {
-		_, _, proxyBad := bad(probe.StageProxy)
+	// The Pods failed lately (in the last two windows' worth of rounds), and the VIP (or
+	// NodePort) fails now: a VIP whose connections land on a Pod that fails some of them fails
+	// too, in rounds where the Pod's own check happened to pass. Those Pods, not the proxy.
+	// And a VIP that failed while direct connections to its Pods failed too (the proxy stage's
+	// closer look) is those Pods.
+	_, _, proxyBad := bad(probe.StageProxy)
+	if proxyBad && ev.Results[probe.StageProxy].PodsFailing > 0 {
+		return LayerPod, probe.ReasonPartial
+	}
+	if w, ok := ev.Windows[probe.StagePod]; ok && w.FailedWithin(2*w.Size) {
 		_, _, nodePortBad := bad(probe.StageNodePort)
 		if proxyBad || nodePortBad {
 			return LayerPod, probe.ReasonPartial

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/svcprobe/svcprobe/probe"
@@ -137,6 +138,10 @@ func TestVerdictTable(t *testing.T) {
 			merge(wins(probe.StagePod, "+++++-+"), wins(probe.StageProxy, "+++++--")), VIPTally{OK: 9}},
 		{"window: the NodePort fails while the Pods failed in a round of the window: pod, partial", results(fail(probe.StageNodePort, probe.ReasonTimeout)), clusterDNS(true, true), LayerPod, probe.ReasonPartial,
 			merge(wins(probe.StagePod, "++++-++"), wins(probe.StageNodePort, "+++++--")), VIPTally{OK: 9}},
+		{"window: the VIP fails soon after the Pods' closed hard failure: pod, partial", results(fail(probe.StageProxy, probe.ReasonTimeout)), clusterDNS(true, true), LayerPod, probe.ReasonPartial,
+			merge(wins(probe.StagePod, "+--+++"), wins(probe.StageProxy, "+++++--")), VIPTally{OK: 9}},
+		{"window: the VIP fails two windows after the Pods last failed: proxy", results(fail(probe.StageProxy, probe.ReasonTimeout)), clusterDNS(true, true), LayerProxy, probe.ReasonTimeout,
+			merge(wins(probe.StagePod, "-"+strings.Repeat("+", 2*DefaultWindow)), wins(probe.StageProxy, "+++++--")), VIPTally{OK: 9}},
 		{"window: the VIP fails, the Pods clean over the window: proxy", results(fail(probe.StageProxy, probe.ReasonTimeout)), clusterDNS(true, true), LayerProxy, probe.ReasonTimeout,
 			merge(wins(probe.StagePod, "+++++++"), wins(probe.StageProxy, "+++++--")), VIPTally{OK: 9}},
 		{"window: DNS failing a share of rounds", results(), clusterDNS(true, true), LayerDNS, probe.ReasonPartial,
@@ -184,11 +189,11 @@ func wins(s probe.Stage, rounds string) map[probe.Stage]Window {
 	for _, c := range rounds {
 		switch c {
 		case '-':
-			w.add(fail(s, probe.ReasonTimeout))
+			w.add(fail(s, probe.ReasonTimeout), false)
 		case 'p': // a round where one connection of four to the same address failed
-			w.add(probe.Result{Stage: s, Outcome: probe.Failed, Reason: probe.ReasonTimeout, Failing: 1, Total: 4, Intermittent: true})
+			w.add(probe.Result{Stage: s, Outcome: probe.Failed, Reason: probe.ReasonTimeout, Failing: 1, Total: 4, Intermittent: true}, false)
 		default:
-			w.add(ok(s))
+			w.add(ok(s), false)
 		}
 	}
 	return map[probe.Stage]Window{s: w.snapshot()}

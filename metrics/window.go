@@ -27,20 +27,27 @@ type window struct {
 	rounds   []round // oldest first, at most size
 	size     int
 	degraded bool
+	// sinceFailed counts the rounds added since the last failed one (0: the latest failed),
+	// across the clearing of a hard failure's rounds; -1 before any failed round.
+	sinceFailed int
 }
 
 func newWindow(size int) *window {
 	if size < 2 {
 		size = 2
 	}
-	return &window{size: size}
+	return &window{size: size, sinceFailed: -1}
 }
 
 // add appends one round of r, dropping the oldest beyond the window's size, and updates the
 // degraded hold: it starts when the window shows a fault that comes and goes (at least two failed
 // rounds, in two or more separate runs, or in a round where one address both answered and
 // failed) and lasts until no failed round is left in the window.
-func (w *window) add(r probe.Result) {
+//
+// An explained round (the VIP failed in a round where the Pods behind it failed directly) counts
+// as passed for the state: its failure is the Pods', which their own stage reports. Its failing
+// attempts still count in the failing share.
+func (w *window) add(r probe.Result, explained bool) {
 	rd := round{failed: r.Outcome == probe.Failed, mixed: r.Intermittent, failing: r.Failing, total: r.Total}
 	if rd.total == 0 { // a result without attempt counts is one attempt
 		rd.total = 1
@@ -50,6 +57,15 @@ func (w *window) add(r probe.Result) {
 	}
 	if rd.failed && rd.failing == 0 {
 		rd.failing = 1
+	}
+	if explained {
+		rd.failed, rd.mixed = false, false
+	}
+	switch {
+	case rd.failed:
+		w.sinceFailed = 0
+	case w.sinceFailed >= 0 && w.sinceFailed < 1<<20:
+		w.sinceFailed++
 	}
 	if !rd.failed && !w.degraded && w.hardFailureEnds() {
 		// A hard failure ended: its rounds are closed, so that a lone failed round soon after
@@ -83,6 +99,10 @@ func (w *window) add(r probe.Result) {
 	}
 }
 
+// noteFailure records that the stage's layer failed now, as seen by another stage (the proxy
+// stage's closer look at the Pods), without a round of its own: it counts for FailedWithin only.
+func (w *window) noteFailure() { w.sinceFailed = 0 }
+
 // hardFailureEnds reports whether the window's last two rounds failed and no round before that
 // run of failures did: a hard failure out of a healthy window, as opposed to one that comes and
 // goes. (A run with an intermittent round has made the window degraded, and add does not ask.)
@@ -110,7 +130,16 @@ type Window struct {
 	Rounds, FailedRounds int
 	// Failing and Total count attempts (checks, connections) over the window.
 	Failing, Total int
+	// SinceFailed counts the rounds since the stage last failed (0: the latest round failed), -1
+	// when it never did. Unlike FailedRounds it survives the closing of a hard failure's rounds:
+	// the verdict's memory of a Pod that failed lately.
+	SinceFailed int
+	// Size is how many rounds the window keeps.
+	Size int
 }
+
+// FailedWithin reports whether the stage failed in one of its last n rounds.
+func (w Window) FailedWithin(n int) bool { return w.SinceFailed >= 0 && w.SinceFailed < n }
 
 // FailureRatio is the failing share of attempts over the window (0 with no attempt).
 func (w Window) FailureRatio() float64 {
@@ -133,7 +162,7 @@ func (w Window) FailureRatio() float64 {
 //     nothing failed before that run, add closes its rounds at the good one, so a lone failure
 //     soon after is one failure among good ones again.
 func (w *window) snapshot() Window {
-	out := Window{State: StateOK, Rounds: len(w.rounds)}
+	out := Window{State: StateOK, Rounds: len(w.rounds), SinceFailed: w.sinceFailed, Size: w.size}
 	for _, r := range w.rounds {
 		out.Failing += r.failing
 		out.Total += r.total

@@ -90,16 +90,16 @@ func TestStoreWindowBounded(t *testing.T) {
 // The failing share counts attempts (connections), not rounds.
 func TestWindowFailureRatio(t *testing.T) {
 	w := newWindow(8)
-	w.add(probe.Result{Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonTimeout, Failing: 1, Total: 4})
-	w.add(probe.Result{Stage: probe.StageProxy, Outcome: probe.OK, Reason: probe.ReasonSuccess, Total: 4})
-	w.add(probe.Result{Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonTimeout, Failing: 2, Total: 4})
+	w.add(probe.Result{Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonTimeout, Failing: 1, Total: 4}, false)
+	w.add(probe.Result{Stage: probe.StageProxy, Outcome: probe.OK, Reason: probe.ReasonSuccess, Total: 4}, false)
+	w.add(probe.Result{Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonTimeout, Failing: 2, Total: 4}, false)
 	got := w.snapshot()
 	if got.Failing != 3 || got.Total != 12 || got.FailureRatio() != 0.25 || got.State != StateDegraded {
 		t.Fatalf("window %+v ratio %v, want 3 of 12 (0.25), degraded", got, got.FailureRatio())
 	}
 	// A result without counts is one attempt.
 	w2 := newWindow(8)
-	w2.add(fail(probe.StageDNS, probe.ReasonTimeout))
+	w2.add(fail(probe.StageDNS, probe.ReasonTimeout), false)
 	if g := w2.snapshot(); g.Failing != 1 || g.Total != 1 || g.State != StateFailed {
 		t.Fatalf("window %+v, want 1 of 1, failed", g)
 	}
@@ -139,5 +139,132 @@ func TestStoreDNSBlamedOnProxyOnlyWithOtherVIPsFailing(t *testing.T) {
 	s.Record(api, []probe.Result{ok(probe.StageSpec), ok(probe.StageEndpoints), ok(probe.StagePod), ok(probe.StageProxy), dnsFail})
 	if layer, _, _ := verdictOf(t, s, "api"); layer != LayerDNS {
 		t.Fatalf("own ClusterIP answered: verdict %s, want dns", layer)
+	}
+}
+
+// A VIP whose connections fail only where they land on a dead backend, while the pod stage fails
+// that backend directly (the lab's backend-killed): those rounds are the Pods', not the proxy's.
+// The proxy window stays ok through them, the verdict is pod while it lasts and ok in the first
+// round after the Pod answers again (found in CI: the proxy window held partial for 8 rounds
+// after the recovery, and the verdict said proxy/partial).
+func TestStoreVIPFailuresExplainedByPods(t *testing.T) {
+	s := NewStore()
+	tg := target("default", "hostnames")
+	s.Record(tg, healthy())
+	podRefused := probe.Result{Stage: probe.StagePod, Outcome: probe.Failed, Reason: probe.ReasonRefused, Failing: 1, Total: 3}
+	vipMixed := probe.Result{Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonRefused, Failing: 1, Total: 3, Intermittent: true}
+	for i := range 6 {
+		r := vipMixed
+		if i%3 == 2 {
+			r = ok(probe.StageProxy) // no connection landed on the dead Pod
+		}
+		s.Record(tg, []probe.Result{podRefused, r})
+		layer, reason, ss := verdictOf(t, s, "hostnames")
+		if i >= 1 && (layer != LayerPod || reason != probe.ReasonRefused) {
+			t.Fatalf("round %d of the dead backend: verdict %s/%s, want pod/refused", i, layer, reason)
+		}
+		if w := ss.Windows[probe.StageProxy]; w.State != StateOK || w.FailedRounds != 0 {
+			t.Fatalf("round %d: proxy window %+v, want ok: its failures are the Pod's", i, w)
+		}
+	}
+	if _, _, ss := verdictOf(t, s, "hostnames"); ss.Windows[probe.StageProxy].Failing == 0 {
+		t.Errorf("proxy window %+v: the failing connections should still count in its share", ss.Windows[probe.StageProxy])
+	}
+	s.Record(tg, []probe.Result{ok(probe.StagePod), ok(probe.StageProxy)})
+	if layer, reason, ss := verdictOf(t, s, "hostnames"); layer != LayerOK {
+		t.Fatalf("first round after the backend answers: verdict %s/%s (windows %+v), want ok at once", layer, reason, ss.Windows)
+	}
+}
+
+// A flaky Pod: its own check fails in some rounds, the VIP's connections that land on it fail in
+// others. Even after the pod stage's failed run is closed (a hard failure that ended), the VIP
+// failing soon after is the Pod, partial (found in the lab's pod-flaky: proxy/timeout while the
+// pod window had no failed round left). Two windows later it is the proxy again.
+func TestStoreFlakyPodNotBlamedOnProxy(t *testing.T) {
+	s := NewStore()
+	tg := target("default", "hostnames")
+	s.Record(tg, healthy())
+	podTimeout := fail(probe.StagePod, probe.ReasonTimeout)
+	vipFail := fail(probe.StageProxy, probe.ReasonTimeout)
+	// The Pod fails two rounds in a row (the VIP's connections all went elsewhere), then passes:
+	// its window's rounds are closed.
+	s.Record(tg, []probe.Result{podTimeout, ok(probe.StageProxy)})
+	s.Record(tg, []probe.Result{podTimeout, ok(probe.StageProxy)})
+	s.Record(tg, []probe.Result{ok(probe.StagePod), ok(probe.StageProxy)})
+	if _, _, ss := verdictOf(t, s, "hostnames"); ss.Windows[probe.StagePod].FailedRounds != 0 {
+		t.Fatalf("pod window %+v, want its hard failure's rounds closed", ss.Windows[probe.StagePod])
+	}
+	// Now the VIP fails two rounds while the Pod's own check passes.
+	for range 2 {
+		s.Record(tg, []probe.Result{ok(probe.StagePod), vipFail})
+	}
+	if layer, reason, ss := verdictOf(t, s, "hostnames"); layer != LayerPod || reason != probe.ReasonPartial {
+		t.Fatalf("VIP failing right after the Pod failed: verdict %s/%s (windows %+v), want pod/partial", layer, reason, ss.Windows)
+	}
+	// Two windows of rounds without a Pod failure: the VIP failing now is the proxy.
+	for range 2 * DefaultWindow {
+		s.Record(tg, []probe.Result{ok(probe.StagePod), ok(probe.StageProxy)})
+	}
+	for range 2 {
+		s.Record(tg, []probe.Result{ok(probe.StagePod), vipFail})
+	}
+	if layer, reason, _ := verdictOf(t, s, "hostnames"); layer != LayerProxy || reason != probe.ReasonTimeout {
+		t.Fatalf("VIP failing long after the Pod: verdict %s/%s, want proxy/timeout", layer, reason)
+	}
+}
+
+// A Service whose own Pods fail says nothing of the service proxy: its failing VIP is not one of
+// the "other VIPs" that decide between dns and proxy.
+func TestStoreVIPTallySkipsServicesWithFailingPods(t *testing.T) {
+	s := NewStore()
+	headless := target("default", "db")
+	dnsFail := fail(probe.StageDNS, probe.ReasonTimeout)
+	s.Record(headless, []probe.Result{ok(probe.StageSpec), ok(probe.StageEndpoints), dnsFail, ok(probe.StagePod), skip(probe.StageProxy)})
+	s.RecordClusterDNS(*clusterDNS(false, true, true))
+	dead := target("default", "dead")
+	dead.UID = types.UID("dead")
+	s.Record(dead, []probe.Result{ok(probe.StageSpec), ok(probe.StageEndpoints), fail(probe.StagePod, probe.ReasonRefused), fail(probe.StageProxy, probe.ReasonRefused)})
+	if layer, reason, _ := verdictOf(t, s, "db"); layer != LayerDNS || reason != probe.ReasonTimeout {
+		t.Fatalf("the only other failing VIP is one whose Pods are dead: verdict %s/%s, want dns/timeout", layer, reason)
+	}
+	// The same Service with Pods that answer: its failing VIP is evidence against the proxy.
+	s.Record(dead, []probe.Result{ok(probe.StagePod), fail(probe.StageProxy, probe.ReasonTimeout)})
+	if layer, _, _ := verdictOf(t, s, "db"); layer != LayerProxy {
+		t.Fatalf("another VIP failing with its Pods answering: verdict %s, want proxy", layer)
+	}
+}
+
+// The proxy stage's closer look found the Pods failing direct connections: the VIP's failures in
+// that round are the Pods' (the proxy window stays ok) and the verdict is pod, partial, even
+// before the pod stage's own connection to the flaky Pod has failed once.
+func TestStoreCloserLookBlamesPods(t *testing.T) {
+	s := NewStore()
+	tg := target("default", "hostnames")
+	s.Record(tg, healthy())
+	vipFlaky := probe.Result{Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonTimeout, Failing: 1, Total: 3, Intermittent: true, PodsFailing: 2}
+	for range 2 {
+		s.Record(tg, []probe.Result{ok(probe.StagePod), vipFlaky})
+	}
+	layer, reason, ss := verdictOf(t, s, "hostnames")
+	if w := ss.Windows[probe.StageProxy]; w.State != StateOK {
+		t.Fatalf("proxy window %+v, want ok: the closer look put its failures on the Pods", w)
+	}
+	if w := ss.Windows[probe.StagePod]; !w.FailedWithin(1) {
+		t.Fatalf("pod window %+v, want the closer look's failure remembered", w)
+	}
+	// The pod window holds no failed round of its own: the verdict follows the memory.
+	if layer != LayerOK && (layer != LayerPod || reason != probe.ReasonPartial) {
+		t.Fatalf("verdict %s/%s, want ok or pod/partial", layer, reason)
+	}
+	// Without the store's windows (diagnose's one-shot verdict), the latest result alone says pod.
+	if l, r := Verdict(map[probe.Stage]probe.Result{probe.StagePod: ok(probe.StagePod), probe.StageProxy: vipFlaky}, nil); l != LayerPod || r != probe.ReasonPartial {
+		t.Fatalf("one-shot verdict %s/%s, want pod/partial", l, r)
+	}
+	// A later VIP failure the closer look could not pin on the Pods is still theirs, partial.
+	for range 2 {
+		s.Record(tg, []probe.Result{ok(probe.StagePod), fail(probe.StageProxy, probe.ReasonTimeout)})
+	}
+	if layer, reason, _ := verdictOf(t, s, "hostnames"); layer != LayerPod || reason != probe.ReasonPartial {
+		t.Fatalf("VIP failing after the closer look blamed the Pods: verdict %s/%s, want pod/partial", layer, reason)
 	}
 }

@@ -131,8 +131,28 @@ func (p *PodProber) Probe(ctx context.Context, t *discovery.Target) Result {
 		return skipped(StagePod, "no ready endpoints (see the endpoints stage)")
 	}
 	ports := t.ProbedPorts()
-	var jobs []job
-	var unresolved []string
+	jobs, unresolved := podJobs(t, eps, ports)
+	why := "no TCP ports (UDP not probed)"
+	if len(unresolved) > 0 {
+		why = fmt.Sprintf("nothing to probe: targetPort of %s not resolved (see the spec stage); UDP is probed on port 53 only", strings.Join(dedup(unresolved), ", "))
+	}
+	var checks []Check
+	if p.Spread > 1 && len(jobs) > 0 {
+		checks = p.runSpread(ctx, t, jobs)
+	} else {
+		checks = runJobs(ctx, p.Dialer, t, StagePod, jobs)
+	}
+	r := fromChecks(StagePod, checks, why)
+	if r.Outcome == Failed {
+		r.Hint = podHint(ports, jobs, checks)
+	}
+	return r
+}
+
+// podJobs prepares one job per ready endpoint and probed port, on the endpoint's first address
+// and the port the Service sends traffic to there. unresolved names the ports whose targetPort
+// an endpoint does not resolve.
+func podJobs(t *discovery.Target, eps []discovery.Endpoint, ports []discovery.Port) (jobs []job, unresolved []string) {
 	for _, ep := range eps {
 		if len(ep.Addresses) == 0 {
 			continue
@@ -158,21 +178,7 @@ func (p *PodProber) Probe(ctx context.Context, t *discovery.Target) Result {
 				subject: subject, port: pi, podName: ep.PodName})
 		}
 	}
-	why := "no TCP ports (UDP not probed)"
-	if len(unresolved) > 0 {
-		why = fmt.Sprintf("nothing to probe: targetPort of %s not resolved (see the spec stage); UDP is probed on port 53 only", strings.Join(dedup(unresolved), ", "))
-	}
-	var checks []Check
-	if p.Spread > 1 && len(jobs) > 0 {
-		checks = p.runSpread(ctx, t, jobs)
-	} else {
-		checks = runJobs(ctx, p.Dialer, t, StagePod, jobs)
-	}
-	r := fromChecks(StagePod, checks, why)
-	if r.Outcome == Failed {
-		r.Hint = podHint(ports, jobs, checks)
-	}
-	return r
+	return jobs, unresolved
 }
 
 // endpointPort resolves the Pod port of a Service port on one endpoint: from the EndpointSlice

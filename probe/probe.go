@@ -150,6 +150,10 @@ type Result struct {
 	// failed others (the proxy and nodeport stages' repeated connections): a partial failure
 	// seen within one round, which no hard failure produces.
 	Intermittent bool
+	// PodsFailing counts the direct connections to the ready endpoints that failed when the
+	// proxy stage looked closer after an intermittent round (see ProxyProber.lookCloser): the
+	// VIP's failures are then the Pods', which answer some connections and not others.
+	PodsFailing int
 }
 
 // Prober runs one stage against one target. Implementations must honour ctx's deadline.

@@ -83,7 +83,14 @@ func (p *ProxyProber) Probe(ctx context.Context, t *discovery.Target) Result {
 	checks, failing, total, intermittent := runRepeated(ctx, p.Dialer, t, StageProxy, jobs, connectionsFor(len(eps), p.Connections))
 	r := fromRepeated(StageProxy, checks, failing, total, intermittent, "no TCP ports (UDP not probed)")
 	r.SelfOnly = leadsOnlyTo(p.Self, eps)
-	if r.Outcome == Failed && r.SelfOnly {
+	if r.Outcome == Failed && r.Intermittent && !r.SelfOnly {
+		p.lookCloser(ctx, t, eps, &r)
+	}
+	if r.PodsFailing > 0 {
+		r.Hint = "Some connections to the virtual IP failed and others answered, and direct connections to the Pods " +
+			"fail too: the Pods answer only part of their connections (see the pod stage). Check the failing Pod's " +
+			"logs, its resources and limits, and a firewall or policy in front of it."
+	} else if r.Outcome == Failed && r.SelfOnly {
 		r.Hint = "The Service's virtual IP leads only to this exporter's own Pod, so this is the hairpin path: " +
 			"a Pod reaching itself through its Service. Check the bridge port's hairpin mode (kubelet --hairpin-mode, " +
 			"the CNI's hairpinMode) and that kube-proxy masquerades hairpin traffic."
@@ -193,4 +200,36 @@ func (p *ProxyProber) resolveExternal(ctx context.Context, name string) ([]netip
 	}
 	c.Detail = truncate(strings.Join(why, "; "), maxErrorDetail)
 	return nil, &c
+}
+
+// Bounds of the closer look: endpoints, and new connections to each.
+const (
+	closerEndpoints   = 8
+	closerConnections = 3
+)
+
+// lookCloser tells a VIP that fails part of its connections from Pods that do. kube-proxy picks a
+// backend per connection, so a Pod that drops one SYN in two fails the VIP's connections that land
+// on it, in rounds where the pod stage's one connection to it happened to pass; nothing in the VIP's
+// answers says which. After an intermittent round it connects to up to closerEndpoints ready
+// endpoints directly, closerConnections times each: when some of those fail too, the Pods are
+// failing (r.PodsFailing), and the verdict does not blame the proxy. It costs nothing in the
+// rounds that pass or fail hard.
+func (p *ProxyProber) lookCloser(ctx context.Context, t *discovery.Target, eps []discovery.Endpoint, r *Result) {
+	jobs, _ := podJobs(t, eps[:min(len(eps), closerEndpoints)], t.ProbedPorts())
+	if len(jobs) == 0 {
+		return
+	}
+	checks, failing, total, _ := runRepeated(ctx, p.Dialer, t, StagePod, jobs, closerConnections)
+	if failing == 0 {
+		r.Detail += fmt.Sprintf("; %d direct connections to %d Pods all answered", total, len(jobs))
+		return
+	}
+	r.PodsFailing = failing
+	for _, c := range checks {
+		if !c.OK() {
+			r.Detail += fmt.Sprintf("; direct connections to the Pods failed too (%d of %d): %s", failing, total, c.Subject+": "+c.Detail)
+			break
+		}
+	}
 }

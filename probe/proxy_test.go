@@ -179,11 +179,18 @@ func TestProxyProberSelfOnly(t *testing.T) {
 func TestProxyProberConnectionsCatchPartialVIP(t *testing.T) {
 	s := newTCPServer(t, "127.0.0.1", 0)
 	var n atomic.Int64
+	var direct atomic.Int64
 	d := &Dialer{Budget: looseBudget(t), dialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+		var nd net.Dialer
+		if address != s.addr.String() {
+			// A direct connection to an endpoint (the closer look): the Pods answer, through
+			// the test's own server; no packet goes to the endpoint's address.
+			direct.Add(1)
+			return nd.DialContext(ctx, network, s.addr.String())
+		}
 		if n.Add(1)%3 == 0 { // every third connection meets the stale rule
 			return nil, dialErr(syscall.EHOSTUNREACH)
 		}
-		var nd net.Dialer
 		return nd.DialContext(ctx, network, address)
 	}}
 	tgt := vipTarget(tcpPort("web", s.addr.Port()), s.addr.Addr())
@@ -205,6 +212,12 @@ func TestProxyProberConnectionsCatchPartialVIP(t *testing.T) {
 	if got := n.Load(); got != 4 {
 		t.Errorf("%d dials, want 4", got)
 	}
+	// The intermittent round made the stage look closer: each of the four endpoints three times,
+	// all answering, so the VIP's failures are not the Pods'.
+	if got := direct.Load(); got != 4*closerConnections || r.PodsFailing != 0 || !strings.Contains(r.Detail, "all answered") {
+		t.Errorf("closer look: %d direct dials, pods failing %d, detail %q; want %d, 0, all answered", got, r.PodsFailing, r.Detail, 4*closerConnections)
+	}
+	direct.Store(0)
 
 	// Bounded by the ready endpoints: one endpoint, one connection, whatever Connections says.
 	n.Store(0)
@@ -218,6 +231,50 @@ func TestProxyProberConnectionsCatchPartialVIP(t *testing.T) {
 	r = (&ProxyProber{Dialer: d, Connections: 1}).Probe(shortCtx(t, 5*time.Second), tgt)
 	if r.Total != 1 || n.Load() != 1 {
 		t.Errorf("Connections 1: total %d, %d dials; want 1", r.Total, n.Load())
+	}
+}
+
+// A Pod that drops every other SYN fails the VIP's connections that land on it; the closer look
+// after the intermittent round finds it failing direct connections too, and says so.
+func TestProxyProberLookCloserFindsFlakyPod(t *testing.T) {
+	s := newTCPServer(t, "127.0.0.1", 0)
+	flaky := netip.MustParseAddr("198.18.0.11")
+	var vip, toFlaky atomic.Int64
+	d := &Dialer{Budget: looseBudget(t), dialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+		var nd net.Dialer
+		ap := netip.MustParseAddrPort(address)
+		switch {
+		case ap == s.addr:
+			if vip.Add(1)%2 == 0 { // the VIP's connections that land on the flaky Pod
+				return nil, dialErr(syscall.ETIMEDOUT)
+			}
+		case ap.Addr() == flaky:
+			if toFlaky.Add(1)%2 == 0 {
+				return nil, dialErr(syscall.ETIMEDOUT)
+			}
+		}
+		return nd.DialContext(ctx, network, s.addr.String()) // never a packet to an endpoint's address
+	}}
+	tgt := vipTarget(tcpPort("web", s.addr.Port()), s.addr.Addr())
+	tgt.Endpoints = append(tgt.Endpoints, discovery.Endpoint{Addresses: []netip.Addr{flaky}, Ready: true, PodName: "flaky"})
+	r := (&ProxyProber{Dialer: d, Connections: 4}).Probe(shortCtx(t, 5*time.Second), tgt)
+	if r.Outcome != Failed || !r.Intermittent {
+		t.Fatalf("result %v intermittent %v %q, want a failed, intermittent round", r.Outcome, r.Intermittent, r.Detail)
+	}
+	if r.PodsFailing == 0 || !strings.Contains(r.Detail, "pod flaky") || !strings.Contains(r.Hint, "Pods answer only part") {
+		t.Errorf("pods failing %d, detail %q, hint %q; want the flaky Pod named and the Pods blamed", r.PodsFailing, r.Detail, r.Hint)
+	}
+	// A hard failure (every connection refused) does not look closer: no extra dial.
+	toFlaky.Store(0)
+	hard := &Dialer{Budget: looseBudget(t), dialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+		if address != s.addr.String() {
+			toFlaky.Add(1)
+		}
+		return nil, dialErr(syscall.ECONNREFUSED)
+	}}
+	r = (&ProxyProber{Dialer: hard, Connections: 4}).Probe(shortCtx(t, 5*time.Second), tgt)
+	if r.Outcome != Failed || r.Intermittent || toFlaky.Load() != 0 || r.PodsFailing != 0 {
+		t.Errorf("hard failure: intermittent %v, %d direct dials, pods failing %d; want none", r.Intermittent, toFlaky.Load(), r.PodsFailing)
 	}
 }
 
