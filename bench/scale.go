@@ -68,7 +68,7 @@ func newBenchExporter(cfg benchConfig, rc probe.ResolvConf, client kubernetes.In
 		probe.EndpointsProber{},
 		&probe.DNSProber{Budget: budget, Conf: rc, ClusterDomain: clusterDomain},
 		&probe.PodProber{Dialer: dialer, Spread: cfg.PodSpread},
-		&probe.ProxyProber{Dialer: dialer, Connections: cfg.VIPConnections},
+		&probe.ProxyProber{Dialer: dialer, Connections: cfg.VIPConnections, Timeout: cfg.Timeout},
 	}
 	store := metrics.NewStore()
 	store.SetWindow(metrics.DefaultWindow)

@@ -257,14 +257,7 @@ func TestAlerts(t *testing.T) {
 				return nil
 			})
 			undone := false
-			t.Cleanup(func() {
-				if !undone {
-					if err := f.Undo(context.Background(), cfg, cl); err != nil {
-						t.Errorf("undo %s: %v", f.Name, err)
-					}
-					waitMetrics(t, "healthy after cleanup of "+f.Name, 60*time.Second, fullyHealthy(context.Background(), cl))
-				}
-			})
+			undoOnCleanup(t, cfg, cl, f, &undone)
 			injected := time.Now()
 			if err := f.Inject(ctx, cfg, cl); err != nil {
 				t.Fatalf("inject %s: %v", f.Name, err)
@@ -459,14 +452,7 @@ func alertsVIPPartial(t *testing.T, ctx context.Context, cfg *Config, cl kuberne
 	settle(t, ctx, cl)
 	noLayerAlertActive(t, cfg, "before vip-partial")
 	undone := false
-	t.Cleanup(func() {
-		if !undone {
-			if err := f.Undo(context.Background(), cfg, cl); err != nil {
-				t.Errorf("undo %s: %v", f.Name, err)
-			}
-			waitMetrics(t, "healthy after cleanup of "+f.Name, 60*time.Second, fullyHealthy(context.Background(), cl))
-		}
-	})
+	undoOnCleanup(t, cfg, cl, f, &undone)
 	injected := time.Now()
 	if err := f.Inject(ctx, cfg, cl); err != nil {
 		t.Fatal(err)

@@ -764,16 +764,7 @@ func TestFaultCatalogue(t *testing.T) {
 			settle(t, ctx, cl)
 
 			undone := false
-			t.Cleanup(func() {
-				if undone {
-					return
-				}
-				if err := f.Undo(context.Background(), cfg, cl); err != nil {
-					t.Errorf("undo %s: %v", f.Name, err)
-				}
-				// Leave the lab healthy for the next test.
-				waitMetrics(t, "healthy after cleanup of "+f.Name, 60*time.Second, fullyHealthy(context.Background(), cl))
-			})
+			undoOnCleanup(t, cfg, cl, &f, &undone)
 
 			if fc.prepare != nil {
 				if err := fc.prepare(ctx, cfg, cl); err != nil {
@@ -1198,4 +1189,19 @@ func TestPodNetworkGoneWithOpenSocket(t *testing.T) {
 	}
 	// The replacement comes up and the lab is whole again for the tests after this one.
 	settle(t, ctx, cl)
+}
+
+// undoOnCleanup undoes the fault when the test ends before it did (*undone false), and waits for
+// the lab to be healthy again for the next test.
+func undoOnCleanup(t *testing.T, cfg *Config, cl kubernetes.Interface, f *Fault, undone *bool) {
+	t.Helper()
+	t.Cleanup(func() {
+		if *undone {
+			return
+		}
+		if err := f.Undo(context.Background(), cfg, cl); err != nil {
+			t.Errorf("undo %s: %v", f.Name, err)
+		}
+		waitMetrics(t, "healthy after cleanup of "+f.Name, 60*time.Second, fullyHealthy(context.Background(), cl))
+	})
 }

@@ -2,9 +2,11 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -32,7 +34,14 @@ type ProxyProber struct {
 	// Connections bounds the connections per round to each VIP and port: min(ready endpoints,
 	// Connections), each a new one (--probe.vip-connections; 0 means 1).
 	Connections int
+	// Timeout bounds the closer look at the Pods (see lookCloser), which starts after the VIP's
+	// connections have taken their time, often a whole timeout: it gets a timeout of its own
+	// (--probe.timeout; 0 means DefaultCloserTimeout).
+	Timeout time.Duration
 }
+
+// DefaultCloserTimeout is the closer look's timeout when ProxyProber.Timeout is not set.
+const DefaultCloserTimeout = 2 * time.Second
 
 func (p *ProxyProber) Stage() Stage { return StageProxy }
 
@@ -217,10 +226,25 @@ const (
 // rounds that pass or fail hard.
 func (p *ProxyProber) lookCloser(ctx context.Context, t *discovery.Target, eps []discovery.Endpoint, r *Result) {
 	jobs, _ := podJobs(t, eps[:min(len(eps), closerEndpoints)], t.ProbedPorts())
-	if len(jobs) == 0 {
+	if len(jobs) == 0 || errors.Is(ctx.Err(), context.Canceled) {
 		return
 	}
-	checks, failing, total, _ := runRepeated(ctx, p.Dialer, t, StagePod, jobs, closerConnections)
+	// A timeout of its own: the stage's deadline is spent by the VIP's connections that timed
+	// out, and a direct connection failing for want of time would blame the Pods. Shutdown (the
+	// parent cancelled) still ends it.
+	timeout := p.Timeout
+	if timeout <= 0 {
+		timeout = DefaultCloserTimeout
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			cancel()
+		}
+	})
+	defer stop()
+	checks, failing, total, _ := runRepeated(cctx, p.Dialer, t, StagePod, jobs, closerConnections)
 	if failing == 0 {
 		r.Detail += fmt.Sprintf("; %d direct connections to %d Pods all answered", total, len(jobs))
 		return

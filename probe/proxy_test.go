@@ -278,6 +278,38 @@ func TestProxyProberLookCloserFindsFlakyPod(t *testing.T) {
 	}
 }
 
+// The VIP's failing connections time out and spend the stage's whole deadline (a blackholed
+// backend); the closer look gets a timeout of its own, so the Pods answering directly are seen
+// answering, not failed for want of time (found in the lab's vip-partial).
+func TestProxyProberLookCloserOwnTimeout(t *testing.T) {
+	s := newTCPServer(t, "127.0.0.1", 0)
+	var vip atomic.Int64
+	d := &Dialer{Budget: looseBudget(t), dialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+		if address == s.addr.String() && vip.Add(1)%2 == 0 {
+			<-ctx.Done() // a SYN into a blackhole: no answer until the deadline
+			return nil, ctx.Err()
+		}
+		var nd net.Dialer
+		return nd.DialContext(ctx, network, s.addr.String()) // the Pods answer; no packet to their addresses
+	}}
+	tgt := vipTarget(tcpPort("web", s.addr.Port()), s.addr.Addr())
+	tgt.Endpoints = append(tgt.Endpoints, discovery.Endpoint{Addresses: []netip.Addr{netip.MustParseAddr("198.18.0.11")}, Ready: true, PodName: "b"})
+	p := &ProxyProber{Dialer: d, Connections: 4, Timeout: 2 * time.Second}
+	r := Run(shortCtx(t, 10*time.Second), p, tgt, 200*time.Millisecond, time.Now())
+	if r.Outcome != Failed || !r.Intermittent {
+		t.Fatalf("result %v intermittent %v %q, want a failed, intermittent round", r.Outcome, r.Intermittent, r.Detail)
+	}
+	if r.PodsFailing != 0 || !strings.Contains(r.Detail, "all answered") {
+		t.Errorf("pods failing %d, detail %q: the closer look ran out of the stage's spent deadline", r.PodsFailing, r.Detail)
+	}
+	// Shutdown (the parent cancelled) ends the closer look too.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if r := p.Probe(ctx, tgt); r.PodsFailing != 0 {
+		t.Errorf("cancelled: pods failing %d, want no closer look", r.PodsFailing)
+	}
+}
+
 func TestConnectionsFor(t *testing.T) {
 	for _, c := range []struct{ ready, limit, want int }{{0, 4, 1}, {1, 4, 1}, {3, 4, 3}, {9, 4, 4}, {9, 0, 1}, {9, 1, 1}} {
 		if got := connectionsFor(c.ready, c.limit); got != c.want {

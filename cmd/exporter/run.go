@@ -135,7 +135,7 @@ func newProbersGuarded(cfg *config, rc probe.ResolvConf, budget *probe.Budget, g
 		probe.EndpointsProber{},
 		&probe.DNSProber{Budget: budget, Conf: rc, ClusterDomain: cfg.ClusterDomain, Resolvers: resolvers},
 		&probe.PodProber{Dialer: dialer, Spread: cfg.PodSpread},
-		&probe.ProxyProber{Dialer: dialer, Self: cfg.PodIPs, DNSServers: rc.Servers, NodeName: cfg.NodeName, Connections: cfg.VIPConnections},
+		&probe.ProxyProber{Dialer: dialer, Self: cfg.PodIPs, DNSServers: rc.Servers, NodeName: cfg.NodeName, Connections: cfg.VIPConnections, Timeout: cfg.Timeout},
 		&probe.NodePortProber{Dialer: dialer, NodeAddrs: cfg.NodeAddrs, NodeName: cfg.NodeName, Connections: cfg.VIPConnections,
 			FromNode: probe.SharesNodeNetwork(cfg.PodIPs, cfg.NodeAddrs)},
 	}
