@@ -84,9 +84,14 @@ func (s *Store) Record(t *discovery.Target, results []probe.Result) {
 				}
 				w.add(r, podFailed && r.Outcome == probe.Failed && (r.Stage == probe.StageProxy || r.Stage == probe.StageNodePort))
 			}
-			if r.PodsFailing > 0 {
-				if w := st.windows[probe.StagePod]; w != nil {
+			if w := st.windows[probe.StagePod]; w != nil && r.Stage == probe.StageProxy {
+				switch {
+				case r.PodsFailing > 0:
 					w.noteFailure()
+				case r.LookedCloser && !podFailed:
+					// Every Pod answered the closer look, in a round where the pod stage
+					// passed: a Pod that failed before is no explanation of this VIP now.
+					w.forgetFailure()
 				}
 			}
 		}

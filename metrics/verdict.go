@@ -96,9 +96,9 @@ func Verdict(results map[probe.Stage]probe.Result, cluster *probe.ClusterDNSResu
 //  3. pod: the backends themselves do not answer on IP:targetPort; the VIP failing too is a
 //     consequence, not a second cause (a VIP round that failed while the Pods failed directly
 //     does not count in the proxy stage's window at all). So is a VIP (or NodePort) failing
-//     while the pod stage failed in one of its last two windows of rounds: pod, partial (a
-//     flaky Pod fails the VIP's connections that land on it in rounds where its own check
-//     passed).
+//     while the pod stage failed in one of its last two windows of rounds, unless the proxy
+//     stage's closer look has seen every Pod answer since: pod, partial (a flaky Pod fails the
+//     VIP's connections that land on it in rounds where its own check passed).
 //  4. proxy: the Pods answer directly but the ClusterIP does not — unless the VIP leads only to
 //     the exporter's own Pod (the hairpin Service, or the exporter's metrics Service with one
 //     replica) while kube-proxy demonstrably works (the cluster DNS Service's VIP answers, or

@@ -103,6 +103,10 @@ func (w *window) add(r probe.Result, explained bool) {
 // stage's closer look at the Pods), without a round of its own: it counts for FailedWithin only.
 func (w *window) noteFailure() { w.sinceFailed = 0 }
 
+// forgetFailure drops the memory of the stage's last failure (FailedWithin): another stage saw
+// its layer work since (the proxy stage's closer look found every Pod answering).
+func (w *window) forgetFailure() { w.sinceFailed = -1 }
+
 // hardFailureEnds reports whether the window's last two rounds failed and no round before that
 // run of failures did: a hard failure out of a healthy window, as opposed to one that comes and
 // goes. (A run with an intermittent round has made the window degraded, and add does not ask.)

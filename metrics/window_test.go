@@ -268,3 +268,34 @@ func TestStoreCloserLookBlamesPods(t *testing.T) {
 		t.Fatalf("VIP failing after the closer look blamed the Pods: verdict %s/%s, want pod/partial", layer, reason)
 	}
 }
+
+// A Pod failed a few rounds ago (a backend restarted), then the VIP fails part of its connections
+// while the closer look finds every Pod answering (a stale rule, the lab's vip-partial right after
+// backend-killed): the memory of the Pod's failure is dropped, and the verdict is the proxy.
+func TestStoreCloserLookClearsPods(t *testing.T) {
+	s := NewStore()
+	tg := target("default", "hostnames")
+	s.Record(tg, healthy())
+	s.Record(tg, []probe.Result{fail(probe.StagePod, probe.ReasonRefused), ok(probe.StageProxy)})
+	s.Record(tg, []probe.Result{fail(probe.StagePod, probe.ReasonRefused), ok(probe.StageProxy)})
+	s.Record(tg, []probe.Result{ok(probe.StagePod), ok(probe.StageProxy)})
+	stale := probe.Result{Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonTimeout, Failing: 1, Total: 3, Intermittent: true}
+	// Without a closer look the memory holds: pod, partial.
+	for range 2 {
+		s.Record(tg, []probe.Result{ok(probe.StagePod), stale})
+	}
+	if layer, reason, _ := verdictOf(t, s, "hostnames"); layer != LayerPod || reason != probe.ReasonPartial {
+		t.Fatalf("no closer look: verdict %s/%s, want pod/partial", layer, reason)
+	}
+	stale.LookedCloser = true
+	s.Record(tg, []probe.Result{ok(probe.StagePod), stale})
+	layer, reason, ss := verdictOf(t, s, "hostnames")
+	if layer != LayerProxy || ss.Windows[probe.StagePod].SinceFailed != -1 {
+		t.Fatalf("closer look found the Pods answering: verdict %s/%s pod window %+v, want proxy and the memory gone", layer, reason, ss.Windows[probe.StagePod])
+	}
+	// But not in a round where the pod stage itself failed.
+	s.Record(tg, []probe.Result{fail(probe.StagePod, probe.ReasonTimeout), stale})
+	if _, _, ss := verdictOf(t, s, "hostnames"); ss.Windows[probe.StagePod].SinceFailed != 0 {
+		t.Fatalf("pod window %+v, want the failure of this round remembered", ss.Windows[probe.StagePod])
+	}
+}

@@ -154,6 +154,9 @@ type Result struct {
 	// proxy stage looked closer after an intermittent round (see ProxyProber.lookCloser): the
 	// VIP's failures are then the Pods', which answer some connections and not others.
 	PodsFailing int
+	// LookedCloser marks a proxy result whose closer look ran; with PodsFailing 0 every direct
+	// connection to the Pods answered: evidence, in this round, that the Pods serve.
+	LookedCloser bool
 }
 
 // Prober runs one stage against one target. Implementations must honour ctx's deadline.

@@ -245,6 +245,7 @@ func (p *ProxyProber) lookCloser(ctx context.Context, t *discovery.Target, eps [
 	})
 	defer stop()
 	checks, failing, total, _ := runRepeated(cctx, p.Dialer, t, StagePod, jobs, closerConnections)
+	r.LookedCloser = total > 0
 	if failing == 0 {
 		r.Detail += fmt.Sprintf("; %d direct connections to %d Pods all answered", total, len(jobs))
 		return

@@ -273,7 +273,7 @@ func TestProxyProberLookCloserFindsFlakyPod(t *testing.T) {
 		return nil, dialErr(syscall.ECONNREFUSED)
 	}}
 	r = (&ProxyProber{Dialer: hard, Connections: 4}).Probe(shortCtx(t, 5*time.Second), tgt)
-	if r.Outcome != Failed || r.Intermittent || toFlaky.Load() != 0 || r.PodsFailing != 0 {
+	if r.Outcome != Failed || r.Intermittent || toFlaky.Load() != 0 || r.PodsFailing != 0 || r.LookedCloser {
 		t.Errorf("hard failure: intermittent %v, %d direct dials, pods failing %d; want none", r.Intermittent, toFlaky.Load(), r.PodsFailing)
 	}
 }
@@ -299,7 +299,7 @@ func TestProxyProberLookCloserOwnTimeout(t *testing.T) {
 	if r.Outcome != Failed || !r.Intermittent {
 		t.Fatalf("result %v intermittent %v %q, want a failed, intermittent round", r.Outcome, r.Intermittent, r.Detail)
 	}
-	if r.PodsFailing != 0 || !strings.Contains(r.Detail, "all answered") {
+	if r.PodsFailing != 0 || !r.LookedCloser || !strings.Contains(r.Detail, "all answered") {
 		t.Errorf("pods failing %d, detail %q: the closer look ran out of the stage's spent deadline", r.PodsFailing, r.Detail)
 	}
 	// Shutdown (the parent cancelled) ends the closer look too.
