@@ -73,10 +73,13 @@ func TestBaseDecodesStrictly(t *testing.T) {
 	}
 }
 
-// The ClusterRole is the least that works: get/list/watch on services, pods, endpointslices.
+// The ClusterRole is the least that works: get/list/watch on services, pods, endpointslices and
+// the workloads.
 func TestClusterRoleIsLeastPrivilege(t *testing.T) {
 	role := find[*rbacv1.ClusterRole](t, decodeBase(t))
-	allowed := map[string]bool{"/services": true, "/pods": true, "discovery.k8s.io/endpointslices": true}
+	allowed := map[string]bool{"/services": true, "/pods": true, "discovery.k8s.io/endpointslices": true,
+		// The workloads, read only: a Service scaled to zero is idle, not a typo (issue 17).
+		"/replicationcontrollers": true, "apps/deployments": true, "apps/statefulsets": true, "apps/replicasets": true, "apps/daemonsets": true}
 	seen := map[string]bool{}
 	for _, r := range role.Rules {
 		if len(r.NonResourceURLs) > 0 || len(r.ResourceNames) > 0 {

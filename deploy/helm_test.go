@@ -1354,3 +1354,45 @@ func TestHelmNodeAgentTemplateChecks(t *testing.T) {
 		}
 	}
 }
+
+// discovery.workloads=false: the exporter is told not to watch the workloads (a flag it takes),
+// and the ClusterRole no longer grants them; the default grants them read-only.
+func TestHelmWorkloadsOff(t *testing.T) {
+	grants := func(r rendered, name string) []string {
+		role := get[*rbacv1.ClusterRole](t, r.objs, "ClusterRole", name)
+		var out []string
+		for _, rule := range role.Rules {
+			for _, g := range rule.APIGroups {
+				for _, res := range rule.Resources {
+					out = append(out, g+"/"+res)
+				}
+			}
+		}
+		return out
+	}
+	out, err := helmTemplate(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := decodeRendered(t, out)
+	if g := grants(def, "svcprobe"); !slices.Contains(g, "apps/deployments") || !slices.Contains(g, "/replicationcontrollers") {
+		t.Errorf("default ClusterRole grants %v, want the workloads", g)
+	}
+	out, err = helmTemplate(t, "--set", "discovery.workloads=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := decodeRendered(t, out)
+	if g := grants(off, "svcprobe"); slices.ContainsFunc(g, func(s string) bool {
+		return strings.HasPrefix(s, "apps/") || s == "/replicationcontrollers"
+	}) {
+		t.Errorf("discovery.workloads=false still grants %v", g)
+	}
+	c := get[*appsv1.Deployment](t, off.objs, "Deployment", "svcprobe").Spec.Template.Spec.Containers[0]
+	if !slices.Contains(c.Args, "--no-discovery.workloads") {
+		t.Errorf("args %v lack --no-discovery.workloads", c.Args)
+	}
+	if err := runExporterArgs(t, c); err != nil {
+		t.Error(err)
+	}
+}

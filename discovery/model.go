@@ -90,6 +90,9 @@ type Target struct {
 	// NearestPod is, when Pods is empty, the Pod of the namespace whose labels agree with most of
 	// the selector: the runbook's "compare the selector with the Pods' labels" step.
 	NearestPod *Pod
+	// Workloads are, when Pods is empty, the workloads of the namespace whose Pod template the
+	// selector matches (Config.Workloads; see ScaledToZero).
+	Workloads []Workload
 	// Options come from svcprobe.io/ annotations; Errors lists the malformed ones (the Service is
 	// still probed, with defaults for what was malformed).
 	Options          Options

@@ -40,6 +40,11 @@ type Config struct {
 	// DNSService is the cluster DNS Service ("kube-system/kube-dns"); its endpoints are watched
 	// whatever the namespace filters say, so each DNS Pod can be asked directly.
 	DNSService string
+	// Workloads watches Deployments, StatefulSets, ReplicaSets, DaemonSets and
+	// ReplicationControllers (get/list/watch, trimmed to their replicas and Pod template labels),
+	// so a Service whose workload is scaled to zero is told from a selector typo
+	// (--discovery.workloads).
+	Workloads bool
 }
 
 // Validate checks the configuration before anything starts.
@@ -141,6 +146,8 @@ type Watcher struct {
 	slices    byIndexer
 	pods      map[string]corelisters.PodLister
 	dnsSlices cache.Indexer
+	// workloads index the workload informers' objects by namespace (Config.Workloads).
+	workloads []cache.Indexer
 	// addrIndexers index the Services by ClusterIP and the Pods by Pod IP: the addresses the API
 	// server allocated or a kubelet reported, which KnownAddress calls in-cluster.
 	addrIndexers []cache.Indexer
@@ -221,6 +228,21 @@ func NewWatcher(client kubernetes.Interface, cfg Config, sink Sink, log *slog.Lo
 		}
 		if _, err := podInf.Informer().AddEventHandler(w.podHandler()); err != nil {
 			return nil, err
+		}
+		if cfg.Workloads {
+			for name, inf := range workloadInformers(restFactory) {
+				if err := inf.SetTransform(TrimWorkload); err != nil {
+					return nil, fmt.Errorf("%s transform: %w", name, err)
+				}
+				if err := inf.SetWatchErrorHandlerWithContext(w.watchError(name)); err != nil {
+					return nil, err
+				}
+				if _, err := inf.AddEventHandler(w.workloadHandler()); err != nil {
+					return nil, err
+				}
+				w.synced = append(w.synced, inf.HasSynced)
+				w.workloads = append(w.workloads, inf.GetIndexer())
+			}
 		}
 		w.services[ns] = svcInf.Lister()
 		w.pods[ns] = podInf.Lister()
@@ -487,6 +509,10 @@ func (w *Watcher) build(svc *corev1.Service) *Target {
 		pods, _ = w.podLister(svc.Namespace).Pods(svc.Namespace).List(labels.Everything())
 	}
 	t := BuildTarget(svc, slices, pods)
+	if len(t.Selector) > 0 && len(t.Pods) == 0 && len(w.workloads) > 0 {
+		t.Workloads = w.workloadsFor(svc.Namespace, t.Selector)
+		t.Version = t.hash()
+	}
 	if len(t.AnnotationErrors) > 0 {
 		w.mu.Lock()
 		// Log once per distinct set of annotations, not on every event.

@@ -525,6 +525,8 @@ type faultCase struct {
 	// diagnose, if set, is what `svcprobe diagnose default/hostnames`, run once in the
 	// exporter's Pod while the fault is in, must print (and it must exit 3).
 	diagnose string
+	// diagnoseOK: diagnose exits 0 (nothing broken: an intended state), not 3.
+	diagnoseOK bool
 }
 
 var faultCases = map[string]faultCase{
@@ -541,6 +543,21 @@ var faultCases = map[string]faultCase{
 			return nil
 		}
 	}},
+	// Intended, not broken: idle, and the Service's spec and endpoints stages count no run (no SLO).
+	// Scaling back needs new Pods to start and turn ready.
+	"scaled-to-zero": {allowance: 4 * time.Second, check: func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error {
+		return both(hostnamesIs("idle/scaled_to_zero")(ctx, cl), func(m snapshot, _ map[string]string) error {
+			body, err := ScrapeExporter(ctx, "/api/v1/services/default/hostnames")
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(body, "Deployment/hostnames (replicas 0)") || !strings.Contains(body, `"healthy": true`) {
+				return fmt.Errorf("the status API does not name the scaled Deployment or says unhealthy:\n%s", body)
+			}
+			return nil
+		})
+	}, diagnoseOK: true, diagnose: "IDLE: default/hostnames is scaled to zero on purpose"},
+	"selector-typo-beside-idle": {allowance: time.Second, check: hostnamesIs("spec/selector_matches_no_pods")},
 	"selector-typo": {allowance: time.Second, check: hostnamesIs("spec/selector_matches_no_pods"),
 		diagnose: "BROKEN: layer spec (selector_matches_no_pods)"},
 	// All endpoints refuse: the status API's hint names the targetPort.
@@ -779,8 +796,12 @@ func TestFaultCatalogue(t *testing.T) {
 			t.Logf("%s: seen after %s (limit %s)", f.Name, took.Round(10*time.Millisecond), within)
 			if fc.diagnose != "" {
 				out, code := runDiagnose(t, ctx, cfg, "default/hostnames")
-				if code != 3 || !strings.Contains(out, fc.diagnose) {
-					t.Fatalf("%s: svcprobe diagnose exited %d, want 3 and %q in:\n%s", f.Name, code, fc.diagnose, out)
+				want := 3
+				if fc.diagnoseOK {
+					want = 0
+				}
+				if code != want || !strings.Contains(out, fc.diagnose) {
+					t.Fatalf("%s: svcprobe diagnose exited %d, want %d and %q in:\n%s", f.Name, code, want, fc.diagnose, out)
 				}
 			}
 			if allowed != nil {
@@ -1078,7 +1099,7 @@ func TestExporterLeastPrivilege(t *testing.T) {
 }
 
 // assertExporterAccess checks, as the exporter (as: a client with its own token), that it may
-// list/watch Services, Pods and EndpointSlices and nothing else (SelfSubjectAccessReviews), and
+// list/watch Services, Pods, EndpointSlices and the workloads and nothing else (SelfSubjectAccessReviews), and
 // that its log never mentions a refusal. The exporter from deploy/base and from the chart share it.
 // clientInPod returns a client that talks as rc from inside pod's network namespace and closes
 // its connections when the test ends: a socket left open inside a Pod's namespace keeps that
@@ -1107,6 +1128,11 @@ func assertExporterAccess(t *testing.T, ctx context.Context, cfg *Config, pod *c
 	}{
 		{"list", "", "services", true}, {"watch", "", "services", true}, {"list", "", "pods", true},
 		{"watch", "discovery.k8s.io", "endpointslices", true},
+		// The workloads, read only: scaled to zero or a typo.
+		{"list", "apps", "deployments", true}, {"watch", "apps", "statefulsets", true}, {"watch", "apps", "replicasets", true},
+		{"watch", "apps", "daemonsets", true}, {"watch", "", "replicationcontrollers", true},
+		{"update", "apps", "deployments", false}, {"patch", "apps", "deployments", false}, {"create", "apps", "daemonsets", false},
+		{"update", "", "replicationcontrollers", false},
 		{"get", "", "secrets", false}, {"list", "", "configmaps", false}, {"list", "", "endpoints", false},
 		{"update", "", "services", false}, {"delete", "", "pods", false}, {"create", "", "pods", false},
 		{"patch", "discovery.k8s.io", "endpointslices", false}, {"list", "", "nodes", false},

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -57,6 +58,36 @@ var Faults = []Fault{
 		Inject: patchHostnames(`{"spec":{"selector":{"app":null,"run":"hostnames"}}}`),
 		Undo: func(ctx context.Context, _ *Config, cl kubernetes.Interface) error {
 			return resetHostnamesService(ctx, cl)
+		},
+	},
+	{
+		Name: "scaled-to-zero", Breaks: "nothing: Deployment hostnames is scaled to 0 replicas on purpose (kubectl scale --replicas=0)",
+		Expect: `layer="idle" reason="scaled_to_zero" (intended: no alert, no SLO), ok again once scaled back to 3`,
+		Inject: func(ctx context.Context, _ *Config, cl kubernetes.Interface) error {
+			return scaleHostnames(ctx, cl, 0)
+		},
+		Undo: func(ctx context.Context, _ *Config, cl kubernetes.Interface) error {
+			return scaleHostnames(ctx, cl, 3)
+		},
+	},
+	{
+		Name: "selector-typo-beside-idle", Breaks: "Service hostnames selects run=hostnames, while Deployment idle-elsewhere (app=idle-elsewhere) is scaled to 0 in the same namespace",
+		Expect: `layer="spec" reason="selector_matches_no_pods": a workload at zero elsewhere does not make a typo idle`,
+		Inject: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
+			if err := createIdleDeployment(ctx, cl); err != nil {
+				return err
+			}
+			return patchHostnames(`{"spec":{"selector":{"app":null,"run":"hostnames"}}}`)(ctx, c, cl)
+		},
+		Undo: func(ctx context.Context, _ *Config, cl kubernetes.Interface) error {
+			if err := resetHostnamesService(ctx, cl); err != nil {
+				return err
+			}
+			err := cl.AppsV1().Deployments("default").Delete(ctx, idleDeployment, metav1.DeleteOptions{})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return err
 		},
 	},
 	{
@@ -459,6 +490,39 @@ func resetHostnamesService(ctx context.Context, cl kubernetes.Interface) error {
 		_, err = cl.CoreV1().Services("default").Update(ctx, s, metav1.UpdateOptions{})
 		return err
 	})
+}
+
+// scaleHostnames sets Deployment hostnames' replicas.
+func scaleHostnames(ctx context.Context, cl kubernetes.Interface, replicas int32) error {
+	patch := fmt.Sprintf(`{"spec":{"replicas":%d}}`, replicas)
+	return retry(ctx, func() error {
+		_, err := cl.AppsV1().Deployments("default").Patch(ctx, "hostnames", types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+		return err
+	})
+}
+
+// idleDeployment is the name of the Deployment selector-typo-beside-idle creates at 0 replicas.
+const idleDeployment = "idle-elsewhere"
+
+func createIdleDeployment(ctx context.Context, cl kubernetes.Interface) error {
+	labels := map[string]string{"app": idleDeployment}
+	zero := int32(0)
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: idleDeployment, Namespace: "default", Labels: labels},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &zero,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "idle", Image: "registry.k8s.io/serve_hostname"}}},
+			},
+		},
+	}
+	_, err := cl.AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	return err
 }
 
 func patchHostnames(patch string) func(context.Context, *Config, kubernetes.Interface) error {

@@ -15,10 +15,17 @@ const (
 	LayerProxy     Layer = "proxy"
 	LayerDNS       Layer = "dns"
 	LayerHairpin   Layer = "hairpin"
+	// LayerIdle is not a broken layer: the Service's workload is scaled to zero on purpose
+	// (reason scaled_to_zero). It pages nobody and counts against no SLO.
+	LayerIdle Layer = "idle"
 )
 
 // Layers lists every layer.
-var Layers = []Layer{LayerOK, LayerMissing, LayerSpec, LayerEndpoints, LayerDNS, LayerPod, LayerProxy, LayerHairpin}
+var Layers = []Layer{LayerOK, LayerMissing, LayerIdle, LayerSpec, LayerEndpoints, LayerDNS, LayerPod, LayerProxy, LayerHairpin}
+
+// Intended reports whether a verdict is a state the cluster's owner set up on purpose (idle):
+// neither ok nor broken, and nothing to page on.
+func (l Layer) Intended() bool { return l == LayerIdle }
 
 // VIPTally counts other Services by what their VIP did at their latest probe: cross-Service
 // evidence for what kube-proxy does on this node.
@@ -91,6 +98,8 @@ func Verdict(results map[probe.Stage]probe.Result, cluster *probe.ClusterDNSResu
 // network stage counts by its window (see window.snapshot): failed, or degraded (the reason is
 // then partial), or ok; one failed round among good ones blames nothing.
 //
+//  0. idle: the selector matches no Pod because its workloads are scaled to zero on purpose (the
+//     spec stage skipped with scaled_to_zero): intended, nothing is blamed.
 //  1. spec: a Service that selects nothing or targets a port nobody has cannot work further down.
 //  2. endpoints: no ready endpoints, nothing to reach.
 //  3. pod: the backends themselves do not answer on IP:targetPort; the VIP failing too is a
@@ -117,6 +126,9 @@ func Verdict(results map[probe.Stage]probe.Result, cluster *probe.ClusterDNSResu
 //
 // A stage that did not run (skipped, or not yet probed) blames nothing.
 func Decide(ev Evidence) (Layer, probe.Reason) {
+	if r, ok := ev.Results[probe.StageSpec]; ok && r.Reason == probe.ReasonScaledToZero {
+		return LayerIdle, probe.ReasonScaledToZero
+	}
 	bad := func(s probe.Stage) (probe.Reason, State, bool) {
 		st, reason, ran := ev.stage(s)
 		return reason, st, ran && st != StateOK

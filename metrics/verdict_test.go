@@ -18,6 +18,11 @@ func skip(s probe.Stage) probe.Result {
 	return probe.Result{Stage: s, Outcome: probe.Skipped, Reason: probe.ReasonNotProbed}
 }
 
+// idleSkip is a stage skipped because the Service's workload is scaled to zero.
+func idleSkip(s probe.Stage) probe.Result {
+	return probe.Result{Stage: s, Outcome: probe.Skipped, Reason: probe.ReasonScaledToZero}
+}
+
 func results(rs ...probe.Result) map[probe.Stage]probe.Result {
 	m := map[probe.Stage]probe.Result{}
 	for _, s := range probe.Stages {
@@ -63,6 +68,13 @@ func TestVerdictTable(t *testing.T) {
 	}{
 		{"healthy", results(), clusterDNS(true, true, true), LayerOK, probe.ReasonSuccess, nil, VIPTally{}},
 		{"selector typo", results(fail(probe.StageSpec, probe.ReasonSelectorMatchesNoPods), fail(probe.StageEndpoints, probe.ReasonNoEndpoints), skip(probe.StagePod), skip(probe.StageProxy)), nil, LayerSpec, probe.ReasonSelectorMatchesNoPods, nil, VIPTally{}},
+		// Intended is not broken: the workload is scaled to zero; spec and endpoints skipped.
+		{"scaled to zero: idle", results(idleSkip(probe.StageSpec), idleSkip(probe.StageEndpoints), skip(probe.StagePod), skip(probe.StageProxy)), clusterDNS(true, true), LayerIdle, probe.ReasonScaledToZero, nil, VIPTally{}},
+		// Idle even while the name does not resolve (a headless Service publishes nothing).
+		{"scaled to zero, headless name fails: idle", results(idleSkip(probe.StageSpec), idleSkip(probe.StageEndpoints), fail(probe.StageDNS, probe.ReasonNXDomain), skip(probe.StagePod), skip(probe.StageProxy)), clusterDNS(true, true), LayerIdle, probe.ReasonScaledToZero, nil, VIPTally{}},
+		// A workload that wants replicas but has no Pod: the selector is right (spec passes), the
+		// endpoints are what is missing.
+		{"workload wants replicas, no Pod: endpoints", results(fail(probe.StageEndpoints, probe.ReasonNoEndpoints), skip(probe.StagePod), skip(probe.StageProxy)), nil, LayerEndpoints, probe.ReasonNoEndpoints, nil, VIPTally{}},
 		{"named port unresolved", results(fail(probe.StageSpec, probe.ReasonTargetPortUnresolved), fail(probe.StageEndpoints, probe.ReasonNoReadyEndpoints)), nil, LayerSpec, probe.ReasonTargetPortUnresolved, nil, VIPTally{}},
 		{"protocol mismatch", results(fail(probe.StageSpec, probe.ReasonProtocolMismatch)), nil, LayerSpec, probe.ReasonProtocolMismatch, nil, VIPTally{}},
 		{"no ready endpoints", results(fail(probe.StageEndpoints, probe.ReasonNoReadyEndpoints), skip(probe.StagePod), skip(probe.StageProxy)), nil, LayerEndpoints, probe.ReasonNoReadyEndpoints, nil, VIPTally{}},

@@ -3,6 +3,7 @@ package probe
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/svcprobe/svcprobe/discovery"
 )
@@ -19,6 +20,11 @@ func (EndpointsProber) Probe(_ context.Context, t *discovery.Target) Result {
 		return skipped(StageEndpoints, "ExternalName Service: no endpoints")
 	}
 	c := t.Counts()
+	if which, idle := t.ScaledToZero(); idle && c.Ready == 0 {
+		r := skipped(StageEndpoints, "no ready endpoint: scaled to zero on purpose ("+which+")")
+		r.Reason = ReasonScaledToZero
+		return r
+	}
 	detail := fmt.Sprintf("%d ready, %d not ready, %d terminating", c.Ready, c.NotReady, c.Terminating)
 	r := Result{Stage: StageEndpoints, Outcome: OK, Reason: ReasonSuccess, Detail: detail, Total: 1}
 	switch {
@@ -27,6 +33,10 @@ func (EndpointsProber) Probe(_ context.Context, t *discovery.Target) Result {
 		switch {
 		case t.Selector == nil:
 			r.Hint = "The Service has no selector: its EndpointSlices must be created by hand or by the controller that owns it."
+		case len(t.Pods) == 0 && len(t.Workloads) > 0:
+			r.Hint = "The selector matches the Pod template of " + t.Workloads[0].String() + ", which has no Pod: " +
+				"check why its Pods are not created (kubectl describe " + strings.ToLower(t.Workloads[0].Kind) + " " + t.Workloads[0].Name +
+				"; a quota, a missing ServiceAccount or PodSecurity admission) or not scheduled (kubectl get events)."
 		case len(t.Pods) == 0:
 			r.Hint = "The selector matches no Pod, so there is nothing to put in the EndpointSlices (see the spec stage)."
 		default:

@@ -81,6 +81,10 @@ const (
 	// ReasonResolverUnreachable is a verdict reason: every nameserver of resolv.conf is dead and
 	// it is neither the cluster DNS Service's ClusterIP nor a node-local cache.
 	ReasonResolverUnreachable Reason = "resolver_unreachable"
+	// ReasonScaledToZero: the selector matches no Pod because every workload whose Pod template
+	// it matches wants no replica (discovery.Target.ScaledToZero). The spec and endpoints stages
+	// skip with it, and the verdict is idle: intended, not broken.
+	ReasonScaledToZero Reason = "scaled_to_zero"
 )
 
 // Reasons is the closed set, for documentation and tests.
@@ -91,7 +95,7 @@ var Reasons = []Reason{
 	ReasonTimeout, ReasonNXDomain, ReasonServFail, ReasonRefused, ReasonWrongAnswer, ReasonNoAnswer,
 	ReasonReset, ReasonUnreachable, ReasonHTTPStatus, ReasonPortExhausted, ReasonWrongBackend,
 	ReasonBudget, ReasonError, ReasonExternalNotAllowed, ReasonNodePortUnreachable, ReasonNodePortUnreachableFromNode,
-	ReasonPartial, ReasonNodeLocalDNSUnreachable, ReasonResolverUnreachable,
+	ReasonPartial, ReasonNodeLocalDNSUnreachable, ReasonResolverUnreachable, ReasonScaledToZero,
 }
 
 // Outcome says whether a stage passed, failed or did not apply.

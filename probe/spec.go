@@ -26,6 +26,22 @@ func (SpecProber) Probe(_ context.Context, t *discovery.Target) Result {
 		return skipped(StageSpec, "Service without selector: its endpoints are managed by hand")
 	}
 	sel := formatLabels(t.Selector)
+	if which, idle := t.ScaledToZero(); idle {
+		r := skipped(StageSpec, fmt.Sprintf("selector %s matches no Pod: scaled to zero on purpose (%s)", sel, which))
+		r.Reason = ReasonScaledToZero
+		return r
+	}
+	if len(t.Pods) == 0 && len(t.Workloads) > 0 {
+		// The selector is right: it matches a workload's Pods, which do not exist yet (a quota, a
+		// scheduling or image problem). The endpoints stage says so.
+		names := make([]string, len(t.Workloads))
+		for i, w := range t.Workloads {
+			names[i] = w.String()
+		}
+		detail := fmt.Sprintf("matches the Pod template of %s, which has no Pod yet", strings.Join(names, ", "))
+		return Result{Stage: StageSpec, Outcome: OK, Reason: ReasonSuccess, Total: 1, Detail: detail,
+			Checks: []Check{{Subject: "selector " + sel, Reason: ReasonSuccess, Detail: detail}}}
+	}
 	if len(t.Pods) == 0 {
 		r := Result{Stage: StageSpec, Outcome: Failed, Reason: ReasonSelectorMatchesNoPods, Total: 1, Failing: 1,
 			Detail: fmt.Sprintf("selector %s matches no Pod in namespace %s", sel, t.Namespace)}

@@ -87,3 +87,29 @@ func TestEndpointsStage(t *testing.T) {
 		})
 	}
 }
+
+// A Service whose workload is scaled to zero: spec and endpoints skip with scaled_to_zero and say
+// which workload. One whose workload wants Pods it has not got: the selector is right (spec
+// passes), the endpoints stage fails and its hint names the workload.
+func TestSpecAndEndpointsScaledToZero(t *testing.T) {
+	tg := &discovery.Target{Namespace: "default", Name: "hostnames", Selector: map[string]string{"app": "hostnames"},
+		Workloads: []discovery.Workload{{Kind: "Deployment", Name: "hostnames", Replicas: 0}}}
+	for _, p := range []Prober{SpecProber{}, EndpointsProber{}} {
+		r := p.Probe(context.Background(), tg)
+		if r.Outcome != Skipped || r.Reason != ReasonScaledToZero || !strings.Contains(r.Detail, "Deployment/hostnames (replicas 0)") {
+			t.Errorf("%s: %v %s %q, want skipped scaled_to_zero naming the Deployment", p.Stage(), r.Outcome, r.Reason, r.Detail)
+		}
+	}
+	tg.Workloads[0].Replicas = 3
+	if r := (SpecProber{}).Probe(context.Background(), tg); r.Outcome != OK || !strings.Contains(r.Detail, "no Pod yet") {
+		t.Errorf("spec with a workload wanting 3: %v %s %q, want ok", r.Outcome, r.Reason, r.Detail)
+	}
+	if r := (EndpointsProber{}).Probe(context.Background(), tg); r.Outcome != Failed || r.Reason != ReasonNoEndpoints || !strings.Contains(r.Hint, "kubectl describe deployment hostnames") {
+		t.Errorf("endpoints with a workload wanting 3: %v %s %q, want no_endpoints naming it", r.Outcome, r.Reason, r.Hint)
+	}
+	// No workload at all: the typo.
+	tg.Workloads = nil
+	if r := (SpecProber{}).Probe(context.Background(), tg); r.Reason != ReasonSelectorMatchesNoPods {
+		t.Errorf("no workload: %s, want selector_matches_no_pods", r.Reason)
+	}
+}

@@ -162,7 +162,7 @@ func (h *handler) list(r *http.Request) listing {
 		s := &snap[i]
 		seen[metrics.Expected{Namespace: s.Target.Namespace, Name: s.Target.Name}] = true
 		nsSet[s.Target.Namespace] = true
-		rw := row{ns: s.Target.Namespace, name: s.Target.Name, broken: s.Verdict != metrics.LayerOK, status: s}
+		rw := row{ns: s.Target.Namespace, name: s.Target.Name, broken: s.Verdict != metrics.LayerOK && !s.Verdict.Intended(), status: s}
 		if f.match(rw, string(s.Verdict), string(s.Reason)) {
 			rows = append(rows, rw)
 		}

@@ -143,7 +143,7 @@ func NewService(ss metrics.ServiceStatus, cluster *probe.ClusterDNSResult, detai
 	s := Service{
 		Namespace: t.Namespace, Name: t.Name, UID: string(t.UID), Kind: string(t.Kind),
 		ClusterIPs: addrStrings(t.ClusterIPs), Selector: t.Selector,
-		Verdict: string(ss.Verdict), Reason: string(ss.Reason), Healthy: ss.Verdict == metrics.LayerOK,
+		Verdict: string(ss.Verdict), Reason: string(ss.Reason), Healthy: ss.Verdict == metrics.LayerOK || ss.Verdict.Intended(),
 		Endpoints: EndpointCounts{Ready: c.Ready, NotReady: c.NotReady, Terminating: c.Terminating},
 	}
 	if !ss.LastProbe.IsZero() {

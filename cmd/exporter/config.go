@@ -46,6 +46,9 @@ type config struct {
 	NodeLocalDNS      []netip.Addr
 	NodeLocalDNSFlags []string
 
+	// Workloads is --discovery.workloads: watch the workloads to tell scaled to zero from a typo.
+	Workloads bool
+
 	HairpinService  string
 	HairpinIdentity string
 	PodIPs          []netip.Addr
@@ -86,6 +89,7 @@ func registerFlags(app *kingpin.Application) *config {
 	app.Flag("namespaces", "Comma-separated namespaces to watch (all when empty).").StringVar(new(string))
 	app.Flag("namespaces-exclude", "Comma-separated namespaces not to watch.").StringVar(new(string))
 	app.Flag("selector", "Label selector on Services: only matching Services are probed.").StringVar(&c.Selector)
+	app.Flag("discovery.workloads", "Watch Deployments, StatefulSets, ReplicaSets, DaemonSets and ReplicationControllers (get/list/watch, trimmed to replicas and Pod template labels): a Service whose selector matches no Pod because its workload is scaled to zero is idle (reason scaled_to_zero, pages nobody), not spec. --no-discovery.workloads when the exporter may not read them.").Default("true").BoolVar(&c.Workloads)
 	app.Flag("shard", "This replica's shard, in [0, --total-shards).").Default("0").IntVar(&c.Shard)
 	app.Flag("total-shards", "Number of shards; Services are assigned by a hash of their UID.").Default("1").IntVar(&c.TotalShards)
 	app.Flag("probe.interval", "Each Service is probed once per interval.").Default("15s").DurationVar(&c.Interval)
@@ -302,6 +306,6 @@ func parseFileConfig(b []byte) (fileConfig, error) {
 func (c *config) discovery() discovery.Config {
 	return discovery.Config{
 		Namespaces: c.Namespaces, NamespacesExclude: c.NamespacesExclude, Selector: c.Selector,
-		Shard: c.Shard, TotalShards: c.TotalShards, DNSService: c.DNSService,
+		Shard: c.Shard, TotalShards: c.TotalShards, DNSService: c.DNSService, Workloads: c.Workloads,
 	}
 }

@@ -73,7 +73,7 @@ func diagnoseService(ctx context.Context, client kubernetes.Interface, cfg *conf
 	if err != nil {
 		return diagnoseUsage, err
 	}
-	t, err := fetchTarget(ctx, client, ns, name)
+	t, err := fetchTarget(ctx, client, cfg, ns, name)
 	if err != nil {
 		return diagnoseError, err
 	}
@@ -128,7 +128,7 @@ func diagnoseService(ctx context.Context, client kubernetes.Interface, cfg *conf
 
 // fetchTarget reads the Service, its EndpointSlices and the Pods of its namespace once and builds
 // the target the watcher would. A Service that does not exist is (nil, nil).
-func fetchTarget(ctx context.Context, client kubernetes.Interface, ns, name string) (*discovery.Target, error) {
+func fetchTarget(ctx context.Context, client kubernetes.Interface, cfg *config, ns, name string) (*discovery.Target, error) {
 	svc, err := client.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, nil
@@ -152,7 +152,57 @@ func fetchTarget(ctx context.Context, client kubernetes.Interface, ns, name stri
 			pods = append(pods, &list.Items[i])
 		}
 	}
-	return discovery.BuildTarget(svc, epSlices, pods), nil
+	t := discovery.BuildTarget(svc, epSlices, pods)
+	if cfg.Workloads && len(t.Selector) > 0 && len(t.Pods) == 0 {
+		// As the watcher does: the workloads whose Pod template the selector matches tell
+		// scaled to zero from a typo. Without the permission the spec stage says what it can.
+		if objs, err := namespaceWorkloads(ctx, client, ns); err == nil {
+			t.Workloads = discovery.MatchWorkloads(objs, t.Selector)
+		}
+	}
+	return t, nil
+}
+
+// namespaceWorkloads lists the workloads of ns (see discovery.MatchWorkloads).
+func namespaceWorkloads(ctx context.Context, client kubernetes.Interface, ns string) ([]any, error) {
+	var objs []any
+	o := metav1.ListOptions{}
+	deps, err := client.AppsV1().Deployments(ns).List(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	for i := range deps.Items {
+		objs = append(objs, &deps.Items[i])
+	}
+	sts, err := client.AppsV1().StatefulSets(ns).List(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	for i := range sts.Items {
+		objs = append(objs, &sts.Items[i])
+	}
+	rss, err := client.AppsV1().ReplicaSets(ns).List(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	for i := range rss.Items {
+		objs = append(objs, &rss.Items[i])
+	}
+	dss, err := client.AppsV1().DaemonSets(ns).List(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	for i := range dss.Items {
+		objs = append(objs, &dss.Items[i])
+	}
+	rcs, err := client.CoreV1().ReplicationControllers(ns).List(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	for i := range rcs.Items {
+		objs = append(objs, &rcs.Items[i])
+	}
+	return objs, nil
 }
 
 func serviceSlices(ctx context.Context, client kubernetes.Interface, ns, name string) ([]*discoveryv1.EndpointSlice, error) {
@@ -277,6 +327,10 @@ func writeWalk(b *strings.Builder, s web.Service, notes []string) {
 		}
 	}
 	b.WriteString("\n")
+	if s.Verdict == string(metrics.LayerIdle) {
+		fmt.Fprintf(b, "IDLE: %s/%s is scaled to zero on purpose (%s): nothing to probe, nothing broken.\n", s.Namespace, s.Name, s.Reason)
+		return
+	}
 	if s.Healthy {
 		fmt.Fprintf(b, "HEALTHY: %s/%s passed every step.\n", s.Namespace, s.Name)
 		return

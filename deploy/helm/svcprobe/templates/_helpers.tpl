@@ -62,6 +62,14 @@ helm.sh/chart: {{ include "svcprobe.chart" . }}
 {{- if ne (int ((.verdict).window | default 8)) 8 }}
 - --verdict.window={{ int .verdict.window }}
 {{- end }}
+{{- if not (include "svcprobe.watchWorkloads" .) }}
+- --no-discovery.workloads
+{{- end }}
+{{- end }}
+
+{{/* Non-empty when the exporter watches the workloads (discovery.workloads, default true; issue 17). */}}
+{{- define "svcprobe.watchWorkloads" -}}
+{{- if or (not .discovery) (not (hasKey .discovery "workloads")) .discovery.workloads }}true{{ end }}
 {{- end }}
 
 {{/* The exporter's flags (cmd/exporter/config.go); deploy/helm_test.go runs them through the binary. */}}
