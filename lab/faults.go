@@ -514,7 +514,7 @@ func createIdleDeployment(ctx context.Context, cl kubernetes.Interface) error {
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "idle", Image: "registry.k8s.io/serve_hostname"}}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "idle", Image: "registry.k8s.io/serve_hostname"}}},
 			},
 		},
 	}
