@@ -299,3 +299,23 @@ func TestStoreCloserLookClearsPods(t *testing.T) {
 		t.Fatalf("pod window %+v, want the failure of this round remembered", ss.Windows[probe.StagePod])
 	}
 }
+
+// An idle Service (its workload scaled to zero): the verdict is idle, and its skipped spec and
+// endpoints stages count no run, so no SLO ratio sees it.
+func TestStoreIdleCountsNoRun(t *testing.T) {
+	s := NewStore()
+	tg := target("dev", "idle")
+	s.Record(tg, []probe.Result{idleSkip(probe.StageSpec), idleSkip(probe.StageEndpoints), ok(probe.StageDNS), skip(probe.StagePod), skip(probe.StageProxy)})
+	layer, reason, ss := verdictOf(t, s, "idle")
+	if layer != LayerIdle || reason != probe.ReasonScaledToZero || !layer.Intended() {
+		t.Fatalf("verdict %s/%s, want idle/scaled_to_zero (intended)", layer, reason)
+	}
+	for _, st := range []probe.Stage{probe.StageSpec, probe.StageEndpoints} {
+		if c := ss.Counters[st]; len(c) != 0 {
+			t.Errorf("%s counted %v while idle, want no run", st, c)
+		}
+	}
+	if LayerSpec.Intended() || LayerOK.Intended() {
+		t.Error("spec or ok taken for an intended state")
+	}
+}

@@ -508,3 +508,34 @@ func getHostnames(t *testing.T, s *metrics.Store) Service {
 	}
 	return one
 }
+
+// An idle Service (scaled to zero) is neither broken on the status page nor unhealthy in the JSON
+// API, and the API names the verdict and the workload the spec stage reported.
+func TestIdleIsNotBroken(t *testing.T) {
+	s := metrics.NewStore()
+	at := fixtureNow.Add(-time.Second)
+	tg := target("dev", "idle", "10.96.7.7", 0, map[string]string{"app": "idle"})
+	tg.Workloads = []discovery.Workload{{Kind: "Deployment", Name: "idle", Replicas: 0}}
+	idle := func(st probe.Stage) probe.Result {
+		return probe.Result{Stage: st, Outcome: probe.Skipped, Reason: probe.ReasonScaledToZero, At: at,
+			Detail: "scaled to zero on purpose (Deployment/idle (replicas 0))"}
+	}
+	s.Record(tg, []probe.Result{idle(probe.StageSpec), idle(probe.StageEndpoints)})
+	broken := target("dev", "typo", "10.96.7.8", 0, map[string]string{"app": "typ"})
+	s.Record(broken, []probe.Result{{Stage: probe.StageSpec, Outcome: probe.Failed, Reason: probe.ReasonSelectorMatchesNoPods, At: at}})
+	h := fixtureHandler(s, Options{})
+	if _, _, body := do(t, h, "/status?broken=1"); strings.Join(rows(body), " ") != "dev/typo" {
+		t.Errorf("broken filter lists %q, want only dev/typo", rows(body))
+	}
+	code, _, body := do(t, h, "/api/v1/services/dev/idle")
+	var doc struct {
+		Verdict, Reason string
+		Healthy         bool
+	}
+	if err := json.Unmarshal([]byte(body), &doc); code != http.StatusOK || err != nil {
+		t.Fatalf("%d %v: %s", code, err, body)
+	}
+	if doc.Verdict != "idle" || doc.Reason != "scaled_to_zero" || !doc.Healthy || !strings.Contains(body, "Deployment/idle (replicas 0)") {
+		t.Errorf("API says %+v, want idle/scaled_to_zero, healthy, naming the Deployment:\n%s", doc, body)
+	}
+}
