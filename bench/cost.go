@@ -34,7 +34,12 @@ type CostResult struct {
 	DNSBareMicros, DNSProbeMicros float64 // median CPU per DNS query
 	DNSRatio                      float64
 	DNSFailures                   int64
-	LoadAvg                       string
+
+	// Workloads Deployments held by an informer: heap per object with discovery.TrimWorkload
+	// (what --discovery.workloads adds) and without (the cache untrimmed, the baseline).
+	Workloads                               int
+	WorkloadTrimmedBytes, WorkloadFullBytes float64
+	LoadAvg                                 string
 }
 
 func runCost(args []string) error {
@@ -181,6 +186,10 @@ func runCost(args []string) error {
 	res.DNSBareMicros, res.DNSProbeMicros, res.DNSRatio = median(db), median(dp), median(dr)
 	res.TCPFailures, res.DNSFailures = tcpFail.Load(), dnsFail.Load()
 	res.LoadAvg = loadAvg()
+	res.Workloads = 10000
+	if res.WorkloadTrimmedBytes, res.WorkloadFullBytes, err = workloadMemory(res.Workloads); err != nil {
+		return fmt.Errorf("workload memory: %w", err)
+	}
 	out, _ := json.Marshal(res)
 	fmt.Printf("RESULT %s\n", out)
 	return nil

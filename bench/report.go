@@ -163,6 +163,11 @@ func report(o options, c CostResult, rs []ScaleResult, loadStart, loadEnd string
 			}
 		}
 	}
+	if c.Workloads > 0 && c.WorkloadFullBytes > 0 {
+		rows = append(rows, row{fmt.Sprintf("Memory per workload watched (--discovery.workloads; %d Deployments of two containers in an informer)", c.Workloads), "—",
+			fmt.Sprintf("%.0f B heap, trimmed (%.1f MiB per 10k)", c.WorkloadTrimmedBytes, c.WorkloadTrimmedBytes*10000/(1<<20)),
+			fmt.Sprintf("%.0f B heap untrimmed", c.WorkloadFullBytes), fmt.Sprintf("%.2f", c.WorkloadTrimmedBytes/c.WorkloadFullBytes), "info"})
+	}
 	rows = append(rows,
 		row{"CPU per TCP probe, pod stage (PodProber) vs bare dial+close(linger 0)", "ratio ≤ 1.5", fmt.Sprintf("%.1f µs (%d failures)", c.TCPPodMicros, c.TCPFailures),
 			fmt.Sprintf("%.1f µs", c.TCPBareMicros), fmt.Sprintf("%.2f", c.TCPRatio), passFail(c.TCPRatio <= 1.5 && c.TCPFailures == 0)},
