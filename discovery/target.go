@@ -178,10 +178,15 @@ func podOf(p *corev1.Pod) Pod {
 // fmt prints maps with sorted keys, which makes this deterministic.
 func (t *Target) hash() uint64 {
 	h := fnv.New64a()
-	v := t.Version
-	t.Version = 0
-	fmt.Fprintf(h, "%v", *t)
-	t.Version = v
+	c := *t
+	c.Version = 0
+	// fmt prints a pointer nested in a struct as its address, which is new on every build: hash
+	// what NearestPod points to instead, so the version changes only with the content.
+	c.NearestPod = nil
+	fmt.Fprintf(h, "%v", c)
+	if t.NearestPod != nil {
+		fmt.Fprintf(h, "|nearest %v", *t.NearestPod)
+	}
 	return h.Sum64()
 }
 

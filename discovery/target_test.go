@@ -96,6 +96,29 @@ func TestVersionChangesWithContent(t *testing.T) {
 	}
 }
 
+// A Service whose selector matches no Pod has a NearestPod, a fresh pointer on every build: the
+// version must follow what it points to, not its address (a Pod event re-queues such Services,
+// and a new version re-probes early and restarts their settle window).
+func TestVersionStableWithNearestPod(t *testing.T) {
+	s := service("default", "s", map[string]string{"app": "x"}, svcPort("", 80, intstr.FromInt32(8080)))
+	near := pod("default", "near", "198.18.0.7", map[string]string{"run": "x"}, true, corev1.ContainerPort{ContainerPort: 8080})
+	a := BuildTarget(s, nil, []*corev1.Pod{near})
+	b := BuildTarget(s, nil, []*corev1.Pod{near})
+	if a.NearestPod == nil || a.NearestPod == b.NearestPod {
+		t.Fatal("fixture: want two builds with distinct NearestPod pointers")
+	}
+	if a.Version != b.Version {
+		t.Fatal("same content, different version: the NearestPod pointer was hashed")
+	}
+	other := pod("default", "near", "198.18.0.7", map[string]string{"run": "y"}, true, corev1.ContainerPort{ContainerPort: 8080})
+	if c := BuildTarget(s, nil, []*corev1.Pod{other}); c.Version == a.Version {
+		t.Fatal("the nearest Pod's labels changed, the version did not")
+	}
+	if a.NearestPod == nil || a.NearestPod.Name != "near" {
+		t.Fatalf("hash changed the target: nearest %+v", a.NearestPod)
+	}
+}
+
 func TestTransformsTrim(t *testing.T) {
 	p := pod("default", "a", "198.18.0.5", map[string]string{"app": "x"}, true, corev1.ContainerPort{Name: "http", ContainerPort: 80})
 	out, _ := TrimPod(p)
