@@ -1395,4 +1395,23 @@ func TestHelmWorkloadsOff(t *testing.T) {
 	if err := runExporterArgs(t, c); err != nil {
 		t.Error(err)
 	}
+	// discovery.networkPolicies=true: the flag, and read-only rules for policies and namespaces.
+	out, err = helmTemplate(t, "--set", "discovery.networkPolicies=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	np := decodeRendered(t, out)
+	if g := grants(np, "svcprobe"); !slices.Contains(g, "networking.k8s.io/networkpolicies") || !slices.Contains(g, "/namespaces") {
+		t.Errorf("discovery.networkPolicies=true grants %v, want networkpolicies and namespaces", g)
+	}
+	if g := grants(def, "svcprobe"); slices.Contains(g, "networking.k8s.io/networkpolicies") {
+		t.Errorf("the default grants %v, want no networkpolicies", g)
+	}
+	c = get[*appsv1.Deployment](t, np.objs, "Deployment", "svcprobe").Spec.Template.Spec.Containers[0]
+	if !slices.Contains(c.Args, "--discovery.network-policies") {
+		t.Errorf("args %v lack --discovery.network-policies", c.Args)
+	}
+	if err := runExporterArgs(t, c); err != nil {
+		t.Error(err)
+	}
 }

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"net/netip"
+	"strconv"
 
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -41,6 +42,18 @@ type Endpoint struct {
 	PodName     string // backing Pod in the Service's namespace, "" when not a Pod
 	// Ports is the slice's port list: the resolved target port per Service port name.
 	Ports []EndpointPort
+	// Denied maps a Service port (its name, or its number when unnamed) to the NetworkPolicies
+	// ("namespace/name, ...") that deny ingress from the exporter to this endpoint on it
+	// (Config.NetworkPolicies); nil when nothing is denied or policies are not evaluated.
+	Denied map[string]string
+}
+
+// PortKey names a Service port in Endpoint.Denied: its name, or its number when unnamed.
+func PortKey(p Port) string {
+	if p.Name != "" {
+		return p.Name
+	}
+	return strconv.Itoa(int(p.Port))
 }
 
 // EndpointPort is a port as published in an EndpointSlice (targetPort already resolved).

@@ -45,6 +45,11 @@ type Config struct {
 	// so a Service whose workload is scaled to zero is told from a selector typo
 	// (--discovery.workloads).
 	Workloads bool
+	// NetworkPolicies watches NetworkPolicies and namespaces (get/list/watch) and marks the
+	// endpoints whose Pods the policies do not let the exporter reach (Endpoint.Denied), found by
+	// SelfIPs, the exporter Pod's addresses (--discovery.network-policies).
+	NetworkPolicies bool
+	SelfIPs         []netip.Addr
 }
 
 // Validate checks the configuration before anything starts.
@@ -148,6 +153,10 @@ type Watcher struct {
 	dnsSlices cache.Indexer
 	// workloads index the workload informers' objects by namespace (Config.Workloads).
 	workloads []cache.Indexer
+	// policies index the NetworkPolicies by namespace, namespaces the namespaces by name
+	// (Config.NetworkPolicies).
+	policies   []cache.Indexer
+	namespaces cache.Indexer
 	// addrIndexers index the Services by ClusterIP and the Pods by Pod IP: the addresses the API
 	// server allocated or a kubelet reported, which KnownAddress calls in-cluster.
 	addrIndexers []cache.Indexer
@@ -244,12 +253,24 @@ func NewWatcher(client kubernetes.Interface, cfg Config, sink Sink, log *slog.Lo
 				w.workloads = append(w.workloads, inf.GetIndexer())
 			}
 		}
+		if cfg.NetworkPolicies {
+			if err := w.addPolicyInformer(restFactory); err != nil {
+				return nil, fmt.Errorf("networkpolicy informer: %w", err)
+			}
+		}
 		w.services[ns] = svcInf.Lister()
 		w.pods[ns] = podInf.Lister()
 		sliceIndexers = append(sliceIndexers, sliceInf.Informer().GetIndexer())
 		w.factories = append(w.factories, svcFactory, restFactory)
 	}
 	w.slices = multiIndexer(sliceIndexers)
+	if cfg.NetworkPolicies {
+		f := informers.NewSharedInformerFactory(client, 0)
+		if err := w.addNamespaceInformer(f); err != nil {
+			return nil, fmt.Errorf("namespace informer: %w", err)
+		}
+		w.factories = append(w.factories, f)
+	}
 	if cfg.DNSService != "" {
 		ns, name, _ := cache.SplitMetaNamespaceKey(cfg.DNSService)
 		f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns),
@@ -362,6 +383,14 @@ func (w *Watcher) podHandler() cache.ResourceEventHandler {
 			if p, ok := obj.(*corev1.Pod); ok {
 				ns = p.Namespace
 				sets = append(sets, labels.Set(p.Labels))
+				if len(w.policies) > 0 {
+					if addrs, _ := podAddresses(p); slices.ContainsFunc(addrs, func(a string) bool {
+						ip, err := netip.ParseAddr(a)
+						return err == nil && w.selfAddr(ip)
+					}) {
+						w.requeueAll() // the exporter's own labels are the source the policies match
+					}
+				}
 			}
 		}
 		if len(sets) == 0 {
@@ -511,6 +540,10 @@ func (w *Watcher) build(svc *corev1.Service) *Target {
 	t := BuildTarget(svc, slices, pods)
 	if len(t.Selector) > 0 && len(t.Pods) == 0 && len(w.workloads) > 0 {
 		t.Workloads = w.workloadsFor(svc.Namespace, t.Selector)
+		t.Version = t.hash()
+	}
+	if len(w.policies) > 0 {
+		w.applyPolicies(t)
 		t.Version = t.hash()
 	}
 	if len(t.AnnotationErrors) > 0 {

@@ -18,14 +18,18 @@ const (
 	// LayerIdle is not a broken layer: the Service's workload is scaled to zero on purpose
 	// (reason scaled_to_zero). It pages nobody and counts against no SLO.
 	LayerIdle Layer = "idle"
+	// LayerPolicy is not a broken layer either: the cluster's NetworkPolicies do not let svcprobe
+	// reach the Service's Pods (reason denied_by_network_policy), so it cannot say whether they
+	// answer. It pages nobody; the status page names the policy.
+	LayerPolicy Layer = "policy"
 )
 
 // Layers lists every layer.
-var Layers = []Layer{LayerOK, LayerMissing, LayerIdle, LayerSpec, LayerEndpoints, LayerDNS, LayerPod, LayerProxy, LayerHairpin}
+var Layers = []Layer{LayerOK, LayerMissing, LayerIdle, LayerPolicy, LayerSpec, LayerEndpoints, LayerDNS, LayerPod, LayerProxy, LayerHairpin}
 
 // Intended reports whether a verdict is a state the cluster's owner set up on purpose (idle):
 // neither ok nor broken, and nothing to page on.
-func (l Layer) Intended() bool { return l == LayerIdle }
+func (l Layer) Intended() bool { return l == LayerIdle || l == LayerPolicy }
 
 // VIPTally counts other Services by what their VIP did at their latest probe: cross-Service
 // evidence for what kube-proxy does on this node.
@@ -101,6 +105,8 @@ func Verdict(results map[probe.Stage]probe.Result, cluster *probe.ClusterDNSResu
 //  0. idle: the selector matches no Pod because its workloads are scaled to zero on purpose (the
 //     spec stage skipped with scaled_to_zero): intended, nothing is blamed.
 //  1. spec: a Service that selects nothing or targets a port nobody has cannot work further down.
+//     (After endpoints: policy, when NetworkPolicy denies the exporter every endpoint the pod stage
+//     would dial: intended, nothing is blamed. Some denied: those are not dialed, the rest judged.)
 //  2. endpoints: no ready endpoints, nothing to reach.
 //  3. pod: the backends themselves do not answer on IP:targetPort; the VIP failing too is a
 //     consequence, not a second cause (a VIP round that failed while the Pods failed directly
@@ -136,10 +142,18 @@ func Decide(ev Evidence) (Layer, probe.Reason) {
 	for _, step := range []struct {
 		stage probe.Stage
 		layer Layer
-	}{{probe.StageSpec, LayerSpec}, {probe.StageEndpoints, LayerEndpoints}, {probe.StagePod, LayerPod}} {
+	}{{probe.StageSpec, LayerSpec}, {probe.StageEndpoints, LayerEndpoints}} {
 		if reason, _, ok := bad(step.stage); ok {
 			return step.layer, reason
 		}
+	}
+	// Every ready endpoint the pod stage would dial is denied by NetworkPolicy: svcprobe cannot
+	// see the Pods, by the cluster's design.
+	if r, ok := ev.Results[probe.StagePod]; ok && r.Outcome == probe.Skipped && r.Reason == probe.ReasonDeniedByNetworkPolicy {
+		return LayerPolicy, probe.ReasonDeniedByNetworkPolicy
+	}
+	if reason, _, ok := bad(probe.StagePod); ok {
+		return LayerPod, reason
 	}
 	// The Pods failed lately (in the last two windows' worth of rounds), and the VIP (or
 	// NodePort) fails now: a VIP whose connections land on a Pod that fails some of them fails

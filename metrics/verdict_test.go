@@ -18,6 +18,11 @@ func skip(s probe.Stage) probe.Result {
 	return probe.Result{Stage: s, Outcome: probe.Skipped, Reason: probe.ReasonNotProbed}
 }
 
+// denied is a stage skipped because NetworkPolicy denies the exporter its endpoints.
+func denied(s probe.Stage) probe.Result {
+	return probe.Result{Stage: s, Outcome: probe.Skipped, Reason: probe.ReasonDeniedByNetworkPolicy}
+}
+
 // idleSkip is a stage skipped because the Service's workload is scaled to zero.
 func idleSkip(s probe.Stage) probe.Result {
 	return probe.Result{Stage: s, Outcome: probe.Skipped, Reason: probe.ReasonScaledToZero}
@@ -75,6 +80,13 @@ func TestVerdictTable(t *testing.T) {
 		// A workload that wants replicas but has no Pod: the selector is right (spec passes), the
 		// endpoints are what is missing.
 		{"workload wants replicas, no Pod: endpoints", results(fail(probe.StageEndpoints, probe.ReasonNoEndpoints), skip(probe.StagePod), skip(probe.StageProxy)), nil, LayerEndpoints, probe.ReasonNoEndpoints, nil, VIPTally{}},
+		// NetworkPolicy denies the exporter every endpoint: policy (intended), and the VIP stages
+		// skipped with the same reason blame nothing.
+		{"policy denies every endpoint: policy", results(denied(probe.StagePod), denied(probe.StageProxy)), clusterDNS(true, true), LayerPolicy, probe.ReasonDeniedByNetworkPolicy, nil, VIPTally{}},
+		// Some denied, the others answer: ok (the denied ones are not dialed, not failed).
+		{"policy denies some endpoints, the rest answer: ok", results(denied(probe.StageProxy)), clusterDNS(true, true), LayerOK, probe.ReasonSuccess, nil, VIPTally{}},
+		// Spec before policy: a typo is a typo whatever the policies.
+		{"spec before policy", results(fail(probe.StageSpec, probe.ReasonTargetPortUnresolved), denied(probe.StagePod)), nil, LayerSpec, probe.ReasonTargetPortUnresolved, nil, VIPTally{}},
 		{"named port unresolved", results(fail(probe.StageSpec, probe.ReasonTargetPortUnresolved), fail(probe.StageEndpoints, probe.ReasonNoReadyEndpoints)), nil, LayerSpec, probe.ReasonTargetPortUnresolved, nil, VIPTally{}},
 		{"protocol mismatch", results(fail(probe.StageSpec, probe.ReasonProtocolMismatch)), nil, LayerSpec, probe.ReasonProtocolMismatch, nil, VIPTally{}},
 		{"no ready endpoints", results(fail(probe.StageEndpoints, probe.ReasonNoReadyEndpoints), skip(probe.StagePod), skip(probe.StageProxy)), nil, LayerEndpoints, probe.ReasonNoReadyEndpoints, nil, VIPTally{}},

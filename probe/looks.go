@@ -30,7 +30,7 @@ func runRepeated(ctx context.Context, d *Dialer, t *discovery.Target, stage Stag
 	reps := make([]int, len(jobs))
 	for i, j := range jobs {
 		reps[i] = 1
-		if n > 1 && d.Guard.Allowed(t, j.addr.Addr()) {
+		if n > 1 && j.deniedBy == "" && d.Guard.Allowed(t, j.addr.Addr()) {
 			reps[i] = n
 		}
 		for range reps[i] {
@@ -46,7 +46,7 @@ func runRepeated(ctx context.Context, d *Dialer, t *discovery.Target, stage Stag
 		c := group[0]
 		failed := 0
 		for _, g := range group {
-			if g.Reason == ReasonExternalNotAllowed {
+			if notDialed(g.Reason) {
 				continue
 			}
 			total++
@@ -81,4 +81,22 @@ func fromRepeated(s Stage, checks []Check, failing, total int, intermittent bool
 		r.Failing, r.Total, r.Intermittent = failing, total, intermittent
 	}
 	return r
+}
+
+// deniedSkip is the result of a VIP stage (proxy, nodeport) when NetworkPolicy denies the exporter
+// one of the ready endpoints the VIP leads to on a probed port: kube-proxy would send some of the
+// connections there and they would be dropped by design, so the VIP's answer says nothing of the
+// proxy. ok is false when nothing is denied.
+func deniedSkip(s Stage, t *discovery.Target, eps []discovery.Endpoint) (Result, bool) {
+	for _, ep := range eps {
+		for _, p := range t.ProbedPorts() {
+			if by := ep.Denied[discovery.PortKey(p)]; by != "" {
+				r := skipped(s, fmt.Sprintf("NetworkPolicy %s does not allow ingress from this exporter to pod %s on %s: "+
+					"the virtual IP leads there too, so its answer would say nothing of the service proxy", by, ep.PodName, portRef(p)))
+				r.Reason = ReasonDeniedByNetworkPolicy
+				return r, true
+			}
+		}
+	}
+	return Result{}, false
 }

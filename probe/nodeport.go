@@ -74,6 +74,9 @@ func (p *NodePortProber) Probe(ctx context.Context, t *discovery.Target) Result 
 	if len(addrs) == 0 {
 		return skipped(StageNodePort, "no node address of the Service's IP families")
 	}
+	if r, denied := deniedSkip(StageNodePort, t, t.ReadyEndpoints()); denied {
+		return r
+	}
 	node := ""
 	if p.NodeName != "" {
 		node = ", node " + p.NodeName

@@ -61,6 +61,9 @@ type job struct {
 	subject string
 	port    int // index in the probed ports, for hints
 	podName string
+	// deniedBy names the NetworkPolicies that deny the exporter this address and port: the job is
+	// not dialed (ReasonDeniedByNetworkPolicy).
+	deniedBy string
 }
 
 func (j job) run(ctx context.Context, d *Dialer) Check {
@@ -83,6 +86,11 @@ func runJobs(ctx context.Context, d *Dialer, t *discovery.Target, stage Stage, j
 	var blocked []netip.Addr
 	var wg sync.WaitGroup
 	for i, j := range jobs {
+		if j.deniedBy != "" {
+			checks[i] = Check{Subject: j.subject, Reason: ReasonDeniedByNetworkPolicy, Pod: j.podName, Addr: j.addr.Addr().String(),
+				Detail: "not dialed: NetworkPolicy " + j.deniedBy + " does not allow ingress from this exporter"}
+			continue
+		}
 		if a := j.addr.Addr(); !d.Guard.Allowed(t, a) {
 			checks[i] = blockedCheck(j.subject, a)
 			checks[i].Pod, checks[i].Addr = j.podName, a.String()
@@ -175,7 +183,7 @@ func podJobs(t *discovery.Target, eps []discovery.Endpoint, ports []discovery.Po
 				subject += " (pod " + ep.PodName + ")"
 			}
 			jobs = append(jobs, job{addr: addr, host: addr.String(), kind: kind, http: h,
-				subject: subject, port: pi, podName: ep.PodName})
+				subject: subject, port: pi, podName: ep.PodName, deniedBy: ep.Denied[discovery.PortKey(port)]})
 		}
 	}
 	return jobs, unresolved
@@ -229,7 +237,7 @@ func podHint(ports []discovery.Port, jobs []job, checks []Check) string {
 		total, refused := 0, 0
 		var nums []string
 		for i, j := range jobs {
-			if j.port != pi || checks[i].Reason == ReasonExternalNotAllowed {
+			if j.port != pi || notDialed(checks[i].Reason) {
 				continue
 			}
 			total++
@@ -246,7 +254,7 @@ func podHint(ports []discovery.Port, jobs []job, checks []Check) string {
 	}
 	var pods []string
 	for i, j := range jobs {
-		if !checks[i].OK() && checks[i].Reason != ReasonExternalNotAllowed {
+		if !checks[i].OK() && !notDialed(checks[i].Reason) {
 			if j.podName != "" {
 				pods = append(pods, j.podName)
 			} else {

@@ -85,6 +85,10 @@ const (
 	// it matches wants no replica (discovery.Target.ScaledToZero). The spec and endpoints stages
 	// skip with it, and the verdict is idle: intended, not broken.
 	ReasonScaledToZero Reason = "scaled_to_zero"
+	// ReasonDeniedByNetworkPolicy: the cluster's NetworkPolicies do not let the exporter reach the
+	// endpoint on that port (discovery.Endpoint.Denied), so it was not dialed: the policy working
+	// as its owner set it up, not a failure of the Pod. The verdict is policy.
+	ReasonDeniedByNetworkPolicy Reason = "denied_by_network_policy"
 )
 
 // Reasons is the closed set, for documentation and tests.
@@ -96,6 +100,7 @@ var Reasons = []Reason{
 	ReasonReset, ReasonUnreachable, ReasonHTTPStatus, ReasonPortExhausted, ReasonWrongBackend,
 	ReasonBudget, ReasonError, ReasonExternalNotAllowed, ReasonNodePortUnreachable, ReasonNodePortUnreachableFromNode,
 	ReasonPartial, ReasonNodeLocalDNSUnreachable, ReasonResolverUnreachable, ReasonScaledToZero,
+	ReasonDeniedByNetworkPolicy,
 }
 
 // Outcome says whether a stage passed, failed or did not apply.
@@ -169,6 +174,12 @@ type Prober interface {
 	Probe(ctx context.Context, t *discovery.Target) Result
 }
 
+// notDialed reports whether a check's reason says its address was never dialed: the SSRF guard
+// refused it, or a NetworkPolicy denies the exporter. Such checks neither pass nor fail.
+func notDialed(r Reason) bool {
+	return r == ReasonExternalNotAllowed || r == ReasonDeniedByNetworkPolicy
+}
+
 // skipped builds the result of a stage that does not apply.
 func skipped(s Stage, why string) Result {
 	return Result{Stage: s, Outcome: Skipped, Reason: ReasonNotProbed, Detail: why}
@@ -183,18 +194,18 @@ func fromChecks(s Stage, checks []Check, why string) Result {
 	}
 	blocked := 0
 	for _, c := range checks {
-		if c.Reason == ReasonExternalNotAllowed {
+		if notDialed(c.Reason) {
 			blocked++
 		}
 	}
 	if blocked == len(checks) {
 		r := skipped(s, checks[0].Subject+": "+checks[0].Detail)
-		r.Reason, r.Checks = ReasonExternalNotAllowed, checks
+		r.Reason, r.Checks = checks[0].Reason, checks
 		return r
 	}
 	r := Result{Stage: s, Outcome: OK, Reason: ReasonSuccess, Checks: checks, Total: len(checks) - blocked}
 	for _, c := range checks {
-		if c.Reason == ReasonExternalNotAllowed {
+		if notDialed(c.Reason) {
 			continue
 		}
 		if !c.OK() {

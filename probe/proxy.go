@@ -69,6 +69,9 @@ func (p *ProxyProber) Probe(ctx context.Context, t *discovery.Target) Result {
 				": the VIP is meant not to answer here")
 		}
 	}
+	if r, denied := deniedSkip(StageProxy, t, eps); denied {
+		return r
+	}
 	// The Service's DNS name as Host: virtual hosts on the backend see what a client would send.
 	// The cluster domain is left out on purpose: it is not known here and "svc" suffices in-cluster.
 	host := t.Name + "." + t.Namespace + ".svc"

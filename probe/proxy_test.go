@@ -317,3 +317,33 @@ func TestConnectionsFor(t *testing.T) {
 		}
 	}
 }
+
+// NetworkPolicy denies the exporter an endpoint: the pod stage does not dial it (its check says
+// denied, neither passing nor failing), the others are judged as usual; with every endpoint
+// denied the stage is skipped with that reason. The VIP stages, which would land there too, skip.
+func TestDeniedEndpointsNotDialed(t *testing.T) {
+	var dialed []string
+	d := &Dialer{Budget: looseBudget(t), dialContext: func(_ context.Context, network, address string) (net.Conn, error) {
+		dialed = append(dialed, address)
+		return nil, dialErr(syscall.ECONNREFUSED) // no packet leaves
+	}}
+	port := tcpPort("http", 80)
+	tgt := vipTarget(port, netip.MustParseAddr("127.0.0.1"))
+	tgt.Endpoints[0].Denied = map[string]string{"http": "default/default-deny"}
+	r := (&PodProber{Dialer: d}).Probe(shortCtx(t, 5*time.Second), tgt)
+	if r.Outcome != Skipped || r.Reason != ReasonDeniedByNetworkPolicy || len(dialed) != 0 || !strings.Contains(r.Detail, "default/default-deny") {
+		t.Fatalf("every endpoint denied: %v %s %q, dialed %v; want skipped denied_by_network_policy naming the policy, nothing dialed", r.Outcome, r.Reason, r.Detail, dialed)
+	}
+	// A second endpoint not denied: dialed, and its refusal fails the stage; the denied one does not count.
+	tgt.Endpoints = append(tgt.Endpoints, discovery.Endpoint{Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.2")}, Ready: true, PodName: "hostnames-b"})
+	r = (&PodProber{Dialer: d}).Probe(shortCtx(t, 5*time.Second), tgt)
+	if r.Outcome != Failed || r.Reason != ReasonRefused || r.Total != 1 || len(dialed) != 1 || dialed[0] != "127.0.0.2:9376" {
+		t.Fatalf("one denied, one refusing: %v %s total %d, dialed %v; want failed refused over 1 check, only 127.0.0.2 dialed", r.Outcome, r.Reason, r.Total, dialed)
+	}
+	dialed = nil
+	for _, p := range []Prober{&ProxyProber{Dialer: d, Connections: 4}} {
+		if r := p.Probe(shortCtx(t, 5*time.Second), tgt); r.Outcome != Skipped || r.Reason != ReasonDeniedByNetworkPolicy || len(dialed) != 0 {
+			t.Errorf("%s: %v %s, dialed %v; want skipped denied_by_network_policy, nothing dialed", p.Stage(), r.Outcome, r.Reason, dialed)
+		}
+	}
+}

@@ -142,7 +142,7 @@ func (p *PodProber) dialSome(ctx context.Context, t *discovery.Target, jobs []jo
 
 func anyFailed(checks []Check, dialed []bool) bool {
 	for i, c := range checks {
-		if dialed[i] && !c.OK() && c.Reason != ReasonExternalNotAllowed {
+		if dialed[i] && !c.OK() && !notDialed(c.Reason) {
 			return true
 		}
 	}

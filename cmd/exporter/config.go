@@ -48,6 +48,8 @@ type config struct {
 
 	// Workloads is --discovery.workloads: watch the workloads to tell scaled to zero from a typo.
 	Workloads bool
+	// NetworkPolicies is --discovery.network-policies: evaluate NetworkPolicies per endpoint.
+	NetworkPolicies bool
 
 	HairpinService  string
 	HairpinIdentity string
@@ -90,6 +92,7 @@ func registerFlags(app *kingpin.Application) *config {
 	app.Flag("namespaces-exclude", "Comma-separated namespaces not to watch.").StringVar(new(string))
 	app.Flag("selector", "Label selector on Services: only matching Services are probed.").StringVar(&c.Selector)
 	app.Flag("discovery.workloads", "Watch Deployments, StatefulSets, ReplicaSets, DaemonSets and ReplicationControllers (get/list/watch, trimmed to replicas and Pod template labels): a Service whose selector matches no Pod because its workload is scaled to zero is idle (reason scaled_to_zero, pages nobody), not spec. --no-discovery.workloads when the exporter may not read them.").Default("true").BoolVar(&c.Workloads)
+	app.Flag("discovery.network-policies", "Watch NetworkPolicies and namespaces (get/list/watch) and evaluate, for each endpoint, whether the policies selecting its Pod allow ingress from this exporter (found by --pod.ip): an endpoint they deny is not dialed, and a Service whose every endpoint is denied is layer policy (reason denied_by_network_policy, pages nobody). Off by default until proven against a real NetworkPolicy implementation in the lab; needs the extra RBAC rules (see the README).").Default("false").BoolVar(&c.NetworkPolicies)
 	app.Flag("shard", "This replica's shard, in [0, --total-shards).").Default("0").IntVar(&c.Shard)
 	app.Flag("total-shards", "Number of shards; Services are assigned by a hash of their UID.").Default("1").IntVar(&c.TotalShards)
 	app.Flag("probe.interval", "Each Service is probed once per interval.").Default("15s").DurationVar(&c.Interval)
@@ -307,5 +310,6 @@ func (c *config) discovery() discovery.Config {
 	return discovery.Config{
 		Namespaces: c.Namespaces, NamespacesExclude: c.NamespacesExclude, Selector: c.Selector,
 		Shard: c.Shard, TotalShards: c.TotalShards, DNSService: c.DNSService, Workloads: c.Workloads,
+		NetworkPolicies: c.NetworkPolicies, SelfIPs: c.PodIPs,
 	}
 }

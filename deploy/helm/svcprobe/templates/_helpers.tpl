@@ -65,6 +65,9 @@ helm.sh/chart: {{ include "svcprobe.chart" . }}
 {{- if not (include "svcprobe.watchWorkloads" .) }}
 - --no-discovery.workloads
 {{- end }}
+{{- if (.discovery).networkPolicies }}
+- --discovery.network-policies
+{{- end }}
 {{- end }}
 
 {{/* Non-empty when the exporter watches the workloads (discovery.workloads, default true; issue 17). */}}
