@@ -327,8 +327,13 @@ func writeWalk(b *strings.Builder, s web.Service, notes []string) {
 		}
 	}
 	b.WriteString("\n")
-	if s.Verdict == string(metrics.LayerIdle) {
+	switch s.Verdict {
+	case string(metrics.LayerIdle):
 		fmt.Fprintf(b, "IDLE: %s/%s is scaled to zero on purpose (%s): nothing to probe, nothing broken.\n", s.Namespace, s.Name, s.Reason)
+		return
+	case string(metrics.LayerPolicy):
+		fmt.Fprintf(b, "POLICY: NetworkPolicy does not let svcprobe reach the Pods of %s/%s (%s): it cannot say whether they answer; "+
+			"see the pod step for the policies, and allow svcprobe in if it should look.\n", s.Namespace, s.Name, s.Reason)
 		return
 	}
 	if s.Healthy {

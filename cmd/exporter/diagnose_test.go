@@ -15,6 +15,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/svcprobe/svcprobe/probe"
 	"github.com/svcprobe/svcprobe/web"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -324,5 +325,32 @@ func TestDiagnoseUsageErrors(t *testing.T) {
 	cfg.ResolvConf = filepath.Join(t.TempDir(), "absent")
 	if code, err := diagnose(context.Background(), fake.NewClientset(), cfg, "default/x", &bytes.Buffer{}, "text"); err == nil || code != diagnoseUsage {
 		t.Errorf("missing resolv.conf: exit %d, err %v", code, err)
+	}
+}
+
+// The selector matches no Pod because the Deployment is scaled to zero: diagnose says IDLE and
+// exits 0 (nothing is broken); without --discovery.workloads it is the typo it looks like.
+func TestDiagnoseScaledToZero(t *testing.T) {
+	vip := listenTCP(t, "127.0.0.2:0")
+	ep := listenTCP(t, "127.0.0.3:0")
+	client := cluster(vip, ep, "idle", netip.MustParseAddrPort("127.0.0.1:53"))
+	zero := int32(0)
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "idle"},
+		Spec: appsv1.DeploymentSpec{Replicas: &zero, Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "idle"}}}}}
+	if _, err := client.AppsV1().Deployments("default").Create(context.Background(), dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := diagConfig(t)
+	cfg.Workloads = true
+	var out bytes.Buffer
+	code, err := diagnose(context.Background(), client, cfg, "default/hostnames", &out, "text")
+	if err != nil || code != diagnoseHealthy || !strings.Contains(out.String(), "IDLE: default/hostnames is scaled to zero on purpose (scaled_to_zero)") ||
+		!strings.Contains(out.String(), "Deployment/idle (replicas 0)") {
+		t.Fatalf("exit %d, err %v, want 0 and IDLE naming the Deployment:\n%s", code, err, out.String())
+	}
+	cfg.Workloads = false
+	out.Reset()
+	if code, err := diagnose(context.Background(), client, cfg, "default/hostnames", &out, "text"); err != nil || code != diagnoseBroken || !strings.Contains(out.String(), "BROKEN: layer spec") {
+		t.Fatalf("without workloads: exit %d, err %v, want 3 and spec:\n%s", code, err, out.String())
 	}
 }
