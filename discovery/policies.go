@@ -6,7 +6,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
@@ -90,12 +89,9 @@ func (w *Watcher) policyHandler() cache.ResourceEventHandler {
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc: enqueue,
 		UpdateFunc: func(o, n any) {
-			if om, ok := o.(metav1.Object); ok {
-				if nm, ok := n.(metav1.Object); ok && om.GetResourceVersion() == nm.GetResourceVersion() {
-					return // resync
-				}
+			if !resync(o, n) {
+				enqueue(n)
 			}
-			enqueue(n)
 		},
 		DeleteFunc: enqueue,
 	}

@@ -396,43 +396,56 @@ func (w *Watcher) podHandler() cache.ResourceEventHandler {
 		if len(sets) == 0 {
 			return
 		}
-		svcs, err := w.serviceLister(ns).Services(ns).List(labels.Everything())
-		if err != nil {
-			return
-		}
-		for _, s := range svcs {
-			if len(s.Spec.Selector) == 0 {
-				continue
-			}
-			key := s.Namespace + "/" + s.Name
-			sel := labels.SelectorFromValidatedSet(s.Spec.Selector)
-			hit := false
-			for _, set := range sets {
-				hit = hit || sel.Matches(set)
-			}
-			if !hit {
-				w.mu.Lock()
-				t := w.known[key]
-				hit = t != nil && len(t.Pods) == 0
-				w.mu.Unlock()
-			}
-			if hit {
-				w.queue.Add(key)
-			}
-		}
+		w.enqueueSelecting(ns, sets, func(hit bool, known *Target) bool {
+			return hit || (known != nil && len(known.Pods) == 0)
+		})
 	}
+	return beforeAndAfter(enqueue)
+}
+
+// beforeAndAfter calls enqueue with the object of an add or delete, and with both the old and the
+// new object of an update (a selector may match either), skipping resyncs.
+func beforeAndAfter(enqueue func(objs ...any)) cache.ResourceEventHandler {
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc: func(o any) { enqueue(o) },
 		UpdateFunc: func(o, n any) {
-			op, ok1 := o.(*corev1.Pod)
-			np, ok2 := n.(*corev1.Pod)
-			if ok1 && ok2 && op.ResourceVersion == np.ResourceVersion {
-				return // resync
+			if !resync(o, n) {
+				enqueue(o, n)
 			}
-			enqueue(o, n)
 		},
 		DeleteFunc: func(o any) { enqueue(o) },
 	}
+}
+
+// enqueueSelecting re-queues the Services of ns that have a selector and for which want holds:
+// hit says whether their selector matches one of sets, known is what the Sink holds for them
+// (nil when nothing).
+func (w *Watcher) enqueueSelecting(ns string, sets []labels.Set, want func(hit bool, known *Target) bool) {
+	svcs, err := w.serviceLister(ns).Services(ns).List(labels.Everything())
+	if err != nil {
+		return
+	}
+	for _, s := range svcs {
+		if len(s.Spec.Selector) == 0 {
+			continue
+		}
+		key := s.Namespace + "/" + s.Name
+		sel := labels.SelectorFromValidatedSet(s.Spec.Selector)
+		hit := slices.ContainsFunc(sets, func(set labels.Set) bool { return sel.Matches(set) })
+		w.mu.Lock()
+		t := w.known[key]
+		w.mu.Unlock()
+		if want(hit, t) {
+			w.queue.Add(key)
+		}
+	}
+}
+
+// resync reports whether an update event is a resync: the same resourceVersion before and after.
+func resync(o, n any) bool {
+	om, ok1 := o.(metav1.Object)
+	nm, ok2 := n.(metav1.Object)
+	return ok1 && ok2 && om.GetResourceVersion() == nm.GetResourceVersion()
 }
 
 func (w *Watcher) serviceLister(ns string) corelisters.ServiceLister {

@@ -190,40 +190,9 @@ func (w *Watcher) workloadHandler() cache.ResourceEventHandler {
 		if len(sets) == 0 || !w.cfg.InScope(ns) {
 			return
 		}
-		svcs, err := w.serviceLister(ns).Services(ns).List(labels.Everything())
-		if err != nil {
-			return
-		}
-		for _, s := range svcs {
-			if len(s.Spec.Selector) == 0 {
-				continue
-			}
-			key := s.Namespace + "/" + s.Name
-			w.mu.Lock()
-			t := w.known[key]
-			w.mu.Unlock()
-			if t != nil && len(t.Pods) > 0 {
-				continue
-			}
-			sel := labels.SelectorFromValidatedSet(s.Spec.Selector)
-			for _, set := range sets {
-				if sel.Matches(set) {
-					w.queue.Add(key)
-					break
-				}
-			}
-		}
+		w.enqueueSelecting(ns, sets, func(hit bool, known *Target) bool {
+			return hit && (known == nil || len(known.Pods) == 0)
+		})
 	}
-	return cache.ResourceEventHandlerFuncs{
-		AddFunc: func(o any) { enqueue(o) },
-		UpdateFunc: func(o, n any) {
-			if om, ok := o.(metav1.Object); ok {
-				if nm, ok := n.(metav1.Object); ok && om.GetResourceVersion() == nm.GetResourceVersion() {
-					return // resync
-				}
-			}
-			enqueue(o, n)
-		},
-		DeleteFunc: func(o any) { enqueue(o) },
-	}
+	return beforeAndAfter(enqueue)
 }
