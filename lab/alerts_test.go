@@ -336,6 +336,7 @@ func TestAlerts(t *testing.T) {
 	// happened to pass. Same Prometheus, same rules.
 	t.Run("single-failed-round", func(t *testing.T) { alertsSingleFailedRound(t, ctx, cfg, cl) })
 	t.Run("vip-partial", func(t *testing.T) { alertsVIPPartial(t, ctx, cfg, cl) })
+	t.Run("scaled-to-zero", func(t *testing.T) { alertsScaledToZero(t, ctx, cfg, cl) })
 }
 
 const proxyAlertHostnames = "SvcprobeServiceProxyBroken default/hostnames"
@@ -695,4 +696,43 @@ func evalDashboards(t *testing.T, ctx context.Context, queries map[string][]stri
 		}
 	}
 	return missing, n, withData
+}
+
+// alertsScaledToZero: Deployment hostnames scaled to 0 on purpose is idle on /metrics, and no
+// per-layer alert goes pending while it lasts: the spec alert (its verdict before issue 17) would
+// go pending within two evaluations (2 s each), and this watches ten intervals. Scaled back to 3,
+// the Service is ok again.
+func alertsScaledToZero(t *testing.T, ctx context.Context, cfg *Config, cl kubernetes.Interface) {
+	f, err := FaultByName("scaled-to-zero")
+	if err != nil {
+		t.Fatal(err)
+	}
+	settle(t, ctx, cl)
+	noLayerAlertActive(t, cfg, "before scaled-to-zero")
+	undone := false
+	undoOnCleanup(t, cfg, cl, f, &undone)
+	if err := f.Inject(ctx, cfg, cl); err != nil {
+		t.Fatal(err)
+	}
+	took := waitMetrics(t, "hostnames idle", 3*e2eInterval+4*time.Second, hostnamesIs("idle/scaled_to_zero")(ctx, cl))
+	end := time.Now().Add(10 * e2eInterval)
+	checks := 0
+	for time.Now().Before(end) {
+		alerts, err := promAlerts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if firing, pending := layerAlerts(alerts); len(firing)+len(pending) > 0 {
+			t.Fatalf("scaled to zero: alerts firing %v, pending %v; an intended state must page nobody", sortedKeys(firing), sortedKeys(pending))
+		}
+		checks++
+		time.Sleep(500 * time.Millisecond)
+	}
+	if err := f.Undo(ctx, cfg, cl); err != nil {
+		t.Fatal(err)
+	}
+	undone = true
+	back := waitMetrics(t, "hostnames ok after scaling back", 3*e2eInterval+6*time.Second, allOK(ctx, cl))
+	t.Logf("idle after %s; %d alert checks over %s, none pending; ok %s after scaling back to 3",
+		took.Round(10*time.Millisecond), checks, 10*e2eInterval, back.Round(10*time.Millisecond))
 }
