@@ -30,19 +30,12 @@ func TrimNamespace(obj any) (any, error) {
 	return &corev1.Namespace{ObjectMeta: trimMeta(n.ObjectMeta, n.Labels)}, nil
 }
 
-// policyInformers adds the NetworkPolicy informer of one namespace scope ("" for all) to w.
+// addPolicyInformer adds the NetworkPolicy informer of one namespace scope ("" for all) to w.
 func (w *Watcher) addPolicyInformer(f informers.SharedInformerFactory) error {
 	inf := f.Networking().V1().NetworkPolicies().Informer()
-	if err := inf.SetTransform(TrimNetworkPolicy); err != nil {
+	if err := w.addTrimmedInformer("networkpolicies", inf, TrimNetworkPolicy, w.policyHandler()); err != nil {
 		return err
 	}
-	if err := inf.SetWatchErrorHandlerWithContext(w.watchError("networkpolicies")); err != nil {
-		return err
-	}
-	if _, err := inf.AddEventHandler(w.policyHandler()); err != nil {
-		return err
-	}
-	w.synced = append(w.synced, inf.HasSynced)
 	w.policies = append(w.policies, inf.GetIndexer())
 	return nil
 }
@@ -51,20 +44,13 @@ func (w *Watcher) addPolicyInformer(f informers.SharedInformerFactory) error {
 // namespaceSelectors match).
 func (w *Watcher) addNamespaceInformer(f informers.SharedInformerFactory) error {
 	inf := f.Core().V1().Namespaces().Informer()
-	if err := inf.SetTransform(TrimNamespace); err != nil {
-		return err
-	}
-	if err := inf.SetWatchErrorHandlerWithContext(w.watchError("namespaces")); err != nil {
-		return err
-	}
-	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if err := w.addTrimmedInformer("namespaces", inf, TrimNamespace, cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { w.requeueAll() },
 		UpdateFunc: func(o, n any) { w.requeueAll() },
 		DeleteFunc: func(any) { w.requeueAll() },
 	}); err != nil {
 		return err
 	}
-	w.synced = append(w.synced, inf.HasSynced)
 	w.namespaces = inf.GetIndexer()
 	return nil
 }

@@ -240,16 +240,9 @@ func NewWatcher(client kubernetes.Interface, cfg Config, sink Sink, log *slog.Lo
 		}
 		if cfg.Workloads {
 			for name, inf := range workloadInformers(restFactory) {
-				if err := inf.SetTransform(TrimWorkload); err != nil {
-					return nil, fmt.Errorf("%s transform: %w", name, err)
-				}
-				if err := inf.SetWatchErrorHandlerWithContext(w.watchError(name)); err != nil {
+				if err := w.addTrimmedInformer(name, inf, TrimWorkload, w.workloadHandler()); err != nil {
 					return nil, err
 				}
-				if _, err := inf.AddEventHandler(w.workloadHandler()); err != nil {
-					return nil, err
-				}
-				w.synced = append(w.synced, inf.HasSynced)
 				w.workloads = append(w.workloads, inf.GetIndexer())
 			}
 		}
@@ -289,6 +282,23 @@ func NewWatcher(client kubernetes.Interface, cfg Config, sink Sink, log *slog.Lo
 		w.factories = append(w.factories, f)
 	}
 	return w, nil
+}
+
+// addTrimmedInformer sets up one of the optional informers (workloads, NetworkPolicies,
+// namespaces): its transform, its watch errors counted under resource, its event handler, and its
+// sync among those Run waits for.
+func (w *Watcher) addTrimmedInformer(resource string, inf cache.SharedIndexInformer, trim cache.TransformFunc, h cache.ResourceEventHandler) error {
+	if err := inf.SetTransform(trim); err != nil {
+		return fmt.Errorf("%s transform: %w", resource, err)
+	}
+	if err := inf.SetWatchErrorHandlerWithContext(w.watchError(resource)); err != nil {
+		return err
+	}
+	if _, err := inf.AddEventHandler(h); err != nil {
+		return err
+	}
+	w.synced = append(w.synced, inf.HasSynced)
+	return nil
 }
 
 // dnsKey is a queue key no Service can have (names cannot contain '@').
@@ -551,12 +561,18 @@ func (w *Watcher) build(svc *corev1.Service) *Target {
 		pods, _ = w.podLister(svc.Namespace).Pods(svc.Namespace).List(labels.Everything())
 	}
 	t := BuildTarget(svc, slices, pods)
+	// What the optional informers add to the target enters its version too: hash once more,
+	// after both.
+	rehash := false
 	if len(t.Selector) > 0 && len(t.Pods) == 0 && len(w.workloads) > 0 {
 		t.Workloads = w.workloadsFor(svc.Namespace, t.Selector)
-		t.Version = t.hash()
+		rehash = true
 	}
 	if len(w.policies) > 0 {
 		w.applyPolicies(t)
+		rehash = true
+	}
+	if rehash {
 		t.Version = t.hash()
 	}
 	if len(t.AnnotationErrors) > 0 {
