@@ -42,7 +42,8 @@ func newWindow(size int) *window {
 // add appends one round of r, dropping the oldest beyond the window's size, and updates the
 // degraded hold: it starts when the window shows a fault that comes and goes (at least two failed
 // rounds, in two or more separate runs, or in a round where one address both answered and
-// failed) and lasts until no failed round is left in the window.
+// failed, unless that round is the onset or the end of a hard failure: a run with two rounds in
+// a row where every attempt failed) and lasts until no failed round is left in the window.
 //
 // An explained round (the VIP failed in a round where the Pods behind it failed directly) counts
 // as passed for the state: its failure is the Pods', which their own stage reports. Its failing
@@ -79,22 +80,39 @@ func (w *window) add(r probe.Result, explained bool) {
 	}
 	w.rounds = append(w.rounds, rd)
 
-	failed, runs, mixed := 0, 0, false
-	prev := false
-	for _, x := range w.rounds {
-		if x.failed {
-			failed++
-			if !prev {
-				runs++
-			}
-			mixed = mixed || x.mixed
+	failed, runs, mixed, hard := 0, 0, false, false
+	// A run of failed rounds with two whole failures in a row (every attempt failed, twice) is a
+	// hard failure: a mixed round at its start or its end is its onset or its end (the fault came
+	// or went in the middle of the round), not a fault that comes and goes. A mixed round inside
+	// a run, or in a run that is not hard, is.
+	for i := 0; i < len(w.rounds); {
+		if !w.rounds[i].failed {
+			i++
+			continue
 		}
-		prev = x.failed
+		j := i
+		for j < len(w.rounds) && w.rounds[j].failed {
+			j++
+		}
+		run := w.rounds[i:j]
+		runs++
+		failed += len(run)
+		hard = false
+		for k := 1; k < len(run); k++ {
+			hard = hard || (!run[k].mixed && !run[k-1].mixed)
+		}
+		for k, x := range run {
+			edge := k == 0 || k == len(run)-1
+			mixed = mixed || (x.mixed && !(hard && edge))
+		}
+		i = j
 	}
 	switch {
 	case failed >= 2 && (runs >= 2 || mixed):
 		w.degraded = true
-	case failed == 0:
+	case failed == 0, runs == 1 && hard && !mixed && !w.rounds[0].failed:
+		// Nothing failed, or a single hard run seen from its start: the mixed round that seemed
+		// intermittent at its start was its onset.
 		w.degraded = false
 	}
 }

@@ -61,6 +61,53 @@ func TestStoreVerdictFollowsWindow(t *testing.T) {
 	}
 }
 
+// A hard failure that begins or ends in the middle of a round (kube-proxy stopped while the
+// round's connections were in flight: some answered, the rest did not) is still a hard failure:
+// its mixed first and last rounds do not hold it as partial, and recovery shows at once (found in
+// the lab: kube-proxy-down-node2 left kube-dns proxy/partial for a whole window after the undo).
+// Mixed rounds apart from a hard run still do.
+func TestStoreHardFailureWithMixedEdges(t *testing.T) {
+	s := NewStore()
+	tg := target("kube-system", "kube-dns")
+	s.Record(tg, healthy())
+	proxyFail := fail(probe.StageProxy, probe.ReasonTimeout)
+	proxyOK := ok(probe.StageProxy)
+	proxyPart := probe.Result{Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonTimeout, Failing: 2, Total: 4, Intermittent: true}
+	steps := []struct {
+		r      probe.Result
+		layer  Layer
+		reason probe.Reason
+	}{
+		{proxyPart, LayerOK, probe.ReasonSuccess},    // the onset, mid-round
+		{proxyFail, LayerProxy, probe.ReasonTimeout}, // two in a row
+		{proxyFail, LayerProxy, probe.ReasonTimeout}, // whole failures: a hard run
+		{proxyFail, LayerProxy, probe.ReasonTimeout}, //
+		{proxyPart, LayerProxy, probe.ReasonTimeout}, // the end, mid-round
+		{proxyOK, LayerOK, probe.ReasonSuccess},      // recovery at once
+		{proxyOK, LayerOK, probe.ReasonSuccess},      //
+		{proxyPart, LayerOK, probe.ReasonSuccess},    // a lone failure after the closed run
+		{proxyOK, LayerOK, probe.ReasonSuccess},      //
+		{proxyPart, LayerProxy, probe.ReasonPartial}, // a second one, apart: partial
+		{proxyOK, LayerProxy, probe.ReasonPartial},   // held
+	}
+	for i, st := range steps {
+		s.Record(tg, []probe.Result{st.r})
+		layer, reason, ss := verdictOf(t, s, "kube-dns")
+		if layer != st.layer || reason != st.reason {
+			t.Fatalf("round %d (%s): verdict %s/%s, want %s/%s (window %+v)", i, st.r.Outcome, layer, reason, st.layer, st.reason, ss.Windows[probe.StageProxy])
+		}
+	}
+	// Two mixed rounds in a row with no whole failure among them: a fault that comes and goes.
+	s2 := NewStore()
+	s2.Record(tg, healthy())
+	for _, r := range []probe.Result{proxyPart, proxyPart, proxyFail, proxyOK} {
+		s2.Record(tg, []probe.Result{r})
+	}
+	if layer, reason, ss := verdictOf(t, s2, "kube-dns"); layer != LayerProxy || reason != probe.ReasonPartial {
+		t.Fatalf("mixed, mixed, failed, ok: verdict %s/%s, want proxy/partial (window %+v)", layer, reason, ss.Windows[probe.StageProxy])
+	}
+}
+
 // The window is bounded: --verdict.window rounds, the oldest dropped; partial ages out.
 func TestStoreWindowBounded(t *testing.T) {
 	s := NewStore()
