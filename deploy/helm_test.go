@@ -12,6 +12,8 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"maps"
 	"os"
 	"os/exec"
@@ -1130,7 +1132,7 @@ func TestHelmNodeAgentAllOn(t *testing.T) {
 		"--namespaces=default,kube-system,shop", "--namespaces-exclude=kube-public", "--selector=svcprobe.io/probe!=off,tier in (frontend,backend)",
 		"--cluster.cidr=10.0.0.0/8", "--cluster.cidr=fd00:10::/56", "--probe.allow-external=192.0.2.0/24",
 		"--dns.cluster-domain=cluster.example", "--dns.service=kube-system/coredns", "--log.level=debug", "--log.format=json",
-		"--metrics.per-endpoint-limit=5", "--probe.vip-connections=2", "--verdict.window=12", "--dns.node-local=10.255.20.10"}
+		"--metrics.per-endpoint-limit=5", "--probe.vip-connections=2", "--verdict.window=12", "--dns.node-local=10.255.20.10", "--discovery.network-policies"}
 	for _, tc := range []struct {
 		ds   *appsv1.DaemonSet
 		args []string
@@ -1413,5 +1415,37 @@ func TestHelmWorkloadsOff(t *testing.T) {
 	}
 	if err := runExporterArgs(t, c); err != nil {
 		t.Error(err)
+	}
+}
+
+// networkPolicy.create renders the exporter's own NetworkPolicy as deploy/network-policy has it
+// (the spec equal, the selector the chart's Pods' labels); off by default.
+func TestHelmNetworkPolicy(t *testing.T) {
+	out, err := helmTemplate(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range decodeRendered(t, out).objs {
+		if strings.HasPrefix(k, "NetworkPolicy/") {
+			t.Errorf("default renders %s", k)
+		}
+	}
+	out, err = helmTemplate(t, "--set", "networkPolicy.create=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := decodeRendered(t, out)
+	got := get[*networkingv1.NetworkPolicy](t, r.objs, "NetworkPolicy", "svcprobe")
+	want := getObj[*networkingv1.NetworkPolicy](t, decodeOverlay(t, "network-policy"), "NetworkPolicy/svcprobe")
+	// The same rules; the selector is the chart's (its Pods also carry the release's instance label).
+	g, w := got.Spec, want.Spec
+	g.PodSelector, w.PodSelector = metav1.LabelSelector{}, metav1.LabelSelector{}
+	if !reflect.DeepEqual(g, w) {
+		t.Errorf("chart's NetworkPolicy spec %+v, deploy/network-policy's %+v", got.Spec, want.Spec)
+	}
+	pod := get[*appsv1.Deployment](t, r.objs, "Deployment", "svcprobe").Spec.Template.Labels
+	sel, err := metav1.LabelSelectorAsSelector(&got.Spec.PodSelector)
+	if err != nil || !sel.Matches(labels.Set(pod)) {
+		t.Errorf("podSelector %v does not select the chart's Pods %v (%v)", got.Spec.PodSelector, pod, err)
 	}
 }

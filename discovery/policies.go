@@ -112,7 +112,9 @@ func (w *Watcher) self() (netpol.Peer, bool) {
 				if !ok {
 					continue
 				}
-				peer := netpol.Peer{Namespace: p.Namespace, Pod: true, PodLabels: p.Labels, IP: ip.Unmap()}
+				// A host-network agent is not a Pod of the Pod network to NetworkPolicy: only
+				// ipBlock peers match its (node) address.
+				peer := netpol.Peer{Namespace: p.Namespace, Pod: !p.Spec.HostNetwork, PodLabels: p.Labels, IP: ip.Unmap()}
 				if w.namespaces != nil {
 					if o, ok, _ := w.namespaces.GetByKey(p.Namespace); ok {
 						if n, ok := o.(*corev1.Namespace); ok {

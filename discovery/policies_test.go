@@ -62,3 +62,21 @@ func TestWatcherMarksEndpointsDeniedByPolicy(t *testing.T) {
 		t.Fatalf("policies evaluated without Config.NetworkPolicies: %v", d)
 	}
 }
+
+// A host-network exporter (a node agent with hostNetwork: true) is no Pod to NetworkPolicy: a rule
+// admitting svcprobe's namespace does not admit it; only an ipBlock with the node's address does.
+func TestWatcherHostNetworkSelfMatchesIPBlockOnly(t *testing.T) {
+	self := pod("svcprobe", "svcprobe-node-x", "198.18.0.1", map[string]string{"app.kubernetes.io/name": "svcprobe-node"}, true)
+	self.Spec.HostNetwork = true
+	deny := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "allow-ns"},
+		Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{}}}}}}}
+	client, sink, _ := startWatcher(t, Config{NetworkPolicies: true, SelfIPs: []netip.Addr{netip.MustParseAddr("198.18.0.1")}}, append(hostnamesObjects(), self)...)
+	if _, err := client.NetworkingV1().NetworkPolicies("default").Create(context.Background(), deny, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "denied: a namespaceSelector admits Pods, not the node", func() bool {
+		tg := sink.get("default/hostnames")
+		return tg != nil && tg.Counts().Ready == 1 && tg.Endpoints[0].Denied["80"] == "default/allow-ns"
+	})
+}

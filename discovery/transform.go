@@ -46,7 +46,7 @@ func TrimEndpointSlice(obj any) (any, error) {
 	return out, nil
 }
 
-// TrimPod keeps labels, node, IPs, the Ready condition and the containers' ports.
+// TrimPod keeps labels, node, hostNetwork, IPs, the Ready condition and the containers' ports.
 func TrimPod(obj any) (any, error) {
 	p, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -54,7 +54,7 @@ func TrimPod(obj any) (any, error) {
 	}
 	out := &corev1.Pod{
 		ObjectMeta: trimMeta(p.ObjectMeta, p.Labels),
-		Spec:       corev1.PodSpec{NodeName: p.Spec.NodeName},
+		Spec:       corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork},
 		Status:     corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
 	}
 	for _, c := range p.Spec.Containers {

@@ -21,6 +21,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -175,6 +176,8 @@ func applyDryRun(ctx context.Context, cl kubernetes.Interface, m manifest) (runt
 		return cl.AppsV1().DaemonSets(v.Namespace).Patch(ctx, v.Name, pt, m.json, opts)
 	case *corev1.ConfigMap:
 		return cl.CoreV1().ConfigMaps(v.Namespace).Patch(ctx, v.Name, pt, m.json, opts)
+	case *networkingv1.NetworkPolicy:
+		return cl.NetworkingV1().NetworkPolicies(v.Namespace).Patch(ctx, v.Name, pt, m.json, opts)
 	}
 	return nil, fmt.Errorf("%s: no dry-run apply for %T", m.what, m.obj)
 }
@@ -213,6 +216,45 @@ func TestDryRunDeployBase(t *testing.T) {
 	}
 	if after.ResourceVersion != before.ResourceVersion {
 		t.Errorf("a dry-run changed the Deployment (resourceVersion %s -> %s)", before.ResourceVersion, after.ResourceVersion)
+	}
+}
+
+// TestDryRunNetworkPolicies applies deploy/network-policy's NetworkPolicies (the exporter's own, in
+// its namespace; the allow rule for target namespaces, in default) to the lab's apiserver: the API
+// accepts them as written (validation of selectors, ports, policyTypes).
+func TestDryRunNetworkPolicies(t *testing.T) {
+	_, cl := sharedLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, c := range []struct{ file, ns string }{
+		{"../deploy/network-policy/svcprobe-networkpolicy.yaml", ExporterNamespace},
+		{"../deploy/network-policy/target-namespace/allow-svcprobe.yaml", "default"},
+	} {
+		b, err := os.ReadFile(c.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms, skipped, err := decodeManifests(b)
+		if err != nil || len(skipped) > 0 || len(ms) != 1 {
+			t.Fatalf("%s: %d objects, %v %v", c.file, len(ms), err, skipped)
+		}
+		np := ms[0].obj.(*networkingv1.NetworkPolicy)
+		np.Namespace = c.ns
+		np.APIVersion, np.Kind = "networking.k8s.io/v1", "NetworkPolicy"
+		if ms[0].json, err = json.Marshal(np); err != nil {
+			t.Fatal(err)
+		}
+		got, err := applyDryRun(ctx, cl, ms[0])
+		if err != nil {
+			t.Errorf("%s: %v", c.file, err)
+			continue
+		}
+		if g := got.(*networkingv1.NetworkPolicy); len(g.Spec.PolicyTypes) == 0 || g.Namespace != c.ns {
+			t.Errorf("%s: the apiserver would store %+v", c.file, g)
+		}
+		if _, err := cl.NetworkingV1().NetworkPolicies(c.ns).Get(ctx, np.Name, metav1.GetOptions{}); err == nil {
+			t.Errorf("%s: a dry-run created %s/%s", c.file, c.ns, np.Name)
+		}
 	}
 }
 

@@ -253,6 +253,7 @@ func podHint(ports []discovery.Port, jobs []job, checks []Check) string {
 		}
 	}
 	var pods []string
+	dropped, rejected := 0, 0
 	for i, j := range jobs {
 		if !checks[i].OK() && !notDialed(checks[i].Reason) {
 			if j.podName != "" {
@@ -260,8 +261,23 @@ func podHint(ports []discovery.Port, jobs []job, checks []Check) string {
 			} else {
 				pods = append(pods, j.addr.Addr().String())
 			}
+			switch checks[i].Reason {
+			case ReasonTimeout:
+				dropped++
+			case ReasonRefused, ReasonReset:
+				rejected++
+			}
 		}
 	}
-	return fmt.Sprintf("Check the failing Pods (%s): their logs (kubectl logs), restarts and readiness probe, "+
+	hint := fmt.Sprintf("Check the failing Pods (%s): their logs (kubectl logs), restarts and readiness probe, "+
 		"and whether the process listens on the port (kubectl exec <pod> -- ss -lnt).", strings.Join(dedup(pods), ", "))
+	switch {
+	case dropped > 0 && rejected == 0:
+		// No answer at all: the SYN went unanswered, which a live Pod's kernel never does on its own.
+		hint += " The connections time out (no answer, not a refusal): a firewall or a NetworkPolicy in front of the " +
+			"Pod drops them, or the Pod's network is gone (kubectl get networkpolicy -n <namespace>; the node's CNI)."
+	case rejected > 0 && dropped == 0:
+		hint += " The connections are refused: the Pod is reachable but nothing listens on that port."
+	}
+	return hint
 }

@@ -311,3 +311,17 @@ func TestPodProberBudgetExhausted(t *testing.T) {
 		t.Fatalf("result %v %s, want failed budget_exhausted", r.Outcome, r.Reason)
 	}
 }
+
+// The hint tells a drop (timeout: a firewall or policy) from a reject (refused: nothing listens).
+func TestPodHintDropOrReject(t *testing.T) {
+	ports := []discovery.Port{{Name: "http", Port: 80, Protocol: "TCP"}}
+	jobs := []job{{podName: "a", port: 0, addr: netip.MustParseAddrPort("198.18.0.10:9376")}, {podName: "b", port: 0, addr: netip.MustParseAddrPort("198.18.0.11:9376")}}
+	drop := podHint(ports, jobs, []Check{{Reason: ReasonTimeout}, {Reason: ReasonSuccess}})
+	if !strings.Contains(drop, "NetworkPolicy") || strings.Contains(drop, "nothing listens") {
+		t.Errorf("timeout hint %q, want the drop named", drop)
+	}
+	reject := podHint(ports, jobs, []Check{{Reason: ReasonRefused}, {Reason: ReasonSuccess}})
+	if !strings.Contains(reject, "nothing listens") || strings.Contains(reject, "NetworkPolicy") {
+		t.Errorf("refused hint %q, want nothing-listens", reject)
+	}
+}

@@ -218,6 +218,7 @@ func (p *ProxyProber) resolveExternal(ctx context.Context, name string) ([]netip
 const (
 	closerEndpoints   = 8
 	closerConnections = 3
+	closerJobs        = 16 // endpoint and port pairs, at most
 )
 
 // lookCloser tells a VIP that fails part of its connections from Pods that do. kube-proxy picks a
@@ -229,6 +230,7 @@ const (
 // rounds that pass or fail hard.
 func (p *ProxyProber) lookCloser(ctx context.Context, t *discovery.Target, eps []discovery.Endpoint, r *Result) {
 	jobs, _ := podJobs(t, eps[:min(len(eps), closerEndpoints)], t.ProbedPorts())
+	jobs = jobs[:min(len(jobs), closerJobs)] // a Service of many ports: bounded all the same
 	if len(jobs) == 0 || errors.Is(ctx.Err(), context.Canceled) {
 		return
 	}
