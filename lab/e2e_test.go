@@ -931,7 +931,15 @@ func sampleVerdicts(t *testing.T, every, persist time.Duration, done func() bool
 				first, since[k] = now, now
 			}
 			if now.Sub(first) >= persist {
-				t.Fatalf("false alarm at sample %d: %s has verdict %s (for %s)\nverdicts:%s", n, k, got, now.Sub(first).Round(time.Millisecond), formatVerdicts(v))
+				// What the exporter saw, for the cause: its stages' results and windows.
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+				body, err := ScrapeExporter(ctx, "/api/v1/services/"+k)
+				cancel()
+				if err != nil {
+					body = err.Error()
+				}
+				t.Fatalf("false alarm at sample %d: %s has verdict %s (for %s)\nverdicts:%s\n/api/v1/services/%s:\n%s",
+					n, k, got, now.Sub(first).Round(time.Millisecond), formatVerdicts(v), k, body)
 			}
 			t.Logf("sample %d: %s shows %s (transient so far)", n, k, got)
 		}

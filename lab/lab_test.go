@@ -146,7 +146,8 @@ func TestVersionsMatchMakefile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, v := range map[string]string{"K8S_VERSION": KubernetesVersion, "ETCD_VERSION": EtcdVersion, "COREDNS_VERSION": CoreDNSVersion} {
+	for name, v := range map[string]string{"K8S_VERSION": KubernetesVersion, "ETCD_VERSION": EtcdVersion, "COREDNS_VERSION": CoreDNSVersion,
+		"KNP_VERSION": KubeNetworkPoliciesVersion} {
 		m := regexp.MustCompile(`(?m)^` + name + `\s*:=\s*(\S+)`).FindSubmatch(b)
 		if m == nil || string(m[1]) != v {
 			t.Errorf("lab.mk %s = %q, Go has %s", name, m, v)
@@ -161,5 +162,17 @@ func TestResolvConf(t *testing.T) {
 	}
 	if n := PodNetns("default", "x"); !hasPrefix(n) {
 		t.Errorf("PodNetns %q lacks prefix", n)
+	}
+}
+
+// A Pod's MAC follows from its address (see podMAC): the same address, the same MAC.
+func TestPodMAC(t *testing.T) {
+	for addr, want := range map[string]string{"198.18.0.10": "0a:58:c6:12:00:0a", "198.18.1.250": "0a:58:c6:12:01:fa"} {
+		if got, err := podMAC(addr); err != nil || got != want {
+			t.Errorf("podMAC(%s) = %q, %v; want %q", addr, got, err, want)
+		}
+	}
+	if _, err := podMAC("fd00::1"); err == nil {
+		t.Error("podMAC(fd00::1): no error, want one (the lab's Pods are IPv4)")
 	}
 }

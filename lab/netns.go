@@ -106,13 +106,31 @@ func podNetwork(netns, vethName, addr string) error {
 }
 
 // podNetworkOn is podNetwork on the bridge of the given lab node.
+// podMAC is the Pod's MAC address, derived from its IPv4 address as the CNI bridge plugin and
+// kubenet did (0a:58 and the address's four bytes): a Pod given the address of a Pod deleted a
+// moment ago answers to the MAC every neighbour still has cached for it. With random MACs, the
+// exporter's cached entry for a reused address pointed at the dead Pod for up to a reachable
+// time, and its connections to the new, ready Pod timed out (a TestNoFalseAlarmRollingUpdate
+// flake: pod/timeout near the end of a rollout, found in CI).
+func podMAC(addr string) (string, error) {
+	b := net.ParseIP(addr).To4()
+	if b == nil {
+		return "", fmt.Errorf("pod address %q is not IPv4", addr)
+	}
+	return fmt.Sprintf("0a:58:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3]), nil
+}
+
 func podNetworkOn(n labNode, netns, vethName, addr string) error {
+	mac, err := podMAC(addr)
+	if err != nil {
+		return err
+	}
 	if err := ip("netns", "add", netns); err != nil {
 		return err
 	}
 	steps := [][]string{
 		{"-n", netns, "link", "set", "lo", "up"},
-		{"-n", n.Netns, "link", "add", vethName, "type", "veth", "peer", "name", "eth0", "netns", netns},
+		{"-n", n.Netns, "link", "add", vethName, "type", "veth", "peer", "name", "eth0", "address", mac, "netns", netns},
 		{"-n", n.Netns, "link", "set", vethName, "master", Bridge},
 		{"-n", n.Netns, "link", "set", vethName, "type", "bridge_slave", "hairpin", "on"},
 		{"-n", n.Netns, "link", "set", vethName, "up"},
