@@ -13,6 +13,8 @@ const (
 	KubernetesVersion = "v1.37.2"
 	EtcdVersion       = "v3.6.16"
 	CoreDNSVersion    = "v1.15.0"
+	// KubeNetworkPoliciesVersion is sigs.k8s.io/kube-network-policies (netpolicy.go).
+	KubeNetworkPoliciesVersion = "v0.8.0"
 )
 
 // Fixed topology. Every network namespace the lab creates starts with Prefix,
@@ -123,6 +125,8 @@ func (c *Config) Binary(name string) string {
 		v = EtcdVersion
 	case "coredns":
 		v = CoreDNSVersion
+	case "kube-network-policies":
+		v = KubeNetworkPoliciesVersion
 	}
 	return filepath.Join(c.BinDir, name+"-"+v)
 }

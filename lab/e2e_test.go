@@ -530,6 +530,45 @@ type faultCase struct {
 }
 
 var faultCases = map[string]faultCase{
+	// NetworkPolicy, enforced for real (kube-network-policies on node-1): intended, not broken.
+	// Deny: svcprobe says policy and names it, diagnose says POLICY and exits 0, and the exporter's
+	// own connection to a hostnames Pod really is dropped (svcprobe's evaluation matches what the
+	// implementation does).
+	"netpol-default-deny": {allowance: 4 * time.Second, check: func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error {
+		return both(hostnamesIs("policy/denied_by_network_policy")(ctx, cl), func(snapshot, map[string]string) error {
+			body, err := ScrapeExporter(ctx, "/api/v1/services/default/hostnames")
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(body, "default/"+labDenyPolicy) || !strings.Contains(body, `"healthy": true`) {
+				return fmt.Errorf("the status API does not name policy %s or says unhealthy:\n%s", labDenyPolicy, body)
+			}
+			return hostnamesReach(ctx, cl, exporterNetns(ctx), false)
+		})
+	}, diagnoseOK: true, diagnose: "POLICY: NetworkPolicy does not let svcprobe reach the Pods of default/hostnames"},
+	// Allow: the shipped allow-svcprobe.yaml admits the exporter, so hostnames is ok, probed
+	// through the enforcement (the pod stage's successes keep counting after the policies are in,
+	// and the exporter's own connection is accepted), while a client outside svcprobe's namespace
+	// is dropped (the enforcement is on).
+	"netpol-allow-svcprobe": {allowance: 4 * time.Second, check: func(ctx context.Context, cl kubernetes.Interface) func(snapshot, map[string]string) error {
+		first := -1.0
+		return both(hostnamesIs("ok/success")(ctx, cl), func(m snapshot, _ map[string]string) error {
+			if err := hostnamesReach(ctx, cl, ClientNetns, false); err != nil {
+				return err
+			}
+			if err := hostnamesReach(ctx, cl, exporterNetns(ctx), true); err != nil {
+				return err
+			}
+			n, _ := m.value("svcprobe_probes_total", "namespace", "default", "service", "hostnames", "stage", "pod", "result", "success")
+			if first < 0 {
+				first = n
+			}
+			if n < first+2 {
+				return fmt.Errorf("pod stage successes %v, want two more than %v (rounds through the enforcement)", n, first)
+			}
+			return nil
+		})
+	}},
 	// Recovery recreates the Service: a new VIP that kube-proxy must sync
 	// (its min sync period is 1 s) before the proxy stage passes.
 	"missing-service": {allowance: 2 * time.Second, check: func(context.Context, kubernetes.Interface) func(snapshot, map[string]string) error {
@@ -827,6 +866,43 @@ func TestFaultCatalogue(t *testing.T) {
 			}
 		})
 	}
+}
+
+// exporterNetns is the network namespace of the exporter's Pod ("" when it cannot be found: the
+// dial then fails with that).
+func exporterNetns(ctx context.Context) string {
+	cfg := DefaultConfig()
+	pod, err := cfg.ExporterPod(ctx)
+	if err != nil {
+		return ""
+	}
+	return PodNetns(pod.Namespace, pod.Name)
+}
+
+// hostnamesReach checks that a TCP connection from netns to every hostnames Pod on 9376 is
+// accepted (want true) or not (want false) within a second: what the NetworkPolicy enforcement
+// really does.
+func hostnamesReach(ctx context.Context, cl kubernetes.Interface, netns string, want bool) error {
+	if netns == "" {
+		return errors.New("no exporter Pod")
+	}
+	pods, err := cl.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=hostnames"})
+	if err != nil {
+		return err
+	}
+	if len(pods.Items) == 0 {
+		return errors.New("no hostnames Pods")
+	}
+	for _, p := range pods.Items {
+		if p.Status.PodIP == "" || p.DeletionTimestamp != nil {
+			continue
+		}
+		err := DialPod(ctx, netns, net.JoinHostPort(p.Status.PodIP, "9376"), time.Second)
+		if (err == nil) != want {
+			return fmt.Errorf("from %s to pod %s (%s:9376): connected=%v, want %v (%v)", netns, p.Name, p.Status.PodIP, err == nil, want, err)
+		}
+	}
+	return nil
 }
 
 // runDiagnose runs `svcprobe diagnose` once inside the exporter's Pod network (its netns and

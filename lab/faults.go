@@ -32,8 +32,8 @@ type Fault struct {
 	Undo   func(ctx context.Context, c *Config, cl kubernetes.Interface) error
 }
 
-// Faults is the catalogue, in the order of the issue's table.
-var Faults = []Fault{
+// Faults is the catalogue, in the order of the issue's table; the NetworkPolicy entries last.
+var Faults = append([]Fault{
 	{
 		Name: "missing-service", Breaks: "delete Service default/hostnames (it is --expect'ed)",
 		Expect: `layer="missing" reason="not_found" for default/hostnames, no other series of it`,
@@ -253,7 +253,7 @@ var Faults = []Fault{
 			return forgetConntrack(DNSServiceIP)
 		},
 	},
-}
+}, networkPolicyFaults...)
 
 // Fault plumbing of the data plane. Every rule is in a chain or carries a comment of the lab's
 // own, and is removed by that name; removal is safe when nothing was injected.

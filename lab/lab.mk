@@ -19,6 +19,7 @@ LAB_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 K8S_VERSION     := v1.37.2
 ETCD_VERSION    := v3.6.16
 COREDNS_VERSION := v1.15.0
+KNP_VERSION     := v0.8.0
 
 SVCPROBE_CACHE ?= $(HOME)/.cache/svcprobe
 LAB_BIN        := $(SVCPROBE_CACHE)/bin
@@ -41,6 +42,7 @@ LAB_K8S_CMDS := kube-apiserver kube-controller-manager kube-proxy
 LAB_TOOLS := \
 	$(LAB_BIN)/etcd-$(ETCD_VERSION) \
 	$(LAB_BIN)/coredns-$(COREDNS_VERSION) \
+	$(LAB_BIN)/kube-network-policies-$(KNP_VERSION) \
 	$(foreach c,$(LAB_K8S_CMDS),$(LAB_BIN)/$(c)-$(K8S_VERSION))
 
 .PHONY: lab-deps lab-tools lab-kubectl lab-up lab-down lab-status lab-test lab-e2e demo demo-down demo-break demo-fix demo-faults demo-node-local-dns lab-exporter
@@ -78,6 +80,13 @@ $(LAB_BIN)/coredns-$(COREDNS_VERSION):
 	@start=$$(date +%s); \
 	cd $(LAB_DIR)/tools/coredns && $(LAB_GO_BUILD) -ldflags '-s -w' -o $@.tmp github.com/coredns/coredns \
 		&& mv $@.tmp $@ && echo "lab-tools: coredns done in $$(( $$(date +%s) - start ))s"
+
+$(LAB_BIN)/kube-network-policies-$(KNP_VERSION):
+	@mkdir -p $(LAB_BIN)
+	@echo "lab-tools: building kube-network-policies $(KNP_VERSION) (cold ~3-6 min)"
+	@start=$$(date +%s); \
+	cd $(LAB_DIR)/tools/kube-network-policies && $(LAB_GO_BUILD) -ldflags '-s -w' -o $@.tmp sigs.k8s.io/kube-network-policies/cmd \
+		&& mv $@.tmp $@ && echo "lab-tools: kube-network-policies done in $$(( $$(date +%s) - start ))s"
 
 $(LAB_BIN)/%-$(K8S_VERSION):
 	@mkdir -p $(LAB_BIN)

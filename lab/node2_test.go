@@ -64,6 +64,37 @@ func scrapeAll(ctx context.Context, cl kubernetes.Interface) (agentView, error) 
 	return av, nil
 }
 
+// agentDetails is what each exporter saw of the Services it does not call ok (its JSON API), for
+// the cause of a failure.
+func agentDetails(cl kubernetes.Interface, av agentView) string {
+	var b strings.Builder
+	for src, v := range av.v {
+		for key, verdict := range v {
+			if verdict == "ok/success" {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			path := "/api/v1/services/" + key
+			var body string
+			var err error
+			switch node, host := strings.CutPrefix(src, "host:"); {
+			case src == "central":
+				body, err = ScrapeExporter(ctx, path)
+			case host:
+				body, err = ScrapeHostAgent(ctx, node, path)
+			default:
+				body, err = ScrapeNodeAgent(ctx, cl, src, path)
+			}
+			cancel()
+			if err != nil {
+				body = err.Error()
+			}
+			fmt.Fprintf(&b, "%s %s (%s):\n%s\n", src, path, verdict, body)
+		}
+	}
+	return b.String()
+}
+
 // waitAgents polls every 200ms until check passes (fails the test after
 // within); during, if set, must hold at every sample.
 func waitAgents(t *testing.T, what string, within time.Duration, check, during func(agentView) error) time.Duration {
@@ -86,7 +117,7 @@ func waitAgents(t *testing.T, what string, within time.Duration, check, during f
 		}
 		last = err
 		if time.Since(start) > within {
-			t.Fatalf("%s: not seen within %s: %v\n%s", what, within, last, formatAgentVerdicts(lastV))
+			t.Fatalf("%s: not seen within %s: %v\n%s%s", what, within, last, formatAgentVerdicts(lastV), agentDetails(sharedClient(t), lastV))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

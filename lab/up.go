@@ -555,6 +555,10 @@ func Down(c Config) error {
 		}
 		_ = os.Remove(c.pidPath(name))
 	}
+	// NetworkPolicy enforcement and its nftables table, by name.
+	if err := StopNetworkPolicies(&c); err != nil {
+		errs = append(errs, err)
+	}
 	// The node-local DNS cache, its interface and policy route, by name.
 	if err := RemoveNodeLocalDNS(&c); err != nil {
 		errs = append(errs, err)
