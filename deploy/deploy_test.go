@@ -73,13 +73,15 @@ func TestBaseDecodesStrictly(t *testing.T) {
 	}
 }
 
-// The ClusterRole is the least that works: get/list/watch on services, pods, endpointslices and
-// the workloads.
+// The ClusterRole is the least that works: get/list/watch on services, pods, endpointslices, the
+// workloads, NetworkPolicies and namespaces.
 func TestClusterRoleIsLeastPrivilege(t *testing.T) {
 	role := find[*rbacv1.ClusterRole](t, decodeBase(t))
 	allowed := map[string]bool{"/services": true, "/pods": true, "discovery.k8s.io/endpointslices": true,
 		// The workloads, read only: a Service scaled to zero is idle, not a typo (issue 17).
-		"/replicationcontrollers": true, "apps/deployments": true, "apps/statefulsets": true, "apps/replicasets": true, "apps/daemonsets": true}
+		"/replicationcontrollers": true, "apps/deployments": true, "apps/statefulsets": true, "apps/replicasets": true, "apps/daemonsets": true,
+		// NetworkPolicies and the namespaces' labels: may svcprobe reach a Pod at all (issue 17).
+		"networking.k8s.io/networkpolicies": true, "/namespaces": true}
 	seen := map[string]bool{}
 	for _, r := range role.Rules {
 		if len(r.NonResourceURLs) > 0 || len(r.ResourceNames) > 0 {

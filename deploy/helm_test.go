@@ -1132,7 +1132,7 @@ func TestHelmNodeAgentAllOn(t *testing.T) {
 		"--namespaces=default,kube-system,shop", "--namespaces-exclude=kube-public", "--selector=svcprobe.io/probe!=off,tier in (frontend,backend)",
 		"--cluster.cidr=10.0.0.0/8", "--cluster.cidr=fd00:10::/56", "--probe.allow-external=192.0.2.0/24",
 		"--dns.cluster-domain=cluster.example", "--dns.service=kube-system/coredns", "--log.level=debug", "--log.format=json",
-		"--metrics.per-endpoint-limit=5", "--probe.vip-connections=2", "--verdict.window=12", "--dns.node-local=10.255.20.10", "--discovery.network-policies"}
+		"--metrics.per-endpoint-limit=5", "--probe.vip-connections=2", "--verdict.window=12", "--dns.node-local=10.255.20.10"}
 	for _, tc := range []struct {
 		ds   *appsv1.DaemonSet
 		args []string
@@ -1397,21 +1397,22 @@ func TestHelmWorkloadsOff(t *testing.T) {
 	if err := runExporterArgs(t, c); err != nil {
 		t.Error(err)
 	}
-	// discovery.networkPolicies=true: the flag, and read-only rules for policies and namespaces.
-	out, err = helmTemplate(t, "--set", "discovery.networkPolicies=true")
+	// The default evaluates NetworkPolicies: read-only rules for policies and namespaces, no flag
+	// (the exporter's default). discovery.networkPolicies=false: the flag off, the rules gone.
+	if g := grants(def, "svcprobe"); !slices.Contains(g, "networking.k8s.io/networkpolicies") || !slices.Contains(g, "/namespaces") {
+		t.Errorf("the default grants %v, want networkpolicies and namespaces", g)
+	}
+	out, err = helmTemplate(t, "--set", "discovery.networkPolicies=false")
 	if err != nil {
 		t.Fatal(err)
 	}
 	np := decodeRendered(t, out)
-	if g := grants(np, "svcprobe"); !slices.Contains(g, "networking.k8s.io/networkpolicies") || !slices.Contains(g, "/namespaces") {
-		t.Errorf("discovery.networkPolicies=true grants %v, want networkpolicies and namespaces", g)
-	}
-	if g := grants(def, "svcprobe"); slices.Contains(g, "networking.k8s.io/networkpolicies") {
-		t.Errorf("the default grants %v, want no networkpolicies", g)
+	if g := grants(np, "svcprobe"); slices.Contains(g, "networking.k8s.io/networkpolicies") || slices.Contains(g, "/namespaces") {
+		t.Errorf("discovery.networkPolicies=false still grants %v", g)
 	}
 	c = get[*appsv1.Deployment](t, np.objs, "Deployment", "svcprobe").Spec.Template.Spec.Containers[0]
-	if !slices.Contains(c.Args, "--discovery.network-policies") {
-		t.Errorf("args %v lack --discovery.network-policies", c.Args)
+	if !slices.Contains(c.Args, "--no-discovery.network-policies") {
+		t.Errorf("args %v lack --no-discovery.network-policies", c.Args)
 	}
 	if err := runExporterArgs(t, c); err != nil {
 		t.Error(err)

@@ -65,9 +65,14 @@ helm.sh/chart: {{ include "svcprobe.chart" . }}
 {{- if not (include "svcprobe.watchWorkloads" .) }}
 - --no-discovery.workloads
 {{- end }}
-{{- if (.discovery).networkPolicies }}
-- --discovery.network-policies
+{{- if not (include "svcprobe.watchNetworkPolicies" .) }}
+- --no-discovery.network-policies
 {{- end }}
+{{- end }}
+
+{{/* Non-empty when the exporter evaluates NetworkPolicies (discovery.networkPolicies, default true; issue 17). */}}
+{{- define "svcprobe.watchNetworkPolicies" -}}
+{{- if or (not .discovery) (not (hasKey .discovery "networkPolicies")) .discovery.networkPolicies }}true{{ end }}
 {{- end }}
 
 {{/* Non-empty when the exporter watches the workloads (discovery.workloads, default true; issue 17). */}}
