@@ -112,21 +112,15 @@ func (w *Watcher) self() (netpol.Peer, bool) {
 				if !ok {
 					continue
 				}
-				// A host-network agent is not a Pod of the Pod network to NetworkPolicy: only
-				// ipBlock peers match its (node) address.
-				peer := netpol.Peer{Namespace: p.Namespace, Pod: !p.Spec.HostNetwork, PodLabels: p.Labels, IP: ip.Unmap()}
+				var nsLabels map[string]string
 				if w.namespaces != nil {
 					if o, ok, _ := w.namespaces.GetByKey(p.Namespace); ok {
 						if n, ok := o.(*corev1.Namespace); ok {
-							peer.NamespaceLabels = n.Labels
+							nsLabels = n.Labels
 						}
 					}
 				}
-				if peer.NamespaceLabels == nil {
-					// The API server sets this label on every namespace.
-					peer.NamespaceLabels = map[string]string{corev1.LabelMetadataName: p.Namespace}
-				}
-				return peer, true
+				return PolicyPeer(p, ip, nsLabels), true
 			}
 		}
 	}
@@ -155,6 +149,25 @@ func (w *Watcher) applyPolicies(t *Target) {
 	if !ok {
 		return
 	}
+	MarkDenied(t, pols, src)
+}
+
+// PolicyPeer is what a Pod with address ip is as a source to NetworkPolicy: its namespace (and
+// that namespace's labels, nsLabels; nil: only the name label the API server sets on every
+// namespace) and its labels. A host-network Pod (a node agent with hostNetwork: true) is not a
+// Pod of the Pod network to NetworkPolicy: only ipBlock peers match its (node) address.
+func PolicyPeer(p *corev1.Pod, ip netip.Addr, nsLabels map[string]string) netpol.Peer {
+	peer := netpol.Peer{Namespace: p.Namespace, Pod: !p.Spec.HostNetwork, PodLabels: p.Labels, IP: ip.Unmap(), NamespaceLabels: nsLabels}
+	if peer.NamespaceLabels == nil {
+		peer.NamespaceLabels = map[string]string{corev1.LabelMetadataName: p.Namespace}
+	}
+	return peer
+}
+
+// MarkDenied marks, on each ready endpoint backed by a Pod of t, the Service ports on which pols
+// (the NetworkPolicies of t's namespace) deny ingress from src (Endpoint.Denied). The watcher and
+// `svcprobe diagnose` share it.
+func MarkDenied(t *Target, pols []*networkingv1.NetworkPolicy, src netpol.Peer) {
 	pods := make(map[string]Pod, len(t.Pods))
 	for _, p := range t.Pods {
 		pods[p.Name] = p

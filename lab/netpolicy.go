@@ -17,11 +17,12 @@ import (
 )
 
 // NetworkPolicy enforcement on node-1: kube-network-policies, the Kubernetes network SIG's
-// reference implementation (nftables rules that send the first packet of each connection to or
-// from a Pod selected by a policy to an nfqueue, where the controller accepts or drops it by the
-// NetworkPolicy API). It runs in node-1's namespace, like a DaemonSet Pod with hostNetwork.
+// reference implementation: the first packet of each new connection of a Pod goes to an nfqueue,
+// where the controller accepts or drops it by the NetworkPolicy API (see steerToNetworkPolicies
+// for why the lab, not the controller, installs the queue rules). It runs in node-1's namespace,
+// like a DaemonSet Pod with hostNetwork.
 //
-// It is off unless started (`svcprobe-lab network-policies on`, or a test): a lab without it is
+// It is off unless started (the policy faults): a lab without it is
 // the lab every other test was proven on. Pods land on node-1 unless pinned elsewhere, and only
 // node-1 enforces.
 //
@@ -48,8 +49,8 @@ printf '%s' "$token" > "$d/token"
 printf '%s\n' "$ca" > "$d/ca.crt"
 exec "$@"`
 
-// StartNetworkPolicies starts NetworkPolicy enforcement on node-1 unless it runs, and waits
-// until its nftables table is in place. Safe to call again.
+// StartNetworkPolicies starts NetworkPolicy enforcement on node-1 unless it runs, waits until it
+// reads its nfqueue, and steers the Pods' new connections to it. Safe to call again.
 func StartNetworkPolicies(ctx context.Context, c *Config) error {
 	c.fill()
 	if c.componentAlive(networkPoliciesComponent) != nil {
@@ -79,19 +80,93 @@ func StartNetworkPolicies(ctx context.Context, c *Config) error {
 			return err
 		}
 	}
-	return waitFor(ctx, 30*time.Second, "kube-network-policies' table in "+NodeNetns, func() error {
+	if err := waitFor(ctx, 30*time.Second, "kube-network-policies listening on nfqueue "+networkPoliciesQueue+" in "+NodeNetns, func() error {
 		if err := c.componentAlive(networkPoliciesComponent); err != nil {
 			return backoff.Permanent(c.withLog(networkPoliciesComponent, err))
 		}
-		out, err := run("ip", "netns", "exec", NodeNetns, "nft", "list", "chain", "inet", NetworkPoliciesTable, "postrouting")
+		out, err := run("ip", "netns", "exec", NodeNetns, "cat", "/proc/net/netfilter/nfnetlink_queue")
 		if err != nil {
 			return err
 		}
-		if !strings.Contains(out, "queue") {
-			return fmt.Errorf("no queue rule yet in %s", NetworkPoliciesTable)
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) > 0 && f[0] == networkPoliciesQueue {
+				return nil
+			}
 		}
-		return nil
-	})
+		return fmt.Errorf("nfqueue %s not bound yet", networkPoliciesQueue)
+	}); err != nil {
+		return err
+	}
+	return steerToNetworkPolicies()
+}
+
+// networkPoliciesQueue is the nfqueue kube-network-policies reads (its --nfqueue-id default).
+const networkPoliciesQueue = "100"
+
+// networkPoliciesChain is the lab's iptables chain (mangle table, node-1) that sends connections
+// to kube-network-policies' queue.
+const networkPoliciesChain = "SVCPROBE-LAB-NETPOL"
+
+// steerToNetworkPolicies sends the first packet of every new connection to or from a Pod to
+// kube-network-policies' nfqueue, which accepts or drops it by the NetworkPolicy API. The
+// controller installs these rules itself with nftables' queue expression, which this kernel does
+// not have (`nft add rule ... queue num 100`: "No such file or directory"; the controller's
+// whole rule batch fails), while the iptables NFQUEUE target works: so the lab installs the same
+// rules in iptables, in the same place (POSTROUTING, after DNAT, before SNAT) and with the same
+// exceptions (the node's own root-owned connections such as the kubelet's probes, established
+// connections, DNS over UDP). It queues every Pod's connections, where the controller queues
+// those of Pods a policy selects only; the controller accepts the others. The verdicts are the
+// controller's own. Idempotent.
+func steerToNetworkPolicies() error {
+	ipt := func(args ...string) error {
+		_, err := run("ip", append([]string{"netns", "exec", NodeNetns, "iptables", "-w", "-t", "mangle"}, args...)...)
+		return err
+	}
+	if ipt("-S", networkPoliciesChain) != nil {
+		if err := ipt("-N", networkPoliciesChain); err != nil {
+			return err
+		}
+	}
+	if err := ipt("-F", networkPoliciesChain); err != nil {
+		return err
+	}
+	for _, r := range [][]string{
+		{"-m", "owner", "--uid-owner", "0", "-j", "RETURN"},
+		{"-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"},
+		{"-p", "udp", "--dport", "53", "-j", "RETURN"},
+		{"-d", PodCIDR, "-j", "NFQUEUE", "--queue-num", networkPoliciesQueue},
+		{"-s", PodCIDR, "-j", "NFQUEUE", "--queue-num", networkPoliciesQueue},
+	} {
+		if err := ipt(append([]string{"-A", networkPoliciesChain}, r...)...); err != nil {
+			return err
+		}
+	}
+	jump := []string{"POSTROUTING", "-m", "comment", "--comment", "svcprobe-lab netpol", "-j", networkPoliciesChain}
+	if ipt(append([]string{"-C"}, jump...)...) != nil {
+		return ipt(append([]string{"-A"}, jump...)...)
+	}
+	return nil
+}
+
+// unsteerNetworkPolicies removes the lab's chain and its jump, by name; safe when absent.
+func unsteerNetworkPolicies() error {
+	ipt := func(args ...string) error {
+		_, err := run("ip", append([]string{"netns", "exec", NodeNetns, "iptables", "-w", "-t", "mangle"}, args...)...)
+		return err
+	}
+	jump := []string{"POSTROUTING", "-m", "comment", "--comment", "svcprobe-lab netpol", "-j", networkPoliciesChain}
+	for ipt(append([]string{"-C"}, jump...)...) == nil {
+		if err := ipt(append([]string{"-D"}, jump...)...); err != nil {
+			return err
+		}
+	}
+	if ipt("-S", networkPoliciesChain) == nil {
+		if err := ipt("-F", networkPoliciesChain); err != nil {
+			return err
+		}
+		return ipt("-X", networkPoliciesChain)
+	}
+	return nil
 }
 
 // NetworkPoliciesEnforced reports whether enforcement runs on node-1.
@@ -100,12 +175,20 @@ func NetworkPoliciesEnforced(c *Config) bool {
 	return c.componentAlive(networkPoliciesComponent) == nil
 }
 
-// StopNetworkPolicies stops enforcement and deletes its nftables table by name (on SIGTERM the
-// controller exits without removing it, and its queue rules would then drop every new
-// connection of a Pod a policy selects). Down does it; safe when nothing runs.
+// StopNetworkPolicies removes the steering, stops enforcement and deletes its nftables table by
+// name if it made one (on SIGTERM the controller exits without cleaning up). Down does it; safe
+// when nothing runs.
 func StopNetworkPolicies(c *Config) error {
 	c.fill()
 	var errs []error
+	nodeUp := false
+	if _, err := os.Stat("/run/netns/" + NodeNetns); err == nil {
+		nodeUp = true
+		// The steering first: with no reader on the queue, its packets would be dropped.
+		if err := unsteerNetworkPolicies(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if pid, marker, err := readPidFile(c.pidPath(networkPoliciesComponent)); err == nil {
 		if alive(pid, marker) {
 			c.Log("stopping %s (pid %d)", networkPoliciesComponent, pid)
@@ -118,7 +201,7 @@ func StopNetworkPolicies(c *Config) error {
 	} else if !os.IsNotExist(err) {
 		errs = append(errs, err)
 	}
-	if _, err := os.Stat("/run/netns/" + NodeNetns); err == nil {
+	if nodeUp {
 		if _, err := run("ip", "netns", "exec", NodeNetns, "nft", "list", "table", "inet", NetworkPoliciesTable); err == nil {
 			if _, err := run("ip", "netns", "exec", NodeNetns, "nft", "delete", "table", "inet", NetworkPoliciesTable); err != nil {
 				errs = append(errs, err)

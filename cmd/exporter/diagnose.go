@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"github.com/svcprobe/svcprobe/web"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -83,6 +85,11 @@ func diagnoseService(ctx context.Context, client kubernetes.Interface, cfg *conf
 	}
 
 	var notes []string
+	if cfg.NetworkPolicies {
+		if err := markDenied(ctx, client, cfg, t); err != nil {
+			notes = append(notes, err.Error())
+		}
+	}
 	if t.Options.Skip {
 		notes = append(notes, "the Service opts out of probing (svcprobe.io annotation); diagnosing it anyway")
 	}
@@ -161,6 +168,49 @@ func fetchTarget(ctx context.Context, client kubernetes.Interface, cfg *config, 
 		}
 	}
 	return t, nil
+}
+
+// markDenied evaluates the NetworkPolicies of t's namespace for the exporter's own Pod, found by
+// --pod.ip, as the watcher does (discovery.MarkDenied): an endpoint they deny is not dialed, and a
+// Service whose every endpoint is denied is layer policy. The error says why they were not
+// evaluated (no --pod.ip, no Pod with that address, no permission): diagnose notes it and dials.
+func markDenied(ctx context.Context, client kubernetes.Interface, cfg *config, t *discovery.Target) error {
+	if len(t.Endpoints) == 0 {
+		return nil
+	}
+	list, err := client.NetworkingV1().NetworkPolicies(t.Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("NetworkPolicies not evaluated: list in %s: %w", t.Namespace, err)
+	}
+	if len(list.Items) == 0 {
+		return nil
+	}
+	if len(cfg.PodIPs) == 0 {
+		return errors.New("NetworkPolicies not evaluated: no --pod.ip (this Pod's address) to evaluate them for")
+	}
+	pols := make([]*networkingv1.NetworkPolicy, len(list.Items))
+	for i := range list.Items {
+		pols[i] = &list.Items[i]
+	}
+	for _, ip := range cfg.PodIPs {
+		pods, err := client.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "status.podIP=" + ip.String()})
+		if err != nil {
+			return fmt.Errorf("NetworkPolicies not evaluated: finding the Pod of %s: %w", ip, err)
+		}
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			if p.Status.PodIP != ip.String() || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+				continue
+			}
+			var nsLabels map[string]string
+			if n, err := client.CoreV1().Namespaces().Get(ctx, p.Namespace, metav1.GetOptions{}); err == nil {
+				nsLabels = n.Labels
+			}
+			discovery.MarkDenied(t, pols, discovery.PolicyPeer(p, ip, nsLabels))
+			return nil
+		}
+	}
+	return fmt.Errorf("NetworkPolicies not evaluated: no Pod has the address %v (--pod.ip)", cfg.PodIPs)
 }
 
 // namespaceWorkloads lists the workloads of ns (see discovery.MatchWorkloads).

@@ -17,6 +17,7 @@ import (
 	"github.com/svcprobe/svcprobe/web"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -352,5 +353,49 @@ func TestDiagnoseScaledToZero(t *testing.T) {
 	out.Reset()
 	if code, err := diagnose(context.Background(), client, cfg, "default/hostnames", &out, "text"); err != nil || code != diagnoseBroken || !strings.Contains(out.String(), "BROKEN: layer spec") {
 		t.Fatalf("without workloads: exit %d, err %v, want 3 and spec:\n%s", code, err, out.String())
+	}
+}
+
+// A default-deny NetworkPolicy in the Service's namespace: diagnose evaluates it for its own Pod
+// (--pod.ip), as the exporter does, says POLICY naming it and exits 0; without
+// --discovery.network-policies it dials, and the live endpoint answers. Without a Pod of that
+// address it notes that the policies were not evaluated.
+func TestDiagnoseNetworkPolicy(t *testing.T) {
+	vip := listenTCP(t, "127.0.0.2:0")
+	ep := listenTCP(t, "127.0.0.3:0")
+	dnsAddr := healthyDNS(t, vip)
+	client := cluster(vip, ep, "hostnames", dnsAddr)
+	ctx := context.Background()
+	backing := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "hostnames-1-pod", Labels: map[string]string{"app": "hostnames"}},
+		Status: corev1.PodStatus{PodIP: ep.Addr().String()}}
+	self := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "svcprobe", Name: "svcprobe-0", Labels: map[string]string{"app.kubernetes.io/name": "svcprobe"}},
+		Status: corev1.PodStatus{PodIP: "127.0.0.1", Phase: corev1.PodRunning}}
+	deny := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "default-deny"},
+		Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}}
+	for _, o := range []runtime.Object{backing, self, deny} {
+		if err := client.Tracker().Add(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := diagConfig(t)
+	cfg.NetworkPolicies = true
+	cfg.PodIPs = []netip.Addr{netip.MustParseAddr("127.0.0.1")}
+	var out bytes.Buffer
+	code, err := diagnoseService(ctx, client, cfg, resolvConfAt(dnsAddr), "default", "hostnames", &out, "text")
+	if err != nil || code != diagnoseHealthy || !strings.Contains(out.String(), "POLICY: NetworkPolicy does not let svcprobe reach the Pods of default/hostnames") ||
+		!strings.Contains(out.String(), "default/default-deny") {
+		t.Fatalf("exit %d, err %v, want 0 and POLICY naming default/default-deny:\n%s", code, err, out.String())
+	}
+	cfg.NetworkPolicies = false
+	out.Reset()
+	if code, err := diagnoseService(ctx, client, cfg, resolvConfAt(dnsAddr), "default", "hostnames", &out, "text"); err != nil || code != diagnoseHealthy || strings.Contains(out.String(), "POLICY") {
+		t.Fatalf("without network policies: exit %d, err %v, want 0 (healthy, dialed):\n%s", code, err, out.String())
+	}
+	cfg.NetworkPolicies = true
+	cfg.PodIPs = []netip.Addr{netip.MustParseAddr("127.0.0.77")}
+	out.Reset()
+	if code, err := diagnoseService(ctx, client, cfg, resolvConfAt(dnsAddr), "default", "hostnames", &out, "text"); err != nil || code != diagnoseHealthy ||
+		!strings.Contains(out.String(), "NetworkPolicies not evaluated: no Pod has the address [127.0.0.77]") {
+		t.Fatalf("no Pod of --pod.ip: exit %d, err %v, want 0 and a note:\n%s", code, err, out.String())
 	}
 }
