@@ -53,24 +53,25 @@ type Collector struct {
 }
 
 var (
-	descSynced      = prometheus.NewDesc("svcprobe_discovery_synced", "Whether the informer caches have synced.", nil, nil)
-	descLastEvent   = prometheus.NewDesc("svcprobe_discovery_last_event_timestamp_seconds", "When the last informer event arrived.", nil, nil)
-	descEvents      = prometheus.NewDesc("svcprobe_discovery_events_total", "Informer events handled.", nil, nil)
-	descAPIErr      = prometheus.NewDesc("svcprobe_discovery_api_errors_total", "Requests to the API server that failed: no answer (refused, reset, timeout) or 429, 5xx, 401, 403. Rises while the API server is gone even when the informers retry quietly.", nil, nil)
-	descWatchErr    = prometheus.NewDesc("svcprobe_discovery_watch_errors_total", "List/watch failures against the API server (the informers retry and keep the last known state).", nil, nil)
-	descTargets     = prometheus.NewDesc("svcprobe_targets", "Services this replica probes.", nil, nil)
-	descAnnErrTotal = prometheus.NewDesc("svcprobe_annotation_errors_total", "Malformed svcprobe.io/ annotations seen (each distinct value counted once).", nil, nil)
-	descLag         = prometheus.NewDesc("svcprobe_scheduler_lag_seconds", "How late the last probe started against its slot; grows when the budgets cannot cover a round.", nil, nil)
-	descMaxLag      = prometheus.NewDesc("svcprobe_scheduler_max_lag_seconds", "The largest scheduler lag since start.", nil, nil)
-	descSkipped     = prometheus.NewDesc("svcprobe_scheduler_rounds_skipped_total", "Probe slots missed because the previous probe of the same Service still ran.", nil, nil)
-	descSettling    = prometheus.NewDesc("svcprobe_scheduler_settling_failures_total", "Data-plane stage failures (dns, proxy, nodeport, hairpin) held back because the Service had just changed (--probe.settle); probed again after it.", nil, nil)
-	descRounds      = prometheus.NewDesc("svcprobe_scheduler_probes_total", "Service probes (all network stages of one Service) completed.", nil, nil)
-	descPending     = prometheus.NewDesc("svcprobe_scheduler_pending_targets", "Services not probed yet.", nil, nil)
-	descConcurrency = prometheus.NewDesc("svcprobe_budget_concurrency", "Sockets probes may hold at once: --probe.concurrency, or less when RLIMIT_NOFILE cannot hold that many beside the exporter's own descriptors.", nil, nil)
-	descWaits       = prometheus.NewDesc("svcprobe_budget_waits_total", "Times a probe waited for a budget.", []string{"budget"}, nil)
-	descWaitSecs    = prometheus.NewDesc("svcprobe_budget_wait_seconds_total", "Time probes spent waiting for a budget.", []string{"budget"}, nil)
-	descDNSUp       = prometheus.NewDesc("svcprobe_cluster_dns_up", dnsUpHelp, []string{"kind", "server"}, nil)
-	descPeriod      = prometheus.NewDesc("svcprobe_scheduler_coverage_period_seconds", "The longest time between two probes of a Service: --probe.interval, or in node mode ceil(Services / --node.sample-size) x --probe.interval.", nil, nil)
+	descSynced       = prometheus.NewDesc("svcprobe_discovery_synced", "Whether the informer caches have synced.", nil, nil)
+	descLastEvent    = prometheus.NewDesc("svcprobe_discovery_last_event_timestamp_seconds", "When the last informer event arrived.", nil, nil)
+	descEvents       = prometheus.NewDesc("svcprobe_discovery_events_total", "Informer events handled.", nil, nil)
+	descAPIErr       = prometheus.NewDesc("svcprobe_discovery_api_errors_total", "Requests to the API server that failed: no answer (refused, reset, timeout) or 429, 5xx, 401, 403. Rises while the API server is gone even when the informers retry quietly.", nil, nil)
+	descWatchErr     = prometheus.NewDesc("svcprobe_discovery_watch_errors_total", "List/watch failures against the API server (the informers retry and keep the last known state).", nil, nil)
+	descTargets      = prometheus.NewDesc("svcprobe_targets", "Services this replica probes.", nil, nil)
+	descAnnErrTotal  = prometheus.NewDesc("svcprobe_annotation_errors_total", "Malformed svcprobe.io/ annotations seen (each distinct value counted once).", nil, nil)
+	descLag          = prometheus.NewDesc("svcprobe_scheduler_lag_seconds", "How late the last probe started against its slot; grows when the budgets cannot cover a round.", nil, nil)
+	descMaxLag       = prometheus.NewDesc("svcprobe_scheduler_max_lag_seconds", "The largest scheduler lag since start.", nil, nil)
+	descSkipped      = prometheus.NewDesc("svcprobe_scheduler_rounds_skipped_total", "Probe slots missed because the previous probe of the same Service still ran.", nil, nil)
+	descSettling     = prometheus.NewDesc("svcprobe_scheduler_settling_failures_total", "Data-plane stage failures (dns, proxy, nodeport, hairpin) held back because the Service had just changed (--probe.settle); probed again after it.", nil, nil)
+	descRounds       = prometheus.NewDesc("svcprobe_scheduler_probes_total", "Service probes (all network stages of one Service) completed.", nil, nil)
+	descPending      = prometheus.NewDesc("svcprobe_scheduler_pending_targets", "Services not probed yet.", nil, nil)
+	descConcurrency  = prometheus.NewDesc("svcprobe_budget_concurrency", "Sockets probes may hold at once: --probe.concurrency, or less when RLIMIT_NOFILE cannot hold that many beside the exporter's own descriptors.", nil, nil)
+	descWaits        = prometheus.NewDesc("svcprobe_budget_waits_total", "Times a probe waited for a budget.", []string{"budget"}, nil)
+	descWaitSecs     = prometheus.NewDesc("svcprobe_budget_wait_seconds_total", "Time probes spent waiting for a budget.", []string{"budget"}, nil)
+	descDNSUp        = prometheus.NewDesc("svcprobe_cluster_dns_up", dnsUpHelp, []string{"kind", "server"}, nil)
+	descInconclusive = prometheus.NewDesc("svcprobe_probes_inconclusive_total", "Stage runs that failed on the exporter's own limits, not the Service's: the probe budget ran out before the stage started (budget_exhausted) or no socket could be opened (port_exhausted). They count against no Service: its previous result holds.", []string{"stage", "reason"}, nil)
+	descPeriod       = prometheus.NewDesc("svcprobe_scheduler_coverage_period_seconds", "The longest time between two probes of a Service: --probe.interval, or in node mode ceil(Services / --node.sample-size) x --probe.interval.", nil, nil)
 )
 
 const dnsUpHelp = "Whether cluster DNS answered kubernetes.default: through each resolv.conf nameserver (kind=service when it is the cluster DNS Service's ClusterIP, node_local for a node-local cache, resolver for any other, unknown while the DNS Service's IP is not known), through the search list (kind=canary), and from each DNS Pod asked directly (kind=pod)."
@@ -109,7 +110,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- prometheus.NewDesc(f.name, f.help, f.labels, nil)
 	}
 	for _, d := range []*prometheus.Desc{descAPIErr, descConcurrency, descSynced, descLastEvent, descEvents, descWatchErr, descTargets,
-		descAnnErrTotal, descLag, descMaxLag, descSkipped, descSettling, descRounds, descPending, descPeriod, descWaits, descWaitSecs, c.dnsUp} {
+		descAnnErrTotal, descLag, descMaxLag, descSkipped, descSettling, descRounds, descPending, descPeriod, descWaits, descWaitSecs, descInconclusive, c.dnsUp} {
 		ch <- d
 	}
 	c.durations.Describe(ch)
@@ -214,6 +215,17 @@ func (c *Collector) collectSelf(ch chan<- prometheus.Metric) {
 		cnt(descRounds, float64(c.sched.Rounds.Load()))
 		g(descPending, float64(c.sched.Pending.Load()))
 		g(descPeriod, time.Duration(c.sched.PeriodNanos.Load()).Seconds())
+	}
+	// Every network stage and exporter-limit reason from the start (0 until it happens), so that
+	// rate() and increase() see the first one.
+	inc := c.store.Inconclusive()
+	for _, st := range probe.Stages {
+		if !windowed(st) {
+			continue
+		}
+		for _, r := range []probe.Reason{probe.ReasonBudget, probe.ReasonPortExhausted} {
+			cnt(descInconclusive, float64(inc[st][r]), string(st), string(r))
+		}
 	}
 	if c.budget != nil {
 		g(descConcurrency, float64(c.budget.Concurrency()))

@@ -19,6 +19,9 @@ type Store struct {
 	cluster  *probe.ClusterDNSResult
 	observe  func(probe.Result) // feeds the per-stage duration histogram
 	window   int                // rounds per network stage window (--verdict.window)
+	// inconclusive counts, exporter-wide, the stage runs that failed on the exporter's own limits
+	// (ExporterLimited), by stage and reason.
+	inconclusive map[stageResult]uint64
 }
 
 type stageResult struct {
@@ -32,11 +35,24 @@ type serviceState struct {
 	counters map[stageResult]uint64
 	last     time.Time // last network probe
 	windows  map[probe.Stage]*window
+	// inconclusive is each stage's latest run that failed on the exporter's own limits, since
+	// its last conclusive one (ExporterLimited).
+	inconclusive map[probe.Stage]probe.Result
+}
+
+// ExporterLimited reports whether r failed on the exporter's own limits, not the Service's: its
+// probe budget ran out before the stage could start (budget_exhausted), or the exporter could not
+// open a socket (port_exhausted: no ephemeral port or file descriptor left). Such a run says
+// nothing about the Service. The store keeps it out of the Service's results, window and counters
+// (the previous result holds, marked inconclusive on the status page) and counts it exporter-wide
+// (svcprobe_probes_inconclusive_total, alert SvcprobeProbesInconclusive).
+func ExporterLimited(r probe.Result) bool {
+	return r.Outcome == probe.Failed && (r.Reason == probe.ReasonBudget || r.Reason == probe.ReasonPortExhausted)
 }
 
 // NewStore returns an empty store whose network stages keep DefaultWindow rounds.
 func NewStore() *Store {
-	return &Store{services: map[types.UID]*serviceState{}, window: DefaultWindow}
+	return &Store{services: map[types.UID]*serviceState{}, window: DefaultWindow, inconclusive: map[stageResult]uint64{}}
 }
 
 // SetWindow sets how many rounds each network stage's window keeps (at least 2). Call it before
@@ -67,11 +83,20 @@ func (s *Store) Record(t *discovery.Target, results []probe.Result) {
 	// a failure of the Pods, which their window remembers.
 	podFailed := false
 	for _, r := range results {
-		if r.Outcome == probe.Failed && (r.Stage == probe.StagePod || r.PodsFailing > 0) {
+		if r.Outcome == probe.Failed && !ExporterLimited(r) && (r.Stage == probe.StagePod || r.PodsFailing > 0) {
 			podFailed = true
 		}
 	}
 	for _, r := range results {
+		if ExporterLimited(r) {
+			if st.inconclusive == nil {
+				st.inconclusive = map[probe.Stage]probe.Result{}
+			}
+			st.inconclusive[r.Stage] = r
+			s.inconclusive[stageResult{r.Stage, r.Reason}]++
+			continue
+		}
+		delete(st.inconclusive, r.Stage)
 		st.results[r.Stage] = r
 		if windowed(r.Stage) {
 			if r.Outcome == probe.Skipped {
@@ -138,6 +163,9 @@ type ServiceStatus struct {
 	Verdict   Layer
 	Reason    probe.Reason
 	LastProbe time.Time
+	// Inconclusive holds each stage's latest run that failed on the exporter's own limits since
+	// its last conclusive one (ExporterLimited); Results still hold that conclusive one.
+	Inconclusive map[probe.Stage]probe.Result
 }
 
 // Snapshot copies the store, sorted by namespace and name.
@@ -160,6 +188,12 @@ func (s *Store) Snapshot() ([]ServiceStatus, *probe.ClusterDNSResult) {
 		}
 		for k, v := range st.results {
 			ss.Results[k] = v
+		}
+		if len(st.inconclusive) > 0 {
+			ss.Inconclusive = make(map[probe.Stage]probe.Result, len(st.inconclusive))
+			for k, v := range st.inconclusive {
+				ss.Inconclusive[k] = v
+			}
 		}
 		for k, v := range st.counters {
 			if ss.Counters[k.stage] == nil {
@@ -184,6 +218,21 @@ func (s *Store) Snapshot() ([]ServiceStatus, *probe.ClusterDNSResult) {
 		cluster = &c
 	}
 	return out, cluster
+}
+
+// Inconclusive returns, by stage and reason, how many stage runs failed on the exporter's own
+// limits (ExporterLimited) since start.
+func (s *Store) Inconclusive() map[probe.Stage]map[probe.Reason]uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := map[probe.Stage]map[probe.Reason]uint64{}
+	for k, v := range s.inconclusive {
+		if out[k.stage] == nil {
+			out[k.stage] = map[probe.Reason]uint64{}
+		}
+		out[k.stage][k.reason] = v
+	}
+	return out
 }
 
 // ClusterDNS returns a copy of the latest cluster DNS round, or nil before the first.

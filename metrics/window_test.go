@@ -366,3 +366,48 @@ func TestStoreIdleCountsNoRun(t *testing.T) {
 		t.Error("spec or ok taken for an intended state")
 	}
 }
+
+// A stage run that failed on the exporter's own limits (budget_exhausted, port_exhausted) blames
+// nobody: the previous result and verdict hold, the run is shown as inconclusive, it enters no
+// window and no counter of the Service, and it is counted exporter-wide. The next conclusive run
+// clears it.
+func TestStoreExporterLimitsBlameNoService(t *testing.T) {
+	s := NewStore()
+	tg := target("default", "hostnames")
+	s.Record(tg, healthy())
+	for _, reason := range []probe.Reason{probe.ReasonBudget, probe.ReasonPortExhausted, probe.ReasonBudget} {
+		s.Record(tg, []probe.Result{fail(probe.StageProxy, reason), fail(probe.StagePod, reason)})
+	}
+	layer, reason, ss := verdictOf(t, s, "hostnames")
+	if layer != LayerOK || reason != probe.ReasonSuccess {
+		t.Fatalf("after three rounds on the exporter's limits: verdict %s/%s, want ok/success (the previous result holds)", layer, reason)
+	}
+	if r := ss.Inconclusive[probe.StageProxy]; r.Reason != probe.ReasonBudget {
+		t.Errorf("inconclusive proxy run %+v, want the last budget_exhausted one", r)
+	}
+	if w := ss.Windows[probe.StageProxy]; w.FailedRounds != 0 {
+		t.Errorf("proxy window %+v: the exporter's limits entered it", w)
+	}
+	for st, byReason := range ss.Counters {
+		if byReason[probe.ReasonBudget] != 0 || byReason[probe.ReasonPortExhausted] != 0 {
+			t.Errorf("%s counters %v: the exporter's limits counted against the Service", st, byReason)
+		}
+	}
+	inc := s.Inconclusive()
+	if inc[probe.StageProxy][probe.ReasonBudget] != 2 || inc[probe.StagePod][probe.ReasonPortExhausted] != 1 {
+		t.Errorf("exporter-wide inconclusive counts %v, want proxy budget 2 and pod port 1", inc)
+	}
+	// A real failure still counts, and a conclusive run clears the inconclusive mark.
+	s.Record(tg, []probe.Result{fail(probe.StageProxy, probe.ReasonTimeout)})
+	s.Record(tg, []probe.Result{fail(probe.StageProxy, probe.ReasonTimeout)})
+	layer, _, ss = verdictOf(t, s, "hostnames")
+	if layer != LayerProxy {
+		t.Fatalf("two real proxy failures: verdict %s, want proxy", layer)
+	}
+	if _, ok := ss.Inconclusive[probe.StageProxy]; ok {
+		t.Error("the proxy stage is still marked inconclusive after a conclusive run")
+	}
+	if _, ok := ss.Inconclusive[probe.StagePod]; !ok {
+		t.Error("the pod stage's inconclusive mark went without a pod run")
+	}
+}

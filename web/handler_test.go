@@ -539,3 +539,41 @@ func TestIdleIsNotBroken(t *testing.T) {
 		t.Errorf("API says %+v, want idle/scaled_to_zero, healthy, naming the Deployment:\n%s", doc, body)
 	}
 }
+
+// A stage run lost to the exporter's own limits: the status page and the JSON API keep the last
+// conclusive run, healthy, and say the latest one was inconclusive and why.
+func TestInconclusiveRunShownNotBlamed(t *testing.T) {
+	s := metrics.NewStore()
+	at := fixtureNow.Add(-time.Second)
+	tg := target("default", "web", "10.96.7.9", 1, map[string]string{"app": "web"})
+	s.Record(tg, []probe.Result{
+		{Stage: probe.StageSpec, Outcome: probe.OK, Reason: probe.ReasonSuccess, At: at},
+		{Stage: probe.StageEndpoints, Outcome: probe.OK, Reason: probe.ReasonSuccess, At: at},
+		{Stage: probe.StageProxy, Outcome: probe.OK, Reason: probe.ReasonSuccess, At: at, Total: 1},
+	})
+	s.Record(tg, []probe.Result{{Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonPortExhausted, At: at,
+		Detail: "address not available: the exporter ran out of local ports"}})
+	h := fixtureHandler(s, Options{})
+	code, _, body := do(t, h, "/api/v1/services/default/web")
+	var doc struct {
+		Verdict string
+		Healthy bool
+		Runbook []Step
+	}
+	if err := json.Unmarshal([]byte(body), &doc); code != http.StatusOK || err != nil {
+		t.Fatalf("%d %v: %s", code, err, body)
+	}
+	var proxy *Step
+	for i := range doc.Runbook {
+		if doc.Runbook[i].Stage == string(probe.StageProxy) {
+			proxy = &doc.Runbook[i]
+		}
+	}
+	if doc.Verdict != "ok" || !doc.Healthy || proxy == nil || proxy.Status != StatusOK ||
+		!strings.HasPrefix(proxy.Inconclusive, "port_exhausted: address not available") {
+		t.Fatalf("API says verdict %s healthy %v proxy step %+v, want ok, the last conclusive run and port_exhausted inconclusive:\n%s", doc.Verdict, doc.Healthy, proxy, body)
+	}
+	if _, _, page := do(t, h, "/status/default/web"); !strings.Contains(page, "Last run inconclusive: port_exhausted") {
+		t.Errorf("the status page does not say the last run was inconclusive:\n%s", page)
+	}
+}

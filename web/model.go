@@ -110,6 +110,9 @@ type Step struct {
 	Hint     string  `json:"hint,omitempty"`
 	Blamed   bool    `json:"blamed"` // this step is the layer the verdict names
 	Checks   []Check `json:"checks,omitempty"`
+	// Inconclusive says that the stage's latest run failed on the exporter's own limits
+	// (budget_exhausted, port_exhausted): what the step shows is its last conclusive run.
+	Inconclusive string `json:"inconclusive,omitempty"`
 }
 
 // Window is a stage's window of recent rounds: its state (ok, degraded: failing in a share of
@@ -169,6 +172,18 @@ func NewService(ss metrics.ServiceStatus, cluster *probe.ClusterDNSResult, detai
 		s.Runbook = walk(ss, cluster)
 	}
 	return s
+}
+
+// inconclusive describes a stage run that failed on the exporter's own limits.
+func inconclusive(r probe.Result) string {
+	out := string(r.Reason)
+	if r.Detail != "" {
+		out += ": " + r.Detail
+	}
+	if !r.At.IsZero() {
+		out += " (at " + r.At.UTC().Format(time.RFC3339) + ")"
+	}
+	return out + "; the exporter's limits, not the Service's: shown is the last conclusive run"
 }
 
 // MissingService is the document of a Service that is expected but does not exist.
@@ -345,6 +360,9 @@ func walk(ss metrics.ServiceStatus, cluster *probe.ClusterDNSResult) []Step {
 			}
 			if s.Status == StatusOK && s.Detail == "" {
 				s.Detail = summary(r)
+			}
+			if r, has := ss.Inconclusive[o.stage]; has {
+				s.Inconclusive = inconclusive(r)
 			}
 		}
 		steps = append(steps, s)

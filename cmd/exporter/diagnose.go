@@ -130,6 +130,12 @@ func diagnoseService(ctx context.Context, client kubernetes.Interface, cfg *conf
 	if !doc.Healthy {
 		code = diagnoseBroken
 	}
+	if len(snap[0].Inconclusive) > 0 && code == diagnoseHealthy {
+		// A stage could not run on this process's own limits: nothing proves the Service
+		// healthy, nor broken.
+		notes = append(notes, "a stage could not run on this process's own limits (see inconclusive): the diagnosis is incomplete")
+		code = diagnoseError
+	}
 	return code, writeDiagnosis(out, format, doc, notes)
 }
 
@@ -374,6 +380,9 @@ func writeWalk(b *strings.Builder, s web.Service, notes []string) {
 		}
 		if st.Hint != "" {
 			fmt.Fprintf(b, "     next: %s\n", st.Hint)
+		}
+		if st.Inconclusive != "" {
+			fmt.Fprintf(b, "     inconclusive: %s\n", st.Inconclusive)
 		}
 	}
 	b.WriteString("\n")

@@ -257,7 +257,7 @@ func TestLowFileDescriptorLimitDegrades(t *testing.T) {
 		t.Fatal("no probe waited for a socket slot although a round needs far more sockets than the cap")
 	}
 	t.Logf("at the last scrape: port_exhausted %v, success %v, concurrency waits %v",
-		sumSeries(lastText, "svcprobe_probes_total", `result="port_exhausted"`), sumSeries(lastText, "svcprobe_probes_total", `result="success"`),
+		sumSeries(lastText, "svcprobe_probes_inconclusive_total", `reason="port_exhausted"`), sumSeries(lastText, "svcprobe_probes_total", `result="success"`),
 		sumSeries(lastText, "svcprobe_budget_waits_total", `budget="concurrency"`))
 }
 
