@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -15,7 +16,15 @@ import (
 	promslogflag "github.com/prometheus/common/promslog/flag"
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+	"k8s.io/klog/v2"
 )
+
+// routeKlog sends client-go's klog output (reflector warnings, leader election, throttling)
+// through the exporter's slog logger, so --log.format=json gives only JSON lines and
+// --log.level filters them too (klog's V levels become slog levels below info).
+func routeKlog(log *slog.Logger) {
+	klog.SetSlogLogger(log.With("component", "client-go"))
+}
 
 func main() {
 	app := kingpin.New("svcprobe", "Runs the Kubernetes Debug Services runbook against every Service and exports which layer is broken.")
@@ -35,6 +44,7 @@ func main() {
 		os.Exit(2)
 	}
 	log := promslog.New(logCfg)
+	routeKlog(log)
 	if err := cfg.load(); err != nil {
 		log.Error("invalid configuration", "err", err)
 		os.Exit(2)
