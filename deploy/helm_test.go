@@ -91,6 +91,12 @@ func helmTemplate(t *testing.T, args ...string) ([]byte, error) {
 	return helm(t, append([]string{"template", helmRelease, helmChart, "--namespace", helmNamespace}, args...)...)
 }
 
+// helmTemplateRelease is helmTemplate with a release name of the test's.
+func helmTemplateRelease(t *testing.T, release string, args ...string) ([]byte, error) {
+	t.Helper()
+	return helm(t, append([]string{"template", release, helmChart, "--namespace", helmNamespace}, args...)...)
+}
+
 // rendered is the chart's output: the Kubernetes objects decoded strictly with client-go's scheme,
 // and the prometheus-operator ones (not in that scheme) as unstructured.
 type rendered struct {
@@ -1448,5 +1454,49 @@ func TestHelmNetworkPolicy(t *testing.T) {
 	sel, err := metav1.LabelSelectorAsSelector(&got.Spec.PodSelector)
 	if err != nil || !sel.Matches(labels.Set(pod)) {
 		t.Errorf("podSelector %v does not select the chart's Pods %v (%v)", got.Spec.PodSelector, pod, err)
+	}
+}
+
+// TestHelmJobSelection: the central ServiceMonitor names its job serviceMonitor.jobName (not the
+// Service's <release>-svcprobe), and the rules' job matcher is prometheusRule.jobSelector, for any
+// release name; bad-job-selector*.yaml show a mismatch refused.
+func TestHelmJobSelection(t *testing.T) {
+	for _, tc := range []struct {
+		release string
+		args    []string
+		job     string
+		matcher string
+	}{
+		{"prod-probes", nil, "svcprobe", `job=~"svcprobe.*"`},
+		{"x", []string{"--set", "serviceMonitor.jobName=platform-probe", "--set", "prometheusRule.jobSelector=platform-probe|svcprobe.*"},
+			"platform-probe", `job=~"platform-probe|svcprobe.*"`},
+	} {
+		out, err := helmTemplateRelease(t, tc.release, append([]string{"--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true"}, tc.args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := decodeRendered(t, out)
+		var sm, pr *unstructured.Unstructured
+		for k, u := range r.monitors {
+			switch {
+			case strings.HasPrefix(k, "ServiceMonitor/") && !strings.HasSuffix(k, "-node"):
+				sm = u
+			case strings.HasPrefix(k, "PrometheusRule/"):
+				pr = u
+			}
+		}
+		if sm == nil || pr == nil {
+			t.Fatalf("%s: no ServiceMonitor or PrometheusRule in %v", tc.release, slices.Sorted(maps.Keys(r.monitors)))
+		}
+		eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+		rl, _ := eps[0].(map[string]any)["relabelings"].([]any)
+		if len(rl) == 0 || rl[0].(map[string]any)["targetLabel"] != "job" || rl[0].(map[string]any)["replacement"] != tc.job {
+			t.Errorf("%s: ServiceMonitor relabelings %v, want job replaced by %s", tc.release, rl, tc.job)
+		}
+		groups, _, _ := unstructured.NestedSlice(pr.Object, "spec", "groups")
+		text := fmt.Sprint(groups)
+		if strings.Count(text, tc.matcher) != 2 || strings.Count(text, "job=~") != 2 {
+			t.Errorf("%s: the rules' job matchers are not %s (twice):\n%s", tc.release, tc.matcher, text)
+		}
 	}
 }
