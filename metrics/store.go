@@ -22,6 +22,20 @@ type Store struct {
 	// inconclusive counts, exporter-wide, the stage runs that failed on the exporter's own limits
 	// (ExporterLimited), by stage and reason.
 	inconclusive map[stageResult]uint64
+	// tally is the cross-Service evidence (what every Service's VIP did at its latest probe),
+	// kept up to date at each Record, Forget and cluster DNS change: the sum of the services' vip.
+	tally VIPTally
+}
+
+// maxVerdictChanges is how many verdict changes a Service keeps (VerdictChange).
+const maxVerdictChanges = 5
+
+// VerdictChange is a change of a Service's verdict layer: from At on, the verdict was Layer (with
+// Reason at that time).
+type VerdictChange struct {
+	At     time.Time
+	Layer  Layer
+	Reason probe.Reason
 }
 
 type stageResult struct {
@@ -38,6 +52,11 @@ type serviceState struct {
 	// inconclusive is each stage's latest run that failed on the exporter's own limits, since
 	// its last conclusive one (ExporterLimited).
 	inconclusive map[probe.Stage]probe.Result
+	// vip is what this Service contributes to Store.tally.
+	vip vip
+	// changes are the last verdict layer changes, oldest first (the last one: the current layer,
+	// since when), as decided at each Record.
+	changes []VerdictChange
 }
 
 // ExporterLimited reports whether r failed on the exporter's own limits, not the Service's: its
@@ -137,12 +156,56 @@ func (s *Store) Record(t *discovery.Target, results []probe.Result) {
 			s.observe(r)
 		}
 	}
+	s.retally(st)
+	s.noteVerdict(st, results)
+}
+
+// retally updates the cross-Service tally with st's VIP as it is now. Called with s.mu held.
+func (s *Store) retally(st *serviceState) {
+	if v := s.vipOf(st); v != st.vip {
+		s.tally = s.tally.plus(st.vip, -1).plus(v, 1)
+		st.vip = v
+	}
+}
+
+// evidence is what Decide weighs for st. Called with s.mu held.
+func (s *Store) evidence(st *serviceState, results map[probe.Stage]probe.Result, windows map[probe.Stage]Window) Evidence {
+	return Evidence{Results: results, Windows: windows, Cluster: s.cluster, OtherVIPs: s.tally.plus(st.vip, -1)}
+}
+
+// noteVerdict decides st's verdict after a Record and keeps its layer changes, timed by the
+// latest result of the round. Called with s.mu held.
+func (s *Store) noteVerdict(st *serviceState, results []probe.Result) {
+	windows := make(map[probe.Stage]Window, len(st.windows))
+	for k, w := range st.windows {
+		windows[k] = w.snapshot()
+	}
+	layer, reason := Decide(s.evidence(st, st.results, windows))
+	if n := len(st.changes); n > 0 && st.changes[n-1].Layer == layer {
+		return
+	}
+	var at time.Time
+	for _, r := range results {
+		if r.At.After(at) {
+			at = r.At
+		}
+	}
+	if at.IsZero() {
+		at = time.Now()
+	}
+	st.changes = append(st.changes, VerdictChange{At: at, Layer: layer, Reason: reason})
+	if len(st.changes) > maxVerdictChanges {
+		st.changes = slices.Delete(st.changes, 0, len(st.changes)-maxVerdictChanges)
+	}
 }
 
 // Forget drops everything about a Service (probe.ResultSink).
 func (s *Store) Forget(uid types.UID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if st, ok := s.services[uid]; ok {
+		s.tally = s.tally.plus(st.vip, -1)
+	}
 	delete(s.services, uid)
 }
 
@@ -150,7 +213,14 @@ func (s *Store) Forget(uid types.UID) {
 func (s *Store) RecordClusterDNS(r probe.ClusterDNSResult) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	old := s.cluster
 	s.cluster = &r
+	if old == nil || !slices.Equal(old.ServiceIPs, r.ServiceIPs) {
+		// Which VIP is the DNS Service's changed: every Service's contribution may have.
+		for _, st := range s.services {
+			s.retally(st)
+		}
+	}
 }
 
 // ServiceStatus is a consistent copy of one Service's state, for collectors and the status page.
@@ -165,7 +235,11 @@ type ServiceStatus struct {
 	LastProbe time.Time
 	// Inconclusive holds each stage's latest run that failed on the exporter's own limits since
 	// its last conclusive one (ExporterLimited); Results still hold that conclusive one.
-	Inconclusive map[probe.Stage]probe.Result
+	Inconclusive map[probe.Stage]probe.Result	// Since is when the verdict's layer became the current one (zero when the evidence of other
+	// Services changed it since this Service's last probe: it is being decided anew). Changes are
+	// its last layer changes, oldest first.
+	Since   time.Time
+	Changes []VerdictChange
 }
 
 // Snapshot copies the store, sorted by namespace and name.
@@ -173,12 +247,9 @@ func (s *Store) Snapshot() ([]ServiceStatus, *probe.ClusterDNSResult) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := make([]ServiceStatus, 0, len(s.services))
-	// Cross-Service evidence: what the other VIPs did at their latest probe. The cluster DNS
-	// Service's own VIP is left out: its failure is the very thing the DNS rule weighs.
-	var tally VIPTally
-	for _, st := range s.services {
-		tally = tally.plus(s.vipOf(st), 1)
-	}
+	// Cross-Service evidence: what the other VIPs did at their latest probe (s.tally, kept at
+	// each Record). The cluster DNS Service's own VIP is left out of it: its failure is the very
+	// thing the DNS rule weighs.
 	for _, st := range s.services {
 		ss := ServiceStatus{Target: st.target, Results: make(map[probe.Stage]probe.Result, len(st.results)),
 			Counters: map[probe.Stage]map[probe.Reason]uint64{}, LastProbe: st.last,
@@ -201,8 +272,13 @@ func (s *Store) Snapshot() ([]ServiceStatus, *probe.ClusterDNSResult) {
 			}
 			ss.Counters[k.stage][k.reason] = v
 		}
-		ss.Verdict, ss.Reason = Decide(Evidence{Results: ss.Results, Windows: ss.Windows, Cluster: s.cluster,
-			OtherVIPs: tally.plus(s.vipOf(st), -1)})
+		ss.Verdict, ss.Reason = Decide(s.evidence(st, ss.Results, ss.Windows))
+		if n := len(st.changes); n > 0 {
+			ss.Changes = slices.Clone(st.changes)
+			if st.changes[n-1].Layer == ss.Verdict {
+				ss.Since = st.changes[n-1].At
+			}
+		}
 		out = append(out, ss)
 	}
 	sort.Slice(out, func(i, j int) bool {

@@ -1,9 +1,13 @@
 package metrics
 
 import (
+	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
+	"time"
 
+	"github.com/svcprobe/svcprobe/discovery"
 	"github.com/svcprobe/svcprobe/probe"
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -409,5 +413,87 @@ func TestStoreExporterLimitsBlameNoService(t *testing.T) {
 	}
 	if _, ok := ss.Inconclusive[probe.StagePod]; !ok {
 		t.Error("the pod stage's inconclusive mark went without a pod run")
+	}
+}
+
+// The store decides a Service's verdict at each Record and keeps when its layer changed: since
+// when the current layer holds, and the last few changes, timed by the round's results.
+func TestStoreVerdictSinceAndChanges(t *testing.T) {
+	s := NewStore()
+	tg := target("default", "hostnames")
+	t0 := time.Date(2026, 12, 3, 7, 0, 0, 0, time.UTC)
+	at := func(rs []probe.Result, d time.Duration) []probe.Result {
+		out := slices.Clone(rs)
+		for i := range out {
+			out[i].At = t0.Add(d)
+		}
+		return out
+	}
+	proxyFail := []probe.Result{fail(probe.StageProxy, probe.ReasonTimeout)}
+	proxyOK := []probe.Result{ok(probe.StageProxy)}
+	s.Record(tg, at(healthy(), 0))
+	s.Record(tg, at(proxyFail, 15*time.Second)) // one failed round: no change
+	s.Record(tg, at(proxyFail, 30*time.Second)) // proxy from here
+	s.Record(tg, at(proxyFail, 45*time.Second))
+	_, _, ss := verdictOf(t, s, "hostnames")
+	want := []VerdictChange{{t0, LayerOK, probe.ReasonSuccess}, {t0.Add(30 * time.Second), LayerProxy, probe.ReasonTimeout}}
+	if ss.Verdict != LayerProxy || !ss.Since.Equal(t0.Add(30*time.Second)) || !slices.Equal(ss.Changes, want) {
+		t.Fatalf("verdict %s since %v, changes %v; want proxy since +30s, %v", ss.Verdict, ss.Since, ss.Changes, want)
+	}
+	s.Record(tg, at(proxyOK, time.Minute))
+	if _, _, ss := verdictOf(t, s, "hostnames"); ss.Verdict != LayerOK || !ss.Since.Equal(t0.Add(time.Minute)) || len(ss.Changes) != 3 {
+		t.Fatalf("after recovery: %s since %v, changes %v", ss.Verdict, ss.Since, ss.Changes)
+	}
+	// Bounded: only the last maxVerdictChanges are kept.
+	for i := range 10 {
+		d := time.Duration(2+i) * time.Minute
+		s.Record(tg, at(proxyFail, d))
+		s.Record(tg, at(proxyFail, d+15*time.Second))
+		s.Record(tg, at(proxyOK, d+30*time.Second))
+	}
+	_, _, ss = verdictOf(t, s, "hostnames")
+	if len(ss.Changes) != maxVerdictChanges || ss.Changes[len(ss.Changes)-1].Layer != LayerOK || !ss.Since.Equal(t0.Add(11*time.Minute+30*time.Second)) {
+		t.Fatalf("after ten more faults: since %v, changes %v", ss.Since, ss.Changes)
+	}
+}
+
+// The cross-Service tally is kept at each Record, Forget and cluster DNS change, not recomputed
+// over every Service at each snapshot: after any sequence it equals the recomputed sum.
+func TestStoreTallyKeptIncrementally(t *testing.T) {
+	s := NewStore()
+	var tgs []*discovery.Target
+	for i := range 6 {
+		tg := target("ns", fmt.Sprintf("s%d", i))
+		tg.ClusterIPs = []netip.Addr{netip.AddrFrom4([4]byte{198, 19, 0, byte(10 + i)})}
+		tgs = append(tgs, tg)
+	}
+	rounds := [][]probe.Result{
+		healthy(),
+		{fail(probe.StageProxy, probe.ReasonTimeout)},
+		{fail(probe.StageProxy, probe.ReasonTimeout), fail(probe.StagePod, probe.ReasonTimeout)},
+		{ok(probe.StageProxy), ok(probe.StagePod)},
+		{skip(probe.StageProxy)},
+	}
+	recomputed := func() VIPTally {
+		var t VIPTally
+		for _, st := range s.services {
+			t = t.plus(s.vipOf(st), 1)
+		}
+		return t
+	}
+	for step := range 200 {
+		i := (step * 7) % len(tgs)
+		switch {
+		case step%23 == 0:
+			s.Forget(tgs[i].UID)
+		case step%17 == 0:
+			// The DNS Service's address is one of the Services' now, then another's.
+			s.RecordClusterDNS(probe.ClusterDNSResult{ServiceIPs: []netip.Addr{tgs[(step/17)%len(tgs)].ClusterIPs[0]}})
+		default:
+			s.Record(tgs[i], rounds[(step*3)%len(rounds)])
+		}
+		if got, want := s.tally, recomputed(); got != want {
+			t.Fatalf("step %d: tally %+v, recomputed %+v", step, got, want)
+		}
 	}
 }

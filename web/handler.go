@@ -85,6 +85,7 @@ func parseTemplates() *template.Template {
 		"css":      func() template.CSS { return template.CSS(css) },
 		"seconds":  formatSeconds,
 		"age":      formatAge,
+		"ago":      func(now, t time.Time) string { return formatAge(now, &t) },
 		"join":     strings.Join,
 		"labels":   formatLabels,
 		"pageURL":  pageURL,

@@ -577,3 +577,41 @@ func TestInconclusiveRunShownNotBlamed(t *testing.T) {
 		t.Errorf("the status page does not say the last run was inconclusive:\n%s", page)
 	}
 }
+
+// "Since when?": the JSON API and the status page say when the verdict's layer last changed, and
+// its last changes.
+func TestVerdictSinceShown(t *testing.T) {
+	s := metrics.NewStore()
+	tg := target("default", "web", "10.96.7.10", 1, map[string]string{"app": "web"})
+	round := func(d time.Duration, proxy probe.Outcome) {
+		r := []probe.Result{
+			{Stage: probe.StageSpec, Outcome: probe.OK, Reason: probe.ReasonSuccess},
+			{Stage: probe.StageEndpoints, Outcome: probe.OK, Reason: probe.ReasonSuccess},
+			{Stage: probe.StageProxy, Outcome: proxy, Reason: probe.ReasonSuccess, Total: 1},
+		}
+		if proxy == probe.Failed {
+			r[2].Reason, r[2].Failing = probe.ReasonTimeout, 1
+		}
+		for i := range r {
+			r[i].At = fixtureNow.Add(d)
+		}
+		s.Record(tg, r)
+	}
+	round(-10*time.Minute, probe.OK)
+	round(-5*time.Minute, probe.Failed)
+	round(-4*time.Minute, probe.Failed) // proxy since 4m ago
+	h := fixtureHandler(s, Options{})
+	code, _, body := do(t, h, "/api/v1/services/default/web")
+	var doc Service
+	if err := json.Unmarshal([]byte(body), &doc); code != http.StatusOK || err != nil {
+		t.Fatalf("%d %v: %s", code, err, body)
+	}
+	if doc.Verdict != "proxy" || doc.VerdictSince == nil || !doc.VerdictSince.Equal(fixtureNow.Add(-4*time.Minute)) ||
+		len(doc.VerdictChanges) != 2 || doc.VerdictChanges[0].Verdict != "ok" || doc.VerdictChanges[1].Reason != "timeout" {
+		t.Fatalf("verdict %s since %v changes %+v, want proxy since 4m ago after ok:\n%s", doc.Verdict, doc.VerdictSince, doc.VerdictChanges, body)
+	}
+	if _, _, page := do(t, h, "/status/default/web"); !strings.Contains(page, "verdict since 4m ago") ||
+		!strings.Contains(page, "Last verdict changes: ok 10m ago → proxy (timeout) 4m ago") {
+		t.Errorf("the status page does not say since when:\n%s", page)
+	}
+}

@@ -44,21 +44,32 @@ type ServiceList struct {
 // Service is one Service: its verdict, its stages and, in the per-Service document, the runbook
 // walk with every check.
 type Service struct {
-	Namespace        string            `json:"namespace"`
-	Name             string            `json:"name"`
-	UID              string            `json:"uid,omitempty"`
-	Kind             string            `json:"kind,omitempty"`
-	ClusterIPs       []string          `json:"cluster_ips"`
-	Selector         map[string]string `json:"selector,omitempty"`
-	Verdict          string            `json:"verdict"` // the broken layer, or "ok"
-	Reason           string            `json:"reason"`  // why the layer is blamed
-	Healthy          bool              `json:"healthy"`
-	Endpoints        EndpointCounts    `json:"endpoints"`
-	LastProbe        *time.Time        `json:"last_probe"` // last network probe, null before the first
-	LatencySeconds   float64           `json:"latency_seconds"`
-	AnnotationErrors []string          `json:"annotation_errors,omitempty"`
-	Stages           []Stage           `json:"stages"`            // in probe.Stages order
-	Runbook          []Step            `json:"runbook,omitempty"` // only in the per-Service document
+	Namespace  string            `json:"namespace"`
+	Name       string            `json:"name"`
+	UID        string            `json:"uid,omitempty"`
+	Kind       string            `json:"kind,omitempty"`
+	ClusterIPs []string          `json:"cluster_ips"`
+	Selector   map[string]string `json:"selector,omitempty"`
+	Verdict    string            `json:"verdict"` // the broken layer, or "ok"
+	Reason     string            `json:"reason"`  // why the layer is blamed
+	Healthy    bool              `json:"healthy"`
+	Endpoints  EndpointCounts    `json:"endpoints"`
+	LastProbe  *time.Time        `json:"last_probe"` // last network probe, null before the first
+	// VerdictSince is when the verdict's layer became the current one (null while it is being
+	// decided anew); VerdictChanges are its last layer changes, oldest first.
+	VerdictSince     *time.Time      `json:"verdict_since"`
+	VerdictChanges   []VerdictChange `json:"verdict_changes,omitempty"`
+	LatencySeconds   float64         `json:"latency_seconds"`
+	AnnotationErrors []string        `json:"annotation_errors,omitempty"`
+	Stages           []Stage         `json:"stages"`            // in probe.Stages order
+	Runbook          []Step          `json:"runbook,omitempty"` // only in the per-Service document
+}
+
+// VerdictChange is one change of a Service's verdict layer.
+type VerdictChange struct {
+	At      time.Time `json:"at"`
+	Verdict string    `json:"verdict"`
+	Reason  string    `json:"reason"`
 }
 
 // EndpointCounts counts a Service's endpoints by state.
@@ -152,6 +163,13 @@ func NewService(ss metrics.ServiceStatus, cluster *probe.ClusterDNSResult, detai
 	if !ss.LastProbe.IsZero() {
 		lp := ss.LastProbe.UTC()
 		s.LastProbe = &lp
+	}
+	if !ss.Since.IsZero() {
+		since := ss.Since.UTC()
+		s.VerdictSince = &since
+	}
+	for _, c := range ss.Changes {
+		s.VerdictChanges = append(s.VerdictChanges, VerdictChange{At: c.At.UTC(), Verdict: string(c.Layer), Reason: string(c.Reason)})
 	}
 	for _, err := range t.AnnotationErrors {
 		s.AnnotationErrors = append(s.AnnotationErrors, err.Error())
