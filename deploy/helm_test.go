@@ -28,6 +28,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -1497,6 +1498,104 @@ func TestHelmJobSelection(t *testing.T) {
 		text := fmt.Sprint(groups)
 		if strings.Count(text, tc.matcher) != 2 || strings.Count(text, "job=~") != 2 {
 			t.Errorf("%s: the rules' job matchers are not %s (twice):\n%s", tc.release, tc.matcher, text)
+		}
+	}
+}
+
+// TestHelmImageGlobalPDBDashboards: image.digest pins the image, global.imageRegistry prefixes it
+// and global.imagePullSecrets join imagePullSecrets (as a subchart); podDisruptionBudget selects
+// the exporter's Pods; dashboards renders one ConfigMap per dashboard of dashboards/, labelled for
+// Grafana's sidecar, with the file's exact content.
+func TestHelmImageGlobalPDBDashboards(t *testing.T) {
+	digest := "sha256:" + strings.Repeat("ab", 32)
+	out, err := helmTemplate(t, append(slices.Clone(helmWindowsArgs),
+		"--set", "image.digest="+digest, "--set", "global.imageRegistry=mirror.example.com",
+		"--set", "image.repository=svcprobe/svcprobe", "--set", "global.imagePullSecrets[0]=regcred",
+		"--set", "imagePullSecrets[0].name=own", "--set", "nodeAgent.windows.image.digest="+digest,
+		"--set", "podDisruptionBudget.enabled=true", "--set", "dashboards.enabled=true")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := decodeRendered(t, out)
+	d := get[*appsv1.Deployment](t, r.objs, "Deployment", "svcprobe")
+	ps := d.Spec.Template.Spec
+	if img := ps.Containers[0].Image; img != "mirror.example.com/svcprobe/svcprobe@"+digest {
+		t.Errorf("central image %q", img)
+	}
+	if got := ps.ImagePullSecrets; len(got) != 2 || got[0].Name != "regcred" || got[1].Name != "own" {
+		t.Errorf("imagePullSecrets %v, want regcred (global) then own", got)
+	}
+	for _, name := range []string{"svcprobe-node", "svcprobe-node-windows"} {
+		ds := get[*appsv1.DaemonSet](t, r.objs, "DaemonSet", name)
+		if img := ds.Spec.Template.Spec.Containers[0].Image; img != "mirror.example.com/svcprobe/svcprobe@"+digest {
+			t.Errorf("%s image %q", name, img)
+		}
+		if len(ds.Spec.Template.Spec.ImagePullSecrets) != 2 {
+			t.Errorf("%s imagePullSecrets %v", name, ds.Spec.Template.Spec.ImagePullSecrets)
+		}
+	}
+	pdb := get[*policyv1.PodDisruptionBudget](t, r.objs, "PodDisruptionBudget", "svcprobe")
+	if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 || !subset(pdb.Spec.Selector.MatchLabels, d.Spec.Template.Labels) ||
+		subset(pdb.Spec.Selector.MatchLabels, get[*appsv1.DaemonSet](t, r.objs, "DaemonSet", "svcprobe-node").Spec.Template.Labels) {
+		t.Errorf("PodDisruptionBudget %+v: want maxUnavailable 1 selecting the central exporter's Pods only", pdb.Spec)
+	}
+	files, _ := filepath.Glob("../dashboards/*.json")
+	if len(files) == 0 {
+		t.Fatal("no dashboards/*.json")
+	}
+	for _, f := range files {
+		want, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := "svcprobe-dashboard-" + strings.TrimPrefix(strings.TrimSuffix(filepath.Base(f), ".json"), "svcprobe-")
+		cm := get[*corev1.ConfigMap](t, r.objs, "ConfigMap", name)
+		if cm.Labels["grafana_dashboard"] != "1" || strings.TrimSpace(cm.Data[filepath.Base(f)]) != strings.TrimSpace(string(want)) {
+			t.Errorf("ConfigMap %s: labels %v, content equal to %s: %v", name, cm.Labels, f, strings.TrimSpace(cm.Data[filepath.Base(f)]) == strings.TrimSpace(string(want)))
+		}
+	}
+	// The default renders none of them, and the plain image.
+	defOut, err := helmTemplate(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := decodeRendered(t, defOut)
+	if img := get[*appsv1.Deployment](t, def.objs, "Deployment", "svcprobe").Spec.Template.Spec.Containers[0].Image; img != "ghcr.io/svcprobe/svcprobe:latest" {
+		t.Errorf("default image %q", img)
+	}
+	for k := range def.objs {
+		if strings.HasPrefix(k, "PodDisruptionBudget/") || strings.Contains(k, "-dashboard-") {
+			t.Errorf("rendered by default: %s", k)
+		}
+	}
+}
+
+// The chart's copy of the dashboards (files/dashboards) equals dashboards/. UPDATE_HELM_DASHBOARDS=1
+// copies them.
+func TestHelmDashboardsMatchDashboards(t *testing.T) {
+	files, _ := filepath.Glob("../dashboards/*.json")
+	copies, _ := filepath.Glob("helm/svcprobe/files/dashboards/*.json")
+	if len(files) == 0 {
+		t.Fatal("no dashboards/*.json")
+	}
+	if len(copies) != len(files) && os.Getenv("UPDATE_HELM_DASHBOARDS") == "" {
+		t.Errorf("helm/svcprobe/files/dashboards has %d files, dashboards/ %d", len(copies), len(files))
+	}
+	for _, f := range files {
+		want, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := filepath.Join("helm/svcprobe/files/dashboards", filepath.Base(f))
+		if os.Getenv("UPDATE_HELM_DASHBOARDS") != "" {
+			if err := os.WriteFile(dst, want, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		got, err := os.ReadFile(dst)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s differs from %s (err %v); regenerate: UPDATE_HELM_DASHBOARDS=1 go test ./deploy -run TestHelmDashboardsMatchDashboards", dst, f, err)
 		}
 	}
 }

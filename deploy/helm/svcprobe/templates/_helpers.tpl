@@ -160,9 +160,9 @@ metadata:
 spec:
   serviceAccountName: {{ include "svcprobe.serviceAccountName" . }}
   automountServiceAccountToken: true
-  {{- with .Values.imagePullSecrets }}
+  {{- with include "svcprobe.pullSecrets" . }}
   imagePullSecrets:
-    {{- toYaml . | nindent 4 }}
+    {{- . | trim | nindent 4 }}
   {{- end }}
   {{- with .Values.priorityClassName }}
   priorityClassName: {{ . }}
@@ -173,7 +173,7 @@ spec:
   {{- end }}
   containers:
     - name: svcprobe
-      image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+      image: {{ include "svcprobe.imageRef" (dict "img" .Values.image "tag" .Chart.AppVersion "root" .) | quote }}
       {{- with .Values.image.pullPolicy }}
       imagePullPolicy: {{ . }}
       {{- end }}
@@ -375,9 +375,9 @@ spec:
   os:
     name: windows
   {{- end }}
-  {{- with $v.imagePullSecrets }}
+  {{- with include "svcprobe.pullSecrets" $ }}
   imagePullSecrets:
-    {{- toYaml . | nindent 4 }}
+    {{- . | trim | nindent 4 }}
   {{- end }}
   {{- with $a.priorityClassName }}
   priorityClassName: {{ . }}
@@ -402,9 +402,10 @@ spec:
     - name: svcprobe
       {{- if .windows }}
       {{- $w := $a.windows.image }}
-      image: "{{ $w.repository | default $v.image.repository }}:{{ $w.tag | default (printf "%s%s" ($v.image.tag | default $.Chart.AppVersion) $w.tagSuffix) }}"
+      {{- $wimg := dict "registry" $v.image.registry "repository" ($w.repository | default $v.image.repository) "tag" $w.tag "digest" $w.digest }}
+      image: {{ include "svcprobe.imageRef" (dict "img" $wimg "tag" (printf "%s%s" ($v.image.tag | default $.Chart.AppVersion) $w.tagSuffix) "root" $) | quote }}
       {{- else }}
-      image: "{{ $v.image.repository }}:{{ $v.image.tag | default $.Chart.AppVersion }}"
+      image: {{ include "svcprobe.imageRef" (dict "img" $v.image "tag" $.Chart.AppVersion "root" $) | quote }}
       {{- end }}
       {{- with $v.image.pullPolicy }}
       imagePullPolicy: {{ . }}
@@ -485,4 +486,26 @@ spec:
       {{- end }}
     {{- end }}
   {{- end }}
+{{- end }}
+
+{{/* The image reference: [registry/]repository, then @digest when set, else :tag (default the
+appVersion). registry is global.imageRegistry, else image.registry, else none (repository holds
+the whole path). Called with (dict "img" <image values> "tag" <default tag> "root" $). */}}
+{{- define "svcprobe.imageRef" -}}
+{{- $registry := ((.root.Values.global).imageRegistry) | default .img.registry -}}
+{{- $repo := .img.repository -}}
+{{- if $registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" $registry) $repo }}{{ end -}}
+{{- if .img.digest -}}
+{{ $repo }}@{{ .img.digest }}
+{{- else -}}
+{{ $repo }}:{{ .img.tag | default .tag }}
+{{- end -}}
+{{- end }}
+
+{{/* imagePullSecrets: global.imagePullSecrets and imagePullSecrets, as the Pod wants them. */}}
+{{- define "svcprobe.pullSecrets" -}}
+{{- $secrets := concat (((.Values.global).imagePullSecrets) | default list) (.Values.imagePullSecrets | default list) -}}
+{{- range $secrets }}
+- {{ if kindIs "string" . }}name: {{ . }}{{ else }}{{ toYaml . }}{{ end }}
+{{- end }}
 {{- end }}
