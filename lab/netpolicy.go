@@ -118,16 +118,12 @@ const networkPoliciesChain = "SVCPROBE-LAB-NETPOL"
 // those of Pods a policy selects only; the controller accepts the others. The verdicts are the
 // controller's own. Idempotent.
 func steerToNetworkPolicies() error {
-	ipt := func(args ...string) error {
-		_, err := run("ip", append([]string{"netns", "exec", NodeNetns, "iptables", "-w", "-t", "mangle"}, args...)...)
-		return err
-	}
-	if ipt("-S", networkPoliciesChain) != nil {
-		if err := ipt("-N", networkPoliciesChain); err != nil {
+	if nodeMangle("-S", networkPoliciesChain) != nil {
+		if err := nodeMangle("-N", networkPoliciesChain); err != nil {
 			return err
 		}
 	}
-	if err := ipt("-F", networkPoliciesChain); err != nil {
+	if err := nodeMangle("-F", networkPoliciesChain); err != nil {
 		return err
 	}
 	for _, r := range [][]string{
@@ -137,34 +133,37 @@ func steerToNetworkPolicies() error {
 		{"-d", PodCIDR, "-j", "NFQUEUE", "--queue-num", networkPoliciesQueue},
 		{"-s", PodCIDR, "-j", "NFQUEUE", "--queue-num", networkPoliciesQueue},
 	} {
-		if err := ipt(append([]string{"-A", networkPoliciesChain}, r...)...); err != nil {
+		if err := nodeMangle(append([]string{"-A", networkPoliciesChain}, r...)...); err != nil {
 			return err
 		}
 	}
-	jump := []string{"POSTROUTING", "-m", "comment", "--comment", "svcprobe-lab netpol", "-j", networkPoliciesChain}
-	if ipt(append([]string{"-C"}, jump...)...) != nil {
-		return ipt(append([]string{"-A"}, jump...)...)
+	if nodeMangle(append([]string{"-C"}, networkPoliciesJump...)...) != nil {
+		return nodeMangle(append([]string{"-A"}, networkPoliciesJump...)...)
 	}
 	return nil
 }
 
+// nodeMangle runs iptables on node-1's mangle table.
+func nodeMangle(args ...string) error {
+	_, err := run("ip", append([]string{"netns", "exec", NodeNetns, "iptables", "-w", "-t", "mangle"}, args...)...)
+	return err
+}
+
+// networkPoliciesJump is the rule that sends node-1's POSTROUTING through the lab's chain.
+var networkPoliciesJump = []string{"POSTROUTING", "-m", "comment", "--comment", "svcprobe-lab netpol", "-j", networkPoliciesChain}
+
 // unsteerNetworkPolicies removes the lab's chain and its jump, by name; safe when absent.
 func unsteerNetworkPolicies() error {
-	ipt := func(args ...string) error {
-		_, err := run("ip", append([]string{"netns", "exec", NodeNetns, "iptables", "-w", "-t", "mangle"}, args...)...)
-		return err
-	}
-	jump := []string{"POSTROUTING", "-m", "comment", "--comment", "svcprobe-lab netpol", "-j", networkPoliciesChain}
-	for ipt(append([]string{"-C"}, jump...)...) == nil {
-		if err := ipt(append([]string{"-D"}, jump...)...); err != nil {
+	for nodeMangle(append([]string{"-C"}, networkPoliciesJump...)...) == nil {
+		if err := nodeMangle(append([]string{"-D"}, networkPoliciesJump...)...); err != nil {
 			return err
 		}
 	}
-	if ipt("-S", networkPoliciesChain) == nil {
-		if err := ipt("-F", networkPoliciesChain); err != nil {
+	if nodeMangle("-S", networkPoliciesChain) == nil {
+		if err := nodeMangle("-F", networkPoliciesChain); err != nil {
 			return err
 		}
-		return ipt("-X", networkPoliciesChain)
+		return nodeMangle("-X", networkPoliciesChain)
 	}
 	return nil
 }
