@@ -22,6 +22,8 @@ type Store struct {
 	// inconclusive counts, exporter-wide, the stage runs that failed on the exporter's own limits
 	// (ExporterLimited), by stage and reason.
 	inconclusive map[stageResult]uint64
+	// byName finds a Service's UID by namespace/name (Lookup).
+	byName map[string]types.UID
 	// tally is the cross-Service evidence (what every Service's VIP did at its latest probe),
 	// kept up to date at each Record, Forget and cluster DNS change: the sum of the services' vip.
 	tally VIPTally
@@ -71,7 +73,8 @@ func ExporterLimited(r probe.Result) bool {
 
 // NewStore returns an empty store whose network stages keep DefaultWindow rounds.
 func NewStore() *Store {
-	return &Store{services: map[types.UID]*serviceState{}, window: DefaultWindow, inconclusive: map[stageResult]uint64{}}
+	return &Store{services: map[types.UID]*serviceState{}, window: DefaultWindow, inconclusive: map[stageResult]uint64{},
+		byName: map[string]types.UID{}}
 }
 
 // SetWindow sets how many rounds each network stage's window keeps (at least 2). Call it before
@@ -97,6 +100,7 @@ func (s *Store) Record(t *discovery.Target, results []probe.Result) {
 		s.services[t.UID] = st
 	}
 	st.target = t
+	s.byName[t.Namespace+"/"+t.Name] = t.UID
 	// A VIP or NodePort failing in a round where the Pods failed directly is explained by them.
 	// So is a VIP whose closer look found the Pods failing some direct connections too; that is
 	// a failure of the Pods, which their window remembers.
@@ -205,6 +209,9 @@ func (s *Store) Forget(uid types.UID) {
 	defer s.mu.Unlock()
 	if st, ok := s.services[uid]; ok {
 		s.tally = s.tally.plus(st.vip, -1)
+		if st.target != nil && s.byName[st.target.Namespace+"/"+st.target.Name] == uid {
+			delete(s.byName, st.target.Namespace+"/"+st.target.Name)
+		}
 	}
 	delete(s.services, uid)
 }
@@ -235,7 +242,7 @@ type ServiceStatus struct {
 	LastProbe time.Time
 	// Inconclusive holds each stage's latest run that failed on the exporter's own limits since
 	// its last conclusive one (ExporterLimited); Results still hold that conclusive one.
-	Inconclusive map[probe.Stage]probe.Result	// Since is when the verdict's layer became the current one (zero when the evidence of other
+	Inconclusive map[probe.Stage]probe.Result // Since is when the verdict's layer became the current one (zero when the evidence of other
 	// Services changed it since this Service's last probe: it is being decided anew). Changes are
 	// its last layer changes, oldest first.
 	Since   time.Time
@@ -247,39 +254,8 @@ func (s *Store) Snapshot() ([]ServiceStatus, *probe.ClusterDNSResult) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := make([]ServiceStatus, 0, len(s.services))
-	// Cross-Service evidence: what the other VIPs did at their latest probe (s.tally, kept at
-	// each Record). The cluster DNS Service's own VIP is left out of it: its failure is the very
-	// thing the DNS rule weighs.
 	for _, st := range s.services {
-		ss := ServiceStatus{Target: st.target, Results: make(map[probe.Stage]probe.Result, len(st.results)),
-			Counters: map[probe.Stage]map[probe.Reason]uint64{}, LastProbe: st.last,
-			Windows: make(map[probe.Stage]Window, len(st.windows))}
-		for k, w := range st.windows {
-			ss.Windows[k] = w.snapshot()
-		}
-		for k, v := range st.results {
-			ss.Results[k] = v
-		}
-		if len(st.inconclusive) > 0 {
-			ss.Inconclusive = make(map[probe.Stage]probe.Result, len(st.inconclusive))
-			for k, v := range st.inconclusive {
-				ss.Inconclusive[k] = v
-			}
-		}
-		for k, v := range st.counters {
-			if ss.Counters[k.stage] == nil {
-				ss.Counters[k.stage] = map[probe.Reason]uint64{}
-			}
-			ss.Counters[k.stage][k.reason] = v
-		}
-		ss.Verdict, ss.Reason = Decide(s.evidence(st, ss.Results, ss.Windows))
-		if n := len(st.changes); n > 0 {
-			ss.Changes = slices.Clone(st.changes)
-			if st.changes[n-1].Layer == ss.Verdict {
-				ss.Since = st.changes[n-1].At
-			}
-		}
-		out = append(out, ss)
+		out = append(out, s.status(st))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i].Target, out[j].Target
@@ -288,12 +264,64 @@ func (s *Store) Snapshot() ([]ServiceStatus, *probe.ClusterDNSResult) {
 		}
 		return a.Name < b.Name
 	})
-	var cluster *probe.ClusterDNSResult
-	if s.cluster != nil {
-		c := *s.cluster
-		cluster = &c
+	return out, s.clusterCopy()
+}
+
+// Lookup copies one Service's state, found by namespace and name, and the cluster DNS round:
+// what the per-Service status page and JSON document need, without copying every Service.
+func (s *Store) Lookup(namespace, name string) (ServiceStatus, *probe.ClusterDNSResult, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	st, ok := s.services[s.byName[namespace+"/"+name]]
+	if !ok || st.target == nil {
+		return ServiceStatus{}, nil, false
 	}
-	return out, cluster
+	return s.status(st), s.clusterCopy(), true
+}
+
+// clusterCopy copies the latest cluster DNS round (nil before the first). Called with s.mu held.
+func (s *Store) clusterCopy() *probe.ClusterDNSResult {
+	if s.cluster == nil {
+		return nil
+	}
+	c := *s.cluster
+	return &c
+}
+
+// status is a consistent copy of st with its verdict. Called with s.mu held. Cross-Service
+// evidence: what the other VIPs did at their latest probe (s.tally, kept at each Record); the
+// cluster DNS Service's own VIP is left out of it, its failure being the very thing the DNS rule
+// weighs.
+func (s *Store) status(st *serviceState) ServiceStatus {
+	ss := ServiceStatus{Target: st.target, Results: make(map[probe.Stage]probe.Result, len(st.results)),
+		Counters: map[probe.Stage]map[probe.Reason]uint64{}, LastProbe: st.last,
+		Windows: make(map[probe.Stage]Window, len(st.windows))}
+	for k, w := range st.windows {
+		ss.Windows[k] = w.snapshot()
+	}
+	for k, v := range st.results {
+		ss.Results[k] = v
+	}
+	if len(st.inconclusive) > 0 {
+		ss.Inconclusive = make(map[probe.Stage]probe.Result, len(st.inconclusive))
+		for k, v := range st.inconclusive {
+			ss.Inconclusive[k] = v
+		}
+	}
+	for k, v := range st.counters {
+		if ss.Counters[k.stage] == nil {
+			ss.Counters[k.stage] = map[probe.Reason]uint64{}
+		}
+		ss.Counters[k.stage][k.reason] = v
+	}
+	ss.Verdict, ss.Reason = Decide(s.evidence(st, ss.Results, ss.Windows))
+	if n := len(st.changes); n > 0 {
+		ss.Changes = slices.Clone(st.changes)
+		if st.changes[n-1].Layer == ss.Verdict {
+			ss.Since = st.changes[n-1].At
+		}
+	}
+	return ss
 }
 
 // Inconclusive returns, by stage and reason, how many stage runs failed on the exporter's own
@@ -315,11 +343,7 @@ func (s *Store) Inconclusive() map[probe.Stage]map[probe.Reason]uint64 {
 func (s *Store) ClusterDNS() *probe.ClusterDNSResult {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.cluster == nil {
-		return nil
-	}
-	c := *s.cluster
-	return &c
+	return s.clusterCopy()
 }
 
 // vip says what a Service's VIP did at its latest probe.

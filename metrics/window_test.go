@@ -497,3 +497,52 @@ func TestStoreTallyKeptIncrementally(t *testing.T) {
 		}
 	}
 }
+
+// Lookup finds one Service by namespace and name with the same state and verdict Snapshot gives
+// it, and forgets it with the Service.
+func TestStoreLookupMatchesSnapshot(t *testing.T) {
+	s := NewStore()
+	a, b := target("default", "a"), target("default", "b")
+	s.Record(a, healthy())
+	s.Record(b, healthy())
+	s.Record(b, []probe.Result{fail(probe.StageProxy, probe.ReasonTimeout)})
+	s.Record(b, []probe.Result{fail(probe.StageProxy, probe.ReasonTimeout)})
+	_, _, want := verdictOf(t, s, "b")
+	got, _, ok := s.Lookup("default", "b")
+	if !ok || got.Verdict != want.Verdict || got.Reason != want.Reason || got.Target != want.Target || !slices.Equal(got.Changes, want.Changes) {
+		t.Fatalf("Lookup: %v %s/%s, Snapshot: %s/%s", ok, got.Verdict, got.Reason, want.Verdict, want.Reason)
+	}
+	if _, _, ok := s.Lookup("default", "nope"); ok {
+		t.Error("Lookup found a Service that does not exist")
+	}
+	s.Forget(b.UID)
+	if _, _, ok := s.Lookup("default", "b"); ok {
+		t.Error("Lookup still finds a forgotten Service")
+	}
+}
+
+// The per-Service read copies one Service, not all of them: at 10,000 Services, Lookup against
+// finding the same Service in a Snapshot (what the status page did before).
+func BenchmarkStoreLookupVsSnapshot(b *testing.B) {
+	s := NewStore()
+	for i := range 10000 {
+		s.Record(target("ns", fmt.Sprintf("s%05d", i)), healthy())
+	}
+	b.Run("snapshot", func(b *testing.B) {
+		for b.Loop() {
+			snap, _ := s.Snapshot()
+			for _, ss := range snap {
+				if ss.Target.Name == "s05000" {
+					break
+				}
+			}
+		}
+	})
+	b.Run("lookup", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, ok := s.Lookup("ns", "s05000"); !ok {
+				b.Fatal("not found")
+			}
+		}
+	})
+}

@@ -214,11 +214,8 @@ func (h *handler) list(r *http.Request) listing {
 
 // lookup finds one Service in the store, or an expected one that is missing.
 func (h *handler) lookup(ns, name string) (Service, bool) {
-	snap, cluster := h.store.Snapshot()
-	for _, s := range snap {
-		if s.Target.Namespace == ns && s.Target.Name == name {
-			return NewService(s, cluster, true), true
-		}
+	if s, cluster, ok := h.store.Lookup(ns, name); ok {
+		return NewService(s, cluster, true), true
 	}
 	for _, e := range h.opts.Expected {
 		if e.Namespace == ns && e.Name == name {
