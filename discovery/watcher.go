@@ -107,6 +107,7 @@ func (c Config) OwnsShard(uid types.UID) bool {
 const (
 	sliceServiceIndex = "service"
 	addressIndex      = "address"
+	selectorIndex     = "selector"
 )
 
 // serviceAddresses indexes a Service by its ClusterIPs (none for headless and ExternalName).
@@ -147,10 +148,13 @@ type Watcher struct {
 
 	factories []informers.SharedInformerFactory
 	services  map[string]corelisters.ServiceLister // by namespace; "" when watching all
-	synced    []cache.InformerSynced
-	slices    byIndexer
-	pods      map[string]corelisters.PodLister
-	dnsSlices cache.Indexer
+	// svcIndexers are the Service informers' indexers, by namespace like services: selectorIndex
+	// finds the Services whose selector has a given key=value.
+	svcIndexers map[string]cache.Indexer
+	synced      []cache.InformerSynced
+	slices      byIndexer
+	pods        map[string]corelisters.PodLister
+	dnsSlices   cache.Indexer
 	// workloads index the workload informers' objects by namespace (Config.Workloads).
 	workloads []cache.Indexer
 	// policies index the NetworkPolicies by namespace, namespaces the namespaces by name
@@ -163,8 +167,11 @@ type Watcher struct {
 
 	queue workqueue.TypedInterface[string]
 
-	mu        sync.Mutex
-	known     map[string]*Target // by key: what the Sink currently holds
+	mu    sync.Mutex
+	known map[string]*Target // by key: what the Sink currently holds
+	// noPods holds, by namespace, the keys of known Services with a selector that matches no
+	// Pod: any Pod event of their namespace may change them (the nearest Pod, scaled to zero).
+	noPods    map[string]map[string]bool
 	warned    map[types.UID]uint64
 	dnsEps    []Endpoint
 	isSynced  atomic.Bool
@@ -186,11 +193,13 @@ func NewWatcher(client kubernetes.Interface, cfg Config, sink Sink, log *slog.Lo
 	}
 	w := &Watcher{
 		cfg: cfg, log: log, sink: sink,
-		services: map[string]corelisters.ServiceLister{},
-		pods:     map[string]corelisters.PodLister{},
-		queue:    workqueue.NewTypedWithConfig(workqueue.TypedQueueConfig[string]{Name: "svcprobe_services"}),
-		known:    map[string]*Target{},
-		warned:   map[types.UID]uint64{},
+		services:    map[string]corelisters.ServiceLister{},
+		svcIndexers: map[string]cache.Indexer{},
+		noPods:      map[string]map[string]bool{},
+		pods:        map[string]corelisters.PodLister{},
+		queue:       workqueue.NewTypedWithConfig(workqueue.TypedQueueConfig[string]{Name: "svcprobe_services"}),
+		known:       map[string]*Target{},
+		warned:      map[types.UID]uint64{},
 	}
 	namespaces := cfg.Namespaces
 	if len(namespaces) == 0 {
@@ -216,7 +225,7 @@ func NewWatcher(client kubernetes.Interface, cfg Config, sink Sink, log *slog.Lo
 		if err := sliceInf.Informer().AddIndexers(cache.Indexers{sliceServiceIndex: sliceService}); err != nil {
 			return nil, fmt.Errorf("endpointslice index: %w", err)
 		}
-		if err := svcInf.Informer().AddIndexers(cache.Indexers{addressIndex: serviceAddresses}); err != nil {
+		if err := svcInf.Informer().AddIndexers(cache.Indexers{addressIndex: serviceAddresses, selectorIndex: serviceSelectorPairs}); err != nil {
 			return nil, fmt.Errorf("service address index: %w", err)
 		}
 		if err := podInf.Informer().AddIndexers(cache.Indexers{addressIndex: podAddresses}); err != nil {
@@ -252,6 +261,7 @@ func NewWatcher(client kubernetes.Interface, cfg Config, sink Sink, log *slog.Lo
 			}
 		}
 		w.services[ns] = svcInf.Lister()
+		w.svcIndexers[ns] = svcInf.Informer().GetIndexer()
 		w.pods[ns] = podInf.Lister()
 		sliceIndexers = append(sliceIndexers, sliceInf.Informer().GetIndexer())
 		w.factories = append(w.factories, svcFactory, restFactory)
@@ -429,26 +439,85 @@ func beforeAndAfter(enqueue func(objs ...any)) cache.ResourceEventHandler {
 
 // enqueueSelecting re-queues the Services of ns that have a selector and for which want holds:
 // hit says whether their selector matches one of sets, known is what the Sink holds for them
-// (nil when nothing).
+// (nil when nothing). It looks only at the Services whose selector shares a key=value with one
+// of sets (selectorIndex), and at those that match no Pod now (noPods): a Pod event costs the
+// Services it can change, not every Service of its namespace.
 func (w *Watcher) enqueueSelecting(ns string, sets []labels.Set, want func(hit bool, known *Target) bool) {
-	svcs, err := w.serviceLister(ns).Services(ns).List(labels.Everything())
-	if err != nil {
-		return
+	for _, key := range w.selecting(ns, sets, want) {
+		w.queue.Add(key)
 	}
-	for _, s := range svcs {
+}
+
+// selecting returns the keys enqueueSelecting re-queues.
+func (w *Watcher) selecting(ns string, sets []labels.Set, want func(hit bool, known *Target) bool) []string {
+	idx := w.serviceIndexer(ns)
+	if idx == nil {
+		return nil
+	}
+	cand := map[string]*corev1.Service{}
+	for _, set := range sets {
+		for k, v := range set {
+			objs, _ := idx.ByIndex(selectorIndex, selectorPair(ns, k, v))
+			for _, o := range objs {
+				if svc, ok := o.(*corev1.Service); ok {
+					cand[svc.Namespace+"/"+svc.Name] = svc
+				}
+			}
+		}
+	}
+	w.mu.Lock()
+	var orphans []string
+	for key := range w.noPods[ns] {
+		if _, ok := cand[key]; !ok {
+			orphans = append(orphans, key)
+		}
+	}
+	w.mu.Unlock()
+	for _, key := range orphans {
+		if o, ok, _ := idx.GetByKey(key); ok {
+			if svc, ok := o.(*corev1.Service); ok {
+				cand[key] = svc
+			}
+		}
+	}
+	var keys []string
+	for key, s := range cand {
 		if len(s.Spec.Selector) == 0 {
 			continue
 		}
-		key := s.Namespace + "/" + s.Name
 		sel := labels.SelectorFromValidatedSet(s.Spec.Selector)
 		hit := slices.ContainsFunc(sets, func(set labels.Set) bool { return sel.Matches(set) })
 		w.mu.Lock()
 		t := w.known[key]
 		w.mu.Unlock()
 		if want(hit, t) {
-			w.queue.Add(key)
+			keys = append(keys, key)
 		}
 	}
+	return keys
+}
+
+// selectorPair is the selectorIndex key of one key=value of a selector in ns.
+func selectorPair(ns, k, v string) string { return ns + "/" + k + "=" + v }
+
+// serviceSelectorPairs indexes a Service by each key=value of its selector.
+func serviceSelectorPairs(obj any) ([]string, error) {
+	s, ok := obj.(*corev1.Service)
+	if !ok {
+		return nil, nil
+	}
+	out := make([]string, 0, len(s.Spec.Selector))
+	for k, v := range s.Spec.Selector {
+		out = append(out, selectorPair(s.Namespace, k, v))
+	}
+	return out, nil
+}
+
+func (w *Watcher) serviceIndexer(ns string) cache.Indexer {
+	if i, ok := w.svcIndexers[metav1.NamespaceAll]; ok {
+		return i
+	}
+	return w.svcIndexers[ns]
 }
 
 // resync reports whether an update event is a resync: the same resourceVersion before and after.
@@ -530,6 +599,17 @@ func (w *Watcher) sync(key string) {
 	}
 	w.mu.Lock()
 	old := w.known[key]
+	if t != nil && !t.Options.Skip && len(t.Selector) > 0 && len(t.Pods) == 0 {
+		if w.noPods[ns] == nil {
+			w.noPods[ns] = map[string]bool{}
+		}
+		w.noPods[ns][key] = true
+	} else if w.noPods[ns] != nil {
+		delete(w.noPods[ns], key)
+		if len(w.noPods[ns]) == 0 {
+			delete(w.noPods, ns)
+		}
+	}
 	switch {
 	case t == nil || t.Options.Skip:
 		delete(w.known, key)

@@ -2,8 +2,10 @@ package discovery
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/fake"
@@ -49,7 +52,7 @@ func (s *recordingSink) get(key string) *Target {
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // startWatcher runs a watcher on a fake clientset until the test ends.
-func startWatcher(t *testing.T, cfg Config, objs ...any) (*fake.Clientset, *recordingSink, *Watcher) {
+func startWatcher(t testing.TB, cfg Config, objs ...any) (*fake.Clientset, *recordingSink, *Watcher) {
 	t.Helper()
 	client := fake.NewClientset()
 	ctx := context.Background()
@@ -84,7 +87,7 @@ func startWatcher(t *testing.T, cfg Config, objs ...any) (*fake.Clientset, *reco
 	return client, sink, w
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {
@@ -209,5 +212,80 @@ func TestWatcherSharding(t *testing.T) {
 		if n != 1 {
 			t.Fatalf("%s probed by %d shards", k, n)
 		}
+	}
+}
+
+// A Pod event looks only at the Services it can change: those whose selector shares a key=value
+// with the Pod's labels (the selector index), and those that match no Pod now (the nearest Pod
+// may change). Not at every Service of a big namespace.
+func TestPodEventSelectsFromIndex(t *testing.T) {
+	objs := []any{pod("big", "web-0", "198.18.0.9", map[string]string{"app": "web", "tier": "front"}, true)}
+	for i := range 200 {
+		objs = append(objs, service("big", fmt.Sprintf("other-%03d", i), map[string]string{"app": fmt.Sprintf("other-%03d", i)}))
+	}
+	objs = append(objs,
+		service("big", "web", map[string]string{"app": "web"}),
+		service("big", "web-front", map[string]string{"app": "web", "tier": "front"}),
+		service("big", "web-back", map[string]string{"app": "web", "tier": "back"}), // shares app=web, does not match
+		service("big", "typo", map[string]string{"app": "wbe"}),                    // matches no Pod
+		service("small", "web", map[string]string{"app": "web"}),                   // another namespace
+	)
+	_, sink, w := startWatcher(t, Config{}, objs...)
+	eventually(t, "every Service synced", func() bool { return sink.get("big/typo") != nil && sink.get("small/web") != nil && sink.get("big/other-199") != nil })
+	podHandlerWant := func(hit bool, known *Target) bool { return hit || (known != nil && len(known.Pods) == 0) }
+	got := w.selecting("big", []labels.Set{{"app": "web", "tier": "front"}}, podHandlerWant)
+	slices.Sort(got)
+	// other-* select Pods that do not exist: they match no Pod, so they are noPods too.
+	want := []string{"big/typo", "big/web", "big/web-back", "big/web-front"}
+	for i := range 200 {
+		want = append(want, fmt.Sprintf("big/other-%03d", i))
+	}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("re-queued %d Services %v, want %d", len(got), got, len(want))
+	}
+	// Give the others a Pod each: now only the Services the event can change are looked at.
+	w.mu.Lock()
+	for i := range 200 {
+		delete(w.noPods["big"], fmt.Sprintf("big/other-%03d", i))
+	}
+	w.mu.Unlock()
+	got = w.selecting("big", []labels.Set{{"app": "web", "tier": "front"}}, podHandlerWant)
+	slices.Sort(got)
+	if want := []string{"big/typo", "big/web", "big/web-back", "big/web-front"}; !slices.Equal(got, want) {
+		t.Fatalf("re-queued %v, want %v (web-back: no Pods, so the nearest one may change)", got, want)
+	}
+	hits := w.selecting("big", []labels.Set{{"app": "web", "tier": "front"}}, func(hit bool, _ *Target) bool { return hit })
+	slices.Sort(hits)
+	if want := []string{"big/web", "big/web-front"}; !slices.Equal(hits, want) {
+		t.Fatalf("matching Services %v, want %v", hits, want)
+	}
+}
+
+// The per-event cost of a Pod event (which Services to re-queue) in one namespace of 5,000
+// Services, against one of 100: flat with the selector index (before it, every Service of the
+// namespace was listed and matched at every Pod event).
+func BenchmarkPodEventSelecting(b *testing.B) {
+	for _, n := range []int{100, 5000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			objs := []any{pod("ns", "web-0", "198.18.0.9", map[string]string{"app": "web"}, true)}
+			for i := range n {
+				objs = append(objs, service("ns", fmt.Sprintf("s%05d", i), map[string]string{"app": fmt.Sprintf("s%05d", i)}),
+					pod("ns", fmt.Sprintf("s%05d-0", i), "198.18.1.1", map[string]string{"app": fmt.Sprintf("s%05d", i)}, true))
+			}
+			objs = append(objs, service("ns", "web", map[string]string{"app": "web"}))
+			_, sink, w := startWatcher(b, Config{}, objs...)
+			for sink.get("ns/web") == nil || sink.get(fmt.Sprintf("ns/s%05d", n-1)) == nil {
+				time.Sleep(10 * time.Millisecond)
+			}
+			set := []labels.Set{{"app": "web", "pod-template-hash": "abc"}}
+			want := func(hit bool, known *Target) bool { return hit || (known != nil && len(known.Pods) == 0) }
+			b.ResetTimer()
+			for b.Loop() {
+				if got := w.selecting("ns", set, want); len(got) != 1 {
+					b.Fatalf("re-queued %v", got)
+				}
+			}
+		})
 	}
 }
