@@ -227,11 +227,13 @@ func TestPodEventSelectsFromIndex(t *testing.T) {
 		service("big", "web", map[string]string{"app": "web"}),
 		service("big", "web-front", map[string]string{"app": "web", "tier": "front"}),
 		service("big", "web-back", map[string]string{"app": "web", "tier": "back"}), // shares app=web, does not match
-		service("big", "typo", map[string]string{"app": "wbe"}),                    // matches no Pod
-		service("small", "web", map[string]string{"app": "web"}),                   // another namespace
+		service("big", "typo", map[string]string{"app": "wbe"}),                     // matches no Pod
+		service("small", "web", map[string]string{"app": "web"}),                    // another namespace
 	)
 	_, sink, w := startWatcher(t, Config{}, objs...)
-	eventually(t, "every Service synced", func() bool { return sink.get("big/typo") != nil && sink.get("small/web") != nil && sink.get("big/other-199") != nil })
+	eventually(t, "every Service synced", func() bool {
+		return sink.get("big/typo") != nil && sink.get("small/web") != nil && sink.get("big/other-199") != nil
+	})
 	podHandlerWant := func(hit bool, known *Target) bool { return hit || (known != nil && len(known.Pods) == 0) }
 	got := w.selecting("big", []labels.Set{{"app": "web", "tier": "front"}}, podHandlerWant)
 	slices.Sort(got)
