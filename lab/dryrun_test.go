@@ -22,6 +22,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -178,6 +179,8 @@ func applyDryRun(ctx context.Context, cl kubernetes.Interface, m manifest) (runt
 		return cl.CoreV1().ConfigMaps(v.Namespace).Patch(ctx, v.Name, pt, m.json, opts)
 	case *networkingv1.NetworkPolicy:
 		return cl.NetworkingV1().NetworkPolicies(v.Namespace).Patch(ctx, v.Name, pt, m.json, opts)
+	case *policyv1.PodDisruptionBudget:
+		return cl.PolicyV1().PodDisruptionBudgets(v.Namespace).Patch(ctx, v.Name, pt, m.json, opts)
 	}
 	return nil, fmt.Errorf("%s: no dry-run apply for %T", m.what, m.obj)
 }
