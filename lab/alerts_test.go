@@ -320,7 +320,10 @@ func TestAlerts(t *testing.T) {
 			}
 			undone = true
 			fixed := time.Now()
-			waitAlerts(t, cfg, af.name+": resolved", 90*time.Second, func(alerts []promAlert) error {
+			// The per-Service alerts keep firing for 1m after their condition goes
+			// (keep_firing_for: an exporter restart must not resolve them): a minute more than
+			// the verdict's own recovery.
+			waitAlerts(t, cfg, af.name+": resolved", 2*time.Minute, func(alerts []promAlert) error {
 				firing, pending := layerAlerts(alerts)
 				if len(firing)+len(pending) > 0 {
 					return fmt.Errorf("still active: firing %v, pending %v", sortedKeys(firing), sortedKeys(pending))
