@@ -1535,6 +1535,9 @@ func TestHelmImageGlobalPDBDashboards(t *testing.T) {
 		}
 	}
 	pdb := get[*policyv1.PodDisruptionBudget](t, r.objs, "PodDisruptionBudget", "svcprobe")
+	if pdb.Namespace != helmNamespace {
+		t.Errorf("PodDisruptionBudget namespace %q, want the release's %q", pdb.Namespace, helmNamespace)
+	}
 	if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 || !subset(pdb.Spec.Selector.MatchLabels, d.Spec.Template.Labels) ||
 		subset(pdb.Spec.Selector.MatchLabels, get[*appsv1.DaemonSet](t, r.objs, "DaemonSet", "svcprobe-node").Spec.Template.Labels) {
 		t.Errorf("PodDisruptionBudget %+v: want maxUnavailable 1 selecting the central exporter's Pods only", pdb.Spec)
