@@ -356,16 +356,9 @@ func noLayerAlertActive(t *testing.T, cfg *Config, what string) {
 	})
 }
 
-// failedRounds sums svcprobe_probes_total of a Service's stage over the results other than
-// success: its failed rounds so far.
+// failedRounds is svcprobe_stage_failures_total of a Service's stage: its failed rounds so far.
 func failedRounds(m snapshot, ns, svc, stage string) float64 {
-	n := 0.0
-	for _, s := range m {
-		if s.name == "svcprobe_probes_total" && s.labels["namespace"] == ns && s.labels["service"] == svc &&
-			s.labels["stage"] == stage && s.labels["result"] != "success" {
-			n += s.value
-		}
-	}
+	n, _ := m.value("svcprobe_stage_failures_total", "namespace", ns, "service", svc, "stage", stage)
 	return n
 }
 
@@ -552,8 +545,8 @@ func rulesHealthy(ctx context.Context) error {
 // annotation-error and budget metrics only appear with what they count, the native-histogram
 // series only with native histogram ingestion).
 var healthyLabMetrics = map[string]bool{
-	"up": true, "svcprobe_service_verdict": true, "svcprobe_stage_up": true, "svcprobe_stage_duration_seconds": true,
-	"svcprobe_probes_total": true, "svcprobe_endpoints": true, "svcprobe_cluster_dns_up": true,
+	"up": true, "svcprobe_service_verdict": true, "svcprobe_stage_up": true, "svcprobe_stage_runs_total": true,
+	"svcprobe_stage_failures_total": true, "svcprobe_endpoints": true, "svcprobe_cluster_dns_up": true,
 	"svcprobe_probe_duration_seconds_bucket": true, "svcprobe_discovery_synced": true,
 	"svcprobe_discovery_events_total": true, "svcprobe_discovery_watch_errors_total": true,
 	"svcprobe_discovery_last_event_timestamp_seconds": true, "svcprobe_targets": true,

@@ -256,6 +256,14 @@ func (m snapshot) verdicts() (map[string]string, error) {
 }
 
 // value returns the value of the one series of name with the given labels.
+// successes is how many runs of a Service's stage succeeded so far (svcprobe_stage_runs_total
+// less svcprobe_stage_failures_total); ok is false when the Service has no runs of it.
+func (m snapshot) successes(ns, svc, stage string) (float64, bool) {
+	runs, ok := m.value("svcprobe_stage_runs_total", "namespace", ns, "service", svc, "stage", stage)
+	fails, ok2 := m.value("svcprobe_stage_failures_total", "namespace", ns, "service", svc, "stage", stage)
+	return runs - fails, ok && ok2
+}
+
 func (m snapshot) value(name string, kv ...string) (float64, bool) {
 	for _, s := range m {
 		if s.name != name {
@@ -559,7 +567,7 @@ var faultCases = map[string]faultCase{
 			if err := hostnamesReach(ctx, cl, exporterNetns(ctx), true); err != nil {
 				return err
 			}
-			n, _ := m.value("svcprobe_probes_total", "namespace", "default", "service", "hostnames", "stage", "pod", "result", "success")
+			n, _ := m.successes("default", "hostnames", "pod")
 			if first < 0 {
 				first = n
 			}

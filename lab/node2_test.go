@@ -385,7 +385,7 @@ func TestNodeAgents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := av.m[host2].value("svcprobe_probes_total", "namespace", "default", "service", NodePortService, "stage", "nodeport", "result", "success"); n < 1 {
+	if n, _ := av.m[host2].successes("default", NodePortService, "nodeport"); n < 1 {
 		t.Fatalf("host-network agent: no successful nodeport probe of default/%s (%v)", NodePortService, av.m[host2].seriesOf("default", NodePortService))
 	}
 	f := nodeFault(t, "nodeport-from-node2")

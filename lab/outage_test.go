@@ -210,8 +210,8 @@ func probed(keys ...string) func(snapshot, map[string]string) error {
 				return err
 			}
 			ns, name, _ := strings.Cut(k, "/")
-			if _, ok := m.value("svcprobe_probes_total", "namespace", ns, "service", name, "stage", "pod", "result", "success"); !ok {
-				return fmt.Errorf("%s: no svcprobe_probes_total{stage=pod,result=success}", k)
+			if n, ok := m.successes(ns, name, "pod"); !ok || n < 1 {
+				return fmt.Errorf("%s: no successful pod run in svcprobe_stage_runs_total/svcprobe_stage_failures_total", k)
 			}
 		}
 		return nil

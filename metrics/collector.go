@@ -11,7 +11,7 @@ import (
 )
 
 // DefaultSeriesPerService is the default per-Service series budget.
-const DefaultSeriesPerService = 20
+const DefaultSeriesPerService = 30
 
 // Discovery is what the collector reads of discovery.
 type Discovery interface {
@@ -71,6 +71,7 @@ var (
 	descWaitSecs     = prometheus.NewDesc("svcprobe_budget_wait_seconds_total", "Time probes spent waiting for a budget.", []string{"budget"}, nil)
 	descDNSUp        = prometheus.NewDesc("svcprobe_cluster_dns_up", dnsUpHelp, []string{"kind", "server"}, nil)
 	descInconclusive = prometheus.NewDesc("svcprobe_probes_inconclusive_total", "Stage runs that failed on the exporter's own limits, not the Service's: the probe budget ran out before the stage started (budget_exhausted) or no socket could be opened (port_exhausted). They count against no Service: its previous result holds.", []string{"stage", "reason"}, nil)
+	descRefused      = prometheus.NewDesc("svcprobe_probes_refused_total", "Stage runs not made because every address the stage would dial was outside the cluster's ranges and not allowed (the SSRF guard; --probe.allow-external). Not runs of the Service: they are in neither svcprobe_stage_runs_total nor its failures.", []string{"stage"}, nil)
 	descPeriod       = prometheus.NewDesc("svcprobe_scheduler_coverage_period_seconds", "The longest time between two probes of a Service: --probe.interval, or in node mode ceil(Services / --node.sample-size) x --probe.interval.", nil, nil)
 )
 
@@ -110,7 +111,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- prometheus.NewDesc(f.name, f.help, f.labels, nil)
 	}
 	for _, d := range []*prometheus.Desc{descAPIErr, descConcurrency, descSynced, descLastEvent, descEvents, descWatchErr, descTargets,
-		descAnnErrTotal, descLag, descMaxLag, descSkipped, descSettling, descRounds, descPending, descPeriod, descWaits, descWaitSecs, descInconclusive, c.dnsUp} {
+		descAnnErrTotal, descLag, descMaxLag, descSkipped, descSettling, descRounds, descPending, descPeriod, descWaits, descWaitSecs, descInconclusive, descRefused, c.dnsUp} {
 		ch <- d
 	}
 	c.durations.Describe(ch)
@@ -218,7 +219,7 @@ func (c *Collector) collectSelf(ch chan<- prometheus.Metric) {
 	}
 	// Every network stage and exporter-limit reason from the start (0 until it happens), so that
 	// rate() and increase() see the first one.
-	inc := c.store.Inconclusive()
+	inc, refused := c.store.Inconclusive(), c.store.Refused()
 	for _, st := range probe.Stages {
 		if !windowed(st) {
 			continue
@@ -226,6 +227,7 @@ func (c *Collector) collectSelf(ch chan<- prometheus.Metric) {
 		for _, r := range []probe.Reason{probe.ReasonBudget, probe.ReasonPortExhausted} {
 			cnt(descInconclusive, float64(inc[st][r]), string(st), string(r))
 		}
+		cnt(descRefused, float64(refused[st]), string(st))
 	}
 	if c.budget != nil {
 		g(descConcurrency, float64(c.budget.Concurrency()))

@@ -108,22 +108,25 @@ svcprobe_stage_up{namespace="default",service="hostnames",stage="endpoints"} 1
 svcprobe_stage_up{namespace="default",service="hostnames",stage="pod"} 0
 svcprobe_stage_up{namespace="default",service="hostnames",stage="proxy"} 1
 svcprobe_stage_up{namespace="default",service="hostnames",stage="spec"} 1
-# HELP svcprobe_probes_total Stage runs by result (success or the failure reason).
-# TYPE svcprobe_probes_total counter
-svcprobe_probes_total{namespace="default",result="refused",service="hostnames",stage="pod"} 2
-svcprobe_probes_total{namespace="default",result="success",service="hostnames",stage="dns"} 1
-svcprobe_probes_total{namespace="default",result="success",service="hostnames",stage="endpoints"} 1
-svcprobe_probes_total{namespace="default",result="success",service="hostnames",stage="pod"} 1
-svcprobe_probes_total{namespace="default",result="success",service="hostnames",stage="proxy"} 1
-svcprobe_probes_total{namespace="default",result="success",service="hostnames",stage="spec"} 1
+# HELP svcprobe_stage_runs_total Conclusive runs of the stage for this Service (not skipped, not cut short by the exporter's own limits), from its first run on.
+# TYPE svcprobe_stage_runs_total counter
+svcprobe_stage_runs_total{namespace="default",service="hostnames",stage="dns"} 1
+svcprobe_stage_runs_total{namespace="default",service="hostnames",stage="endpoints"} 1
+svcprobe_stage_runs_total{namespace="default",service="hostnames",stage="pod"} 3
+svcprobe_stage_runs_total{namespace="default",service="hostnames",stage="proxy"} 1
+svcprobe_stage_runs_total{namespace="default",service="hostnames",stage="spec"} 1
+# HELP svcprobe_stage_failures_total Runs of the stage that failed, from the stage's first run on (0 until the first failure); the reason is on svcprobe_service_verdict and the status page.
+# TYPE svcprobe_stage_failures_total counter
+svcprobe_stage_failures_total{namespace="default",service="hostnames",stage="dns"} 0
+svcprobe_stage_failures_total{namespace="default",service="hostnames",stage="endpoints"} 0
+svcprobe_stage_failures_total{namespace="default",service="hostnames",stage="pod"} 2
+svcprobe_stage_failures_total{namespace="default",service="hostnames",stage="proxy"} 0
+svcprobe_stage_failures_total{namespace="default",service="hostnames",stage="spec"} 0
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "svcprobe_endpoints", "svcprobe_service_verdict", "svcprobe_stage_up", "svcprobe_probes_total"); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "svcprobe_endpoints", "svcprobe_service_verdict", "svcprobe_stage_up", "svcprobe_stage_runs_total", "svcprobe_stage_failures_total"); err != nil {
 		t.Fatal(err)
 	}
-	// Durations of network stages only; the histogram by stage.
-	if n := gatherCount(t, reg, "svcprobe_stage_duration_seconds"); n != 3 {
-		t.Fatalf("stage duration series %d, want 3 (dns, pod, proxy)", n)
-	}
+	// Durations go to the histogram by stage (no per-Service duration series).
 	mfs, _ := reg.Gather()
 	for _, mf := range mfs {
 		if mf.GetName() == "svcprobe_probe_duration_seconds" {
@@ -182,30 +185,69 @@ func labelValue(m *dto.Metric, name string) string {
 	return ""
 }
 
-// However many reasons a Service accumulates, it never has more series than the budget.
-func TestSeriesBudgetPerService(t *testing.T) {
+// However many reasons a Service fails with, its series are the fixed set (verdict; per stage up,
+// runs, failures and, while failing, the failing share; endpoint counts; annotation errors): they
+// do not grow with the reasons, none is cut, and the counters are exact. A healthy ClusterIP
+// Service has 20. Only the per-endpoint series are cut to the budget.
+func TestSeriesPerServiceBoundedAndCountersExact(t *testing.T) {
 	store, _, reg, _ := setup(t, CollectorConfig{})
 	tg := target("default", "flappy")
 	tg.AnnotationErrors = []error{fmt.Errorf("bad")}
 	store.Record(tg, healthy())
+	stages := []probe.Stage{probe.StageDNS, probe.StagePod, probe.StageProxy}
+	failures := 0
 	for _, r := range probe.Reasons {
-		if r == probe.ReasonSuccess || r == probe.ReasonNotProbed {
+		if r == probe.ReasonSuccess || r == probe.ReasonNotProbed || r == probe.ReasonBudget || r == probe.ReasonPortExhausted {
 			continue
 		}
-		for _, s := range []probe.Stage{probe.StageDNS, probe.StagePod, probe.StageProxy} {
+		for _, s := range stages {
 			store.Record(tg, []probe.Result{fail(s, r)})
 		}
+		failures++
 	}
-	if n := countSeriesOf(t, reg, "flappy"); n > DefaultSeriesPerService {
-		t.Fatalf("%d series for one Service, budget %d", n, DefaultSeriesPerService)
+	// verdict 1 + up 5 + runs 5 + failures 5 + failing share 3 + endpoints 4 + annotation errors 1
+	if n := countSeriesOf(t, reg, "flappy"); n != 24 {
+		t.Fatalf("%d series for a Service failing three stages with %d reasons each, want 24", n, failures)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.Metric {
+			if labelValue(m, "service") == "flappy" && strings.HasPrefix(mf.GetName(), "svcprobe_stage_") && m.Counter != nil {
+				got[mf.GetName()+"/"+labelValue(m, "stage")] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	for _, s := range stages {
+		if r, f := got["svcprobe_stage_runs_total/"+string(s)], got["svcprobe_stage_failures_total/"+string(s)]; r != float64(failures+1) || f != float64(failures) {
+			t.Errorf("%s: runs %v failures %v, want %d and %d", s, r, f, failures+1, failures)
+		}
+	}
+	if r, f := got["svcprobe_stage_runs_total/spec"], got["svcprobe_stage_failures_total/spec"]; r != 1 || f != 0 {
+		t.Errorf("spec: runs %v failures %v, want 1 and 0", r, f)
+	}
+	if v := testutil.ToFloat64(gatherOne(t, reg, "svcprobe_series_budget_exceeded_services")); v != 0 {
+		t.Fatalf("budget exceeded gauge %v without per-endpoint series", v)
+	}
+	store.Record(target("default", "calm"), healthy())
+	if n := countSeriesOf(t, reg, "calm"); n != 20 {
+		t.Fatalf("healthy ClusterIP Service has %d series, want 20 (the README's figure)", n)
+	}
+}
+
+// The per-endpoint series fill what the budget leaves; a Service whose per-endpoint series were
+// cut is counted.
+func TestPerEndpointSeriesCutToBudget(t *testing.T) {
+	store, _, reg, _ := setup(t, CollectorConfig{PerEndpoint: true, PerEndpointLimit: 10, SeriesPerService: 21})
+	store.Record(target("default", "hostnames"), healthy())
+	if n := gatherCount(t, reg, "svcprobe_endpoint_up"); n != 1 {
+		t.Fatalf("%d per-endpoint series with room for 1 (20 fixed, budget 21)", n)
 	}
 	if v := testutil.ToFloat64(gatherOne(t, reg, "svcprobe_series_budget_exceeded_services")); v != 1 {
-		t.Fatalf("budget exceeded gauge %v", v)
-	}
-	// A healthy Service fits comfortably.
-	store.Record(target("default", "calm"), healthy())
-	if n := countSeriesOf(t, reg, "calm"); n > 18 {
-		t.Fatalf("healthy Service has %d series", n)
+		t.Fatalf("budget exceeded gauge %v, want 1", v)
 	}
 }
 
@@ -331,7 +373,8 @@ func gatherCount(t *testing.T, g prometheus.Gatherer, name string) int {
 	return 0
 }
 
-// A stage the SSRF guard refused entirely is skipped (no stage_up, no blame) but counted.
+// A stage the SSRF guard refused entirely is skipped (no stage_up, no run, no blame) but counted
+// exporter-wide.
 func TestExternalNotAllowedCounted(t *testing.T) {
 	store, _, g, _ := setup(t, CollectorConfig{})
 	tg := target("default", "outside")
@@ -345,8 +388,11 @@ func TestExternalNotAllowedCounted(t *testing.T) {
 	found := false
 	for _, mf := range mfs {
 		for _, m := range mf.Metric {
-			if mf.GetName() == "svcprobe_probes_total" && labelValue(m, "result") == "external_not_allowed" && labelValue(m, "stage") == "proxy" {
+			if mf.GetName() == "svcprobe_probes_refused_total" && labelValue(m, "stage") == "proxy" {
 				found = m.GetCounter().GetValue() == 1
+			}
+			if (mf.GetName() == "svcprobe_stage_runs_total" || mf.GetName() == "svcprobe_stage_failures_total") && labelValue(m, "stage") == "proxy" {
+				t.Errorf("a refused stage counts as a run: %s", mf.GetName())
 			}
 			if mf.GetName() == "svcprobe_stage_up" && labelValue(m, "stage") == "proxy" {
 				t.Error("a refused stage has a stage_up series")
@@ -357,7 +403,7 @@ func TestExternalNotAllowedCounted(t *testing.T) {
 		}
 	}
 	if !found {
-		t.Fatal("svcprobe_probes_total{stage=proxy,result=external_not_allowed} is not 1")
+		t.Fatal("svcprobe_probes_refused_total{stage=proxy} is not 1")
 	}
 }
 

@@ -31,7 +31,7 @@ func busyStore(t *testing.T) (*Store, *Collector, *prometheus.Registry) {
 // busyStoreOn is busyStore for a node agent on node (central mode when "").
 func busyStoreOn(t *testing.T, node string) (*Store, *Collector, *prometheus.Registry) {
 	t.Helper()
-	cfg := CollectorConfig{PerEndpoint: true, PerEndpointLimit: 5, Expected: []Expected{{"default", "gone"}}, Node: node}
+	cfg := CollectorConfig{PerEndpoint: true, PerEndpointLimit: 5, SeriesPerService: 22, Expected: []Expected{{"default", "gone"}}, Node: node}
 	store, c, _, _ := setup(t, cfg)
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
@@ -188,7 +188,7 @@ func TestHandlerFormats(t *testing.T) {
 	_, c, reg := busyStore(t)
 	srv := httptest.NewServer(Handler(reg, c.ServiceFamilies(), slog.New(slog.DiscardHandler)))
 	defer srv.Close()
-	wantFams := []string{"svcprobe_service_verdict", "svcprobe_probes_total", "svcprobe_endpoint_up", "svcprobe_cluster_dns_up",
+	wantFams := []string{"svcprobe_service_verdict", "svcprobe_stage_runs_total", "svcprobe_stage_failures_total", "svcprobe_endpoint_up", "svcprobe_cluster_dns_up",
 		"svcprobe_series_budget_exceeded_services", "svcprobe_probe_duration_seconds", "svcprobe_discovery_synced"}
 
 	// Text 0.0.4, the format promtool and curl get.
@@ -206,10 +206,11 @@ func TestHandlerFormats(t *testing.T) {
 			t.Errorf("text: %s missing", n)
 		}
 	}
-	// svc-05 (every reason), and every third Service (svc-00, svc-03, ... svc-27: two current
-	// failures fill the 20 series, and their two svcprobe_stage_failure_ratio series do not fit).
-	if v := fams["svcprobe_series_budget_exceeded_services"].GetMetric()[0].GetGauge().GetValue(); v != 11 {
-		t.Errorf("budget exceeded %v, want 11", v)
+	// The budget (22) holds a healthy Service's 20 fixed series and its two per-endpoint ones.
+	// Cut: every third Service (svc-00, svc-03, ... svc-27: two failing shares), svc-05 (two
+	// failing shares) and svc-07, svc-14, svc-28 (an annotation error count).
+	if v := fams["svcprobe_series_budget_exceeded_services"].GetMetric()[0].GetGauge().GetValue(); v != 14 {
+		t.Errorf("budget exceeded %v, want 14", v)
 	}
 
 	// OpenMetrics, gzip: what Prometheus asks for.
@@ -242,8 +243,8 @@ func TestHandlerFormats(t *testing.T) {
 			t.Errorf("OpenMetrics family %s declared %d times", n, k)
 		}
 	}
-	if types["svcprobe_probes"] != 1 || !bytes.Contains(om, []byte(`svcprobe_probes_total{namespace="ns-00"`)) {
-		t.Error("OpenMetrics counter family svcprobe_probes(_total) missing")
+	if types["svcprobe_stage_runs"] != 1 || !bytes.Contains(om, []byte(`svcprobe_stage_runs_total{namespace="ns-00"`)) {
+		t.Error("OpenMetrics counter family svcprobe_stage_runs(_total) missing")
 	}
 
 	// Protobuf, for native histograms.

@@ -3,7 +3,6 @@ package metrics
 import (
 	"io"
 	"slices"
-	"sort"
 	"strconv"
 	"sync"
 
@@ -34,9 +33,9 @@ type famID uint8
 const (
 	famVerdict famID = iota
 	famStageUp
-	famStageDur
+	famRuns
+	famFailures
 	famFailureRatio
-	famProbes
 	famEndpoints
 	famAnnErr
 	famEndpointUp
@@ -49,19 +48,19 @@ var families = [numFams]family{
 		dto.MetricType_GAUGE, []string{"layer", "namespace", "reason", "service"}},
 	famStageUp: {"svcprobe_stage_up", "Whether the stage passed at its last run (1) or failed (0). Stages that do not apply have no series.",
 		dto.MetricType_GAUGE, []string{"namespace", "service", "stage"}},
-	famStageDur: {"svcprobe_stage_duration_seconds", "How long the last run of a network stage (dns, pod, proxy, hairpin) took.",
-		dto.MetricType_GAUGE, []string{"namespace", "service", "stage"}},
+	famRuns: {"svcprobe_stage_runs_total", "Conclusive runs of the stage for this Service (not skipped, not cut short by the exporter's own limits), from its first run on.",
+		dto.MetricType_COUNTER, []string{"namespace", "service", "stage"}},
+	famFailures: {"svcprobe_stage_failures_total", "Runs of the stage that failed, from the stage's first run on (0 until the first failure); the reason is on svcprobe_service_verdict and the status page.",
+		dto.MetricType_COUNTER, []string{"namespace", "service", "stage"}},
 	famFailureRatio: {"svcprobe_stage_failure_ratio", "Failing share of a network stage's attempts (checks, connections) over its window of recent rounds (--verdict.window); only when above 0.",
 		dto.MetricType_GAUGE, []string{"namespace", "service", "stage"}},
-	famProbes: {"svcprobe_probes_total", "Stage runs by result (success or the failure reason).",
-		dto.MetricType_COUNTER, []string{"namespace", "result", "service", "stage"}},
 	famEndpoints: {"svcprobe_endpoints", "Endpoints by state; unreachable counts ready endpoints that failed the pod stage (a subset of ready).",
 		dto.MetricType_GAUGE, []string{"namespace", "service", "state"}},
 	famAnnErr: {"svcprobe_service_annotation_errors", "Malformed svcprobe.io/ annotations on this Service (probed with defaults for them).",
 		dto.MetricType_GAUGE, []string{"namespace", "service"}},
 	famEndpointUp: {"svcprobe_endpoint_up", "Whether one endpoint answered the pod stage (only with --metrics.per-endpoint, capped per Service).",
 		dto.MetricType_GAUGE, []string{"address", "namespace", "pod", "service"}},
-	famOverBudget: {"svcprobe_series_budget_exceeded_services", "Services whose series were cut to the per-Service budget at this scrape.",
+	famOverBudget: {"svcprobe_series_budget_exceeded_services", "Services whose per-endpoint series (--metrics.per-endpoint) were cut to the per-Service budget at this scrape.",
 		dto.MetricType_GAUGE, nil},
 }
 
@@ -181,13 +180,11 @@ func (f *ServiceFamilies) build(s *series) {
 	s[famOverBudget] = append(s[famOverBudget], sample{v: float64(over)})
 }
 
-type counter struct {
-	stage  probe.Stage
-	reason probe.Reason
-	n      uint64
-}
-
-// buildService adds one Service's series within the budget; it reports whether it had to cut.
+// buildService adds one Service's series; it reports whether it had to cut. The series every
+// Service has are bounded by construction (one verdict; per stage that ran, up, runs and failures,
+// and the failing share while its window holds a failure; four endpoint states; one annotation
+// error count) and never cut, so that counters are exact and verdicts complete. Only the optional
+// per-endpoint series fill what is left of the budget (--metrics.max-series-per-service).
 func (f *ServiceFamilies) buildService(s *series, st *ServiceStatus) bool {
 	t := st.Target
 	ns, name := f.lv(t.Namespace), f.lv(t.Name)
@@ -198,16 +195,28 @@ func (f *ServiceFamilies) buildService(s *series, st *ServiceStatus) bool {
 	}
 	add(famVerdict, 1, string(st.Verdict), string(st.Reason))
 	for _, stage := range probe.Stages {
-		r, ok := st.Results[stage]
-		if !ok || r.Outcome == probe.Skipped {
-			continue
-		}
-		add(famStageUp, boolf(r.Outcome == probe.OK), string(stage))
-		if stage != probe.StageSpec && stage != probe.StageEndpoints {
-			add(famStageDur, r.Duration.Seconds(), string(stage))
+		if r, ok := st.Results[stage]; ok && r.Outcome != probe.Skipped {
+			add(famStageUp, boolf(r.Outcome == probe.OK), string(stage))
 		}
 	}
-
+	// Runs and failures from a stage's first run on, both, so that rate() sees the first failure
+	// and a ratio has its denominator; they stay while the Service exists, even when the stage no
+	// longer applies (a counter that vanished and came back would read as a reset).
+	for _, stage := range probe.Stages {
+		if c, ok := st.Counts[stage]; ok {
+			add(famRuns, float64(c.Runs), string(stage))
+			add(famFailures, float64(c.Failures), string(stage))
+		}
+	}
+	// The failing share only where the window holds a failure: a healthy Service spends no
+	// series on it, a failing one shows how much fails (a VIP failing 1 connection in 3: ~0.33).
+	for _, stage := range probe.Stages {
+		if w, ok := st.Windows[stage]; ok && w.Failing > 0 {
+			if r, ran := st.Results[stage]; ran && r.Outcome != probe.Skipped {
+				add(famFailureRatio, w.FailureRatio(), string(stage))
+			}
+		}
+	}
 	if t.Kind != discovery.KindExternalName {
 		counts := t.Counts()
 		unreachable := 0
@@ -222,79 +231,15 @@ func (f *ServiceFamilies) buildService(s *series, st *ServiceStatus) bool {
 	if k := len(t.AnnotationErrors); k > 0 {
 		add(famAnnErr, float64(k))
 	}
-	// Counters fill what is left of the budget: successes first (one per stage), then the reasons
-	// stages fail with now, then older failure reasons by how often they happened.
-	counters := make([]counter, 0, 8)
-	for stage, byReason := range st.Counters {
-		for reason, k := range byReason {
-			counters = append(counters, counter{stage, reason, k})
-		}
-	}
-	current := func(k counter) bool {
-		r, ok := st.Results[k.stage]
-		return ok && r.Reason == k.reason
-	}
-	sort.Slice(counters, func(i, j int) bool {
-		a, b := counters[i], counters[j]
-		if (a.reason == probe.ReasonSuccess) != (b.reason == probe.ReasonSuccess) {
-			return a.reason == probe.ReasonSuccess
-		}
-		if current(a) != current(b) {
-			return current(a) // why it fails now is never cut
-		}
-		if a.n != b.n {
-			return a.n > b.n
-		}
-		if a.stage != b.stage {
-			return slices.Index(probe.Stages, a.stage) < slices.Index(probe.Stages, b.stage)
-		}
-		return a.reason < b.reason
-	})
-	// The failing share only where the window holds a failure: a healthy Service spends no
-	// series on it, a failing one shows how much fails (a VIP failing 1 connection in 3: ~0.33).
-	// Within the budget it comes after the success and current-failure counters, before older
-	// failure reasons.
-	var ratios []probe.Stage
-	for _, stage := range probe.Stages {
-		if w, ok := st.Windows[stage]; ok && w.Failing > 0 {
-			if r, ran := st.Results[stage]; ran && r.Outcome != probe.Skipped {
-				ratios = append(ratios, stage)
-			}
-		}
-	}
-	lead := 0 // success and current-failure counters
-	for lead < len(counters) && (counters[lead].reason == probe.ReasonSuccess || current(counters[lead])) {
-		lead++
-	}
 	cut := false
-	for i, k := range counters {
-		if i == lead {
-			for _, stage := range ratios {
-				if n >= f.cfg.SeriesPerService {
-					cut = true
-					break
-				}
-				add(famFailureRatio, st.Windows[stage].FailureRatio(), string(stage))
-			}
-			ratios = nil
-		}
-		if n >= f.cfg.SeriesPerService {
-			cut = true
-			break
-		}
-		add(famProbes, float64(k.n), string(k.reason), string(k.stage))
-	}
-	for _, stage := range ratios { // every counter was lead
-		if n >= f.cfg.SeriesPerService {
-			cut = true
-			break
-		}
-		add(famFailureRatio, st.Windows[stage].FailureRatio(), string(stage))
-	}
 	if f.cfg.PerEndpoint {
 		if r, ok := st.Results[probe.StagePod]; ok {
 			for i, ep := range endpointResults(r) {
 				if i >= f.cfg.PerEndpointLimit {
+					break
+				}
+				if n >= f.cfg.SeriesPerService {
+					cut = true
 					break
 				}
 				add(famEndpointUp, boolf(ep.up), ep.addr, f.lv(ep.pod))

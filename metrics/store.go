@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -22,6 +23,9 @@ type Store struct {
 	// inconclusive counts, exporter-wide, the stage runs that failed on the exporter's own limits
 	// (ExporterLimited), by stage and reason.
 	inconclusive map[stageResult]uint64
+	// refused counts, exporter-wide, the stage runs the SSRF guard refused whole (every address
+	// outside the cluster and not allowed), by stage.
+	refused map[probe.Stage]uint64
 	// byName finds a Service's UID by namespace/name (Lookup).
 	byName map[string]types.UID
 	// tally is the cross-Service evidence (what every Service's VIP did at its latest probe),
@@ -40,17 +44,23 @@ type VerdictChange struct {
 	Reason probe.Reason
 }
 
+// StageCount is how often a stage ran for a Service, conclusively (not skipped, not limited by
+// the exporter: ExporterLimited), and how many of those runs failed.
+type StageCount struct {
+	Runs, Failures uint64
+}
+
 type stageResult struct {
 	stage  probe.Stage
 	reason probe.Reason
 }
 
 type serviceState struct {
-	target   *discovery.Target
-	results  map[probe.Stage]probe.Result
-	counters map[stageResult]uint64
-	last     time.Time // last network probe
-	windows  map[probe.Stage]*window
+	target  *discovery.Target
+	results map[probe.Stage]probe.Result
+	counts  map[probe.Stage]StageCount
+	last    time.Time // last network probe
+	windows map[probe.Stage]*window
 	// inconclusive is each stage's latest run that failed on the exporter's own limits, since
 	// its last conclusive one (ExporterLimited).
 	inconclusive map[probe.Stage]probe.Result
@@ -74,7 +84,7 @@ func ExporterLimited(r probe.Result) bool {
 // NewStore returns an empty store whose network stages keep DefaultWindow rounds.
 func NewStore() *Store {
 	return &Store{services: map[types.UID]*serviceState{}, window: DefaultWindow, inconclusive: map[stageResult]uint64{},
-		byName: map[string]types.UID{}}
+		refused: map[probe.Stage]uint64{}, byName: map[string]types.UID{}}
 }
 
 // SetWindow sets how many rounds each network stage's window keeps (at least 2). Call it before
@@ -95,7 +105,7 @@ func (s *Store) Record(t *discovery.Target, results []probe.Result) {
 	defer s.mu.Unlock()
 	st, ok := s.services[t.UID]
 	if !ok {
-		st = &serviceState{results: map[probe.Stage]probe.Result{}, counters: map[stageResult]uint64{},
+		st = &serviceState{results: map[probe.Stage]probe.Result{}, counts: map[probe.Stage]StageCount{},
 			windows: map[probe.Stage]*window{}}
 		s.services[t.UID] = st
 	}
@@ -145,14 +155,20 @@ func (s *Store) Record(t *discovery.Target, results []probe.Result) {
 		}
 		if r.Outcome == probe.Skipped {
 			// A stage skipped because every address it would dial is outside the cluster and not
-			// allowed (the SSRF guard) is counted, so the refusal shows on /metrics and not only on
-			// the status page; other skips (nothing to probe) are not runs.
+			// allowed (the SSRF guard) is counted exporter-wide (svcprobe_probes_refused_total), so
+			// the refusal shows on /metrics and not only on the status page. Neither it nor other
+			// skips (nothing to probe) are runs.
 			if r.Reason == probe.ReasonExternalNotAllowed {
-				st.counters[stageResult{r.Stage, r.Reason}]++
+				s.refused[r.Stage]++
 			}
 			continue
 		}
-		st.counters[stageResult{r.Stage, r.Reason}]++
+		c := st.counts[r.Stage]
+		c.Runs++
+		if r.Outcome == probe.Failed {
+			c.Failures++
+		}
+		st.counts[r.Stage] = c
 		if r.Stage != probe.StageSpec && r.Stage != probe.StageEndpoints && r.At.After(st.last) {
 			st.last = r.At
 		}
@@ -232,9 +248,11 @@ func (s *Store) RecordClusterDNS(r probe.ClusterDNSResult) {
 
 // ServiceStatus is a consistent copy of one Service's state, for collectors and the status page.
 type ServiceStatus struct {
-	Target   *discovery.Target
-	Results  map[probe.Stage]probe.Result
-	Counters map[probe.Stage]map[probe.Reason]uint64
+	Target  *discovery.Target
+	Results map[probe.Stage]probe.Result
+	// Counts are the stage's conclusive runs and failures since the Service's first probe
+	// (svcprobe_stage_runs_total, svcprobe_stage_failures_total).
+	Counts map[probe.Stage]StageCount
 	// Windows are the network stages' windows of recent rounds (their state and failing share).
 	Windows   map[probe.Stage]Window
 	Verdict   Layer
@@ -294,7 +312,7 @@ func (s *Store) clusterCopy() *probe.ClusterDNSResult {
 // weighs.
 func (s *Store) status(st *serviceState) ServiceStatus {
 	ss := ServiceStatus{Target: st.target, Results: make(map[probe.Stage]probe.Result, len(st.results)),
-		Counters: map[probe.Stage]map[probe.Reason]uint64{}, LastProbe: st.last,
+		Counts: make(map[probe.Stage]StageCount, len(st.counts)), LastProbe: st.last,
 		Windows: make(map[probe.Stage]Window, len(st.windows))}
 	for k, w := range st.windows {
 		ss.Windows[k] = w.snapshot()
@@ -308,11 +326,8 @@ func (s *Store) status(st *serviceState) ServiceStatus {
 			ss.Inconclusive[k] = v
 		}
 	}
-	for k, v := range st.counters {
-		if ss.Counters[k.stage] == nil {
-			ss.Counters[k.stage] = map[probe.Reason]uint64{}
-		}
-		ss.Counters[k.stage][k.reason] = v
+	for k, v := range st.counts {
+		ss.Counts[k] = v
 	}
 	ss.Verdict, ss.Reason = Decide(s.evidence(st, ss.Results, ss.Windows))
 	if n := len(st.changes); n > 0 {
@@ -322,6 +337,14 @@ func (s *Store) status(st *serviceState) ServiceStatus {
 		}
 	}
 	return ss
+}
+
+// Refused returns, by stage, how many stage runs the SSRF guard refused whole since start (every
+// address the stage would dial was outside the cluster and not allowed).
+func (s *Store) Refused() map[probe.Stage]uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return maps.Clone(s.refused)
 }
 
 // Inconclusive returns, by stage and reason, how many stage runs failed on the exporter's own

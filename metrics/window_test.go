@@ -362,8 +362,8 @@ func TestStoreIdleCountsNoRun(t *testing.T) {
 		t.Fatalf("verdict %s/%s, want idle/scaled_to_zero (intended)", layer, reason)
 	}
 	for _, st := range []probe.Stage{probe.StageSpec, probe.StageEndpoints} {
-		if c := ss.Counters[st]; len(c) != 0 {
-			t.Errorf("%s counted %v while idle, want no run", st, c)
+		if c, ok := ss.Counts[st]; ok {
+			t.Errorf("%s counted %+v while idle, want no run", st, c)
 		}
 	}
 	if LayerSpec.Intended() || LayerOK.Intended() {
@@ -392,9 +392,10 @@ func TestStoreExporterLimitsBlameNoService(t *testing.T) {
 	if w := ss.Windows[probe.StageProxy]; w.FailedRounds != 0 {
 		t.Errorf("proxy window %+v: the exporter's limits entered it", w)
 	}
-	for st, byReason := range ss.Counters {
-		if byReason[probe.ReasonBudget] != 0 || byReason[probe.ReasonPortExhausted] != 0 {
-			t.Errorf("%s counters %v: the exporter's limits counted against the Service", st, byReason)
+	// healthy() counted one run of each stage; the limited rounds added none.
+	for st, c := range ss.Counts {
+		if c.Runs != 1 || c.Failures != 0 {
+			t.Errorf("%s counts %+v: the exporter's limits counted against the Service (want 1 run, 0 failures)", st, c)
 		}
 	}
 	inc := s.Inconclusive()
@@ -407,6 +408,9 @@ func TestStoreExporterLimitsBlameNoService(t *testing.T) {
 	layer, _, ss = verdictOf(t, s, "hostnames")
 	if layer != LayerProxy {
 		t.Fatalf("two real proxy failures: verdict %s, want proxy", layer)
+	}
+	if c := ss.Counts[probe.StageProxy]; c != (StageCount{Runs: 3, Failures: 2}) {
+		t.Errorf("proxy counts %+v after one success and two real failures, want 3 runs, 2 failures", c)
 	}
 	if _, ok := ss.Inconclusive[probe.StageProxy]; ok {
 		t.Error("the proxy stage is still marked inconclusive after a conclusive run")

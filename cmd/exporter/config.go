@@ -118,7 +118,7 @@ func registerFlags(app *kingpin.Application) *config {
 	app.Flag("cluster.cidr", "A Pod or Service range of the cluster, CIDR (repeatable). Addresses in it may be probed; so may every ClusterIP and Pod IP the informers know.").StringsVar(&c.ClusterCIDRFlags)
 	app.Flag("probe.allow-external", "A range outside the cluster that ExternalName Services, their DNS answers and hand-written endpoints may lead the probes to, CIDR (repeatable). Anything else outside the cluster is never dialed.").StringsVar(&c.AllowExternalFlags)
 	app.Flag("expect", "A Service that must exist, namespace/name (repeatable); missing ones get the verdict missing.").StringsVar(&c.ExpectFlags)
-	app.Flag("metrics.max-series-per-service", "Series budget per Service; svcprobe_probes_total is cut to fit.").Default("20").IntVar(&c.SeriesPerService)
+	app.Flag("metrics.max-series-per-service", "Series budget per Service: the per-endpoint series (--metrics.per-endpoint) are cut to fit; the series every Service has (at most 32: verdict, per stage up, runs, failures and failing share, endpoint counts) are never cut.").Default("30").IntVar(&c.SeriesPerService)
 	app.Flag("metrics.per-endpoint", "Also export svcprobe_endpoint_up per endpoint.").BoolVar(&c.PerEndpoint)
 	app.Flag("metrics.per-endpoint-limit", "At most this many svcprobe_endpoint_up series per Service.").Default("10").IntVar(&c.PerEndpointLimit)
 	// kingpin's own parse errors ("time: invalid duration \"banana\"") do not say which flag.
@@ -255,7 +255,7 @@ func (c *config) load() error {
 	case c.Window < 2 || c.Window > 64:
 		return fmt.Errorf("--verdict.window must be between 2 and 64 rounds, got %d", c.Window)
 	case c.SeriesPerService < 8:
-		return fmt.Errorf("--metrics.max-series-per-service must be at least 8 (verdict, stages and endpoint counts), got %d", c.SeriesPerService)
+		return fmt.Errorf("--metrics.max-series-per-service must be at least 8, got %d", c.SeriesPerService)
 	case c.PerEndpointLimit < 0:
 		return fmt.Errorf("--metrics.per-endpoint-limit must not be negative, got %d", c.PerEndpointLimit)
 	case c.nodeMode() && c.SampleSize < 1:
