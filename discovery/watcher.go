@@ -176,8 +176,16 @@ type Watcher struct {
 	dnsEps    []Endpoint
 	isSynced  atomic.Bool
 	lastEvent atomic.Int64 // unix nanos
-	stats     Stats
+	// informers are every informer Run starts; lastProgress is when one of them last moved:
+	// an event, or a new resourceVersion (the API server's watch bookmarks carry the cluster's
+	// current one about every minute, so a live watch moves even when nothing it watches changes).
+	informers    []cache.SharedIndexInformer
+	lastProgress atomic.Int64 // unix nanos
+	stats        Stats
 }
+
+// progressEvery is how often Run reads the informers' resourceVersions.
+var progressEvery = 10 * time.Second
 
 // Stats are discovery's self-metrics.
 type Stats struct {
@@ -237,6 +245,7 @@ func NewWatcher(client kubernetes.Interface, cfg Config, sink Sink, log *slog.Lo
 				return nil, err
 			}
 			w.synced = append(w.synced, inf.HasSynced)
+			w.informers = append(w.informers, inf)
 		}
 		if _, err := svcInf.Informer().AddEventHandler(w.handler(w.serviceKeys)); err != nil {
 			return nil, err
@@ -288,6 +297,7 @@ func NewWatcher(client kubernetes.Interface, cfg Config, sink Sink, log *slog.Lo
 			return nil, err
 		}
 		w.synced = append(w.synced, inf.HasSynced)
+		w.informers = append(w.informers, inf)
 		w.dnsSlices = inf.GetIndexer()
 		w.factories = append(w.factories, f)
 	}
@@ -308,6 +318,7 @@ func (w *Watcher) addTrimmedInformer(resource string, inf cache.SharedIndexInfor
 		return err
 	}
 	w.synced = append(w.synced, inf.HasSynced)
+	w.informers = append(w.informers, inf)
 	return nil
 }
 
@@ -372,7 +383,33 @@ func (w *Watcher) handler(keys func(any) []string) cache.ResourceEventHandler {
 
 func (w *Watcher) touched() {
 	w.stats.Events.Add(1)
-	w.lastEvent.Store(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	w.lastEvent.Store(now)
+	w.lastProgress.Store(now)
+}
+
+// watchProgress notes, every progressEvery until ctx ends, whether any informer's last synced
+// resourceVersion moved since the last look.
+func (w *Watcher) watchProgress(ctx context.Context) {
+	seen := make([]string, len(w.informers))
+	t := time.NewTicker(progressEvery)
+	defer t.Stop()
+	for {
+		moved := false
+		for i, inf := range w.informers {
+			if rv := inf.LastSyncResourceVersion(); rv != seen[i] {
+				seen[i], moved = rv, true
+			}
+		}
+		if moved {
+			w.lastProgress.Store(time.Now().UnixNano())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (w *Watcher) serviceKeys(obj any) []string {
@@ -565,9 +602,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	w.isSynced.Store(true)
 	w.log.Info("discovery synced", "namespaces", w.cfg.Namespaces, "shard", w.cfg.Shard, "total_shards", w.cfg.TotalShards)
+	progressDone := make(chan struct{})
+	go func() { defer close(progressDone); w.watchProgress(ctx) }()
 	<-ctx.Done()
 	w.queue.ShutDown()
 	<-done
+	<-progressDone
 	return nil
 }
 
@@ -757,6 +797,17 @@ func (w *Watcher) Synced() bool { return w.isSynced.Load() }
 // LastEvent is when the last informer event arrived (zero before any).
 func (w *Watcher) LastEvent() time.Time {
 	n := w.lastEvent.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// LastProgress is when discovery last saw its watches move (an event, or a new resourceVersion,
+// which the API server's bookmarks bring about every minute on a live watch); zero before sync.
+// Long ago while the API server answers: the watches are stuck and the targets stale.
+func (w *Watcher) LastProgress() time.Time {
+	n := w.lastProgress.Load()
 	if n == 0 {
 		return time.Time{}
 	}

@@ -662,7 +662,7 @@ func evalDashboards(t *testing.T, ctx context.Context, queries map[string][]stri
 			n++
 			mustHaveData := !healthyEmpty.MatchString(expr) || strings.Contains(expr, "vector(0)")
 			for _, ref := range metricRef.FindAllString(expr, -1) {
-				if !healthyLabMetrics[ref] && !strings.HasPrefix(ref, "cluster_stage:") && !strings.Contains(expr, "vector(0)") {
+				if !healthyLabMetrics[ref] && !strings.HasPrefix(ref, "cluster_stage:") && !strings.HasPrefix(ref, "cluster_slo:") && !strings.Contains(expr, "vector(0)") {
 					mustHaveData = false
 				}
 			}

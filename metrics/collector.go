@@ -17,6 +17,7 @@ const DefaultSeriesPerService = 30
 type Discovery interface {
 	Synced() bool
 	LastEvent() time.Time
+	LastProgress() time.Time
 	Stats() *discovery.Stats
 	Targets() int
 	Exists(namespace, name string) (exists, known bool)
@@ -55,6 +56,7 @@ type Collector struct {
 var (
 	descSynced       = prometheus.NewDesc("svcprobe_discovery_synced", "Whether the informer caches have synced.", nil, nil)
 	descLastEvent    = prometheus.NewDesc("svcprobe_discovery_last_event_timestamp_seconds", "When the last informer event arrived.", nil, nil)
+	descProgress     = prometheus.NewDesc("svcprobe_discovery_last_progress_timestamp_seconds", "When discovery last saw its watches move: an informer event, or a new resourceVersion (the API server's watch bookmarks bring one about every minute on a live watch, even when nothing watched changes). Long ago while the API server answers: the watches are stuck and the probed Services stale.", nil, nil)
 	descEvents       = prometheus.NewDesc("svcprobe_discovery_events_total", "Informer events handled.", nil, nil)
 	descAPIErr       = prometheus.NewDesc("svcprobe_discovery_api_errors_total", "Requests to the API server that failed: no answer (refused, reset, timeout) or 429, 5xx, 401, 403. Rises while the API server is gone even when the informers retry quietly.", nil, nil)
 	descWatchErr     = prometheus.NewDesc("svcprobe_discovery_watch_errors_total", "List/watch failures against the API server (the informers retry and keep the last known state).", nil, nil)
@@ -110,7 +112,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, f := range c.services.fams {
 		ch <- prometheus.NewDesc(f.name, f.help, f.labels, nil)
 	}
-	for _, d := range []*prometheus.Desc{descAPIErr, descConcurrency, descSynced, descLastEvent, descEvents, descWatchErr, descTargets,
+	for _, d := range []*prometheus.Desc{descAPIErr, descConcurrency, descSynced, descLastEvent, descProgress, descEvents, descWatchErr, descTargets,
 		descAnnErrTotal, descLag, descMaxLag, descSkipped, descSettling, descRounds, descPending, descPeriod, descWaits, descWaitSecs, descInconclusive, descRefused, c.dnsUp} {
 		ch <- d
 	}
@@ -198,6 +200,9 @@ func (c *Collector) collectSelf(ch chan<- prometheus.Metric) {
 		g(descSynced, boolf(c.disc.Synced()))
 		if t := c.disc.LastEvent(); !t.IsZero() {
 			g(descLastEvent, float64(t.UnixNano())/1e9)
+		}
+		if t := c.disc.LastProgress(); !t.IsZero() {
+			g(descProgress, float64(t.UnixNano())/1e9)
 		}
 		s := c.disc.Stats()
 		cnt(descEvents, float64(s.Events.Load()))

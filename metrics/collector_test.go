@@ -26,6 +26,7 @@ type fakeDiscovery struct {
 
 func (f *fakeDiscovery) Synced() bool            { return f.synced.Load() }
 func (f *fakeDiscovery) LastEvent() time.Time    { return time.Unix(1700000000, 0) }
+func (f *fakeDiscovery) LastProgress() time.Time { return time.Unix(1700000010, 0) }
 func (f *fakeDiscovery) Stats() *discovery.Stats { return &f.stats }
 func (f *fakeDiscovery) Targets() int            { return len(f.existing) }
 func (f *fakeDiscovery) Exists(ns, name string) (bool, bool) {
@@ -313,7 +314,7 @@ svcprobe_discovery_synced 1
 	}
 	for _, name := range []string{"svcprobe_budget_waits_total", "svcprobe_budget_wait_seconds_total", "svcprobe_scheduler_lag_seconds",
 		"svcprobe_scheduler_rounds_skipped_total", "svcprobe_scheduler_pending_targets", "svcprobe_annotation_errors_total",
-		"svcprobe_discovery_last_event_timestamp_seconds", "svcprobe_targets", "svcprobe_discovery_events_total"} {
+		"svcprobe_discovery_last_event_timestamp_seconds", "svcprobe_discovery_last_progress_timestamp_seconds", "svcprobe_targets", "svcprobe_discovery_events_total"} {
 		if gatherCount(t, reg, name) == 0 {
 			t.Errorf("%s missing", name)
 		}
