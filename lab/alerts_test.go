@@ -549,7 +549,7 @@ var healthyLabMetrics = map[string]bool{
 	"svcprobe_stage_failures_total": true, "svcprobe_endpoints": true, "svcprobe_cluster_dns_up": true,
 	"svcprobe_probe_duration_seconds_bucket": true, "svcprobe_discovery_synced": true,
 	"svcprobe_discovery_events_total": true, "svcprobe_discovery_watch_errors_total": true,
-	"svcprobe_discovery_last_event_timestamp_seconds": true, "svcprobe_targets": true,
+	"svcprobe_discovery_last_event_timestamp_seconds": true, "svcprobe_discovery_last_progress_timestamp_seconds": true, "svcprobe_targets": true,
 	"svcprobe_scheduler_lag_seconds": true, "svcprobe_scheduler_max_lag_seconds": true,
 	"svcprobe_scheduler_probes_total": true, "svcprobe_scheduler_rounds_skipped_total": true,
 	"svcprobe_scheduler_pending_targets": true, "svcprobe_series_budget_exceeded_services": true,
@@ -557,7 +557,7 @@ var healthyLabMetrics = map[string]bool{
 }
 
 var (
-	metricRef = regexp.MustCompile(`\b(up|svcprobe[a-z0-9_:]*|cluster_stage:[a-z0-9_:]+)\b`)
+	metricRef = regexp.MustCompile(`\b(up|svcprobe[a-z0-9_:]*|cluster_stage:[a-z0-9_:]+|cluster_slo:[a-z0-9_:]+)\b`)
 	// A filter that is empty while everything is healthy: a comparison with a number, or only
 	// the broken verdicts.
 	healthyEmpty = regexp.MustCompile(`(==|!=|>=?|<=?)\s*[0-9]|layer!="ok"`)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -23,7 +24,13 @@ import (
 // and variable queries), once Grafana's variables and macros are replaced by concrete values,
 // parses with Prometheus' own parser and selects only metrics the exporter exposes
 // (docs/metric-names.txt, written by cmd/exporter's TestMetricNamesFile from a real scrape),
-// recording rules of deploy/rules/*.yaml, or Prometheus' own `up`.
+// recording rules of deploy/rules/*.yaml, or Prometheus' own `up`, and none that was removed.
+//
+// Central and per-node views stay apart: node agents (--mode=node) label every per-Service series
+// and svcprobe_cluster_dns_up with node="<their node>", the central exporter with none (node="").
+// A panel outside the row "From each node (node agents)" selects those families with node="" (or
+// it would add up the central exporter and every agent); every panel in that row filters by the
+// node variable, whose All value never matches the central exporter.
 
 const (
 	dashboardsGlob      = "../../dashboards/*.json"
@@ -32,7 +39,57 @@ const (
 )
 
 // dashboardRequiredVars are the template variables every dashboard offers.
-var dashboardRequiredVars = []string{"datasource", "cluster", "namespace", "service"}
+var dashboardRequiredVars = []string{"datasource", "cluster", "namespace", "service", "node"}
+
+// dashboardNodeRowTitle is the title of the row holding the node agents' views (every dashboard
+// has one); every other panel is the central exporter's.
+const dashboardNodeRowTitle = "From each node (node agents)"
+
+// dashboardNodeVar is the template variable that selects node agents.
+const dashboardNodeVar = "node"
+
+// dashboardNodeLabelled are the families a node agent labels with node (metrics/services.go
+// withNode: every per-Service family; metrics/collector.go: svcprobe_cluster_dns_up). The
+// exporter-wide families (scheduler, budgets, discovery, the duration histogram, build info) have
+// no node label: they are told apart by joining on an exporter's cluster DNS series.
+var dashboardNodeLabelled = map[string]bool{
+	"svcprobe_service_verdict":           true,
+	"svcprobe_stage_up":                  true,
+	"svcprobe_stage_runs_total":          true,
+	"svcprobe_stage_failures_total":      true,
+	"svcprobe_stage_failure_ratio":       true,
+	"svcprobe_endpoints":                 true,
+	"svcprobe_endpoint_up":               true,
+	"svcprobe_service_annotation_errors": true,
+	"svcprobe_cluster_dns_up":            true,
+}
+
+// dashboardRemovedMetrics are metrics and recording rules the exporter and deploy/rules no longer
+// have, with what replaces them. A dashboard must not use them even while an old
+// docs/metric-names.txt or rule file still lists them.
+var dashboardRemovedMetrics = map[string]string{
+	"svcprobe_probes_total":           "svcprobe_stage_runs_total and svcprobe_stage_failures_total (the reason is on svcprobe_service_verdict)",
+	"svcprobe_stage_duration_seconds": "the histogram svcprobe_probe_duration_seconds{stage}",
+}
+
+// dashboardRemovedRulePrefixes are prefixes of removed recording rules: the SLO rules on
+// svcprobe_probes_total (cluster_stage:svcprobe_probes:rate5m, ..._failed:rate5m,
+// ..._success:ratio_rate5m and their other windows).
+var dashboardRemovedRulePrefixes = map[string]string{
+	"cluster_stage:svcprobe_probes": "cluster_stage:svcprobe_stage_errors:ratio_rate<window> (success = 1 - it)",
+}
+
+func dashboardRemoved(name string) (string, bool) {
+	if hint, ok := dashboardRemovedMetrics[name]; ok {
+		return hint, true
+	}
+	for prefix, hint := range dashboardRemovedRulePrefixes {
+		if strings.HasPrefix(name, prefix) {
+			return hint, true
+		}
+	}
+	return "", false
+}
 
 // dashboardMacros are Grafana's built-in variables, replaced by values of the right shape.
 var dashboardMacros = []struct{ name, value string }{
@@ -113,6 +170,16 @@ func TestDashboards(t *testing.T) {
 	if len(files) < 2 {
 		t.Fatalf("want at least the Overview and Service dashboards in %s, found %v", dashboardsGlob, files)
 	}
+	for name := range dashboardNodeLabelled {
+		if !known.metrics[name] {
+			t.Errorf("dashboardNodeLabelled lists %s, which %s does not: update the list", name, dashboardMetricList)
+		}
+	}
+	for name := range dashboardRemovedMetrics {
+		if known.metrics[name] {
+			t.Errorf("%s lists %s, removed from the exporter (dashboardRemovedMetrics)", dashboardMetricList, name)
+		}
+	}
 	uids := map[string]string{}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
@@ -140,8 +207,12 @@ func TestDashboards(t *testing.T) {
 // a correct dashboard (so it is not failing everything either).
 func TestDashboardCheckCatchesProblems(t *testing.T) {
 	known := dashboardKnown{
-		metrics: map[string]bool{"svcprobe_probes_total": true, "svcprobe_probe_duration_seconds": true, "svcprobe_service_verdict": true},
-		rules:   map[string]bool{"svcprobe:probe_success:ratio_rate5m": true},
+		// svcprobe_probes_total and the old SLO rule are known here, as in a docs/metric-names.txt
+		// or a rule file not updated yet: the removed-metric check must catch them anyway.
+		metrics: map[string]bool{"svcprobe_probes_total": true, "svcprobe_stage_duration_seconds": true,
+			"svcprobe_probe_duration_seconds": true, "svcprobe_service_verdict": true, "svcprobe_cluster_dns_up": true,
+			"svcprobe_stage_runs_total": true},
+		rules: map[string]bool{"svcprobe:probe_success:ratio_rate5m": true, "cluster_stage:svcprobe_probes_success:ratio_rate5m": true},
 	}
 	cases := []struct {
 		name   string
@@ -164,17 +235,79 @@ func TestDashboardCheckCatchesProblems(t *testing.T) {
 				"panels":  []any{panel(10, `svcprobe_service_verdicts`)}})
 		}, `unknown metric "svcprobe_service_verdicts"`},
 		{"parse error", func(d map[string]any) {
-			setExpr(d, 0, `sum(rate(svcprobe_probes_total[$__rate_interval])`)
+			setExpr(d, 0, `sum(rate(svcprobe_stage_runs_total{node=""}[$__rate_interval])`)
 		}, "does not parse"},
 		{"range vector result", func(d map[string]any) {
-			setExpr(d, 0, `svcprobe_probes_total[$__rate_interval]`)
+			setExpr(d, 0, `svcprobe_stage_runs_total{node=""}[$__rate_interval]`)
 		}, "evaluates to a matrix"},
 		{"undefined variable", func(d map[string]any) {
 			setExpr(d, 0, `svcprobe_service_verdict{namespace="$nmspace"}`)
 		}, "undefined variable"},
 		{"$__interval in a range", func(d map[string]any) {
-			setExpr(d, 0, `rate(svcprobe_probes_total[$__interval])`)
+			setExpr(d, 0, `rate(svcprobe_stage_runs_total{node=""}[$__interval])`)
 		}, "$__rate_interval"},
+		{"removed counter, though still in the metric list", func(d map[string]any) {
+			setExpr(d, 0, `sum(rate(svcprobe_probes_total{node="", result="success"}[$__rate_interval]))`)
+		}, `removed metric "svcprobe_probes_total"`},
+		{"removed per-Service duration gauge", func(d map[string]any) {
+			setExpr(d, 0, `svcprobe_stage_duration_seconds{node=""}`)
+		}, `removed metric "svcprobe_stage_duration_seconds"`},
+		{"removed SLO rule, though still in the rules", func(d map[string]any) {
+			setExpr(d, 0, `cluster_stage:svcprobe_probes_success:ratio_rate5m`)
+		}, `removed metric "cluster_stage:svcprobe_probes_success:ratio_rate5m"`},
+		{"removed metric by __name__", func(d map[string]any) {
+			setExpr(d, 0, `{__name__="svcprobe_probes_total", node=""}`)
+		}, `removed metric "svcprobe_probes_total"`},
+		{"central panel without node=\"\"", func(d map[string]any) {
+			setExpr(d, 0, `count(svcprobe_service_verdict{cluster=~"$cluster", layer!="ok"})`)
+		}, `lacks node=""`},
+		{"central panel with node=\"\" on one selector only", func(d map[string]any) {
+			setExpr(d, 0, `count(svcprobe_service_verdict{node=""}) / count(svcprobe_stage_runs_total)`)
+		}, `svcprobe_stage_runs_total outside the row`},
+		{"central panel on the node variable", func(d map[string]any) {
+			setExpr(d, 0, `count(svcprobe_service_verdict{node=~"$node"})`)
+		}, `lacks node=""`},
+		{"central cluster DNS without node=\"\"", func(d map[string]any) {
+			setExpr(d, 0, `min by (kind) (svcprobe_cluster_dns_up{cluster=~"$cluster"})`)
+		}, `lacks node=""`},
+		{"exporter-wide metrics need no node matcher", func(d map[string]any) {
+			setExpr(d, 0, `sum(rate(svcprobe_probe_duration_seconds_count[$__rate_interval]) and on (job, instance) svcprobe_cluster_dns_up{node=""})`)
+		}, ""},
+		{"node row panel without $node", func(d map[string]any) {
+			setExpr(d, 3, `count by (node) (svcprobe_service_verdict{node!=""})`)
+		}, `does not filter by node=~"$node"`},
+		{"node row panel with one target without $node", func(d map[string]any) {
+			tg := panelAt(d, 3)["targets"].([]any)
+			b := maps.Clone(tg[0].(map[string]any))
+			b["refId"], b["expr"] = "B", `count(svcprobe_cluster_dns_up{node!=""} == 0)`
+			panelAt(d, 3)["targets"] = append(tg, b)
+		}, `target B: in the row`},
+		{"node row selector without a node matcher", func(d map[string]any) {
+			setExpr(d, 3, `count by (node) (svcprobe_service_verdict{node=~"$node"}) / scalar(count(svcprobe_service_verdict))`)
+		}, "has no node matcher"},
+		{"node row panel without a query", func(d map[string]any) {
+			delete(panelAt(d, 3), "targets")
+		}, "without a query filtered by $node"},
+		{"node row panels in a collapsed row are checked too", func(d map[string]any) {
+			row := panelAt(d, 2)
+			row["collapsed"] = true
+			row["panels"] = []any{panelAt(d, 3)}
+			d["panels"] = d["panels"].([]any)[:3]
+			row["panels"].([]any)[0].(map[string]any)["targets"].([]any)[0].(map[string]any)["expr"] = `count(svcprobe_service_verdict{node!=""})`
+		}, `does not filter by node=~"$node"`},
+		{"a panel placed below the node row belongs to it, whatever its place in the list", func(d map[string]any) {
+			p := panel(7, `count(svcprobe_service_verdict{node=""})`)
+			p["gridPos"] = gridPos(0, 100, 12, 8)
+			d["panels"] = append([]any{p}, d["panels"].([]any)...)
+		}, `does not filter by node=~"$node"`},
+		{"no node row", func(d map[string]any) { panelAt(d, 2)["title"] = "Nodes" }, `no row "From each node (node agents)"`},
+		{"node variable whose All matches the central exporter", func(d map[string]any) {
+			varNamed(d, "node")["allValue"] = ".*"
+		}, `matches node=""`},
+		{"missing node variable", func(d map[string]any) {
+			vars := d["templating"].(map[string]any)["list"].([]any)
+			d["templating"].(map[string]any)["list"] = slices.DeleteFunc(vars, func(v any) bool { return v.(map[string]any)["name"] == "node" })
+		}, "undefined variable"},
 		{"hard-coded datasource uid on a panel", func(d map[string]any) {
 			panelAt(d, 0)["datasource"] = map[string]any{"type": "prometheus", "uid": "P1809F7CD0C75ACF3"}
 		}, "datasource"},
@@ -225,6 +358,135 @@ func TestDashboardCheckCatchesProblems(t *testing.T) {
 	}
 }
 
+// TestDashboardChecksCatchMutatedShippedDashboards breaks each shipped dashboard in the ways the
+// node-view and removed-metric checks are about and wants each caught, so those checks are known
+// to hold on the real files' layout (rows, gridPos, variables), not only on the small dashboard of
+// TestDashboardCheckCatchesProblems.
+func TestDashboardChecksCatchMutatedShippedDashboards(t *testing.T) {
+	known := loadDashboardKnown(t)
+	files, err := filepath.Glob(dashboardsGlob)
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no dashboards in %s (%v)", dashboardsGlob, err)
+	}
+	// replaceIn rewrites the first target of the given view whose expression contains old.
+	replaceIn := func(scope, old, new string, all bool) func(d map[string]any) bool {
+		return func(d map[string]any) bool {
+			return eachDashboardTarget(d, func(s string, _, tm map[string]any) bool {
+				expr, _ := tm["expr"].(string)
+				if (scope != "" && s != scope) || !strings.Contains(expr, old) {
+					return false
+				}
+				if all {
+					tm["expr"] = strings.ReplaceAll(expr, old, new)
+				} else {
+					tm["expr"] = strings.Replace(expr, old, new, 1)
+				}
+				return true
+			})
+		}
+	}
+	mutations := []struct {
+		name     string
+		optional bool // not every dashboard has what it changes
+		mutate   func(d map[string]any) bool
+		want     string
+	}{
+		{name: `a central per-Service query loses node=""`,
+			mutate: replaceIn(scopeCentral, `node="", `, ``, false), want: `lacks node=""`},
+		{name: `a central cluster DNS query loses node=""`,
+			mutate: replaceIn(scopeCentral, `svcprobe_cluster_dns_up{cluster=~"$cluster", node=""}`, `svcprobe_cluster_dns_up{cluster=~"$cluster"}`, false),
+			want:   `svcprobe_cluster_dns_up{cluster=~"value_of_cluster"} outside the row`},
+		{name: "a node-row query does not use $node",
+			mutate: replaceIn(scopeNode, `node=~"$node"`, `node!=""`, true), want: `does not filter by node=~"$node"`},
+		{name: "a node-row panel moved up among the central ones", mutate: func(d map[string]any) bool {
+			for _, sp := range scopeDashboardPanels(d["panels"].([]any)) {
+				if sp.scope == scopeNode && sp.panel["type"] != "row" {
+					sp.panel["gridPos"].(map[string]any)["y"] = 0.0
+					return true
+				}
+			}
+			return false
+		}, want: `lacks node=""`},
+		{name: "the node row renamed", mutate: func(d map[string]any) bool {
+			for _, p := range d["panels"].([]any) {
+				if m := p.(map[string]any); m["type"] == "row" && m["title"] == dashboardNodeRowTitle {
+					m["title"] = "Nodes"
+					return true
+				}
+			}
+			return false
+		}, want: fmt.Sprintf("no row %q", dashboardNodeRowTitle)},
+		{name: "the node variable's All matches the central exporter", mutate: func(d map[string]any) bool {
+			varNamed(d, dashboardNodeVar)["allValue"] = ".*"
+			return true
+		}, want: `matches node=""`},
+		{name: "back to svcprobe_probes_total",
+			mutate: replaceIn("", "svcprobe_stage_runs_total", "svcprobe_probes_total", true), want: `removed metric "svcprobe_probes_total"`},
+		{name: "back to svcprobe_stage_duration_seconds",
+			mutate: replaceIn("", "svcprobe_stage_failures_total{", "svcprobe_stage_duration_seconds{", false), want: `removed metric "svcprobe_stage_duration_seconds"`},
+		{name: "back to the old SLO rules", optional: true,
+			mutate: replaceIn("", "cluster_stage:svcprobe_stage_errors:ratio_rate5m", "cluster_stage:svcprobe_probes_success:ratio_rate5m", true),
+			want:   `removed metric "cluster_stage:svcprobe_probes_success:ratio_rate5m"`},
+	}
+	for _, f := range files {
+		orig, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res := checkDashboard(orig, known); len(res.problems) > 0 {
+			t.Fatalf("%s has problems unmutated (see TestDashboards): %v", f, res.problems)
+		}
+		for _, mu := range mutations {
+			t.Run(filepath.Base(f)+"/"+mu.name, func(t *testing.T) {
+				var d map[string]any
+				if err := json.Unmarshal(orig, &d); err != nil {
+					t.Fatal(err)
+				}
+				if !mu.mutate(d) {
+					if mu.optional {
+						t.Skip("nothing to change in this dashboard")
+					}
+					t.Fatal("the mutation found nothing to change: update this test to the dashboard")
+				}
+				b, err := json.Marshal(d)
+				if err != nil {
+					t.Fatal(err)
+				}
+				res := checkDashboard(b, known)
+				for _, p := range res.problems {
+					if strings.Contains(p, mu.want) {
+						t.Logf("caught: %s", p)
+						return
+					}
+				}
+				t.Fatalf("want a problem containing %q, got %v", mu.want, res.problems)
+			})
+		}
+	}
+}
+
+// eachDashboardTarget calls f with every target of d (collapsed rows' panels too), its panel and
+// the panel's view, until f returns true; it reports whether one did.
+func eachDashboardTarget(d map[string]any, f func(scope string, panel, target map[string]any) bool) bool {
+	var walk func([]scopedPanel) bool
+	walk = func(list []scopedPanel) bool {
+		for _, sp := range list {
+			targets, _ := sp.panel["targets"].([]any)
+			for _, tg := range targets {
+				if tm, ok := tg.(map[string]any); ok && f(sp.scope, sp.panel, tm) {
+					return true
+				}
+			}
+			if sub, ok := sp.panel["panels"].([]any); ok && walk(scopePanels(sub, sp.scope)) {
+				return true
+			}
+		}
+		return false
+	}
+	panels, _ := d["panels"].([]any)
+	return walk(scopeDashboardPanels(panels))
+}
+
 func gridPos(x, y, w, h int) map[string]any {
 	return map[string]any{"x": float64(x), "y": float64(y), "w": float64(w), "h": float64(h)}
 }
@@ -242,22 +504,41 @@ func setExpr(d map[string]any, i int, expr string) {
 	panelAt(d, i)["targets"].([]any)[0].(map[string]any)["expr"] = expr
 }
 
+func varNamed(d map[string]any, name string) map[string]any {
+	for _, v := range d["templating"].(map[string]any)["list"].([]any) {
+		if m := v.(map[string]any); m["name"] == name {
+			return m
+		}
+	}
+	panic("no variable " + name)
+}
+
+// validTestDashboard: panels 0 and 1 central, 2 the node row, 3 in it.
 func validTestDashboard() map[string]any {
 	ds := map[string]any{"type": "prometheus", "uid": "${datasource}"}
 	q := func(name, query string) map[string]any {
 		return map[string]any{"name": name, "type": "query", "datasource": ds, "includeAll": true, "allValue": ".*",
 			"query": map[string]any{"query": query, "refId": "A"}}
 	}
+	node := q("node", `label_values(svcprobe_cluster_dns_up{cluster=~"$cluster", node!=""}, node)`)
+	node["allValue"] = ".+"
+	nodeRow := map[string]any{"id": 3.0, "type": "row", "title": dashboardNodeRowTitle, "collapsed": false, "panels": []any{},
+		"gridPos": gridPos(0, 24, 24, 1)}
+	nodePanel := panel(4, `count by (node) (svcprobe_service_verdict{cluster=~"$cluster", node=~"$node", namespace=~"${namespace:regex}"}) / on (node) group_left () count by (node) (svcprobe_cluster_dns_up{node=~"[[node]]"})`)
+	nodePanel["gridPos"] = gridPos(0, 25, 24, 8)
 	return map[string]any{
 		"uid": "t", "title": "t", "schemaVersion": 39.0, "tags": []any{"svcprobe"},
 		"annotations": map[string]any{"list": []any{map[string]any{"builtIn": 1.0, "datasource": map[string]any{"type": "grafana", "uid": "-- Grafana --"}}}},
 		"panels": []any{
-			panel(1, `sum by (stage) (rate(svcprobe_probes_total{cluster=~"$cluster", namespace=~"${namespace:regex}", service=~"[[service]]"}[$__rate_interval]))`),
+			panel(1, `sum by (stage) (rate(svcprobe_stage_runs_total{cluster=~"$cluster", node="", namespace=~"${namespace:regex}", service=~"[[service]]"}[$__rate_interval]))`),
 			panel(2, `histogram_quantile(0.99, sum by (le) (rate(svcprobe_probe_duration_seconds_bucket[$__rate_interval]))) * $objective`),
+			nodeRow,
+			nodePanel,
 		},
 		"templating": map[string]any{"list": []any{
 			map[string]any{"name": "datasource", "type": "datasource", "query": "prometheus"},
 			q("cluster", "label_values(svcprobe_service_verdict, cluster)"),
+			node,
 			q("namespace", `label_values(svcprobe_service_verdict{cluster=~"$cluster"}, namespace)`),
 			map[string]any{"name": "objective", "type": "custom", "query": "0.99,0.999", "current": map[string]any{"value": "0.999"}},
 			q("service", `label_values(svcprobe_service_verdict{cluster=~"$cluster", namespace=~"$namespace"}, service)`),
@@ -342,7 +623,10 @@ func checkDashboard(data []byte, known dashboardKnown) dashboardCheck {
 			}
 			values[name] = "prometheus"
 		case "query":
-			values[name] = "value"
+			values[name] = dashboardVarValue(name)
+			if name == dashboardNodeVar {
+				checkNodeVariable(m, bad)
+			}
 			q := m["query"]
 			if qm, ok := q.(map[string]any); ok {
 				q = qm["query"]
@@ -373,7 +657,9 @@ func checkDashboard(data []byte, known dashboardKnown) dashboardCheck {
 	}
 
 	used := map[string]bool{}
-	checkExpr := func(where, expr string) {
+	// checkExpr checks one expression; scope is the panel's view (scopeCentral or scopeNode, ""
+	// for a variable query). It reports whether the expression filters by the node variable.
+	checkExpr := func(where, expr string, scope string) (usesNodeVar bool) {
 		res.exprs++
 		if strings.Contains(expr, "[$__interval]") {
 			bad("%s: a range of $__interval misses samples; use $__rate_interval: %s", where, expr)
@@ -381,35 +667,38 @@ func checkDashboard(data []byte, known dashboardKnown) dashboardCheck {
 		concrete := substituteDashboardVars(expr, values)
 		if strings.Contains(concrete, "$") || strings.Contains(concrete, "[[") {
 			bad("%s: undefined variable left in %q", where, concrete)
-			return
+			return false
 		}
 		e, err := parser.NewParser(parser.Options{}).ParseExpr(concrete)
 		if err != nil {
 			bad("%s: does not parse: %v\n\t%s", where, err, concrete)
-			return
+			return false
 		}
 		if typ := e.Type(); typ != parser.ValueTypeVector && typ != parser.ValueTypeScalar {
 			bad("%s: evaluates to a %s, want an instant vector or scalar: %s", where, typ, expr)
 		}
 		for _, name := range selectedMetrics(e, func(msg string) { bad("%s: %s", where, msg) }) {
 			used[name] = true
-			if !known.allows(name) {
+			if hint, removed := dashboardRemoved(name); removed {
+				bad("%s: removed metric %q; use %s", where, name, hint)
+			} else if !known.allows(name) {
 				bad("%s: unknown metric %q (not in docs/metric-names.txt, not a recording rule of deploy/rules, not up)", where, name)
 			}
 		}
+		return checkNodeScope(e, scope, values[dashboardNodeVar], func(msg string) { bad("%s: %s", where, msg) })
 	}
 
 	for _, q := range varQueries {
 		if sel, ok := variableQueryExpr(q); ok {
-			checkExpr("variable query "+q, sel)
+			checkExpr("variable query "+q, sel, "")
 		}
 	}
 
 	ids := map[float64]string{}
-	var walkPanels func(list []any, parent string)
-	walkPanels = func(list []any, parent string) {
-		for _, p := range list {
-			m, _ := p.(map[string]any)
+	var walkPanels func(list []scopedPanel, parent string)
+	walkPanels = func(list []scopedPanel, parent string) {
+		for _, sp := range list {
+			m := sp.panel
 			res.panels++
 			title, _ := m["title"].(string)
 			where := fmt.Sprintf("%spanel %q", parent, title)
@@ -446,10 +735,16 @@ func checkDashboard(data []byte, known dashboardKnown) dashboardCheck {
 					bad("%s: target %d has no expr", where, i)
 					continue
 				}
-				checkExpr(fmt.Sprintf("%s target %v", where, tm["refId"]), expr)
+				twhere := fmt.Sprintf("%s target %v", where, tm["refId"])
+				if !checkExpr(twhere, expr, sp.scope) && sp.scope == scopeNode {
+					bad("%s: in the row %q but does not filter by node=~\"$%s\": %s", twhere, dashboardNodeRowTitle, dashboardNodeVar, expr)
+				}
+			}
+			if typ, _ := m["type"].(string); sp.scope == scopeNode && typ != "row" && typ != "text" && len(targets) == 0 {
+				bad("%s: in the row %q without a query filtered by $%s", where, dashboardNodeRowTitle, dashboardNodeVar)
 			}
 			if sub, ok := m["panels"].([]any); ok {
-				walkPanels(sub, where+" > ")
+				walkPanels(scopePanels(sub, sp.scope), where+" > ")
 			}
 		}
 	}
@@ -457,12 +752,161 @@ func checkDashboard(data []byte, known dashboardKnown) dashboardCheck {
 	if len(panels) == 0 {
 		bad("no panels")
 	}
-	walkPanels(panels, "")
+	scoped := scopeDashboardPanels(panels)
+	nodePanels := 0
+	for _, sp := range scoped {
+		if sp.scope == scopeNode && sp.panel["type"] != "row" {
+			nodePanels++
+		}
+		if sub, ok := sp.panel["panels"].([]any); ok && sp.scope == scopeNode {
+			nodePanels += len(sub)
+		}
+	}
+	if nodePanels == 0 {
+		bad("no row %q with panels (the node agents' views, filtered by $%s)", dashboardNodeRowTitle, dashboardNodeVar)
+	}
+	walkPanels(scoped, "")
 	for n := range used {
 		res.used = append(res.used, n)
 	}
 	sort.Strings(res.used)
 	return res
+}
+
+// The two views of a dashboard.
+const (
+	scopeCentral = "central" // the central exporter's: node=""
+	scopeNode    = "node"    // the row dashboardNodeRowTitle: node=~"$node"
+)
+
+// scopedPanel is a panel and the view it belongs to.
+type scopedPanel struct {
+	panel map[string]any
+	scope string
+}
+
+// scopeDashboardPanels orders the top-level panels as Grafana lays them out (by gridPos y, then x)
+// and gives each its view: the row dashboardNodeRowTitle and the panels under it (after it while it
+// is expanded, in its panels while collapsed) are scopeNode, every other panel scopeCentral.
+func scopeDashboardPanels(list []any) []scopedPanel {
+	type placed struct {
+		m    map[string]any
+		y, x float64
+		i    int
+	}
+	ps := make([]placed, 0, len(list))
+	for i, p := range list {
+		m, _ := p.(map[string]any)
+		if m == nil {
+			m = map[string]any{}
+		}
+		gp, _ := m["gridPos"].(map[string]any)
+		y, _ := gp["y"].(float64)
+		x, _ := gp["x"].(float64)
+		ps = append(ps, placed{m, y, x, i})
+	}
+	sort.SliceStable(ps, func(a, b int) bool {
+		if ps[a].y != ps[b].y {
+			return ps[a].y < ps[b].y
+		}
+		return ps[a].x < ps[b].x
+	})
+	out := make([]scopedPanel, 0, len(ps))
+	scope := scopeCentral
+	for _, p := range ps {
+		if typ, _ := p.m["type"].(string); typ == "row" {
+			scope = scopeCentral
+			if title, _ := p.m["title"].(string); title == dashboardNodeRowTitle {
+				scope = scopeNode
+			}
+		}
+		out = append(out, scopedPanel{p.m, scope})
+	}
+	return out
+}
+
+// scopePanels gives the panels of a collapsed row their row's view.
+func scopePanels(list []any, scope string) []scopedPanel {
+	out := make([]scopedPanel, 0, len(list))
+	for _, p := range list {
+		m, _ := p.(map[string]any)
+		if m == nil {
+			m = map[string]any{}
+		}
+		out = append(out, scopedPanel{m, scope})
+	}
+	return out
+}
+
+// dashboardVarValue is what a query variable stands for in a checked expression: a value naming
+// the variable, so that a matcher can be traced back to it.
+func dashboardVarValue(name string) string { return "value_of_" + name }
+
+// checkNodeVariable checks the node variable: its All value must not match node="", or the
+// node row would show the central exporter too.
+func checkNodeVariable(v map[string]any, bad func(string, ...any)) {
+	if all, _ := v["includeAll"].(bool); !all {
+		return
+	}
+	allValue, _ := v["allValue"].(string)
+	if allValue == "" {
+		return // Grafana's All is then every value found, all non-empty
+	}
+	re, err := regexp.Compile("^(?:" + allValue + ")$")
+	if err != nil {
+		bad("variable %s: allValue %q is not a regular expression: %v", dashboardNodeVar, allValue, err)
+		return
+	}
+	if re.MatchString("") {
+		bad("variable %s: allValue %q matches node=\"\", the central exporter; use .+", dashboardNodeVar, allValue)
+	}
+}
+
+// checkNodeScope checks the node matchers of e's selectors for the view it is in, and reports
+// whether one of them filters by the node variable (nodeValue is what that variable stands for).
+//   - scopeCentral: every selector of a node-labelled family has node="".
+//   - scopeNode: every selector of a node-labelled family matches node somehow (the caller
+//     requires one of them, or another selector, to use the node variable).
+func checkNodeScope(e parser.Expr, scope, nodeValue string, bad func(string)) bool {
+	usesVar := false
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		vs, ok := n.(*parser.VectorSelector)
+		if !ok {
+			return nil
+		}
+		name := vs.Name
+		central, anyNode := false, false
+		for _, m := range vs.LabelMatchers {
+			if m.Name == labels.MetricName && name == "" {
+				name = m.Value
+			}
+			if m.Name != dashboardNodeVar {
+				continue
+			}
+			anyNode = true
+			if m.Type == labels.MatchEqual && m.Value == "" {
+				central = true
+			}
+			if nodeValue != "" && strings.Contains(m.Value, nodeValue) && (m.Type == labels.MatchRegexp || m.Type == labels.MatchEqual) {
+				usesVar = true
+			}
+		}
+		if !dashboardNodeLabelled[name] {
+			return nil
+		}
+		switch scope {
+		case scopeCentral:
+			if !central {
+				bad(fmt.Sprintf(`selector %s outside the row %q lacks node="": it adds up the central exporter and every node agent`, vs, dashboardNodeRowTitle))
+			}
+		case scopeNode:
+			if !anyNode {
+				bad(fmt.Sprintf(`selector %s in the row %q has no node matcher: it mixes the central exporter (node="") with the agents; use node=~"$%s"`, vs, dashboardNodeRowTitle, dashboardNodeVar))
+			}
+		}
+		return nil
+	})
+	return usesVar
 }
 
 func isDatasourceVar(s string) bool {
