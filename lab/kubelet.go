@@ -263,6 +263,14 @@ func (k *kubelet) allocIP(pod *corev1.Pod, node labNode) (string, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if want := pod.Annotations[IPAnnotation]; want != "" {
+		// A pinned address (the exporter's) is one Pod's at a time: its replacement waits
+		// (the sync is retried) until the terminating one is torn down, as a real CNI would
+		// refuse a duplicate; two namespaces answering ARP for one address stall both.
+		for key, rt := range k.pods {
+			if rt.ip == want && rt.uid != pod.UID && !rt.stopped {
+				return "", fmt.Errorf("pinned address %s still held by %s", want, key)
+			}
+		}
 		k.ips[want] = true
 		return want, nil
 	}

@@ -113,7 +113,7 @@ lab-test: lab-deps lab-tools
 # Prometheus with the shipped rules, the dry-run tests render the Helm chart. ~25 min under CI
 # (the 5-minute API outage, three alerts held for their 2m `for:`, the 5-minute steady run).
 lab-e2e: lab-deps lab-tools prom-tools helm-tools
-	SVCPROBE_E2E=1 GOWORK=off go test -race -count=1 -v -timeout 45m ./$(LAB_DIR)/
+	SVCPROBE_E2E=1 GOWORK=off go test -race -count=1 -v -timeout 55m ./$(LAB_DIR)/
 
 # The exporter binary the demo runs as a Pod (the main Makefile's `build`
 # makes the same file, with version ldflags).
