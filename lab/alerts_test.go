@@ -652,7 +652,7 @@ var (
 	metricRef = regexp.MustCompile(`\b(up|svcprobe[a-z0-9_:]*|cluster_stage:[a-z0-9_:]+|cluster_slo:[a-z0-9_:]+)\b`)
 	// A filter that is empty while everything is healthy: a comparison with a number, or only
 	// the broken verdicts.
-	healthyEmpty = regexp.MustCompile(`(==|!=|>=?|<=?)\s*[0-9]|layer!="ok"`)
+	healthyEmpty = regexp.MustCompile(`(==|!=|>=?|<=?)\s*[0-9]|layer!(=|~)"ok`)
 	dashVar      = regexp.MustCompile(`\$\{([a-zA-Z_]+)(?::[a-z]+)?\}|\$([a-zA-Z_]+)|\[\[([a-zA-Z_]+)\]\]`)
 )
 

@@ -117,7 +117,7 @@ func baseManifests(t *testing.T) []manifest {
 // helmTemplate renders the chart (release svcprobe) in namespace ns.
 func helmTemplate(t *testing.T, cfg *Config, ns string, args ...string) []byte {
 	t.Helper()
-	return runHelm(t, cfg, append([]string{"template", "svcprobe", helmChart, "--namespace", ns}, args...)...)
+	return runHelm(t, cfg, append([]string{"template", "svcprobe", helmChart, "--namespace", ns, "--kube-version", KubernetesVersion}, args...)...)
 }
 
 // runHelm runs the helm binary with an empty home of its own (no repositories) and returns stdout.

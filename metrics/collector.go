@@ -29,7 +29,7 @@ type Expected struct{ Namespace, Name string }
 // CollectorConfig configures the series the collector emits.
 type CollectorConfig struct {
 	APIErrors        *atomic.Uint64 // failed requests to the API server (svcprobe_discovery_api_errors_total), when set
-	SeriesPerService int            // per-Service budget; probes_total is cut to fit
+	SeriesPerService int            // per-Service budget; the per-endpoint series are cut to fit
 	PerEndpoint      bool           // emit svcprobe_endpoint_up
 	PerEndpointLimit int            // per Service, when PerEndpoint
 	Expected         []Expected     // Services that must exist
@@ -38,7 +38,14 @@ type CollectorConfig struct {
 	// svcprobe_cluster_dns_up carry it as the label node, so that the agents' series differ
 	// from each other's and from central mode's (which have no node label).
 	Node string
+	// NodeMaxFailing, in node mode, caps the Services that get per-Service series: only those
+	// failing from this node are exported, at most this many (the rest are counted in
+	// svcprobe_node_services_omitted); every Service counts in svcprobe_services_by_verdict.
+	NodeMaxFailing int
 }
+
+// DefaultNodeMaxFailing is the default NodeMaxFailing.
+const DefaultNodeMaxFailing = 50
 
 // Collector turns the store and the components' self-state into const metrics at scrape time.
 type Collector struct {
@@ -83,6 +90,9 @@ const dnsUpHelp = "Whether cluster DNS answered kubernetes.default: through each
 func NewCollector(cfg CollectorConfig, store *Store, disc Discovery, sched *probe.SchedulerStats, budget *probe.Budget, log *slog.Logger) *Collector {
 	if cfg.SeriesPerService <= 0 {
 		cfg.SeriesPerService = DefaultSeriesPerService
+	}
+	if cfg.NodeMaxFailing <= 0 {
+		cfg.NodeMaxFailing = DefaultNodeMaxFailing
 	}
 	if cfg.LabelValueMaxLen <= 0 {
 		cfg.LabelValueMaxLen = 128

@@ -74,8 +74,10 @@ func testDirectWriterMatchesExpfmt(t *testing.T, node string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(mfs) < 7 {
-		t.Fatalf("only %d per-Service families; the fixture should produce every one", len(mfs))
+	// Central mode writes every family; node mode verdict, stage_up, failure ratio, the verdict
+	// counts and the two gauges.
+	if want := map[bool]int{true: 6, false: 9}[node != ""]; len(mfs) < want {
+		t.Fatalf("only %d per-Service families; the fixture should produce %d", len(mfs), want)
 	}
 	// Node mode: every per-Service series has node="worker-1" and its labels stay sorted (as
 	// client_golang sorts them); central mode has no node label at all.
@@ -92,7 +94,7 @@ func testDirectWriterMatchesExpfmt(t *testing.T, node string) {
 			if !slices.IsSorted(names) {
 				t.Fatalf("%s: labels %v not sorted", mf.GetName(), names)
 			}
-			perService := mf.GetName() != "svcprobe_series_budget_exceeded_services"
+			perService := mf.GetName() != "svcprobe_series_budget_exceeded_services" && mf.GetName() != "svcprobe_node_services_omitted"
 			if want := node != "" && perService; hasNode != want || nodeValue != map[bool]string{true: node}[want] {
 				t.Fatalf("%s %v: node label %v %q, want %v %q", mf.GetName(), names, hasNode, nodeValue, want, node)
 			}
@@ -292,16 +294,17 @@ func TestCentralAndNodeSeriesDoNotCollide(t *testing.T) {
 		_, c, _ := busyStoreOn(t, node)
 		out := map[string]bool{}
 		for _, l := range strings.Split(string(c.ServiceFamilies().WriteText(nil, false, nil)), "\n") {
-			if l == "" || strings.HasPrefix(l, "#") || strings.HasPrefix(l, "svcprobe_series_budget_exceeded_services") {
+			if l == "" || strings.HasPrefix(l, "#") || strings.HasPrefix(l, "svcprobe_series_budget_exceeded_services") || strings.HasPrefix(l, "svcprobe_node_services_omitted") {
 				continue
 			}
 			out[l[:strings.LastIndexByte(l, ' ')]] = true
 		}
 		return out
 	}
+	// The agents export only their failing Services (and their verdict counts), so fewer series.
 	central, a, b := seriesOf(""), seriesOf("node-a"), seriesOf("node-b")
-	if len(central) < 50 || len(a) != len(central) || len(b) != len(central) {
-		t.Fatalf("series: central %d, node-a %d, node-b %d; want the same number (at least 50) in each", len(central), len(a), len(b))
+	if len(central) < 50 || len(a) < 15 || len(a) >= len(central) || len(b) != len(a) {
+		t.Fatalf("series: central %d, node-a %d, node-b %d; want at least 50 centrally, fewer (at least 15) and the same number on each node", len(central), len(a), len(b))
 	}
 	for s := range a {
 		if central[s] || b[s] {
@@ -332,5 +335,74 @@ func TestAcceptsGzip(t *testing.T) {
 		if got := acceptsGzip(h); got != want {
 			t.Errorf("%q: %v, want %v", h, got, want)
 		}
+	}
+}
+
+// Node mode is bounded by design: an agent exports per-Service series only for the Services failing
+// from its node, at most NodeMaxFailing of them, and counts every Service by verdict. At 10k
+// healthy Services an agent has a handful of series, not 10k x 20.
+func TestNodeModeSeriesBounded(t *testing.T) {
+	store, c, _, _ := setup(t, CollectorConfig{Node: "worker-1", NodeMaxFailing: 50})
+	const healthyN, failingN = 10000, 80
+	for i := range healthyN + failingN {
+		tg := target(fmt.Sprintf("ns-%d", i%50), fmt.Sprintf("svc-%05d", i))
+		tg.UID = types.UID(fmt.Sprintf("uid-%d", i))
+		store.Record(tg, healthy())
+		if i >= healthyN { // two failed proxy rounds in a row: the verdict is proxy
+			store.Record(tg, []probe.Result{fail(probe.StageProxy, probe.ReasonTimeout)})
+			store.Record(tg, []probe.Result{fail(probe.StageProxy, probe.ReasonTimeout)})
+		}
+	}
+	count := func() (perService map[string]bool, byVerdict map[string]float64, omitted float64, total int) {
+		perService, byVerdict = map[string]bool{}, map[string]float64{}
+		mfs, err := c.ServiceFamilies().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			for _, m := range mf.Metric {
+				total++
+				if svc := labelValue(m, "service"); svc != "" {
+					perService[svc] = true
+				}
+				switch mf.GetName() {
+				case "svcprobe_services_by_verdict":
+					byVerdict[labelValue(m, "layer")] = m.GetGauge().GetValue()
+				case "svcprobe_node_services_omitted":
+					omitted = m.GetGauge().GetValue()
+				}
+			}
+		}
+		return
+	}
+	perService, byVerdict, omitted, total := count()
+	if len(perService) != 50 || omitted != failingN-50 {
+		t.Errorf("%d Services with per-Service series and %v omitted, want the 50 failing ones (the cap) and %d omitted", len(perService), omitted, failingN-50)
+	}
+	if byVerdict["ok"] != healthyN || byVerdict["proxy"] != failingN || len(byVerdict) != len(Layers) {
+		t.Errorf("by verdict %v, want ok %d, proxy %d, every layer present", byVerdict, healthyN, failingN)
+	}
+	if total > 50*20+len(Layers)+2 {
+		t.Errorf("%d per-Service-family series on the agent, want at most the 50 failing Services' and the counts", total)
+	}
+
+	// Nothing failing: only the counts.
+	healthyStore, hc, _, _ := setup(t, CollectorConfig{Node: "worker-1"})
+	for i := range healthyN {
+		tg := target("ns", fmt.Sprintf("svc-%05d", i))
+		tg.UID = types.UID(fmt.Sprintf("uid-%d", i))
+		healthyStore.Record(tg, healthy())
+	}
+	c = hc
+	perService, _, _, total = count()
+	if len(perService) != 0 || total > 500 {
+		t.Errorf("10k healthy Services: %d Services with per-Service series, %d series in all; want none and at most 500", len(perService), total)
+	}
+	// The central exporter keeps every Service's series.
+	cstore, cc, _, _ := setup(t, CollectorConfig{})
+	cstore.Record(target("ns", "one"), healthy())
+	c = cc
+	if perService, _, _, _ = count(); !perService["one"] {
+		t.Error("central mode lost a healthy Service's series")
 	}
 }

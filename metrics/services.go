@@ -39,7 +39,9 @@ const (
 	famEndpoints
 	famAnnErr
 	famEndpointUp
+	famByVerdict
 	famOverBudget
+	famOmitted
 	numFams
 )
 
@@ -60,6 +62,10 @@ var families = [numFams]family{
 		dto.MetricType_GAUGE, []string{"namespace", "service"}},
 	famEndpointUp: {"svcprobe_endpoint_up", "Whether one endpoint answered the pod stage (only with --metrics.per-endpoint, capped per Service).",
 		dto.MetricType_GAUGE, []string{"address", "namespace", "pod", "service"}},
+	famByVerdict: {"svcprobe_services_by_verdict", "Services this exporter probes, by verdict layer (every layer, 0 included). In node mode the agent's view from its node: its only per-Service figure when nothing fails there.",
+		dto.MetricType_GAUGE, []string{"layer"}},
+	famOmitted: {"svcprobe_node_services_omitted", "Node mode: Services failing from this node whose per-Service series were not exported, beyond --node.max-failing-services (they still count in svcprobe_services_by_verdict).",
+		dto.MetricType_GAUGE, nil},
 	famOverBudget: {"svcprobe_series_budget_exceeded_services", "Services whose per-endpoint series (--metrics.per-endpoint) were cut to the per-Service budget at this scrape.",
 		dto.MetricType_GAUGE, nil},
 }
@@ -86,6 +92,9 @@ func FamilyNames() []string {
 	}
 	return out
 }
+
+// NodeModeFamilies lists the families only a node agent (--mode=node) writes.
+func NodeModeFamilies() []string { return []string{families[famOmitted].name} }
 
 // sample is one series: its label values in the family's label order, and its value.
 type sample struct {
@@ -146,11 +155,19 @@ func (f *ServiceFamilies) put(s *series, id famID, ns, name string, v float64, l
 	s[id] = append(s[id], sm)
 }
 
+// putPlain appends one series of a family without namespace and service: its label values in
+// sorted label order, node placed by name, the others from lv in order.
+func (f *ServiceFamilies) putPlain(s *series, id famID, v float64, lv ...string) {
+	f.put(s, id, "", "", v, lv...)
+}
+
 // build computes every per-Service series from one snapshot of the store.
 func (f *ServiceFamilies) build(s *series) {
 	statuses, _ := f.store.Snapshot()
 	over := 0
 	seen := make(map[Expected]bool, len(f.cfg.Expected))
+	byVerdict := make(map[Layer]int, len(Layers))
+	exported, omitted := 0, 0
 	var prevNS, prevName string
 	for i := range statuses {
 		st := &statuses[i]
@@ -165,6 +182,19 @@ func (f *ServiceFamilies) build(s *series) {
 		if len(f.cfg.Expected) > 0 {
 			seen[Expected{ns, name}] = true
 		}
+		byVerdict[st.Verdict]++
+		if f.node != "" {
+			// Node mode: per-Service series only for what fails from this node, capped, so an
+			// agent's series do not grow with the cluster's Services (every node runs one).
+			if st.Verdict == LayerOK || st.Verdict.Intended() {
+				continue
+			}
+			if exported >= f.cfg.NodeMaxFailing {
+				omitted++
+				continue
+			}
+			exported++
+		}
 		if f.buildService(s, st) {
 			over++
 		}
@@ -175,9 +205,16 @@ func (f *ServiceFamilies) build(s *series) {
 		}
 		if exists, known := f.disc.Exists(e.Namespace, e.Name); known && !exists && f.disc.Synced() {
 			f.put(s, famVerdict, f.lv(e.Namespace), f.lv(e.Name), 1, string(LayerMissing), "not_found")
+			byVerdict[LayerMissing]++
 		}
 	}
+	for _, l := range Layers {
+		f.putPlain(s, famByVerdict, float64(byVerdict[l]), string(l))
+	}
 	s[famOverBudget] = append(s[famOverBudget], sample{v: float64(over)})
+	if f.node != "" {
+		s[famOmitted] = append(s[famOmitted], sample{v: float64(omitted)})
+	}
 }
 
 // buildService adds one Service's series; it reports whether it had to cut. The series every
@@ -198,6 +235,19 @@ func (f *ServiceFamilies) buildService(s *series, st *ServiceStatus) bool {
 		if r, ok := st.Results[stage]; ok && r.Outcome != probe.Skipped {
 			add(famStageUp, boolf(r.Outcome == probe.OK), string(stage))
 		}
+	}
+	if f.node != "" {
+		// A node agent's view of a failing Service: what fails from this node and how much.
+		// The counters (SLOs) and endpoint counts (the API's view, the same on every node) are
+		// the central exporter's.
+		for _, stage := range probe.Stages {
+			if w, ok := st.Windows[stage]; ok && w.Failing > 0 {
+				if r, ran := st.Results[stage]; ran && r.Outcome != probe.Skipped {
+					add(famFailureRatio, w.FailureRatio(), string(stage))
+				}
+			}
+		}
+		return false
 	}
 	// Runs and failures from a stage's first run on, both, so that rate() sees the first failure
 	// and a ratio has its denominator; they stay while the Service exists, even when the stage no

@@ -182,7 +182,10 @@ func scrapeAllFamilies(t *testing.T) []string {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return names
+	// The node agents' own families (metrics.TestNodeModeSeriesBounded shows them written).
+	names = append(names, metrics.NodeModeFamilies()...)
+	slices.Sort(names)
+	return slices.Compact(names)
 }
 
 // scrapeFamilyNames scrapes url and parses it with expfmt's text parser.
