@@ -126,8 +126,14 @@ type alertFault struct {
 	want func(ctx context.Context, cl kubernetes.Interface) ([]string, error)
 	// reason must show in each per-Service alert's summary (the query in the template).
 	reason map[string]string
-	// burnStage is the stage whose fast burn-rate alert must fire.
+	// burnStage is the stage whose fast burn-rate alert must fire: a platform stage (99.9 %), whose
+	// fast tier trips within minutes of one Service of the lab's few failing.
 	burnStage string
+	// sliStage is a tenant stage (99.5 %) whose recorded 5-minute error ratio must show the fault
+	// and exceed the fast tier's threshold. Its fast burn alert needs the 1h window to fill too:
+	// with one of the lab's five Services failing that takes longer than this test waits (a
+	// real cluster's single Service never burns a tenant SLO fast; the per-Service alert pages).
+	sliStage string
 }
 
 func servicesExcept(ctx context.Context, cl kubernetes.Interface, alert string, except ...string) ([]string, error) {
@@ -157,7 +163,7 @@ var alertFaults = []alertFault{
 			return []string{"SvcprobeServiceEndpointsMissing default/hostnames"}, nil
 		},
 		reason:    map[string]string{"SvcprobeServiceEndpointsMissing default/hostnames": "no_ready_endpoints"},
-		burnStage: "endpoints",
+		sliStage: "endpoints",
 	},
 	{
 		// Every Service's name fails; kube-dns itself has no ready endpoints.
@@ -274,6 +280,17 @@ func TestAlerts(t *testing.T) {
 				got := sortedKeys(firing)
 				if strings.Join(got, ",") != strings.Join(want, ",") {
 					return fmt.Errorf("firing %v, want %v", got, want)
+				}
+				if af.sliStage != "" {
+					q := `cluster_stage:svcprobe_stage_errors:ratio_rate5m{stage="` + af.sliStage + `",slo="tenant"} > on (cluster, slo) group_left () (14.4 * (1 - cluster_slo:svcprobe_objective:ratio))`
+					ls, _, err := promVector(ctx, q)
+					if err != nil {
+						return err
+					}
+					if len(ls) == 0 {
+						return fmt.Errorf("the tenant SLO's 5m error ratio of stage %s is not above the fast tier's threshold yet (%s)", af.sliStage, q)
+					}
+					return nil
 				}
 				for _, a := range alerts {
 					if a.Labels["alertname"] == burnAlert && a.State == "firing" && a.Labels["stage"] == af.burnStage &&
