@@ -425,10 +425,17 @@ func alertsExporterRestart(t *testing.T, ctx context.Context, cfg *Config, cl ku
 		}
 		if back.IsZero() {
 			if p, err := cfg.ExporterPod(ctx); err == nil && p.UID != old.UID {
+				// Served by the new process: the old one answers on the same address until its
+				// Pod is torn down.
 				sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-				_, err := ScrapeExporter(sctx, "/metrics")
+				body, err := ScrapeExporter(sctx, "/metrics")
 				cancel()
+				var started float64
 				if err == nil {
+					m, _ := parseMetrics(body)
+					started, _ = m.value("process_start_time_seconds")
+				}
+				if err == nil && started > float64(deleted.Unix()) {
 					back = time.Now()
 					t.Logf("replacement exporter %s serves /metrics %s after the delete", p.Name, back.Sub(deleted).Round(time.Second))
 				}
