@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +19,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/svcprobe/svcprobe/discovery"
+	"github.com/svcprobe/svcprobe/pipeline"
 	"github.com/svcprobe/svcprobe/probe"
 )
 
@@ -54,7 +58,7 @@ func runCost(args []string) error {
 	}
 	ports := Ports{Pod: *podPort, Service: *svcPort}
 	const eps = 10
-	workers := max(1, *conc/2) // as run.go: the scheduler's workers
+	workers := pipeline.Workers(*conc) // the scheduler's workers
 	res := CostResult{Concurrency: *conc, Workers: workers, Passes: *passes}
 
 	targets := make([]*discovery.Target, *services)
@@ -62,14 +66,23 @@ func runCost(args []string) error {
 		sl, _ := discovery.TrimEndpointSlice(benchSlice(i, eps, ports))
 		targets[i] = discovery.BuildTarget(benchService(i, ports), []*discoveryv1.EndpointSlice{sl.(*discoveryv1.EndpointSlice)}, []*corev1.Pod(nil))
 	}
-	// The budget never throttles the rate here: this compares the work per probe, not pacing.
-	budget, err := probe.NewBudget(probe.BudgetConfig{Concurrency: *conc, DNSQPS: 1e9, NewConnsPerSecond: 1e9})
+	// The stages as the exporter builds them (pipeline.NewProbers, from the scale runs' config):
+	// the address guard (no informers here: the bench's --cluster.cidr ranges and the targets' own
+	// ClusterIPs) and the resolver classification included. The budget never throttles the rate
+	// here: this compares the work per probe, not pacing.
+	rc := mustResolvConf()
+	pcfg := benchConfig{Timeout: 2 * time.Second, Concurrency: *conc, NewConnsPerSecond: 1e9, DNSQPS: 1e9, PodSpread: 1,
+		VIPConnections: probe.DefaultConnections}.pipelineConfig(rc)
+	budget, err := pcfg.NewBudget(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		return err
 	}
-	pod := &probe.PodProber{Dialer: &probe.Dialer{Budget: budget}}
-	rc := mustResolvConf()
-	dnsp := &probe.DNSProber{Budget: budget, Conf: rc, ClusterDomain: clusterDomain}
+	dnsVIPs := []netip.Addr{netip.MustParseAddr(dnsVIP)}
+	stages := pipeline.NewProbers(pcfg, budget, pcfg.AddressGuard(nil, nil), pcfg.Resolvers(func() []netip.Addr { return dnsVIPs }))
+	pod, dnsp := stageOf(stages, probe.StagePod), stageOf(stages, probe.StageDNS)
+	if pod == nil || dnsp == nil {
+		return fmt.Errorf("pipeline.NewProbers has no pod or dns stage")
+	}
 
 	var addrs []string
 	for _, t := range targets {
@@ -192,6 +205,16 @@ func runCost(args []string) error {
 	}
 	out, _ := json.Marshal(res)
 	fmt.Printf("RESULT %s\n", out)
+	return nil
+}
+
+// stageOf is the prober of stage s among ps, or nil.
+func stageOf(ps []probe.Prober, s probe.Stage) probe.Prober {
+	for _, p := range ps {
+		if p.Stage() == s {
+			return p
+		}
+	}
 	return nil
 }
 

@@ -1,6 +1,6 @@
 // Command bench measures svcprobe against Kubernetes' scalability thresholds (issue 7): the
-// exporter pipeline of cmd/exporter/run.go over client-go's fake clientset, probing real sockets
-// on loopback. See bench/README.md.
+// exporter's pipeline (pipeline.New, what cmd/exporter serves) over client-go's fake clientset,
+// probing real sockets on loopback. See bench/README.md.
 //
 // Modes (the orchestrator re-executes itself for the others, so each has a process of its own and
 // its CPU and memory are its own):

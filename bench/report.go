@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/svcprobe/svcprobe/pipeline"
 )
 
 type row struct {
@@ -69,8 +71,9 @@ func report(o options, c CostResult, rs []ScaleResult, loadStart, loadEnd string
 	w("**in-process miekg/dns server** (in the serve child) built from the same object set, on %s:53 (the kube-dns VIP,\n", dnsVIP)
 	w("resolv.conf's nameserver) and %s:53 (its Pod); every endpoint IP and ClusterIP is a distinct address in\n", dnsPodIP)
 	w("127.0.0.0/8, which Linux routes to lo as a whole, answered by one TCP listener per port on 0.0.0.0 (no network namespace).\n")
-	w("Servers run in a child process; CPU is process CPU time (getrusage), never wall time. Pipeline wired as\n")
-	w("cmd/exporter/run.go does (discovery -> scheduler -> spec/endpoints/dns/pod/proxy -> store -> collector, metrics.Handler, OpenMetrics).\n")
+	w("Servers run in a child process; CPU is process CPU time (getrusage), never wall time. Pipeline: pipeline.New, as cmd/exporter\n")
+	w("serves it, from the exporter's defaults (discovery with the workload and NetworkPolicy informers -> scheduler, --probe.settle=%s ->\n", pipeline.Defaults().Settle)
+	w("spec/endpoints/dns/pod/proxy/nodeport through the address guard, --cluster.cidr=%s -> store -> collector, metrics.Handler, OpenMetrics).\n", benchClusterCIDRsFlag())
 	w("Budgets: --probe.interval=%s --probe.timeout=2s --probe.concurrency=%d (%d scheduler workers) --probe.max-new-conns-per-second=%g --dns.max-qps=%g.\n",
 		o.interval, o.conc, max(1, o.conc/2), o.conns, o.dnsQPS)
 	w("Each Service: one named TCP port, one EndpointSlice, no selector; per interval 14 TCP connects (10 Pods + 4 to the ClusterIP, --probe.vip-connections=4) and 3 DNS queries\n")

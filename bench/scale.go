@@ -10,8 +10,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -19,8 +19,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -29,8 +27,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
 
-	"github.com/svcprobe/svcprobe/discovery"
 	"github.com/svcprobe/svcprobe/metrics"
+	"github.com/svcprobe/svcprobe/pipeline"
 	"github.com/svcprobe/svcprobe/probe"
 )
 
@@ -45,57 +43,42 @@ type benchConfig struct {
 	VIPConnections    int // --probe.vip-connections (connections per ClusterIP and port a round)
 }
 
-// exporter is cmd/exporter/run.go's newExporter, minus what a bench cannot use (the exporter-
-// toolkit web server, the landing page, hairpin: no --hairpin.service). Keep it in step with it.
-type exporter struct {
-	watcher   *discovery.Watcher
-	scheduler *probe.Scheduler
-	store     *metrics.Store
-	budget    *probe.Budget
-	registry  *prometheus.Registry
-	mux       *http.ServeMux
+// The bench's address plan as --cluster.cidr ranges (objects.go): the endpoints' range, which
+// hand-written EndpointSlices without Pod objects reach only through the cluster's ranges (as in a
+// cluster that names them), and the DNS Pod. ClusterIPs are the Services' own: the guard allows
+// them as in any cluster.
+var benchClusterCIDRs = []netip.Prefix{
+	netip.MustParsePrefix("127.8.0.0/13"),               // endpointIP: 127.10.0.1 upwards, room for 384k endpoints
+	netip.PrefixFrom(netip.MustParseAddr(dnsPodIP), 32), // the DNS Pod
 }
 
-func newBenchExporter(cfg benchConfig, rc probe.ResolvConf, client kubernetes.Interface, log *slog.Logger) (*exporter, error) {
-	budget, err := probe.NewBudget(probe.BudgetConfig{Concurrency: cfg.Concurrency, DNSQPS: cfg.DNSQPS, NewConnsPerSecond: cfg.NewConnsPerSecond})
-	if err != nil {
-		return nil, err
+// benchClusterCIDRsFlag is benchClusterCIDRs as --cluster.cidr values.
+func benchClusterCIDRsFlag() string {
+	s := make([]string, len(benchClusterCIDRs))
+	for i, p := range benchClusterCIDRs {
+		s[i] = p.String()
 	}
-	// newProbers: every stage in runbook order (no hairpin stage without --hairpin.service).
-	dialer := &probe.Dialer{Budget: budget}
-	probers := []probe.Prober{
-		probe.SpecProber{},
-		probe.EndpointsProber{},
-		&probe.DNSProber{Budget: budget, Conf: rc, ClusterDomain: clusterDomain},
-		&probe.PodProber{Dialer: dialer, Spread: cfg.PodSpread},
-		&probe.ProxyProber{Dialer: dialer, Connections: cfg.VIPConnections, Timeout: cfg.Timeout},
-	}
-	store := metrics.NewStore()
-	store.SetWindow(metrics.DefaultWindow)
-	e := &exporter{store: store, budget: budget, registry: prometheus.NewRegistry(), mux: http.NewServeMux()}
-	clusterDNS := &probe.ClusterDNSProber{Budget: budget, Conf: rc, ClusterDomain: clusterDomain}
-	schedCfg := probe.SchedulerConfig{
-		Interval: cfg.Interval, Timeout: cfg.Timeout,
-		Workers: max(1, cfg.Concurrency/2),
-		ClusterDNS: func(ctx context.Context) probe.ClusterDNSResult {
-			return clusterDNS.Probe(ctx, probe.DNSServersFrom(e.watcher.DNSEndpoints()))
-		},
-	}
-	if e.scheduler, err = probe.NewScheduler(schedCfg, probers, store, log.With("component", "scheduler")); err != nil {
-		return nil, err
-	}
-	// Flag defaults: all namespaces, one shard, --dns.service kube-system/kube-dns.
-	dcfg := discovery.Config{TotalShards: 1, DNSService: "kube-system/kube-dns"}
-	if e.watcher, err = discovery.NewWatcher(client, dcfg, e.scheduler, log.With("component", "discovery")); err != nil {
-		return nil, err
-	}
-	collector := metrics.NewCollector(metrics.CollectorConfig{
-		SeriesPerService: metrics.DefaultSeriesPerService, PerEndpointLimit: 10,
-	}, store, e.watcher, e.scheduler.Stats(), budget, log)
-	e.registry.MustRegister(collector, versioncollector.NewCollector("svcprobe"),
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	e.mux.Handle("/metrics", metrics.Handler(e.registry, collector.ServiceFamilies(), log.With("component", "metrics")))
-	return e, nil
+	return strings.Join(s, ",")
+}
+
+// pipelineConfig is the exporter's configuration without flags (pipeline.Defaults, which its flags
+// default to) with the bench's settings, each what an exporter flag would set: the budgets and
+// intervals (--probe.*, --dns.max-qps), the Pod's resolv.conf (--dns.resolv-conf) and the bench's
+// address ranges (--cluster.cidr).
+func (c benchConfig) pipelineConfig(rc probe.ResolvConf) pipeline.Config {
+	p := pipeline.Defaults()
+	p.Interval, p.Timeout = c.Interval, c.Timeout
+	p.Concurrency, p.NewConnsPerSecond, p.DNSQPS = c.Concurrency, c.NewConnsPerSecond, c.DNSQPS
+	p.PodSpread, p.VIPConnections = c.PodSpread, c.VIPConnections
+	p.ResolvConf = rc
+	p.ClusterCIDRs = benchClusterCIDRs
+	return p
+}
+
+// newBenchPipeline is the exporter's pipeline (pipeline.New, which cmd/exporter serves) over the
+// bench's clientset; the bench serves its Handler with httptest instead of the exporter-toolkit.
+func newBenchPipeline(cfg benchConfig, rc probe.ResolvConf, client kubernetes.Interface, log *slog.Logger) (*pipeline.Pipeline, error) {
+	return pipeline.New(cfg.pipelineConfig(rc), client, log)
 }
 
 // ScaleResult is what one scale run reports to the orchestrator.
@@ -165,7 +148,7 @@ func runScale(args []string) error {
 	profile := fs.String("profile", "", "write a CPU profile of one more interval here")
 	detect := fs.Bool("detect", false, "measure detection latency")
 	soak := fs.Duration("soak", 0, "keep running this long after the measurements, watching ports and budgets")
-	outDir := fs.String("out", "bench/out", "")
+	fs.String("out", "bench/out", "the orchestrator's -out (profiles are named by -profile)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -187,26 +170,11 @@ func runScale(args []string) error {
 	objs = nil
 	res.RSSBaseline, res.HeapBaseline = memAfterGC()
 
-	rcPath := filepath.Join(*outDir, fmt.Sprintf("resolv-%d.conf", os.Getpid()))
-	if err := os.WriteFile(rcPath, []byte(resolvConf()), 0o644); err != nil {
-		return err
-	}
-	defer os.Remove(rcPath)
-	f, err := os.Open(rcPath)
+	e, err := newBenchPipeline(cfg, mustResolvConf(), client, log)
 	if err != nil {
 		return err
 	}
-	rc, err := probe.ParseResolvConf(f)
-	f.Close()
-	if err != nil {
-		return err
-	}
-
-	e, err := newBenchExporter(cfg, rc, client, log)
-	if err != nil {
-		return err
-	}
-	srv := httptest.NewServer(e.mux) // 127.0.0.1
+	srv := httptest.NewServer(e.Handler) // 127.0.0.1
 	defer srv.Close()
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -214,35 +182,33 @@ func runScale(args []string) error {
 	runStart := time.Now()
 	res.SocketsStart = countSockets(ports.Pod, ports.Service)
 	res.SocketsMax = res.SocketsStart
-	done := make(chan struct{}, 2)
-	go func() { _ = e.watcher.Run(ctx); done <- struct{}{} }()
-	go func() { e.scheduler.Run(ctx); done <- struct{}{} }()
+	done := make(chan struct{}, 1)
+	go func() { _ = e.Run(ctx); done <- struct{}{} }()
 	stopped := false
 	defer func() {
 		if !stopped {
 			cancel()
-			<-done
 			<-done
 		}
 	}()
 
 	// Synced, then every Service probed once; bounded.
 	limit := time.Now().Add(max(5*time.Minute, 20**interval))
-	for !e.watcher.Synced() && time.Now().Before(limit) {
+	for !e.Watcher.Synced() && time.Now().Before(limit) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	res.SyncSeconds = time.Since(runStart).Seconds()
-	for (e.scheduler.Pending() > 0 || e.watcher.Targets() < *n) && time.Now().Before(limit) {
+	for (e.Scheduler.Pending() > 0 || e.Watcher.Targets() < *n) && time.Now().Before(limit) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	res.FirstRoundSeconds = time.Since(runStart).Seconds()
-	if e.scheduler.Pending() > 0 {
-		res.Notes = append(res.Notes, fmt.Sprintf("%d Services still unprobed at the time limit", e.scheduler.Pending()))
+	if e.Scheduler.Pending() > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("%d Services still unprobed at the time limit", e.Scheduler.Pending()))
 	}
 	time.Sleep(time.Second) // the first-round burst is over; rounds follow each Service's phase now
 
 	// The CPU window: the pipeline alone (no scrape in it), intervals x interval.
-	stats := e.scheduler.Stats()
+	stats := e.Scheduler.Stats()
 	sampleSockets := func() {
 		s := countSockets(ports.Pod, ports.Service)
 		if s.Established+s.TimeWait+s.Other > res.SocketsMax.Established+res.SocketsMax.TimeWait+res.SocketsMax.Other {
@@ -311,7 +277,7 @@ func runScale(args []string) error {
 	}
 
 	if *detect {
-		res.DetectStoreSeconds, res.DetectSeconds, res.DetectLowerSeconds, res.DetectSeen = detectLatency(client, e.store, srv.URL+"/metrics", *n/2, *eps, ports)
+		res.DetectStoreSeconds, res.DetectSeconds, res.DetectLowerSeconds, res.DetectSeen = detectLatency(client, e.Store, srv.URL+"/metrics", *n/2, *eps, ports)
 	}
 
 	for end := time.Now().Add(*soak); time.Now().Before(end); {
@@ -326,7 +292,6 @@ func runScale(args []string) error {
 		res.MaxDNSPerWindow, res.DNSWindows = maxWindow(ss.DNS, ss.Start, runStart, runEnd)
 	}
 	cancel()
-	<-done
 	<-done
 	stopped = true
 	// Scrapes with the pipeline stopped (the store keeps its state): CPU per scrape is then the

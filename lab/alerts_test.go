@@ -274,8 +274,9 @@ func TestAlerts(t *testing.T) {
 			}
 			sort.Strings(want)
 			// The longest for: is 2m; scrape, evaluation and the fault reaching the exporter add
-			// seconds.
-			alerts := waitAlerts(t, cfg, af.name+": exactly "+strings.Join(want, ", ")+" firing", 3*time.Minute, func(alerts []promAlert) error {
+			// seconds. The fast burn needs its 1h window (built from recorded 5m rates, which ramp
+			// up over their first 5 minutes) past the threshold, then its 2m: about 4 minutes.
+			alerts := waitAlerts(t, cfg, af.name+": exactly "+strings.Join(want, ", ")+" firing", 5*time.Minute, func(alerts []promAlert) error {
 				firing, _ := layerAlerts(alerts)
 				got := sortedKeys(firing)
 				if strings.Join(got, ",") != strings.Join(want, ",") {

@@ -2,9 +2,9 @@ package main
 
 import (
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -12,11 +12,13 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/svcprobe/svcprobe/discovery"
 	"github.com/svcprobe/svcprobe/metrics"
+	"github.com/svcprobe/svcprobe/pipeline"
 	"github.com/svcprobe/svcprobe/probe"
 	"sigs.k8s.io/yaml"
 )
 
-// config is everything the flags and the config file set.
+// config is everything the flags and the config file set. The pipeline's part of it becomes a
+// pipeline.Config (config.pipelineConfig), whose Defaults are the flags' defaults.
 type config struct {
 	Kubeconfig string
 	apiErrors  *atomic.Uint64 // failed API requests, counted by kubeClient's transport (nil in tests with a fake client)
@@ -61,6 +63,8 @@ type config struct {
 	NodeName   string
 	NodeAddrs  []netip.Addr // --node.address / HOST_IP: this node's addresses, for NodePorts
 	SampleSize int
+	// NodeMaxFailing caps the Services a node agent exports per-Service series for.
+	NodeMaxFailing int
 	// NodeAddrFlags are the raw --node.address values; the flag action parses them into NodeAddrs.
 	NodeAddrFlags []string
 
@@ -86,44 +90,49 @@ type fileConfig struct {
 
 func registerFlags(app *kingpin.Application) *config {
 	c := &config{}
+	// The defaults of the pipeline's flags are pipeline.Defaults(): the bench starts from the same.
+	d := pipeline.Defaults()
+	itoa, dur := strconv.Itoa, time.Duration.String
+	ftoa := func(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
 	app.Flag("kubeconfig", "Kubeconfig to use outside a cluster (in-cluster config when empty).").StringVar(&c.Kubeconfig)
 	app.Flag("config.file", "YAML file with the Services that must exist (key: expect, a list of namespace/name).").StringVar(&c.ConfigFile)
 	app.Flag("namespaces", "Comma-separated namespaces to watch (all when empty).").StringVar(new(string))
 	app.Flag("namespaces-exclude", "Comma-separated namespaces not to watch.").StringVar(new(string))
 	app.Flag("selector", "Label selector on Services: only matching Services are probed.").StringVar(&c.Selector)
-	app.Flag("discovery.workloads", "Watch Deployments, StatefulSets, ReplicaSets, DaemonSets and ReplicationControllers (get/list/watch, trimmed to replicas and Pod template labels): a Service whose selector matches no Pod because its workload is scaled to zero is idle (reason scaled_to_zero, pages nobody), not spec. --no-discovery.workloads when the exporter may not read them.").Default("true").BoolVar(&c.Workloads)
-	app.Flag("discovery.network-policies", "Watch NetworkPolicies and namespaces (get/list/watch) and evaluate, for each endpoint, whether the policies selecting its Pod allow ingress from this exporter (found by --pod.ip): an endpoint they deny is not dialed, and a Service whose every endpoint is denied is layer policy (reason denied_by_network_policy, pages nobody). Proven in the lab against kube-network-policies; --no-discovery.network-policies turns it off and drops the need for those two RBAC rules.").Default("true").BoolVar(&c.NetworkPolicies)
-	app.Flag("shard", "This replica's shard, in [0, --total-shards).").Default("0").IntVar(&c.Shard)
-	app.Flag("total-shards", "Number of shards; Services are assigned by a hash of their UID.").Default("1").IntVar(&c.TotalShards)
-	app.Flag("probe.interval", "Each Service is probed once per interval.").Default("15s").DurationVar(&c.Interval)
-	app.Flag("probe.timeout", "Timeout of each stage of a probe.").Default("2s").DurationVar(&c.Timeout)
-	app.Flag("probe.settle", "After a Service or its endpoints change, hold back dns/proxy/nodeport/hairpin failures for this long (kube-proxy and CoreDNS follow the API a moment later) and probe again then; 0 records them at once.").Default("3s").DurationVar(&c.Settle)
-	app.Flag("probe.pod.spread", "Dial each ready endpoint at least once per this many intervals: a round of the pod stage dials new endpoints, those that failed last time and about 1/N of the others (rotating), and all of them when any of those fails; 1 dials every ready endpoint every interval.").Default("1").IntVar(&c.PodSpread)
-	app.Flag("probe.vip-connections", "Connections per round to each ClusterIP (and NodePort) and port, at most: min(ready endpoints, this), each a new connection, so a VIP that fails one connection in three is caught in most rounds; 1 dials each once.").Default("4").IntVar(&c.VIPConnections)
-	app.Flag("verdict.window", "Rounds of each network stage the verdict looks at: a stage failing in its last two rounds is failed, one failing in a share of them (at least two failed rounds, apart) is degraded (reason partial), one failed round among good ones blames nothing.").Default("8").IntVar(&c.Window)
-	app.Flag("probe.concurrency", "Sockets (TCP, HTTP, DNS) open at once, at most.").Default("64").IntVar(&c.Concurrency)
-	app.Flag("probe.max-new-conns-per-second", "New TCP connections per second, at most.").Default("1000").Float64Var(&c.NewConnsPerSecond)
-	app.Flag("dns.max-qps", "DNS queries per second, at most.").Default("400").Float64Var(&c.DNSQPS)
+	app.Flag("discovery.workloads", "Watch Deployments, StatefulSets, ReplicaSets, DaemonSets and ReplicationControllers (get/list/watch, trimmed to replicas and Pod template labels): a Service whose selector matches no Pod because its workload is scaled to zero is idle (reason scaled_to_zero, pages nobody), not spec. --no-discovery.workloads when the exporter may not read them.").Default(strconv.FormatBool(d.Workloads)).BoolVar(&c.Workloads)
+	app.Flag("discovery.network-policies", "Watch NetworkPolicies and namespaces (get/list/watch) and evaluate, for each endpoint, whether the policies selecting its Pod allow ingress from this exporter (found by --pod.ip): an endpoint they deny is not dialed, and a Service whose every endpoint is denied is layer policy (reason denied_by_network_policy, pages nobody). Proven in the lab against kube-network-policies; --no-discovery.network-policies turns it off and drops the need for those two RBAC rules.").Default(strconv.FormatBool(d.NetworkPolicies)).BoolVar(&c.NetworkPolicies)
+	app.Flag("shard", "This replica's shard, in [0, --total-shards).").Default(itoa(d.Shard)).IntVar(&c.Shard)
+	app.Flag("total-shards", "Number of shards; Services are assigned by a hash of their UID.").Default(itoa(d.TotalShards)).IntVar(&c.TotalShards)
+	app.Flag("probe.interval", "Each Service is probed once per interval.").Default(dur(d.Interval)).DurationVar(&c.Interval)
+	app.Flag("probe.timeout", "Timeout of each stage of a probe.").Default(dur(d.Timeout)).DurationVar(&c.Timeout)
+	app.Flag("probe.settle", "After a Service or its endpoints change, hold back dns/proxy/nodeport/hairpin failures for this long (kube-proxy and CoreDNS follow the API a moment later) and probe again then; 0 records them at once.").Default(dur(d.Settle)).DurationVar(&c.Settle)
+	app.Flag("probe.pod.spread", "Dial each ready endpoint at least once per this many intervals: a round of the pod stage dials new endpoints, those that failed last time and about 1/N of the others (rotating), and all of them when any of those fails; 1 dials every ready endpoint every interval.").Default(itoa(d.PodSpread)).IntVar(&c.PodSpread)
+	app.Flag("probe.vip-connections", "Connections per round to each ClusterIP (and NodePort) and port, at most: min(ready endpoints, this), each a new connection, so a VIP that fails one connection in three is caught in most rounds; 1 dials each once.").Default(itoa(d.VIPConnections)).IntVar(&c.VIPConnections)
+	app.Flag("verdict.window", "Rounds of each network stage the verdict looks at: a stage failing in its last two rounds is failed, one failing in a share of them (at least two failed rounds, apart) is degraded (reason partial), one failed round among good ones blames nothing.").Default(itoa(d.Window)).IntVar(&c.Window)
+	app.Flag("probe.concurrency", "Sockets (TCP, HTTP, DNS) open at once, at most.").Default(itoa(d.Concurrency)).IntVar(&c.Concurrency)
+	app.Flag("probe.max-new-conns-per-second", "New TCP connections per second, at most.").Default(ftoa(d.NewConnsPerSecond)).Float64Var(&c.NewConnsPerSecond)
+	app.Flag("dns.max-qps", "DNS queries per second, at most.").Default(ftoa(d.DNSQPS)).Float64Var(&c.DNSQPS)
 	app.Flag("dns.resolv-conf", "resolv.conf whose nameservers, search list and ndots the DNS stage uses (the exporter Pod's own).").Default("/etc/resolv.conf").StringVar(&c.ResolvConf)
-	app.Flag("dns.cluster-domain", "Cluster domain.").Default("cluster.local").StringVar(&c.ClusterDomain)
-	app.Flag("dns.service", "The cluster DNS Service (namespace/name); each of its Pods is asked directly too.").Default("kube-system/kube-dns").StringVar(&c.DNSService)
+	app.Flag("dns.cluster-domain", "Cluster domain.").Default(d.ClusterDomain).StringVar(&c.ClusterDomain)
+	app.Flag("dns.service", "The cluster DNS Service (namespace/name); each of its Pods is asked directly too.").Default(d.DNSService).StringVar(&c.DNSService)
 	app.Flag("dns.node-local", "Address of a node-local DNS cache in resolv.conf that is not link-local (repeatable); link-local nameservers (NodeLocal DNSCache's 169.254.20.10) count as one anyway. A dead node-local cache is blamed on dns, never on the proxy.").StringsVar(&c.NodeLocalDNSFlags)
 	app.Flag("hairpin.service", "namespace/name of a Service that selects only this Pod; probed through its VIP (empty: no hairpin stage).").StringVar(&c.HairpinService)
 	app.Flag("hairpin.identity", "This Pod's name, served on /-/identity and expected back through the hairpin Service.").Envar("POD_NAME").StringVar(&c.HairpinIdentity)
 	app.Flag("pod.ip", "This Pod's IP addresses, comma-separated (downward API status.podIPs); a Service leading only to them is reached through the hairpin path.").Envar("POD_IP").StringVar(new(string))
-	app.Flag("mode", "central: probe every Service every interval; node: a node agent (DaemonSet) probing from its node a sample of Services per interval, its per-Service series labelled node.").Default(modeCentral).EnumVar(&c.Mode, modeCentral, modeNode)
+	app.Flag("mode", "central: probe every Service every interval; node: a node agent (DaemonSet) probing from its node a sample of Services per interval, its per-Service series labelled node.").Default(d.Mode).EnumVar(&c.Mode, modeCentral, modeNode)
 	app.Flag("node-name", "This Pod's node (downward API spec.nodeName); required with --mode=node, the node label's value.").Envar("NODE_NAME").StringVar(&c.NodeName)
 	app.Flag("node.address", "This node's address, for the nodeport stage (downward API status.hostIP); repeatable or comma-separated. Empty: NodePorts are not probed.").Envar("HOST_IP").StringsVar(&c.NodeAddrFlags)
-	app.Flag("node.sample-size", "In node mode, Services probed per interval; each is probed once per ceil(Services / sample-size) x --probe.interval.").Default("50").IntVar(&c.SampleSize)
+	app.Flag("node.sample-size", "In node mode, Services probed per interval; each is probed once per ceil(Services / sample-size) x --probe.interval.").Default(itoa(d.SampleSize)).IntVar(&c.SampleSize)
+	app.Flag("node.max-failing-services", "In node mode, at most this many Services get per-Service series: those failing from this node (the rest are counted in svcprobe_node_services_omitted); every Service counts in svcprobe_services_by_verdict.").Default(itoa(d.NodeMaxFailing)).IntVar(&c.NodeMaxFailing)
 	app.Flag("cluster.cidr", "A Pod or Service range of the cluster, CIDR (repeatable). Addresses in it may be probed; so may every ClusterIP and Pod IP the informers know.").StringsVar(&c.ClusterCIDRFlags)
 	app.Flag("probe.allow-external", "A range outside the cluster that ExternalName Services, their DNS answers and hand-written endpoints may lead the probes to, CIDR (repeatable). Anything else outside the cluster is never dialed.").StringsVar(&c.AllowExternalFlags)
 	app.Flag("expect", "A Service that must exist, namespace/name (repeatable); missing ones get the verdict missing.").StringsVar(&c.ExpectFlags)
-	app.Flag("metrics.max-series-per-service", "Series budget per Service: the per-endpoint series (--metrics.per-endpoint) are cut to fit; the series every Service has (at most 32: verdict, per stage up, runs, failures and failing share, endpoint counts) are never cut.").Default("30").IntVar(&c.SeriesPerService)
+	app.Flag("metrics.max-series-per-service", "Series budget per Service: the per-endpoint series (--metrics.per-endpoint) are cut to fit; the series every Service has (at most 32: verdict, per stage up, runs, failures and failing share, endpoint counts) are never cut.").Default(itoa(d.SeriesPerService)).IntVar(&c.SeriesPerService)
 	app.Flag("metrics.per-endpoint", "Also export svcprobe_endpoint_up per endpoint.").BoolVar(&c.PerEndpoint)
-	app.Flag("metrics.per-endpoint-limit", "At most this many svcprobe_endpoint_up series per Service.").Default("10").IntVar(&c.PerEndpointLimit)
+	app.Flag("metrics.per-endpoint-limit", "At most this many svcprobe_endpoint_up series per Service.").Default(itoa(d.PerEndpointLimit)).IntVar(&c.PerEndpointLimit)
 	// kingpin's own parse errors ("time: invalid duration \"banana\"") do not say which flag.
 	for _, name := range []string{"shard", "total-shards", "probe.interval", "probe.timeout", "probe.settle", "probe.pod.spread", "probe.concurrency",
-		"probe.max-new-conns-per-second", "dns.max-qps", "metrics.max-series-per-service", "metrics.per-endpoint-limit", "node.sample-size", "mode"} {
+		"probe.max-new-conns-per-second", "dns.max-qps", "metrics.max-series-per-service", "metrics.per-endpoint-limit", "node.sample-size", "node.max-failing-services", "mode"} {
 		f := app.GetFlag(name)
 		f.SetValue(namedValue{name: name, Value: f.Model().Value})
 	}
@@ -155,20 +164,12 @@ func registerFlags(app *kingpin.Application) *config {
 
 // The modes of --mode.
 const (
-	modeCentral = "central"
-	modeNode    = "node"
+	modeCentral = pipeline.ModeCentral
+	modeNode    = pipeline.ModeNode
 )
 
 // nodeMode reports whether this exporter is a node agent.
 func (c *config) nodeMode() bool { return c.Mode == modeNode }
-
-// nodeLabel is the value of the node label: the node's name in node mode, "" (no label) otherwise.
-func (c *config) nodeLabel() string {
-	if c.nodeMode() {
-		return c.NodeName
-	}
-	return ""
-}
 
 // namedValue names its flag in parse errors.
 type namedValue struct {
@@ -260,6 +261,8 @@ func (c *config) load() error {
 		return fmt.Errorf("--metrics.per-endpoint-limit must not be negative, got %d", c.PerEndpointLimit)
 	case c.nodeMode() && c.SampleSize < 1:
 		return fmt.Errorf("--node.sample-size must be at least 1, got %d", c.SampleSize)
+	case c.NodeMaxFailing < 0:
+		return fmt.Errorf("--node.max-failing-services must not be negative (0 means the default, %d), got %d", metrics.DefaultNodeMaxFailing, c.NodeMaxFailing)
 	case c.Mode == modeNode && c.NodeName == "":
 		return fmt.Errorf("--mode=node needs --node-name (or NODE_NAME from the downward API's spec.nodeName): it labels every series")
 	case c.Mode != "" && c.Mode != modeCentral && c.Mode != modeNode:
@@ -292,12 +295,6 @@ func parsePrefixes(flag string, values []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// addressGuard builds the SSRF guard from the flags; known is what the informers know (nil in a
-// one-shot diagnose, which then trusts the target's own ClusterIPs and selected Pods).
-func (c *config) addressGuard(known func(netip.Addr) bool, log *slog.Logger) *probe.AddressGuard {
-	return &probe.AddressGuard{ClusterCIDRs: c.ClusterCIDRs, AllowExternal: c.AllowExternal, NodeAddrs: c.NodeAddrs, Known: known, Log: log}
-}
-
 func parseFileConfig(b []byte) (fileConfig, error) {
 	var fc fileConfig
 	if err := yaml.UnmarshalStrict(b, &fc); err != nil {
@@ -306,10 +303,31 @@ func parseFileConfig(b []byte) (fileConfig, error) {
 	return fc, nil
 }
 
-func (c *config) discovery() discovery.Config {
-	return discovery.Config{
+// pipelineConfig is the pipeline's configuration from the flags (after load), with the resolv.conf they
+// name already read: what pipeline.New and `svcprobe diagnose` build from.
+func (c *config) pipelineConfig(rc probe.ResolvConf) pipeline.Config {
+	return pipeline.Config{
 		Namespaces: c.Namespaces, NamespacesExclude: c.NamespacesExclude, Selector: c.Selector,
-		Shard: c.Shard, TotalShards: c.TotalShards, DNSService: c.DNSService, Workloads: c.Workloads,
-		NetworkPolicies: c.NetworkPolicies, SelfIPs: c.PodIPs,
+		Shard: c.Shard, TotalShards: c.TotalShards, DNSService: c.DNSService,
+		Workloads: c.Workloads, NetworkPolicies: c.NetworkPolicies,
+
+		Interval: c.Interval, Timeout: c.Timeout, Settle: c.Settle, PodSpread: c.PodSpread,
+		VIPConnections: c.VIPConnections, Window: c.Window, Concurrency: c.Concurrency,
+		NewConnsPerSecond: c.NewConnsPerSecond, DNSQPS: c.DNSQPS,
+
+		ResolvConf: rc, ClusterDomain: c.ClusterDomain, NodeLocalDNS: c.NodeLocalDNS,
+
+		HairpinService: c.HairpinService, HairpinIdentity: c.HairpinIdentity, PodIPs: c.PodIPs,
+		Mode: c.Mode, NodeName: c.NodeName, NodeAddrs: c.NodeAddrs, SampleSize: c.SampleSize, NodeMaxFailing: c.NodeMaxFailing,
+
+		ClusterCIDRs: c.ClusterCIDRs, AllowExternal: c.AllowExternal,
+
+		Expected: c.Expected, SeriesPerService: c.SeriesPerService, PerEndpoint: c.PerEndpoint,
+		PerEndpointLimit: c.PerEndpointLimit, APIErrors: c.apiErrors,
 	}
+}
+
+// discovery is the watcher's configuration (load validates it).
+func (c *config) discovery() discovery.Config {
+	return c.pipelineConfig(probe.ResolvConf{}).DiscoveryConfig()
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/svcprobe/svcprobe/discovery"
 	"github.com/svcprobe/svcprobe/metrics"
+	"github.com/svcprobe/svcprobe/pipeline"
 	"github.com/svcprobe/svcprobe/probe"
 	"github.com/svcprobe/svcprobe/web"
 	corev1 "k8s.io/api/core/v1"
@@ -49,7 +50,7 @@ func diagnoseMain(ctx context.Context, client kubernetes.Interface, cfg *config,
 // diagnose runs every stage once against the Service key ("namespace/name"), plus one cluster DNS
 // round, and writes the runbook walk to out as text or as the JSON document of
 // /api/v1/services/{namespace}/{name}. It builds the target with the same code as the watcher
-// (discovery.BuildTarget), probes with the exporter's stages (newProbers) and blames a layer with
+// (discovery.BuildTarget), probes with the exporter's stages (pipeline.NewProbers) and blames a layer with
 // the exporter's verdict: there is no second implementation of any check.
 func diagnose(ctx context.Context, client kubernetes.Interface, cfg *config, key string, out io.Writer, format string) (int, error) {
 	ns, name, ok := strings.Cut(key, "/")
@@ -101,7 +102,10 @@ func diagnoseService(ctx context.Context, client kubernetes.Interface, cfg *conf
 	// The DNS Service's ClusterIPs tell its VIP from a node-local cache or another resolver.
 	dnsIPs := dnsServiceIPs(ctx, client, cfg.DNSService)
 	resolvers := probe.ResolverClassifier{NodeLocal: cfg.NodeLocalDNS, ServiceIPs: func() []netip.Addr { return dnsIPs }}
-	probers := newProbers(cfg, rc, budget, resolvers)
+	// The exporter's stages (pipeline.NewProbers), behind a guard that knows no informers: it trusts
+	// the target's own ClusterIPs and selected Pods, the flags' ranges and node addresses.
+	pcfg := cfg.pipelineConfig(rc)
+	probers := pipeline.NewProbers(pcfg, budget, pcfg.AddressGuard(nil, nil), resolvers)
 	results := make([]probe.Result, len(probers))
 	var cluster probe.ClusterDNSResult
 	start := time.Now()

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package main
+package pipeline
 
 // fdRoom is unknown off Linux (Windows has no RLIMIT_NOFILE; its limit is the ephemeral ports,
 // which --probe.concurrency caps).
