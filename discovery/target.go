@@ -12,8 +12,54 @@ import (
 )
 
 // BuildTarget turns a Service, its EndpointSlices and the Pods of its namespace into a Target.
-// It is pure, so the informer plumbing and the model can be tested apart.
+// It is pure, so the informer plumbing and the model can be tested apart. The watcher builds the
+// same Target from its Pod index instead of a list (buildTarget with indexedPods).
 func BuildTarget(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nsPods []*corev1.Pod) *Target {
+	return buildTarget(svc, slices, podList(nsPods))
+}
+
+// podSource gives buildTarget what it needs of the Pods of a Service's namespace. It is not asked
+// for a Service without a selector.
+type podSource interface {
+	// selecting returns at least every Pod the selector sel matches (buildTarget checks sel on
+	// each Pod).
+	selecting(sel map[string]string) []*corev1.Pod
+	// nearest returns, when no Pod matches, the nearest Pod to sel (see nearestPod), or nil.
+	nearest(sel map[string]string, matches labels.Selector) *corev1.Pod
+}
+
+// podList is every Pod of the namespace, for BuildTarget.
+type podList []*corev1.Pod
+
+func (l podList) selecting(map[string]string) []*corev1.Pod { return l }
+
+func (l podList) nearest(sel map[string]string, matches labels.Selector) *corev1.Pod {
+	var n nearestPod
+	for _, p := range l {
+		n.consider(sel, matches, p)
+	}
+	return n.pod
+}
+
+// nearestPod finds the nearest Pod to a selector that matches no Pod: of the Pods not being
+// deleted (and not matched), the one whose labels agree most with the selector, the first by name
+// among equals; none when no Pod agrees at all. The order Pods are considered in does not matter,
+// nor considering one twice.
+type nearestPod struct {
+	pod   *corev1.Pod
+	score int
+}
+
+func (n *nearestPod) consider(sel map[string]string, matches labels.Selector, p *corev1.Pod) {
+	if p == nil || p.DeletionTimestamp != nil || matches.Matches(labels.Set(p.Labels)) {
+		return
+	}
+	if s := agreement(sel, p.Labels); s > n.score || (s == n.score && n.pod != nil && p.Name < n.pod.Name) {
+		n.pod, n.score = p, s
+	}
+}
+
+func buildTarget(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, pods podSource) *Target {
 	t := &Target{
 		UID:                      svc.UID,
 		Namespace:                svc.Namespace,
@@ -46,31 +92,27 @@ func BuildTarget(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, nsPod
 	t.Endpoints = endpointsOf(slices)
 	if len(t.Selector) > 0 {
 		sel := labels.SelectorFromSet(t.Selector)
-		best, bestScore := (*corev1.Pod)(nil), 0
-		for _, p := range nsPods {
-			if p.DeletionTimestamp != nil {
-				continue
-			}
-			if sel.Matches(labels.Set(p.Labels)) {
+		for _, p := range pods.selecting(t.Selector) {
+			if p.DeletionTimestamp == nil && sel.Matches(labels.Set(p.Labels)) {
 				t.Pods = append(t.Pods, podOf(p))
-				continue
-			}
-			if s := agreement(t.Selector, p.Labels); s > bestScore || (s == bestScore && best != nil && p.Name < best.Name) {
-				best, bestScore = p, s
 			}
 		}
 		sort.Slice(t.Pods, func(i, j int) bool { return t.Pods[i].Name < t.Pods[j].Name })
-		if len(t.Pods) == 0 && best != nil {
-			np := podOf(best)
-			t.NearestPod = &np
+		if len(t.Pods) == 0 {
+			if best := pods.nearest(t.Selector, sel); best != nil {
+				np := podOf(best)
+				t.NearestPod = &np
+			}
 		}
 	}
 	t.Version = t.hash()
 	return t
 }
 
-// agreement scores how close a Pod's labels are to a selector: keys present count once, equal
-// values twice, so "app=hostnames" is closer to "run=hostnames" than an unrelated Pod.
+// agreement scores how close a Pod's labels are to a selector: for each key=value of the selector,
+// one point when the Pod has the key, one more when with that value, and one when any of its
+// labels has the value (three for a shared key=value), so "app=hostnames" is closer to
+// "run=hostnames" than an unrelated Pod.
 func agreement(sel, l map[string]string) int {
 	n := 0
 	for k, v := range sel {

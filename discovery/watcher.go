@@ -108,6 +108,9 @@ const (
 	sliceServiceIndex = "service"
 	addressIndex      = "address"
 	selectorIndex     = "selector"
+	// podLabelIndex indexes a Pod by each key=value of its labels (selectorPair), so a Service's
+	// build reads the Pods of one of its selector's pairs, not every Pod of its namespace.
+	podLabelIndex = "label"
 )
 
 // serviceAddresses indexes a Service by its ClusterIPs (none for headless and ExternalName).
@@ -153,7 +156,10 @@ type Watcher struct {
 	svcIndexers map[string]cache.Indexer
 	synced      []cache.InformerSynced
 	slices      byIndexer
-	pods        map[string]corelisters.PodLister
+	// podIndexers are the Pod informers' indexers, by namespace like services: podLabelIndex
+	// finds the Pods with a given key=value; podLabels counts them.
+	podIndexers map[string]cache.Indexer
+	podLabels   labelCounts
 	dnsSlices   cache.Indexer
 	// workloads index the workload informers' objects by namespace (Config.Workloads).
 	workloads []cache.Indexer
@@ -204,7 +210,7 @@ func NewWatcher(client kubernetes.Interface, cfg Config, sink Sink, log *slog.Lo
 		services:    map[string]corelisters.ServiceLister{},
 		svcIndexers: map[string]cache.Indexer{},
 		noPods:      map[string]map[string]bool{},
-		pods:        map[string]corelisters.PodLister{},
+		podIndexers: map[string]cache.Indexer{},
 		queue:       workqueue.NewTypedWithConfig(workqueue.TypedQueueConfig[string]{Name: "svcprobe_services"}),
 		known:       map[string]*Target{},
 		warned:      map[types.UID]uint64{},
@@ -236,7 +242,7 @@ func NewWatcher(client kubernetes.Interface, cfg Config, sink Sink, log *slog.Lo
 		if err := svcInf.Informer().AddIndexers(cache.Indexers{addressIndex: serviceAddresses, selectorIndex: serviceSelectorPairs}); err != nil {
 			return nil, fmt.Errorf("service address index: %w", err)
 		}
-		if err := podInf.Informer().AddIndexers(cache.Indexers{addressIndex: podAddresses}); err != nil {
+		if err := podInf.Informer().AddIndexers(cache.Indexers{addressIndex: podAddresses, podLabelIndex: podLabelPairs}); err != nil {
 			return nil, fmt.Errorf("pod address index: %w", err)
 		}
 		w.addrIndexers = append(w.addrIndexers, svcInf.Informer().GetIndexer(), podInf.Informer().GetIndexer())
@@ -247,14 +253,16 @@ func NewWatcher(client kubernetes.Interface, cfg Config, sink Sink, log *slog.Lo
 			w.synced = append(w.synced, inf.HasSynced)
 			w.informers = append(w.informers, inf)
 		}
-		if _, err := svcInf.Informer().AddEventHandler(w.handler(w.serviceKeys)); err != nil {
-			return nil, err
-		}
-		if _, err := sliceInf.Informer().AddEventHandler(w.handler(w.sliceKeys)); err != nil {
-			return nil, err
-		}
-		if _, err := podInf.Informer().AddEventHandler(w.podHandler()); err != nil {
-			return nil, err
+		// Their handlers, synced once they have seen every object of the initial lists, not only
+		// when the stores hold them: the Services are queued, and podLabels counts every Pod.
+		for inf, h := range map[cache.SharedIndexInformer]cache.ResourceEventHandler{
+			svcInf.Informer(): w.handler(w.serviceKeys), sliceInf.Informer(): w.handler(w.sliceKeys), podInf.Informer(): w.podHandler(),
+		} {
+			reg, err := inf.AddEventHandler(h)
+			if err != nil {
+				return nil, err
+			}
+			w.synced = append(w.synced, reg.HasSynced)
 		}
 		if cfg.Workloads {
 			for name, inf := range workloadInformers(restFactory) {
@@ -271,7 +279,7 @@ func NewWatcher(client kubernetes.Interface, cfg Config, sink Sink, log *slog.Lo
 		}
 		w.services[ns] = svcInf.Lister()
 		w.svcIndexers[ns] = svcInf.Informer().GetIndexer()
-		w.pods[ns] = podInf.Lister()
+		w.podIndexers[ns] = podInf.Informer().GetIndexer()
 		sliceIndexers = append(sliceIndexers, sliceInf.Informer().GetIndexer())
 		w.factories = append(w.factories, svcFactory, restFactory)
 	}
@@ -457,7 +465,13 @@ func (w *Watcher) podHandler() cache.ResourceEventHandler {
 			return hit || (known != nil && len(known.Pods) == 0)
 		})
 	}
-	return beforeAndAfter(enqueue)
+	// The label counts follow every event, before the Services it re-queues are built again.
+	h := beforeAndAfter(enqueue)
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { w.podLabels.change(nil, o); h.OnAdd(o, false) },
+		UpdateFunc: func(o, n any) { w.podLabels.change(o, n); h.OnUpdate(o, n) },
+		DeleteFunc: func(o any) { w.podLabels.change(o, nil); h.OnDelete(o) },
+	}
 }
 
 // beforeAndAfter calls enqueue with the object of an add or delete, and with both the old and the
@@ -571,14 +585,18 @@ func (w *Watcher) serviceLister(ns string) corelisters.ServiceLister {
 	return w.services[ns]
 }
 
-func (w *Watcher) podLister(ns string) corelisters.PodLister {
-	if l, ok := w.pods[metav1.NamespaceAll]; ok {
-		return l
+func (w *Watcher) podIndexer(ns string) cache.Indexer {
+	if i, ok := w.podIndexers[metav1.NamespaceAll]; ok {
+		return i
 	}
-	return w.pods[ns]
+	return w.podIndexers[ns]
 }
 
-// Run starts the informers, waits for their caches and processes events until ctx ends.
+// Run starts the informers, waits for their caches and processes events until ctx ends. Services
+// are built once the caches have synced, not while they fill: a Service built before its Pods are
+// listed would be pushed as selecting no Pod, and then every Pod of its namespace listed after it
+// would re-queue it (and every other such Service, see noPods). Synced holds once the Services
+// the initial lists queued are built and pushed to the Sink.
 func (w *Watcher) Run(ctx context.Context) error {
 	for _, f := range w.factories {
 		f.Start(ctx.Done())
@@ -589,17 +607,18 @@ func (w *Watcher) Run(ctx context.Context) error {
 			f.Shutdown()
 		}
 	}()
+	if !cache.WaitForCacheSync(ctx.Done(), w.synced...) {
+		return fmt.Errorf("informer caches did not sync: %w", errors.Join(ctx.Err(), context.Cause(ctx)))
+	}
+	for n := w.queue.Len(); n > 0 && ctx.Err() == nil; n-- {
+		w.processNext() // the only consumer yet: Get does not wait
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for w.processNext() {
 		}
 	}()
-	if !cache.WaitForCacheSync(ctx.Done(), w.synced...) {
-		w.queue.ShutDown()
-		<-done
-		return fmt.Errorf("informer caches did not sync: %w", errors.Join(ctx.Err(), context.Cause(ctx)))
-	}
 	w.isSynced.Store(true)
 	w.log.Info("discovery synced", "namespaces", w.cfg.Namespaces, "shard", w.cfg.Shard, "total_shards", w.cfg.TotalShards)
 	progressDone := make(chan struct{})
@@ -676,11 +695,7 @@ func (w *Watcher) build(svc *corev1.Service) *Target {
 			slices = append(slices, s)
 		}
 	}
-	var pods []*corev1.Pod
-	if len(svc.Spec.Selector) > 0 {
-		pods, _ = w.podLister(svc.Namespace).Pods(svc.Namespace).List(labels.Everything())
-	}
-	t := BuildTarget(svc, slices, pods)
+	t := buildTarget(svc, slices, w.podsOf(svc.Namespace))
 	// What the optional informers add to the target enters its version too: hash once more,
 	// after both.
 	rehash := false
