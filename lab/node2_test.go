@@ -38,16 +38,7 @@ func scrapeAll(ctx context.Context, cl kubernetes.Interface) (agentView, error) 
 	}
 	for _, src := range sources {
 		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		var body string
-		var err error
-		switch node, host := strings.CutPrefix(src, "host:"); {
-		case src == "central":
-			body, err = ScrapeExporter(sctx, "/metrics")
-		case host:
-			body, err = ScrapeHostAgent(sctx, node, "/metrics")
-		default:
-			body, err = ScrapeNodeAgent(sctx, cl, src, "/metrics")
-		}
+		body, err := scrapeSource(sctx, cl, src, "/metrics")
 		cancel()
 		if err != nil {
 			return av, fmt.Errorf("%s: %w", src, err)
@@ -84,19 +75,26 @@ func scrapeAll(ctx context.Context, cl kubernetes.Interface) (agentView, error) 
 	return av, nil
 }
 
+// scrapeSource GETs path from one exporter as scrapeAll names it: "central", a node name (its
+// agent on the Pod network) or "host:<node>" (its host-network agent).
+func scrapeSource(ctx context.Context, cl kubernetes.Interface, src, path string) (string, error) {
+	switch node, host := strings.CutPrefix(src, "host:"); {
+	case src == "central":
+		return ScrapeExporter(ctx, path)
+	case host:
+		return ScrapeHostAgent(ctx, node, path)
+	default:
+		return ScrapeNodeAgent(ctx, cl, src, path)
+	}
+}
+
 // agentVerdicts reads every verdict of one agent (src as scrapeAll names it) from its JSON API:
 // namespace/name -> layer/reason.
 func agentVerdicts(ctx context.Context, cl kubernetes.Interface, src string) (map[string]string, error) {
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	const path = "/api/v1/services?page_size=1000"
-	var body string
-	var err error
-	if node, host := strings.CutPrefix(src, "host:"); host {
-		body, err = ScrapeHostAgent(sctx, node, path)
-	} else {
-		body, err = ScrapeNodeAgent(sctx, cl, src, path)
-	}
+	body, err := scrapeSource(sctx, cl, src, path)
 	if err != nil {
 		return nil, err
 	}
@@ -129,16 +127,7 @@ func agentDetails(cl kubernetes.Interface, av agentView) string {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			path := "/api/v1/services/" + key
-			var body string
-			var err error
-			switch node, host := strings.CutPrefix(src, "host:"); {
-			case src == "central":
-				body, err = ScrapeExporter(ctx, path)
-			case host:
-				body, err = ScrapeHostAgent(ctx, node, path)
-			default:
-				body, err = ScrapeNodeAgent(ctx, cl, src, path)
-			}
+			body, err := scrapeSource(ctx, cl, src, path)
 			cancel()
 			if err != nil {
 				body = err.Error()
@@ -541,13 +530,7 @@ func agentStageOK(ctx context.Context, cl kubernetes.Interface, src, ns, name, s
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	path := "/api/v1/services/" + ns + "/" + name
-	var body string
-	var err error
-	if node, host := strings.CutPrefix(src, "host:"); host {
-		body, err = ScrapeHostAgent(sctx, node, path)
-	} else {
-		body, err = ScrapeNodeAgent(sctx, cl, src, path)
-	}
+	body, err := scrapeSource(sctx, cl, src, path)
 	if err != nil {
 		return err
 	}
