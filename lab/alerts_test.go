@@ -162,7 +162,7 @@ var alertFaults = []alertFault{
 		want: func(context.Context, kubernetes.Interface) ([]string, error) {
 			return []string{"SvcprobeServiceEndpointsMissing default/hostnames"}, nil
 		},
-		reason:    map[string]string{"SvcprobeServiceEndpointsMissing default/hostnames": "no_ready_endpoints"},
+		reason:   map[string]string{"SvcprobeServiceEndpointsMissing default/hostnames": "no_ready_endpoints"},
 		sliStage: "endpoints",
 	},
 	{
