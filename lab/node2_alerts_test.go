@@ -133,6 +133,7 @@ func TestNodeAlerts(t *testing.T) {
 		}
 		for _, q := range []string{
 			`svcprobe_service_verdict{node="` + Node2Name + `"} == 1`,
+			`svcprobe_services_by_verdict{node="` + Node2Name + `"} > 0`,
 			`svcprobe_cluster_dns_up{node="` + Node2Name + `"}`,
 			`ALERTS{alertname!="` + burnAlert + `"}`,
 		} {
@@ -163,7 +164,9 @@ func TestNodeAlerts(t *testing.T) {
 				return fmt.Errorf("target %s not up (up == 1: %v)", w, sortedKeys(up))
 			}
 		}
-		ls, _, err = promVector(ctx, `count by (node) (svcprobe_service_verdict)`)
+		// Agents export per-Service series only for what fails from their node: their counts of
+		// Services by verdict are what every exporter always has.
+		ls, _, err = promVector(ctx, `count by (node) (svcprobe_services_by_verdict)`)
 		if err != nil {
 			return err
 		}
@@ -173,7 +176,7 @@ func TestNodeAlerts(t *testing.T) {
 		}
 		for _, n := range []string{"", NodeName, Node2Name} {
 			if !nodes[n] {
-				return fmt.Errorf("no svcprobe_service_verdict{node=%q} in Prometheus yet (nodes: %v)", n, sortedKeys(nodes))
+				return fmt.Errorf("no svcprobe_services_by_verdict{node=%q} in Prometheus yet (nodes: %v)", n, sortedKeys(nodes))
 			}
 		}
 		firing, pending := nodeAlerts(alerts)
