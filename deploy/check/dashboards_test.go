@@ -62,6 +62,7 @@ var dashboardNodeLabelled = map[string]bool{
 	"svcprobe_endpoint_up":               true,
 	"svcprobe_service_annotation_errors": true,
 	"svcprobe_cluster_dns_up":            true,
+	"svcprobe_services_by_verdict":       true,
 }
 
 // dashboardRemovedMetrics are metrics and recording rules the exporter and deploy/rules no longer
