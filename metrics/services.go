@@ -232,21 +232,21 @@ func (f *ServiceFamilies) buildService(s *series, st *ServiceStatus) bool {
 	}
 	add(famVerdict, 1, string(st.Verdict), string(st.Reason))
 	for _, stage := range probe.Stages {
-		if r, ok := st.Results[stage]; ok && r.Outcome != probe.Skipped {
-			add(famStageUp, boolf(r.Outcome == probe.OK), string(stage))
+		r, ok := st.Results[stage]
+		if !ok || r.Outcome == probe.Skipped {
+			continue
+		}
+		add(famStageUp, boolf(r.Outcome == probe.OK), string(stage))
+		// The failing share only where the window holds a failure: a healthy Service spends no
+		// series on it, a failing one shows how much fails (a VIP failing 1 connection in 3: ~0.33).
+		if w, ok := st.Windows[stage]; ok && w.Failing > 0 {
+			add(famFailureRatio, w.FailureRatio(), string(stage))
 		}
 	}
 	if f.node != "" {
-		// A node agent's view of a failing Service: what fails from this node and how much.
-		// The counters (SLOs) and endpoint counts (the API's view, the same on every node) are
-		// the central exporter's.
-		for _, stage := range probe.Stages {
-			if w, ok := st.Windows[stage]; ok && w.Failing > 0 {
-				if r, ran := st.Results[stage]; ran && r.Outcome != probe.Skipped {
-					add(famFailureRatio, w.FailureRatio(), string(stage))
-				}
-			}
-		}
+		// A node agent's view of a failing Service ends here: what fails from this node and how
+		// much. The counters (SLOs) and endpoint counts (the API's view, the same on every node)
+		// are the central exporter's.
 		return false
 	}
 	// Runs and failures from a stage's first run on, both, so that rate() sees the first failure
@@ -256,15 +256,6 @@ func (f *ServiceFamilies) buildService(s *series, st *ServiceStatus) bool {
 		if c, ok := st.Counts[stage]; ok {
 			add(famRuns, float64(c.Runs), string(stage))
 			add(famFailures, float64(c.Failures), string(stage))
-		}
-	}
-	// The failing share only where the window holds a failure: a healthy Service spends no
-	// series on it, a failing one shows how much fails (a VIP failing 1 connection in 3: ~0.33).
-	for _, stage := range probe.Stages {
-		if w, ok := st.Windows[stage]; ok && w.Failing > 0 {
-			if r, ran := st.Results[stage]; ran && r.Outcome != probe.Skipped {
-				add(famFailureRatio, w.FailureRatio(), string(stage))
-			}
 		}
 	}
 	if t.Kind != discovery.KindExternalName {
