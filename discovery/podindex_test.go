@@ -94,6 +94,7 @@ func (w *indexedWatcher) add(tb testing.TB, objs ...any) {
 			if err := w.serviceIndexer(o.Namespace).Add(s); err != nil {
 				tb.Fatal(err)
 			}
+			w.selectors.follow(s, false) // as the Service handler does
 		case *discoveryv1.EndpointSlice:
 			s, _ := TrimEndpointSlice(o)
 			if err := w.slices.(multiIndexer)[0].Add(s); err != nil {

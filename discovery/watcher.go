@@ -107,7 +107,6 @@ func (c Config) OwnsShard(uid types.UID) bool {
 const (
 	sliceServiceIndex = "service"
 	addressIndex      = "address"
-	selectorIndex     = "selector"
 	// podLabelIndex indexes a Pod by each key=value of its labels (selectorPair), so a Service's
 	// build reads the Pods of one of its selector's pairs, not every Pod of its namespace.
 	podLabelIndex = "label"
@@ -151,11 +150,13 @@ type Watcher struct {
 
 	factories []informers.SharedInformerFactory
 	services  map[string]corelisters.ServiceLister // by namespace; "" when watching all
-	// svcIndexers are the Service informers' indexers, by namespace like services: selectorIndex
-	// finds the Services whose selector has a given key=value.
+	// svcIndexers are the Service informers' indexers, by namespace like services.
 	svcIndexers map[string]cache.Indexer
-	synced      []cache.InformerSynced
-	slices      byIndexer
+	// selectors finds the Services whose selector a Pod's labels match (kept by the Service
+	// handler).
+	selectors *selectorIndex
+	synced    []cache.InformerSynced
+	slices    byIndexer
 	// podIndexers are the Pod informers' indexers, by namespace like services: podLabelIndex
 	// finds the Pods with a given key=value; podLabels counts them.
 	podIndexers map[string]cache.Indexer
@@ -209,6 +210,7 @@ func NewWatcher(client kubernetes.Interface, cfg Config, sink Sink, log *slog.Lo
 		cfg: cfg, log: log, sink: sink,
 		services:    map[string]corelisters.ServiceLister{},
 		svcIndexers: map[string]cache.Indexer{},
+		selectors:   newSelectorIndex(),
 		noPods:      map[string]map[string]bool{},
 		podIndexers: map[string]cache.Indexer{},
 		queue:       workqueue.NewTypedWithConfig(workqueue.TypedQueueConfig[string]{Name: "svcprobe_services"}),
@@ -239,7 +241,7 @@ func NewWatcher(client kubernetes.Interface, cfg Config, sink Sink, log *slog.Lo
 		if err := sliceInf.Informer().AddIndexers(cache.Indexers{sliceServiceIndex: sliceService}); err != nil {
 			return nil, fmt.Errorf("endpointslice index: %w", err)
 		}
-		if err := svcInf.Informer().AddIndexers(cache.Indexers{addressIndex: serviceAddresses, selectorIndex: serviceSelectorPairs}); err != nil {
+		if err := svcInf.Informer().AddIndexers(cache.Indexers{addressIndex: serviceAddresses}); err != nil {
 			return nil, fmt.Errorf("service address index: %w", err)
 		}
 		if err := podInf.Informer().AddIndexers(cache.Indexers{addressIndex: podAddresses, podLabelIndex: podLabelPairs}); err != nil {
@@ -256,7 +258,7 @@ func NewWatcher(client kubernetes.Interface, cfg Config, sink Sink, log *slog.Lo
 		// Their handlers, synced once they have seen every object of the initial lists, not only
 		// when the stores hold them: the Services are queued, and podLabels counts every Pod.
 		for inf, h := range map[cache.SharedIndexInformer]cache.ResourceEventHandler{
-			svcInf.Informer(): w.handler(w.serviceKeys), sliceInf.Informer(): w.handler(w.sliceKeys), podInf.Informer(): w.podHandler(),
+			svcInf.Informer(): w.serviceHandler(), sliceInf.Informer(): w.handler(w.sliceKeys), podInf.Informer(): w.podHandler(),
 		} {
 			reg, err := inf.AddEventHandler(h)
 			if err != nil {
@@ -420,6 +422,16 @@ func (w *Watcher) watchProgress(ctx context.Context) {
 	}
 }
 
+// serviceHandler queues the Service of each event, after filing it in the selector index.
+func (w *Watcher) serviceHandler() cache.ResourceEventHandler {
+	h := w.handler(w.serviceKeys)
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { w.selectors.follow(o, false); h.OnAdd(o, false) },
+		UpdateFunc: func(o, n any) { w.selectors.follow(n, false); h.OnUpdate(o, n) },
+		DeleteFunc: func(o any) { w.selectors.follow(o, true); h.OnDelete(o) },
+	}
+}
+
 func (w *Watcher) serviceKeys(obj any) []string {
 	s, ok := obj.(*corev1.Service)
 	if !ok {
@@ -490,9 +502,10 @@ func beforeAndAfter(enqueue func(objs ...any)) cache.ResourceEventHandler {
 
 // enqueueSelecting re-queues the Services of ns that have a selector and for which want holds:
 // hit says whether their selector matches one of sets, known is what the Sink holds for them
-// (nil when nothing). It looks only at the Services whose selector shares a key=value with one
-// of sets (selectorIndex), and at those that match no Pod now (noPods): a Pod event costs the
-// Services it can change, not every Service of its namespace.
+// (nil when nothing). It looks only at the Services whose selector matches one of sets (the
+// selector index: each Service filed under one of its key=values) and at those that match no Pod
+// now (noPods): a Pod event costs the Services it can change, not every Service of its namespace
+// nor every Service sharing one key=value with it.
 func (w *Watcher) enqueueSelecting(ns string, sets []labels.Set, want func(hit bool, known *Target) bool) {
 	for _, key := range w.selecting(ns, sets, want) {
 		w.queue.Add(key)
@@ -501,47 +514,17 @@ func (w *Watcher) enqueueSelecting(ns string, sets []labels.Set, want func(hit b
 
 // selecting returns the keys enqueueSelecting re-queues.
 func (w *Watcher) selecting(ns string, sets []labels.Set, want func(hit bool, known *Target) bool) []string {
-	idx := w.serviceIndexer(ns)
-	if idx == nil {
-		return nil
-	}
-	cand := map[string]*corev1.Service{}
-	for _, set := range sets {
-		for k, v := range set {
-			objs, _ := idx.ByIndex(selectorIndex, selectorPair(ns, k, v))
-			for _, o := range objs {
-				if svc, ok := o.(*corev1.Service); ok {
-					cand[svc.Namespace+"/"+svc.Name] = svc
-				}
-			}
-		}
-	}
-	w.mu.Lock()
-	var orphans []string
-	for key := range w.noPods[ns] {
-		if _, ok := cand[key]; !ok {
-			orphans = append(orphans, key)
-		}
-	}
-	w.mu.Unlock()
-	for _, key := range orphans {
-		if o, ok, _ := idx.GetByKey(key); ok {
-			if svc, ok := o.(*corev1.Service); ok {
-				cand[key] = svc
-			}
-		}
-	}
+	hits := w.selectors.matching(ns, sets)
 	var keys []string
-	for key, s := range cand {
-		if len(s.Spec.Selector) == 0 {
-			continue
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for key := range hits {
+		if want(true, w.known[key]) {
+			keys = append(keys, key)
 		}
-		sel := labels.SelectorFromValidatedSet(s.Spec.Selector)
-		hit := slices.ContainsFunc(sets, func(set labels.Set) bool { return sel.Matches(set) })
-		w.mu.Lock()
-		t := w.known[key]
-		w.mu.Unlock()
-		if want(hit, t) {
+	}
+	for key := range w.noPods[ns] { // Services with a selector, all of them
+		if !hits[key] && want(false, w.known[key]) {
 			keys = append(keys, key)
 		}
 	}
@@ -550,19 +533,6 @@ func (w *Watcher) selecting(ns string, sets []labels.Set, want func(hit bool, kn
 
 // selectorPair is the selectorIndex key of one key=value of a selector in ns.
 func selectorPair(ns, k, v string) string { return ns + "/" + k + "=" + v }
-
-// serviceSelectorPairs indexes a Service by each key=value of its selector.
-func serviceSelectorPairs(obj any) ([]string, error) {
-	s, ok := obj.(*corev1.Service)
-	if !ok {
-		return nil, nil
-	}
-	out := make([]string, 0, len(s.Spec.Selector))
-	for k, v := range s.Spec.Selector {
-		out = append(out, selectorPair(s.Namespace, k, v))
-	}
-	return out, nil
-}
 
 func (w *Watcher) serviceIndexer(ns string) cache.Indexer {
 	if i, ok := w.svcIndexers[metav1.NamespaceAll]; ok {
