@@ -4,6 +4,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -283,6 +284,41 @@ func (s *Store) Snapshot() ([]ServiceStatus, *probe.ClusterDNSResult) {
 		return a.Name < b.Name
 	})
 	return out, s.clusterCopy()
+}
+
+// ServiceVerdict is one Service's verdict as a listing needs it: who and which layer.
+type ServiceVerdict struct {
+	Namespace, Name string
+	Verdict         Layer
+	Reason          probe.Reason
+}
+
+// Verdicts decides every Service's verdict now, as Snapshot would, without copying any Service's
+// state: what the status page's matrix and the list API filter, sort and page, before they read
+// the page's own Services with Lookup. Sorted by namespace and name.
+func (s *Store) Verdicts() []ServiceVerdict {
+	s.mu.RLock()
+	out := make([]ServiceVerdict, 0, len(s.services))
+	windows := map[probe.Stage]Window{}
+	for _, st := range s.services {
+		if st.target == nil {
+			continue
+		}
+		clear(windows)
+		for k, w := range st.windows {
+			windows[k] = w.snapshot()
+		}
+		layer, reason := Decide(s.evidence(st, st.results, windows))
+		out = append(out, ServiceVerdict{Namespace: st.target.Namespace, Name: st.target.Name, Verdict: layer, Reason: reason})
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(out, func(a, b ServiceVerdict) int {
+		if a.Namespace != b.Namespace {
+			return strings.Compare(a.Namespace, b.Namespace)
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return out
 }
 
 // Lookup copies one Service's state, found by namespace and name, and the cluster DNS round:

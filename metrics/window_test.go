@@ -550,3 +550,62 @@ func BenchmarkStoreLookupVsSnapshot(b *testing.B) {
 		}
 	})
 }
+
+// Verdicts decides what Snapshot decides, for every Service, in the same order, without copying
+// their state: healthy, failing (held by the window), cross-Service evidence (other VIPs) and a
+// forgotten Service.
+func TestStoreVerdictsMatchSnapshot(t *testing.T) {
+	s := NewStore()
+	for i := range 6 {
+		s.Record(target(fmt.Sprintf("ns%d", i%2), fmt.Sprintf("s%d", i)), healthy())
+	}
+	for _, name := range []string{"s1", "s3"} {
+		for range 2 {
+			s.Record(target("ns1", name), []probe.Result{fail(probe.StageProxy, probe.ReasonTimeout)})
+		}
+	}
+	s.Record(target("ns0", "s4"), []probe.Result{fail(probe.StageDNS, probe.ReasonNXDomain)})
+	s.Forget(target("ns0", "s2").UID)
+	snap, _ := s.Snapshot()
+	got := s.Verdicts()
+	if len(got) != len(snap) {
+		t.Fatalf("%d verdicts, %d in the snapshot", len(got), len(snap))
+	}
+	broken := 0
+	for i, v := range got {
+		w := snap[i]
+		if v.Namespace != w.Target.Namespace || v.Name != w.Target.Name || v.Verdict != w.Verdict || v.Reason != w.Reason {
+			t.Errorf("#%d: Verdicts %s/%s %s/%s, Snapshot %s/%s %s/%s", i, v.Namespace, v.Name, v.Verdict, v.Reason,
+				w.Target.Namespace, w.Target.Name, w.Verdict, w.Reason)
+		}
+		if v.Verdict != LayerOK {
+			broken++
+		}
+	}
+	if broken < 2 {
+		t.Fatalf("only %d Services not ok: the test's failures did not reach the verdict", broken)
+	}
+}
+
+// A page of the matrix reads every Service's verdict, not a copy of every Service: at 10,000
+// Services, Verdicts against Snapshot (what the status page read before).
+func BenchmarkStoreVerdictsVsSnapshot(b *testing.B) {
+	s := NewStore()
+	for i := range 10000 {
+		s.Record(target("ns", fmt.Sprintf("s%05d", i)), healthy())
+	}
+	b.Run("snapshot", func(b *testing.B) {
+		for b.Loop() {
+			if snap, _ := s.Snapshot(); len(snap) != 10000 {
+				b.Fatal(len(snap))
+			}
+		}
+	})
+	b.Run("verdicts", func(b *testing.B) {
+		for b.Loop() {
+			if v := s.Verdicts(); len(v) != 10000 {
+				b.Fatal(len(v))
+			}
+		}
+	})
+}

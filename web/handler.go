@@ -124,7 +124,7 @@ func (h *handler) parseFilter(r *http.Request) filter {
 type row struct {
 	ns, name string
 	broken   bool
-	status   *metrics.ServiceStatus // nil for an expected Service that does not exist
+	missing  bool // an expected Service that does not exist
 }
 
 func (f filter) match(r row, verdict, reason string) bool {
@@ -155,16 +155,17 @@ type listing struct {
 
 func (h *handler) list(r *http.Request) listing {
 	f := h.parseFilter(r)
-	snap, cluster := h.store.Snapshot()
-	seen := make(map[metrics.Expected]bool, len(snap))
+	// The verdicts of every Service, not copies of their state: only the page's Services are
+	// read (Lookup), so a page costs its own rows plus one verdict per Service.
+	verdicts := h.store.Verdicts()
+	seen := make(map[metrics.Expected]bool, len(verdicts))
 	nsSet := map[string]bool{}
-	rows := make([]row, 0, len(snap))
-	for i := range snap {
-		s := &snap[i]
-		seen[metrics.Expected{Namespace: s.Target.Namespace, Name: s.Target.Name}] = true
-		nsSet[s.Target.Namespace] = true
-		rw := row{ns: s.Target.Namespace, name: s.Target.Name, broken: s.Verdict != metrics.LayerOK && !s.Verdict.Intended(), status: s}
-		if f.match(rw, string(s.Verdict), string(s.Reason)) {
+	rows := make([]row, 0, len(verdicts))
+	for _, v := range verdicts {
+		seen[metrics.Expected{Namespace: v.Namespace, Name: v.Name}] = true
+		nsSet[v.Namespace] = true
+		rw := row{ns: v.Namespace, name: v.Name, broken: v.Verdict != metrics.LayerOK && !v.Verdict.Intended()}
+		if f.match(rw, string(v.Verdict), string(v.Reason)) {
 			rows = append(rows, rw)
 		}
 	}
@@ -174,7 +175,7 @@ func (h *handler) list(r *http.Request) listing {
 		}
 		seen[e] = true
 		nsSet[e.Namespace] = true
-		rw := row{ns: e.Namespace, name: e.Name, broken: true}
+		rw := row{ns: e.Namespace, name: e.Name, broken: true, missing: true}
 		if f.match(rw, string(metrics.LayerMissing), string(metrics.LayerMissing)) {
 			rows = append(rows, rw)
 		}
@@ -187,7 +188,7 @@ func (h *handler) list(r *http.Request) listing {
 	if h.opts.Ready != nil {
 		l.Ready, l.ReadyDetail = h.opts.Ready()
 	}
-	l.ClusterDNS = NewClusterDNS(cluster)
+	l.ClusterDNS = NewClusterDNS(h.store.ClusterDNS())
 	l.Total, l.PageSize, l.Page = len(rows), f.PageSize, f.Page
 	for _, rw := range rows {
 		if rw.broken {
@@ -199,11 +200,15 @@ func (h *handler) list(r *http.Request) listing {
 	to := min(from+f.PageSize, len(rows))
 	l.Services = make([]Service, 0, to-from)
 	for _, rw := range rows[from:to] {
-		if rw.status == nil {
+		if rw.missing {
 			l.Services = append(l.Services, MissingService(rw.ns, rw.name))
 			continue
 		}
-		l.Services = append(l.Services, NewService(*rw.status, nil, false))
+		st, _, ok := h.store.Lookup(rw.ns, rw.name)
+		if !ok { // deleted since the verdicts were read
+			continue
+		}
+		l.Services = append(l.Services, NewService(st, nil, false))
 	}
 	for ns := range nsSet {
 		l.Namespaces = append(l.Namespaces, ns)

@@ -488,7 +488,7 @@ func sortBrokenFirst(rows []row) {
 	}
 	rank := func(r row) int {
 		switch {
-		case r.status == nil:
+		case r.missing:
 			return 0 // missing: nothing further down the runbook can work
 		case r.broken:
 			return 1
