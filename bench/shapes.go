@@ -87,7 +87,8 @@ type ShapesResult struct {
 	VerdictPolls                               int
 
 	// Web.
-	Pages []PageTiming
+	Pages       []PageTiming
+	MachineBusy float64 // all CPUs, everyone's work, while the pages were requested with the pipeline probing
 
 	Verdicts map[string]int // every Service's verdict at the end, layer/reason
 	Notes    []string
@@ -95,17 +96,16 @@ type ShapesResult struct {
 
 // PageTiming is one URL of the web shape.
 type PageTiming struct {
-	Name          string
-	Path          string
-	Requests      int
-	LiveMedian    float64 // wall seconds, median, while the pipeline probes
-	LiveP90       float64
-	IdleMedian    float64 // wall seconds, median, pipeline stopped
-	CPUMicros     float64 // process CPU per request, pipeline stopped (client and server, same process), µs
-	Bytes         int
-	Status        int
-	IdleRequests  int
-	LiveCPUMicros float64 // process CPU per request while probing, minus the probing's own rate (noisy)
+	Name         string
+	Path         string
+	Requests     int
+	LiveMedian   float64 // wall seconds, median, while the pipeline probes
+	LiveP90      float64
+	IdleMedian   float64 // wall seconds, median, pipeline stopped
+	CPUMicros    float64 // process CPU per request, pipeline stopped (client and server, same process), µs
+	Bytes        int
+	Status       int
+	IdleRequests int
 }
 
 // shapeOptions are a shapes child's flags.
@@ -138,7 +138,7 @@ func runShapes(args []string) error {
 	fs.IntVar(&o.deployPods, "deploy-pods", 1000, "churn: Pods per Deployment")
 	fs.IntVar(&o.background, "background", 2000, "churn: other Services (10 Pods each), probed during the churn")
 	fs.DurationVar(&o.maxTime, "max-time", 90*time.Second, "bound of the writes (namespace, churn)")
-	fs.IntVar(&o.webRequests, "requests", 40, "web: requests per URL")
+	fs.IntVar(&o.webRequests, "requests", 200, "web: requests per URL (/: a fifth, /metrics: 3)")
 	fs.IntVar(&o.ports.Pod, "pod-port", 0, "")
 	fs.IntVar(&o.ports.Service, "svc-port", 0, "")
 	fs.StringVar(&o.control, "control", "", "serve child's stats endpoint (unused by most shapes)")

@@ -2,6 +2,10 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"time"
 
 	kruntime "k8s.io/apimachinery/pkg/runtime"
@@ -33,14 +37,26 @@ func shapePods(o shapeOptions) (ShapesResult, error) {
 	objs = append(objs, dsvc, dsl)
 	client := fake.NewSimpleClientset(objs...)
 	objs = nil
+	var err error
 	res.RSSBaseline, res.HeapBaseline = memAfterGC()
 
+	// A CPU profile of the sync and a heap profile after it, in -out.
+	var prof *os.File
+	if o.out != "" {
+		if prof, err = os.Create(filepath.Join(o.out, fmt.Sprintf("shape-pods-%s-sync.pprof", o.variant))); err == nil {
+			_ = pprof.StartCPUProfile(prof)
+		}
+	}
 	sp, err := startShapePipeline(o, client)
 	if err != nil {
 		return res, err
 	}
 	defer sp.close()
 	res.SyncSeconds, res.TargetsSeconds, res.FirstRoundSeconds = sp.waitReady(n+1, 5*time.Minute)
+	if prof != nil {
+		pprof.StopCPUProfile()
+		prof.Close()
+	}
 	res.SyncCPUSeconds = sp.targetsCPU.Seconds()
 	if res.FirstRoundSeconds < 0 {
 		res.Notes = append(res.Notes, fmt.Sprintf("not every Service probed within the bound (%d pending, %d targets)", sp.p.Scheduler.Pending(), sp.p.Watcher.Targets()))
@@ -49,6 +65,13 @@ func shapePods(o shapeOptions) (ShapesResult, error) {
 	res.RSS, res.HeapDelta = memAfterGC()
 	res.RSSDelta, res.HeapDelta = res.RSS-res.RSSBaseline, res.HeapDelta-res.HeapBaseline
 	res.Verdicts = verdictsOf(sp.p.Store)
+	if o.out != "" {
+		if hf, err := os.Create(filepath.Join(o.out, fmt.Sprintf("shape-pods-%s-heap.pprof", o.variant))); err == nil {
+			runtime.GC()
+			_ = pprof.WriteHeapProfile(hf)
+			hf.Close()
+		}
+	}
 	return res, nil
 }
 

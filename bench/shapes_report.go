@@ -153,7 +153,8 @@ func shapesRows(rs []ShapesResult) []row {
 				rt = ratio(p.CPUMicros, metricsPage.CPUMicros) + " CPU"
 			}
 			rows = append(rows, row{fmt.Sprintf("Web: %s at %dk Services, while the pipeline probes", name, w.Services/1000), target,
-				fmt.Sprintf("%s median, %s p90 of %d; %.0f µs CPU per request with the pipeline stopped (%s wall); %d KiB", ms(p.LiveMedian), ms(p.LiveP90), p.Requests, p.CPUMicros, ms(p.IdleMedian), p.Bytes>>10),
+				fmt.Sprintf("%s median, %s p90 of %d in a row (pipeline probing at %.2f cores, all CPUs %.0f%% busy); %.0f µs CPU per request with the pipeline stopped (%s wall); %d KiB",
+					ms(p.LiveMedian), ms(p.LiveP90), p.Requests, w.IdleCores, 100*w.MachineBusy, p.CPUMicros, ms(p.IdleMedian), p.Bytes>>10),
 				b, rt, verdict})
 		}
 	}

@@ -53,24 +53,24 @@ func shapeWeb(o shapeOptions) (ShapesResult, error) {
 	r := o.webRequests
 	pages := []webPage{
 		{name: "/-/healthy", path: func(int) string { return "/-/healthy" }, requests: r},
-		{name: "/", path: func(int) string { return "/" }, requests: r},
+		{name: "/", path: func(int) string { return "/" }, requests: max(10, r/5)},
 		{name: "/status/{ns}/{name}", path: func(k int) string { ns, s := svc(k); return "/status/" + ns + "/" + s }, requests: r},
 		{name: "/api/v1/services/{ns}/{name}", path: func(k int) string { ns, s := svc(k); return "/api/v1/services/" + ns + "/" + s }, requests: r},
 		{name: "/metrics", path: func(int) string { return "/metrics" }, requests: 3, metrics: true},
 	}
 	res.Pages = make([]PageTiming, len(pages))
-	idle := idleCores(3 * time.Second)
-	res.IdleCores = idle
+	res.IdleCores = idleCores(3 * time.Second) // the probing's rate, for the record
+	st0 := readCPUStat()
 	for pi, pg := range pages {
 		pt := &res.Pages[pi]
 		pt.Name, pt.Path, pt.Requests = pg.name, pg.path(0), pg.requests
-		walls, cpu, wall, err := requestAll(sp.srv.URL, pg, pt)
+		walls, _, _, err := requestAll(sp.srv.URL, pg, pt)
 		if err != nil {
 			return res, err
 		}
 		pt.LiveMedian, pt.LiveP90 = median(walls), quantile(walls, 0.9)
-		pt.LiveCPUMicros = 1e6 * (cpu - idle*wall) / float64(pg.requests)
 	}
+	res.MachineBusy = machineBusy(st0, readCPUStat())
 	res.Verdicts = verdictsOf(sp.p.Store)
 	sp.stop()
 	for pi, pg := range pages {
