@@ -264,8 +264,10 @@ func shapeSummary(r ShapesResult, took time.Duration) string {
 	switch r.Shape {
 	case "pods":
 		return fmt.Sprintf("%d Services, %d Pods: RSS +%s, synced %.1fs, targets %.1fs, first round %.1fs (%s)", r.Services, r.Pods, mib(r.RSSDelta), r.SyncSeconds, r.TargetsSeconds, r.FirstRoundSeconds, took.Round(time.Second))
-	case "namespace", "churn":
-		return fmt.Sprintf("%d events in %.1fs (%.0f/s), %.1f µs CPU/event gross, %.1f net; false verdicts %d, detect %.2fs (%s)", r.Events, r.EventSeconds, r.EventsPerSecond, r.GrossMicros, r.NetMicros, r.FalseVerdicts, r.DetectSeconds, took.Round(time.Second))
+	case "namespace":
+		return fmt.Sprintf("%d events in %.1fs (%.0f/s), %.1f µs CPU/event gross, %.1f net (%s)", r.Events, r.EventSeconds, r.EventsPerSecond, r.GrossMicros, r.NetMicros, took.Round(time.Second))
+	case "churn":
+		return fmt.Sprintf("%d events over %.0fs (%.0f/s while written), %.0f µs CPU/event; false verdicts %d, detection %.3fs (%s)", r.Events, r.EventSeconds, r.BusyEventsPerSecond, r.GrossMicros, r.FalseVerdicts, r.DetectSeconds, took.Round(time.Second))
 	case "web":
 		var parts []string
 		for _, p := range r.Pages {

@@ -80,7 +80,7 @@ func shapesRows(rs []ShapesResult) []row {
 					fmt.Sprintf("%.2f KiB RSS, %.2f KiB heap per Pod (exporter's share: RSS +%s, heap +%s; %.1f MiB RSS per 10k Pods)", perRSS/1024, perHeap/1024, mib(p.RSSDelta), mib(p.HeapDelta), perRSS*10000/(1<<20)),
 					fmt.Sprintf("RSS +%s, heap +%s: the same Services and slices without selectors, no Pod objects", mib(b.RSSDelta), mib(b.HeapDelta)),
 					ratio(float64(p.RSSDelta), float64(b.RSSDelta)) + " (RSS Δ)", "info"},
-				row{fmt.Sprintf("Pods: initial sync with %dk Pods (informers synced, every Target pushed)", p.Pods/1000), "— (info)",
+				row{fmt.Sprintf("Pods: initial sync with %dk Pods (informers synced, every Target pushed)", p.Pods/1000), "time: — (info); every verdict ok",
 					fmt.Sprintf("%.2f s (%.2f s CPU); synced %.2f s; every Service probed once %.1f s; verdicts %s", p.TargetsSeconds, p.SyncCPUSeconds, p.SyncSeconds, p.FirstRoundSeconds, verdictList(p.Verdicts)),
 					fmt.Sprintf("%.2f s (%.2f s CPU) without Pods; probed once %.1f s", b.TargetsSeconds, b.SyncCPUSeconds, b.FirstRoundSeconds),
 					ratio(p.TargetsSeconds, b.TargetsSeconds), passFail(p.TargetsSeconds >= 0 && allOK(p.Verdicts, 0)) + " (all verdicts ok)"})
@@ -185,6 +185,7 @@ func shapesSection(so shapesOutcome) string {
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	w("\n## Shapes (issue 19)\n\n")
+	w("Generated on %s (loadavg %s at the end); %d shape runs.\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), loadAvg(), len(rs))
 	w("Each shape runs pipeline.New in a child of its own over client-go's fake clientset, against a baseline measured in the same run\n")
 	w("(bench/README.md, \"Shapes\"). CPU is process CPU (getrusage); the fake clientset (the API server's side) runs in the same process.%s\n\n", map[bool]string{true: " Sizes: `-short`.", false: ""}[short])
 	w("| figure | target | measured | baseline (same run) | ratio | result |\n|---|---|---|---|---|---|\n")
