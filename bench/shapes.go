@@ -236,7 +236,7 @@ func runShapeChildren(ctx context.Context, self string, o options, portArgs []st
 	var notes []string
 	for _, r := range shapeRuns(o.short) {
 		args := append([]string{"shapes", "-shape=" + r.shape, "-variant=" + r.variant, "-control=" + control,
-			fmt.Sprintf("-interval=%s", o.interval), fmt.Sprintf("-concurrency=%d", o.conc), fmt.Sprintf("-conns=%g", o.conns), fmt.Sprintf("-dns-qps=%g", o.dnsQPS)}, portArgs...)
+			fmt.Sprintf("-interval=%s", o.interval), fmt.Sprintf("-concurrency=%d", o.conc), fmt.Sprintf("-conns=%g", o.conns), fmt.Sprintf("-dns-qps=%g", o.dnsQPS), "-out=" + o.out}, portArgs...)
 		args = append(args, r.args...)
 		name := strings.TrimSuffix(fmt.Sprintf("shape-%s-%s", r.shape, r.variant), "-")
 		fmt.Printf("shape %s %s ...\n", r.shape, r.variant)
