@@ -35,6 +35,10 @@ func main() {
 			err = runServe(os.Args[2:])
 		case "scale":
 			err = runScale(os.Args[2:])
+		case "agents":
+			err = runAgents(os.Args[2:])
+		case "apiserver":
+			err = runAPIServer(os.Args[2:])
 		case "cost":
 			err = runCost(os.Args[2:])
 		case "shapes":
@@ -68,6 +72,8 @@ type options struct {
 
 	// The shapes of issue 19 (shapes.go); onlyShapes: them alone, their section in <out>/shapes.md.
 	shapes, onlyShapes bool
+
+	agent agentOptions // issue 19's node agents (agents_report.go)
 }
 
 func orchestrate(args []string) error {
@@ -88,6 +94,7 @@ func orchestrate(args []string) error {
 	fs.IntVar(&o.epsPoint, "eps-point", 50, "endpoints per Service of an extra 1k-Service run, for memory per endpoint (0: skip)")
 	fs.BoolVar(&o.shapes, "shapes", true, "the shapes of issue 19: Pods, one big namespace, churn, web (-short: smaller)")
 	fs.BoolVar(&o.onlyShapes, "only-shapes", false, "run the shapes alone (no cost or scale runs); their section goes to <out>/shapes.md, not -results")
+	o.agent.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -100,6 +107,7 @@ func orchestrate(args []string) error {
 	}
 	if o.short {
 		o.scales, o.intervals, o.soak, o.epsPoint = []int{1000, 10000}, 1, 0, 0
+		o.agent.short()
 	}
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return err
@@ -118,7 +126,7 @@ func orchestrate(args []string) error {
 	// The servers, in a child of their own.
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
-	serve := exec.CommandContext(ctx, self, "serve", fmt.Sprintf("-n=%d", max(maxN, 1000, shapesMaxServices(o.short))), "-max=40m")
+	serve := exec.CommandContext(ctx, self, "serve", fmt.Sprintf("-n=%d", max(maxN, 1000, shapesMaxServices(o.short), agentsMaxServices(o))), "-max=40m")
 	serveIn, _ := serve.StdinPipe()
 	serveOut, _ := serve.StdoutPipe()
 	serve.Stderr = os.Stderr
@@ -148,6 +156,9 @@ func orchestrate(args []string) error {
 		md := shapesSection(runShapeChildren(ctx, self, o, portArgs, info.Control))
 		fmt.Print(md)
 		return os.WriteFile(filepath.Join(o.out, "shapes.md"), []byte(md), 0o644)
+	}
+	if o.agent.onlyAgents {
+		return writeAgentsOnly(o, agentsSection(runAgentChildren(ctx, self, o, portArgs)))
 	}
 	var cost CostResult
 	fmt.Println("cost per probe: pod stage and DNS stage against bare loops ...")
@@ -192,7 +203,11 @@ func orchestrate(args []string) error {
 	if o.shapes {
 		shapesMD = shapesSection(runShapeChildren(ctx, self, o, portArgs, info.Control))
 	}
-	md := report(o, cost, results, loadStart, loadAvg(), time.Since(started)) + shapesMD
+	var agentsMD string
+	if o.agent.agents {
+		agentsMD = agentsSection(runAgentChildren(ctx, self, o, portArgs))
+	}
+	md := report(o, cost, results, loadStart, loadAvg(), time.Since(started)) + shapesMD + agentsMD
 	fmt.Println()
 	fmt.Print(md)
 	return os.WriteFile(o.results, []byte(md), 0o644)
