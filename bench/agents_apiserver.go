@@ -562,7 +562,7 @@ func runPhase(ctx context.Context, c *controlPlane, set string, n int, pods []ap
 		}
 	}
 	cpu0, etcd0, w0 := procCPU(apiPid), procCPU(c.etcd.Process.Pid), time.Now()
-	ph.Updates, ph.Errors = podUpdates(ctx, c.admin, pods, rate, window)
+	ph.Updates, ph.Errors = podUpdates(ctx, c.admin, pods, set, rate, window)
 	cpu1, etcd1, w1 := procCPU(apiPid), procCPU(c.etcd.Process.Pid), time.Now()
 	time.Sleep(time.Second) // the last events delivered
 	m1, err := apiMetrics(ctx, c.admin)
@@ -597,8 +597,9 @@ func runPhase(ctx context.Context, c *controlPlane, set string, n int, pods []ap
 }
 
 // podUpdates patches one annotation of the loaded Pods in turn, rate per second for window: each
-// update is one event to every Pod watcher.
-func podUpdates(ctx context.Context, client kubernetes.Interface, pods []apiPodRef, rate float64, window time.Duration) (done, failed int) {
+// update is one event to every Pod watcher. The value names the phase, so that no patch repeats
+// a value a Pod already holds (the API server drops a no-op update: no event).
+func podUpdates(ctx context.Context, client kubernetes.Interface, pods []apiPodRef, phase string, rate float64, window time.Duration) (done, failed int) {
 	if len(pods) == 0 || rate <= 0 {
 		time.Sleep(window)
 		return 0, 0
@@ -612,7 +613,7 @@ func podUpdates(ctx context.Context, client kubernetes.Interface, pods []apiPodR
 	for k := 0; k < total && ctx.Err() == nil; k++ {
 		<-tick.C
 		p := pods[k%len(pods)]
-		patch := []byte(fmt.Sprintf(`{"metadata":{"annotations":{"bench.svcprobe.io/tick":"%d"}}}`, k))
+		patch := []byte(fmt.Sprintf(`{"metadata":{"annotations":{"bench.svcprobe.io/tick":"%s-%d"}}}`, phase, k))
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -96,7 +97,40 @@ func runAgentChildren(ctx context.Context, self string, o options, portArgs []st
 		}
 	}
 	r.took = time.Since(t0)
+	if b, err := json.MarshalIndent(r.export(), "", "  "); err == nil {
+		_ = os.WriteFile(filepath.Join(o.out, "agents.json"), b, 0o644)
+	}
 	return r
+}
+
+// agentRunsJSON is agentRuns as written to <out>/agents.json (`bench agents-report <file>`
+// renders the section again from it).
+type agentRunsJSON struct {
+	Node, Bare *AgentResult
+	API        *APIResult
+	Errs       []string
+	Took       time.Duration
+}
+
+func (r agentRuns) export() agentRunsJSON {
+	return agentRunsJSON{r.node, r.bare, r.api, r.errs, r.took}
+}
+
+// runAgentsReport prints the section rendered from an agents.json.
+func runAgentsReport(args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("usage: bench agents-report <out>/agents.json")
+	}
+	b, err := os.ReadFile(args[0])
+	if err != nil {
+		return err
+	}
+	var j agentRunsJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	fmt.Print(agentsSection(agentRuns{node: j.Node, bare: j.Bare, api: j.API, errs: j.Errs, took: j.Took}))
+	return nil
 }
 
 // agentsSection is the node-agent section of results.md.
@@ -172,10 +206,10 @@ func agentsSection(r agentRuns) string {
 				a.Versions, a.StartSeconds, a.LoadSeconds, a.Services, a.Slices, a.Pods)
 			w("each kind of informer set opened N times in this process (batches of 20, each synced before the next), then %.0f Pod updates/s (an annotation patch, one event to every Pod watcher) for the window while kube-apiserver's utime+stime is read from /proc/<pid>/stat; then closed. ", a.Rate)
 			w("The node agent's set is `pipeline.New --mode=node` with its watcher run and its scheduler never started (nothing is dialed: the objects' addresses are data only). The Pod count is bounded by the bare sets: each holds every Pod untrimmed (this process's memory limit %s, peak RSS %s).\n\n", mib(a.MemoryLimit), mib(a.PeakRSS))
-			w("| set | agents | synced in | watches (its own excluded) | apiserver cores | etcd cores | updates (failed) | apiserver RSS before / open | heap per agent here | RSS per agent here |\n|---|---|---|---|---|---|---|---|---|---|\n")
+			w("| set | agents | synced in | watches (its own excluded) | apiserver cores | etcd cores | updates (failed) | watch events sent (MiB) | apiserver RSS before / open | heap per agent here | RSS per agent here |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 			for _, ph := range a.Phases {
-				w("| %s | %d | %.1f s | %.0f | %.3f | %.3f | %d (%d) | %s / %s | %s | %s |\n", ph.Set, ph.Agents, ph.SyncSeconds, ph.Watches, ph.APICores, ph.EtcdCores, ph.Updates, ph.Errors,
-					mib(ph.APIRSSBefore), mib(ph.APIRSS), kib(ph.BenchHeapPerAgent), kib(ph.BenchRSSPerAgent))
+				w("| %s | %d | %.1f s | %.0f | %.3f | %.3f | %d (%d) | %.0f (%.1f) | %s / %s | %s | %s |\n", ph.Set, ph.Agents, ph.SyncSeconds, ph.Watches, ph.APICores, ph.EtcdCores, ph.Updates, ph.Errors,
+					ph.WatchEvents, ph.WatchEventBytes/(1<<20), mib(ph.APIRSSBefore), mib(ph.APIRSS), kib(ph.BenchHeapPerAgent), kib(ph.BenchRSSPerAgent))
 				for _, note := range ph.Notes {
 					w("\nNote (%s): %s\n", ph.Set, note)
 				}

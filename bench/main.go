@@ -39,6 +39,8 @@ func main() {
 			err = runAgents(os.Args[2:])
 		case "apiserver":
 			err = runAPIServer(os.Args[2:])
+		case "agents-report":
+			err = runAgentsReport(os.Args[2:])
 		case "cost":
 			err = runCost(os.Args[2:])
 		case "shapes":
