@@ -175,9 +175,10 @@ func agentsSection(r agentRuns) string {
 				row{fmt.Sprintf("kube-apiserver CPU, %d node agents, %.0f Pod updates/s (cores; per agent above no agent, millicores)", node.Agents, a.Rate), "(cost, no target)",
 					fmt.Sprintf("%.3f (%s m/agent)", node.APICores, perAgentMilli(node)),
 					fmt.Sprintf("%.3f Services+EndpointSlices (%s m/agent); %.3f +Pods (%s m/agent); %.3f no agent", se.APICores, perAgentMilli(se), sep.APICores, perAgentMilli(sep), none.APICores),
-					ratio(node.APICores-none.APICores, se.APICores-none.APICores) + " vs S+E, " + ratio(node.APICores-none.APICores, sep.APICores-none.APICores) + " vs S+E+P", "info"},
-				row{"… of which the Pod watches (S+E+P − S+E, per agent)", "(cost, no target)",
-					fmt.Sprintf("%.2f millicores per agent", 1000*(sep.APICores-se.APICores)/n), "", "", "info"},
+					ratio(node.APICores, se.APICores) + " vs S+E, " + ratio(node.APICores, sep.APICores) + " vs S+E+P", "info"},
+				row{"… of which the Pod watches (S+E+P − S+E, per agent; per Pod event sent to one watcher)", "(cost, no target)",
+					fmt.Sprintf("%.2f millicores per agent at %.1f updates/s; %.0f µs of kube-apiserver CPU per Pod event per watcher (%.1f KiB each)", 1000*(sep.APICores-se.APICores)/n, float64(sep.Updates)/max(sep.WindowSeconds, 1e-9),
+						1e6*(sep.APICPUSeconds-se.APICores*sep.WindowSeconds)/max(sep.WatchEvents-se.WatchEvents*sep.WindowSeconds/max(se.WindowSeconds, 1e-9), 1), sep.WatchEventBytes/max(sep.WatchEvents, 1)/1024), "", "", "info"},
 				row{fmt.Sprintf("kube-apiserver RSS with %d agents open", node.Agents), "(cost, no target)",
 					fmt.Sprintf("%s (%s before opening)", mib(node.APIRSS), mib(node.APIRSSBefore)),
 					fmt.Sprintf("%s S+E, %s S+E+P; %s loaded, no agent", mib(se.APIRSS), mib(sep.APIRSS), mib(a.APIRSSLoaded)), ratio(float64(node.APIRSS), float64(se.APIRSS)) + " vs S+E", "info"},
@@ -204,11 +205,11 @@ func agentsSection(r agentRuns) string {
 		} else {
 			w("\nkube-apiserver runs (%s, started by the bench on 127.0.0.1 in %.1f s, its objects loaded in %.1f s: %d Services, %d EndpointSlices, %d Pods of two containers written as the kubelet would, status included, in 50 namespaces): ",
 				a.Versions, a.StartSeconds, a.LoadSeconds, a.Services, a.Slices, a.Pods)
-			w("each kind of informer set opened N times in this process (batches of 20, each synced before the next), then %.0f Pod updates/s (an annotation patch, one event to every Pod watcher) for the window while kube-apiserver's utime+stime is read from /proc/<pid>/stat; then closed. ", a.Rate)
+			w("each kind of informer set opened N times in this process (batches of 20, each synced before the next), then %.0f Pod updates/s (an annotation patch, one event to every Pod watcher) for the window while kube-apiserver's utime+stime is read from /proc/<pid>/stat (the window stretches when this process, decoding every event of every set, falls behind the pace: cores are per second of window); then closed. Clients ask for JSON, as the exporter's (no ContentType set). ", a.Rate)
 			w("The node agent's set is `pipeline.New --mode=node` with its watcher run and its scheduler never started (nothing is dialed: the objects' addresses are data only). The Pod count is bounded by the bare sets: each holds every Pod untrimmed (this process's memory limit %s, peak RSS %s).\n\n", mib(a.MemoryLimit), mib(a.PeakRSS))
-			w("| set | agents | synced in | watches (its own excluded) | apiserver cores | etcd cores | updates (failed) | watch events sent (MiB) | apiserver RSS before / open | heap per agent here | RSS per agent here |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+			w("| set | agents | synced in | watches (its own excluded) | apiserver cores | etcd cores | updates (failed), per s | watch events sent (MiB) | apiserver RSS before / open | heap per agent here | RSS per agent here |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 			for _, ph := range a.Phases {
-				w("| %s | %d | %.1f s | %.0f | %.3f | %.3f | %d (%d) | %.0f (%.1f) | %s / %s | %s | %s |\n", ph.Set, ph.Agents, ph.SyncSeconds, ph.Watches, ph.APICores, ph.EtcdCores, ph.Updates, ph.Errors,
+				w("| %s | %d | %.1f s | %.0f | %.3f | %.3f | %d (%d), %.1f/s | %.0f (%.1f) | %s / %s | %s | %s |\n", ph.Set, ph.Agents, ph.SyncSeconds, ph.Watches, ph.APICores, ph.EtcdCores, ph.Updates, ph.Errors, float64(ph.Updates)/max(ph.WindowSeconds, 1e-9),
 					ph.WatchEvents, ph.WatchEventBytes/(1<<20), mib(ph.APIRSSBefore), mib(ph.APIRSS), kib(ph.BenchHeapPerAgent), kib(ph.BenchRSSPerAgent))
 				for _, note := range ph.Notes {
 					w("\nNote (%s): %s\n", ph.Set, note)
