@@ -463,7 +463,11 @@ type informerSet struct {
 }
 
 func openSet(ctx context.Context, c *controlPlane, set string, i int, log *slog.Logger) (*informerSet, error) {
-	client, err := kubernetes.NewForConfig(c.restConfig(0, 0)) // client-go's defaults, as the exporter
+	rc := c.restConfig(0, 0) // client-go's default QPS and burst, as the exporter
+	if set == phaseNode {
+		pipeline.TuneRESTConfig(rc) // protobuf, as the exporter's client; the bare sets ask JSON (client-go's default)
+	}
+	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, err
 	}

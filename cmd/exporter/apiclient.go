@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/common/version"
+	"github.com/svcprobe/svcprobe/pipeline"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -29,6 +30,7 @@ func kubeClient(kubeconfig string, failures *atomic.Uint64) (kubernetes.Interfac
 		return nil, fmt.Errorf("kubernetes client config (set --kubeconfig outside a cluster): %w", err)
 	}
 	rc.UserAgent = "svcprobe/" + version.Version
+	pipeline.TuneRESTConfig(rc)
 	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper { return countFailures{rt, failures} })
 	return kubernetes.NewForConfig(rc)
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -120,4 +121,29 @@ func collectorOf(t *testing.T, g prometheus.Gatherer, name string) prometheus.Co
 	}
 	t.Fatalf("%s not exported", name)
 	return nil
+}
+
+// The exporter asks the API server for protobuf (JSON accepted as a fallback): node agents on
+// every node receive every Service, EndpointSlice and Pod event, several times smaller in
+// protobuf. The server here answers JSON, which the client still decodes.
+func TestKubeClientAsksProtobuf(t *testing.T) {
+	var accept atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		accept.Store(r.Header.Get("Accept"))
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"kind":"ServiceList","apiVersion":"v1","metadata":{},"items":[{"metadata":{"name":"a","namespace":"ns"}}]}`))
+	}))
+	defer srv.Close()
+	var n atomic.Uint64
+	client, err := kubeClient(kubeconfigFor(t, srv.URL), &n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := client.CoreV1().Services("").List(context.Background(), metav1.ListOptions{})
+	if err != nil || len(l.Items) != 1 {
+		t.Fatalf("list through the JSON fallback: %v %v", l, err)
+	}
+	if got, _ := accept.Load().(string); !strings.HasPrefix(got, "application/vnd.kubernetes.protobuf") || !strings.Contains(got, "application/json") {
+		t.Fatalf("Accept %q, want protobuf first and JSON as a fallback", got)
+	}
 }
