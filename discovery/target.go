@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"net/netip"
 	"sort"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -90,6 +91,8 @@ func buildTarget(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, pods 
 		t.Selector = svc.Spec.Selector
 	}
 	t.Endpoints = endpointsOf(slices)
+	t.ChangeTriggered = changeTriggered(slices)
+	t.Created = svc.CreationTimestamp.Time
 	if len(t.Selector) > 0 {
 		sel := labels.SelectorFromSet(t.Selector)
 		for _, p := range pods.selecting(t.Selector) {
@@ -222,6 +225,7 @@ func (t *Target) hash() uint64 {
 	h := fnv.New64a()
 	c := *t
 	c.Version = 0
+	c.ChangeTriggered, c.Created = time.Time{}, time.Time{}
 	// fmt prints a pointer nested in a struct as its address, which is new on every build: hash
 	// what NearestPod points to instead, so the version changes only with the content.
 	c.NearestPod = nil
@@ -230,6 +234,20 @@ func (t *Target) hash() uint64 {
 		fmt.Fprintf(h, "|nearest %v", *t.NearestPod)
 	}
 	return h.Sum64()
+}
+
+// changeTriggered is the latest last-change-trigger-time of slices (zero when none has one or
+// it does not parse).
+func changeTriggered(slices []*discoveryv1.EndpointSlice) time.Time {
+	var out time.Time
+	for _, s := range slices {
+		if v, ok := s.Annotations[corev1.EndpointsLastChangeTriggerTime]; ok {
+			if at, err := time.Parse(time.RFC3339Nano, v); err == nil && at.After(out) {
+				out = at
+			}
+		}
+	}
+	return out
 }
 
 func orTCP(p corev1.Protocol) corev1.Protocol {
