@@ -418,7 +418,8 @@ func (s *Scheduler) probe(ctx context.Context, e *entry) {
 // change ends its measurement (its latency from the change's start to the end of the attempt);
 // a failure within the ceiling is held back (not recorded; the stage is probed again at the
 // cadence); past it, the failure is recorded as not_programmed; a skipped stage ends it (nothing
-// to program any more). Called with s.mu held.
+// to program any more), and so does a proxy failure in a round where the Pods failed directly
+// (recorded as it is). Called with s.mu held.
 func (s *Scheduler) programmed(e *entry, t *discovery.Target, results []Result, progs map[Stage]time.Time) []Result {
 	if len(progs) == 0 {
 		return results
@@ -433,6 +434,10 @@ func (s *Scheduler) programmed(e *entry, t *discovery.Target, results []Result, 
 		}
 	}
 	now := time.Now()
+	// Pods that do not answer directly cannot answer through the VIP: a proxy failure then is
+	// theirs, not a change waiting to be programmed (the VIP of a Service whose new endpoints
+	// refuse would otherwise be "programming" until the ceiling, then not_programmed).
+	podFailed := slices.ContainsFunc(results, func(r Result) bool { return r.Stage == StagePod && r.Outcome == Failed })
 	kept := results[:0]
 	for _, r := range results {
 		since, ok := progs[r.Stage]
@@ -441,6 +446,11 @@ func (s *Scheduler) programmed(e *entry, t *discovery.Target, results []Result, 
 			continue
 		}
 		switch {
+		case r.Outcome == Failed && r.Stage == StageProxy && podFailed:
+			delete(e.programming, r.Stage)
+			if ps != nil {
+				ps.Programmed(t, Programmed{Stage: r.Stage, Since: since, At: now, Abandoned: true})
+			}
 		case r.Outcome == OK:
 			at := r.At.Add(r.Duration)
 			end(Programmed{Stage: r.Stage, Since: since, At: at, Latency: max(0, at.Sub(since)), Done: true})
