@@ -106,17 +106,9 @@ func samePorts(a, b []discovery.Port) bool {
 	return slices.EqualFunc(a, b, func(x, y discovery.Port) bool { return x.Port == y.Port && x.Protocol == y.Protocol })
 }
 
-// answerOf is a headless Service's DNS answer: its endpoints' addresses (ready ones, or all when
-// it publishes not-ready addresses), sorted.
+// answerOf is a headless Service's DNS answer (publishedAddresses), sorted, without repeats.
 func answerOf(t *discovery.Target) []netip.Addr {
-	eps := t.ReadyEndpoints()
-	if t.PublishNotReadyAddresses {
-		eps = t.Endpoints
-	}
-	var out []netip.Addr
-	for _, e := range eps {
-		out = append(out, e.Addresses...)
-	}
+	out := publishedAddresses(t)
 	slices.SortFunc(out, func(a, b netip.Addr) int { return a.Compare(b) })
 	return slices.Compact(out)
 }
