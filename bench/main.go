@@ -37,6 +37,8 @@ func main() {
 			err = runScale(os.Args[2:])
 		case "cost":
 			err = runCost(os.Args[2:])
+		case "shapes":
+			err = runShapes(os.Args[2:])
 		default:
 			err = orchestrate(os.Args[1:])
 		}
@@ -63,6 +65,9 @@ type options struct {
 	epsPoint  int  // endpoints per Service of the extra 1k point (per-endpoint memory); 0: none
 	spread    int  // --probe.pod.spread of an extra run at the largest scale; 1: none
 	vipBase   bool // an extra run at the largest scale with --probe.vip-connections=1, the baseline of the vip row
+
+	// The shapes of issue 19 (shapes.go); onlyShapes: them alone, their section in <out>/shapes.md.
+	shapes, onlyShapes bool
 }
 
 func orchestrate(args []string) error {
@@ -81,6 +86,8 @@ func orchestrate(args []string) error {
 	fs.IntVar(&o.spread, "spread", 5, "--probe.pod.spread of an extra run at the largest scale (1: skip)")
 	fs.BoolVar(&o.vipBase, "vip-base", true, "an extra run at the largest scale with --probe.vip-connections=1: the baseline of the cost of 4 connections per VIP")
 	fs.IntVar(&o.epsPoint, "eps-point", 50, "endpoints per Service of an extra 1k-Service run, for memory per endpoint (0: skip)")
+	fs.BoolVar(&o.shapes, "shapes", true, "the shapes of issue 19: Pods, one big namespace, churn, web (-short: smaller)")
+	fs.BoolVar(&o.onlyShapes, "only-shapes", false, "run the shapes alone (no cost or scale runs); their section goes to <out>/shapes.md, not -results")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -111,7 +118,7 @@ func orchestrate(args []string) error {
 	// The servers, in a child of their own.
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
-	serve := exec.CommandContext(ctx, self, "serve", fmt.Sprintf("-n=%d", max(maxN, 1000)), "-max=40m")
+	serve := exec.CommandContext(ctx, self, "serve", fmt.Sprintf("-n=%d", max(maxN, 1000, shapesMaxServices(o.short))), "-max=40m")
 	serveIn, _ := serve.StdinPipe()
 	serveOut, _ := serve.StdoutPipe()
 	serve.Stderr = os.Stderr
@@ -137,6 +144,11 @@ func orchestrate(args []string) error {
 		info.Ports.Pod, info.Ports.Service, dnsVIP, dnsPodIP)
 
 	portArgs := []string{fmt.Sprintf("-pod-port=%d", info.Ports.Pod), fmt.Sprintf("-svc-port=%d", info.Ports.Service)}
+	if o.onlyShapes {
+		md := shapesSection(runShapeChildren(ctx, self, o, portArgs, info.Control))
+		fmt.Print(md)
+		return os.WriteFile(filepath.Join(o.out, "shapes.md"), []byte(md), 0o644)
+	}
 	var cost CostResult
 	fmt.Println("cost per probe: pod stage and DNS stage against bare loops ...")
 	if err := child(ctx, self, filepath.Join(o.out, "cost.log"), &cost, append([]string{"cost", fmt.Sprintf("-concurrency=%d", o.conc)}, portArgs...)...); err != nil {
@@ -176,7 +188,11 @@ func orchestrate(args []string) error {
 			res.Cores, mib(res.RSSDelta), res.ScrapeSeconds, res.SeriesPerService, res.Rounds, res.RoundsExpected, res.MaxLagSeconds)
 		results = append(results, res)
 	}
-	md := report(o, cost, results, loadStart, loadAvg(), time.Since(started))
+	var shapesMD string
+	if o.shapes {
+		shapesMD = shapesSection(runShapeChildren(ctx, self, o, portArgs, info.Control))
+	}
+	md := report(o, cost, results, loadStart, loadAvg(), time.Since(started)) + shapesMD
 	fmt.Println()
 	fmt.Print(md)
 	return os.WriteFile(o.results, []byte(md), 0o644)

@@ -197,6 +197,9 @@ func buildZone(n int, p Ports) zone {
 	dsvc, _ := dnsObjects()
 	addSvc(dsvc.Namespace, dsvc.Name, dsvc.Spec.ClusterIP, []port{{"dns", "udp", 53}})
 	addSvc("default", "kubernetes", kubernetesVIP, []port{{"https", "tcp", 443}})
+	for _, s := range shapeZone() { // the shapes' own Services (shapes.go)
+		addSvc(s.ns, s.name, s.ip, []port{{"http", "tcp", p.Service}})
+	}
 	return z
 }
 

@@ -2,7 +2,6 @@ package discovery
 
 import (
 	"fmt"
-	"hash/fnv"
 	"net/netip"
 	"sort"
 	"time"
@@ -219,21 +218,12 @@ func podOf(p *corev1.Pod) Pod {
 	return out
 }
 
-// hash fingerprints everything the stages read, so an unchanged Service is not re-probed early.
-// fmt prints maps with sorted keys, which makes this deterministic.
+// hash fingerprints everything the stages read (by content: contentHash), so an unchanged
+// Service is not re-probed early.
 func (t *Target) hash() uint64 {
-	h := fnv.New64a()
 	c := *t
 	c.Version = 0
-	c.ChangeTriggered, c.Created = time.Time{}, time.Time{}
-	// fmt prints a pointer nested in a struct as its address, which is new on every build: hash
-	// what NearestPod points to instead, so the version changes only with the content.
-	c.NearestPod = nil
-	fmt.Fprintf(h, "%v", c)
-	if t.NearestPod != nil {
-		fmt.Fprintf(h, "|nearest %v", *t.NearestPod)
-	}
-	return h.Sum64()
+	return contentHash(c) // times (ChangeTriggered, Created) are not content: contentHash skips them
 }
 
 // changeTriggered is the latest last-change-trigger-time of slices (zero when none has one or
