@@ -130,3 +130,34 @@ func notProgrammed(r Result, since time.Time, ceiling time.Duration) Result {
 	}
 	return r
 }
+
+// ProgrammingAttempt bounds one attempt at a stage being programmed (see programmingAttempt).
+const ProgrammingAttempt = programmingAttempt
+
+// RecentChanges is, for a one-shot look at t (svcprobe diagnose: no earlier build to compare
+// with), the stages whose data plane is following a change made within the ceiling: a Service
+// created within it (as programmingChanges for a new Service), or, for an older one, its slices'
+// last-change-trigger-time within it (its endpoints just changed: the VIP, or a headless name,
+// follows them).
+func RecentChanges(t *discovery.Target, now time.Time, ceiling time.Duration) map[Stage]time.Time {
+	if out := programmingChanges(nil, t, now, ceiling); out != nil {
+		return out
+	}
+	tt := t.ChangeTriggered
+	if ceiling <= 0 || tt.IsZero() || tt.After(now) || now.Sub(tt) >= ceiling || t.Kind == discovery.KindExternalName {
+		return nil
+	}
+	ready := len(publishedAddresses(t)) > 0
+	switch {
+	case len(t.ClusterIPs) > 0 && len(t.Ports) > 0 && ready:
+		return map[Stage]time.Time{StageProxy: tt}
+	case t.Kind == discovery.KindHeadless && ready:
+		return map[Stage]time.Time{StageDNS: tt}
+	}
+	return nil
+}
+
+// NotProgrammed is notProgrammed for callers outside the scheduler (diagnose).
+func NotProgrammed(r Result, since time.Time, ceiling time.Duration) Result {
+	return notProgrammed(r, since, ceiling)
+}
