@@ -135,26 +135,12 @@ func notProgrammed(r Result, since time.Time, ceiling time.Duration) Result {
 const ProgrammingAttempt = programmingAttempt
 
 // RecentChanges is, for a one-shot look at t (svcprobe diagnose: no earlier build to compare
-// with), the stages whose data plane is following a change made within the ceiling: a Service
-// created within it (as programmingChanges for a new Service), or, for an older one, its slices'
-// last-change-trigger-time within it (its endpoints just changed: the VIP, or a headless name,
-// follows them).
+// with), the stages whose data plane is following the Service's creation within the ceiling. An
+// older Service's endpoint change is not followed: without the earlier build a one-shot look cannot
+// tell a first ready endpoint (which the VIP must follow) from any other change, and would wait
+// out the ceiling on a VIP that is broken for another reason.
 func RecentChanges(t *discovery.Target, now time.Time, ceiling time.Duration) map[Stage]time.Time {
-	if out := programmingChanges(nil, t, now, ceiling); out != nil {
-		return out
-	}
-	tt := t.ChangeTriggered
-	if ceiling <= 0 || tt.IsZero() || tt.After(now) || now.Sub(tt) >= ceiling || t.Kind == discovery.KindExternalName {
-		return nil
-	}
-	ready := len(publishedAddresses(t)) > 0
-	switch {
-	case len(t.ClusterIPs) > 0 && len(t.Ports) > 0 && ready:
-		return map[Stage]time.Time{StageProxy: tt}
-	case t.Kind == discovery.KindHeadless && ready:
-		return map[Stage]time.Time{StageDNS: tt}
-	}
-	return nil
+	return programmingChanges(nil, t, now, ceiling)
 }
 
 // NotProgrammed is notProgrammed for callers outside the scheduler (diagnose).
