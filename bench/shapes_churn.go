@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/svcprobe/svcprobe/pipeline"
 	"sort"
 	"sync"
 	"time"
@@ -270,7 +271,8 @@ func shapeChurn(o shapeOptions) (ShapesResult, error) {
 	e0 := events()
 	c.flow = newFlow(events)
 	stats := sp.p.Scheduler.Stats()
-	r0 := stats.Rounds.Load()
+	r0, h0 := stats.Rounds.Load(), stats.ProgrammingHeld.Load()
+	m0 := programmingObserved(sp.p)
 	churnStart, cpu0 := time.Now(), cpuTime()
 	end := churnStart.Add(o.maxTime)
 	batch := max(1, o.deployPods/4) // maxSurge 25 %
@@ -405,6 +407,7 @@ func shapeChurn(o shapeOptions) (ShapesResult, error) {
 	res.CPUSeconds = (cpuTime() - cpu0).Seconds()
 	res.Writes, res.Events, res.FlowWaitsTimedOut = c.flow.writes, events()-e0, c.flow.timeouts
 	res.ChurnedProbes = stats.Rounds.Load() - r0
+	res.ProgrammingHeld, res.ProgrammingMeasured = stats.ProgrammingHeld.Load()-h0, programmingObserved(sp.p)-m0
 	res.eventFigures()
 	res.NetMicros = 0 // not separated here: the fake clientset's share is in GrossMicros
 	if res.BusySeconds > 0 {
@@ -437,4 +440,22 @@ func shapeChurn(o shapeOptions) (ShapesResult, error) {
 	}
 	res.Verdicts = verdictsOf(store)
 	return res, nil
+}
+
+// programmingObserved is how many changes the pipeline's programming latency histogram observed,
+// over its stages (read from its registry, as a scrape would).
+func programmingObserved(p *pipeline.Pipeline) uint64 {
+	mfs, err := p.Registry.Gather()
+	if err != nil {
+		return 0
+	}
+	var n uint64
+	for _, mf := range mfs {
+		if mf.GetName() == "svcprobe_programming_latency_seconds" {
+			for _, m := range mf.GetMetric() {
+				n += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return n
 }

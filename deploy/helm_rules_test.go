@@ -311,9 +311,10 @@ func TestHelmPrometheusRuleAllOn(t *testing.T) {
 				For      string            `json:"for"`
 				Labels   map[string]string `json:"labels"`
 			} `json:"rules"`
-			AdditionalLabels map[string]string `json:"additionalLabels"`
-			RunbookBaseURL   string            `json:"runbookBaseURL"`
-			SLO              struct {
+			AdditionalLabels            map[string]string `json:"additionalLabels"`
+			RunbookBaseURL              string            `json:"runbookBaseURL"`
+			ProgrammingLatencyThreshold float64           `json:"programmingLatencyThresholdSeconds"`
+			SLO                         struct {
 				Objectives        map[string]float64 `json:"objectives"`
 				ClusterObjectives []struct {
 					Cluster   string  `json:"cluster"`
@@ -327,8 +328,9 @@ func TestHelmPrometheusRuleAllOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	pr := v.PrometheusRule
-	if len(pr.Rules) == 0 || len(pr.AdditionalLabels) == 0 || pr.RunbookBaseURL == "" || len(pr.SLO.Objectives) != 2 || len(pr.SLO.ClusterObjectives) == 0 {
-		t.Fatalf("%s does not set prometheusRule.rules, .additionalLabels, .runbookBaseURL, .slo.objectives and .slo.clusterObjectives: %+v", helmAllOn, pr)
+	if len(pr.Rules) == 0 || len(pr.AdditionalLabels) == 0 || pr.RunbookBaseURL == "" || len(pr.SLO.Objectives) != 2 || len(pr.SLO.ClusterObjectives) == 0 ||
+		pr.ProgrammingLatencyThreshold == 0 || pr.ProgrammingLatencyThreshold == 30 {
+		t.Fatalf("%s does not set prometheusRule.rules, .additionalLabels, .runbookBaseURL, .slo.objectives, .slo.clusterObjectives and .programmingLatencyThresholdSeconds (other than 30): %+v", helmAllOn, pr)
 	}
 	got, err := renderedRuleGroups(t, helmChart, "-f", helmAllOn)
 	if err != nil {
@@ -371,6 +373,12 @@ func TestHelmPrometheusRuleAllOn(t *testing.T) {
 			}
 		}
 	}
+	for _, name := range []string{"SvcprobeProgrammingSlow", "SvcprobeProgrammingSlowOnNode"} {
+		rs, _ := rulesNamed(got, name)
+		if want := fmt.Sprintf("p99_rate5m > %v,", pr.ProgrammingLatencyThreshold); len(rs) != 1 || !strings.Contains(rs[0].Expr, want) {
+			t.Errorf("%s: want one rule with %q: %+v", name, want, rs)
+		}
+	}
 	var want []promRule
 	for _, slo := range []string{"platform", "tenant"} {
 		want = append(want, promRule{Record: "svcprobe:slo_objective", Expr: fmt.Sprintf("vector(%v)", pr.SLO.Objectives[slo]), Labels: map[string]string{"slo": slo}})
@@ -380,5 +388,70 @@ func TestHelmPrometheusRuleAllOn(t *testing.T) {
 	}
 	if rs, groups := rulesNamed(got, "svcprobe:slo_objective"); !reflect.DeepEqual(rs, want) || !slices.Equal(slices.Compact(groups), []string{"svcprobe-slo-objective"}) {
 		t.Errorf("objectives %+v in groups %v, want %+v in svcprobe-slo-objective", rs, groups, want)
+	}
+}
+
+// TestHelmPrometheusRuleProgrammingThreshold: prometheusRule.programmingLatencyThresholdSeconds
+// is the number SvcprobeProgrammingSlow and SvcprobeProgrammingSlowOnNode compare the recorded
+// p99 with (deploy/rules' 30 by default, TestHelmPrometheusRuleDefaults); nothing else changes.
+// Read from the chart's own files/rules.yaml: the fixture has no programming alerts.
+func TestHelmPrometheusRuleProgrammingThreshold(t *testing.T) {
+	orig := readRuleGroups(t, filepath.Join(helmChart, "files", "rules.yaml"))
+	alerts := []string{"SvcprobeProgrammingSlow", "SvcprobeProgrammingSlowOnNode"}
+	for _, name := range alerts {
+		if rs, _ := rulesNamed(orig, name); len(rs) != 1 || !strings.Contains(rs[0].Expr, "p99_rate5m > 30,") {
+			t.Fatalf("files/rules.yaml: %s is not one rule comparing the recorded p99 with 30: %+v", name, rs)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--set", "prometheusRule.programmingLatencyThresholdSeconds=20"}, "20"},
+		{[]string{"--set", "prometheusRule.programmingLatencyThresholdSeconds=12.5"}, "12.5"}, // a string from --set
+		{[]string{"--set-json", "prometheusRule.programmingLatencyThresholdSeconds=45.5"}, "45.5"},
+		{[]string{"--set-json", "prometheusRule.programmingLatencyThresholdSeconds=null"}, "30"}, // unset: the rules' own
+	} {
+		got, err := renderedRuleGroups(t, helmChart, tc.args...)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if len(got) != len(orig) {
+			t.Fatalf("%v: %d groups, want %d", tc.args, len(got), len(orig))
+		}
+		n := 0
+		for i, g := range got {
+			for j, r := range g.Rules {
+				o := orig[i].Rules[j]
+				if slices.Contains(alerts, r.Alert) {
+					n++
+					o.Expr = strings.Replace(o.Expr, "p99_rate5m > 30,", "p99_rate5m > "+tc.want+",", 1)
+				}
+				if !reflect.DeepEqual(r, o) {
+					t.Errorf("%v: %s%s is\n%+v\nwant\n%+v", tc.args, r.Alert, r.Record, r, o)
+				}
+			}
+		}
+		if n != len(alerts) {
+			t.Errorf("%v: %d programming alerts rendered, want %d", tc.args, n, len(alerts))
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--set", "prometheusRule.programmingLatencyThresholdSeconds=0"}, "/prometheusRule/programmingLatencyThresholdSeconds"},
+		{[]string{"--set", "prometheusRule.programmingLatencyThresholdSeconds=30s"}, "/prometheusRule/programmingLatencyThresholdSeconds"},
+		{[]string{"--set-json", "prometheusRule.programmingLatencyThresholdSeconds=-5"}, "/prometheusRule/programmingLatencyThresholdSeconds"},
+		// What the schema refuses, the template refuses too (--skip-schema-validation).
+		{[]string{"--skip-schema-validation", "--set-json", "prometheusRule.programmingLatencyThresholdSeconds=-5"},
+			"prometheusRule.programmingLatencyThresholdSeconds: -5 is not a number of seconds above 0"},
+		{[]string{"--skip-schema-validation", "--set", "prometheusRule.programmingLatencyThresholdSeconds=30s"},
+			"prometheusRule.programmingLatencyThresholdSeconds: 30s is not a number of seconds above 0"},
+	} {
+		out, err := renderedRuleGroups(t, helmChart, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: want an error with %q, got %v\n%v", tc.args, tc.want, err, out)
+		}
 	}
 }

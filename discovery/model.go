@@ -3,6 +3,7 @@ package discovery
 import (
 	"net/netip"
 	"strconv"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -112,6 +113,15 @@ type Target struct {
 	AnnotationErrors []error
 	// Version changes whenever anything above changes; the scheduler uses it to re-probe promptly.
 	Version uint64
+	// ChangeTriggered is the latest endpoints.kubernetes.io/last-change-trigger-time of the
+	// Service's EndpointSlices (zero when none carries it): when the change the slices show was
+	// triggered (a Pod became ready, the Service changed), the start kube-proxy measures its own
+	// network programming latency from. Not part of Version: it moves only with the endpoints.
+	ChangeTriggered time.Time
+	// Created is the Service's creationTimestamp: a Service created moments ago is a change the
+	// data plane has to follow (programming latency), one listed at start is not. Not part of
+	// Version.
+	Created time.Time
 }
 
 // Key is "namespace/name".

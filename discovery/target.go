@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -89,6 +90,8 @@ func buildTarget(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, pods 
 		t.Selector = svc.Spec.Selector
 	}
 	t.Endpoints = endpointsOf(slices)
+	t.ChangeTriggered = changeTriggered(slices)
+	t.Created = svc.CreationTimestamp.Time
 	if len(t.Selector) > 0 {
 		sel := labels.SelectorFromSet(t.Selector)
 		for _, p := range pods.selecting(t.Selector) {
@@ -220,7 +223,21 @@ func podOf(p *corev1.Pod) Pod {
 func (t *Target) hash() uint64 {
 	c := *t
 	c.Version = 0
-	return contentHash(c)
+	return contentHash(c) // times (ChangeTriggered, Created) are not content: contentHash skips them
+}
+
+// changeTriggered is the latest last-change-trigger-time of slices (zero when none has one or
+// it does not parse).
+func changeTriggered(slices []*discoveryv1.EndpointSlice) time.Time {
+	var out time.Time
+	for _, s := range slices {
+		if v, ok := s.Annotations[corev1.EndpointsLastChangeTriggerTime]; ok {
+			if at, err := time.Parse(time.RFC3339Nano, v); err == nil && at.After(out) {
+				out = at
+			}
+		}
+	}
+	return out
 }
 
 func orTCP(p corev1.Protocol) corev1.Protocol {

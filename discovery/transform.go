@@ -43,6 +43,9 @@ func TrimEndpointSlice(obj any) (any, error) {
 		}
 		out.Endpoints[i] = te
 	}
+	if v, ok := s.Annotations[corev1.EndpointsLastChangeTriggerTime]; ok {
+		out.Annotations = map[string]string{corev1.EndpointsLastChangeTriggerTime: v}
+	}
 	return out, nil
 }
 
@@ -73,7 +76,7 @@ func TrimPod(obj any) (any, error) {
 func trimMeta(m metav1.ObjectMeta, labels map[string]string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{
 		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
-		Labels: labels, DeletionTimestamp: m.DeletionTimestamp,
+		Labels: labels, DeletionTimestamp: m.DeletionTimestamp, CreationTimestamp: m.CreationTimestamp,
 	}
 }
 

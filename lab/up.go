@@ -237,14 +237,15 @@ func (c *Config) StartKubeProxy() error {
 	return c.startKubeProxyOn(node1)
 }
 
-// startKubeProxyOn starts the kube-proxy of a lab node in its namespace.
-func (c *Config) startKubeProxyOn(n labNode) error {
+// startKubeProxyOn starts the kube-proxy of a lab node in its namespace; extra flags go after
+// the lab's (the programming latency test adds --iptables-min-sync-period).
+func (c *Config) startKubeProxyOn(n labNode, extra ...string) error {
 	c.fill()
-	return c.startComponentIn(n.Netns, n.Proxy, c.Binary("kube-proxy"),
-		"--kubeconfig="+c.ClusterKubeconfig(),
-		"--hostname-override="+n.Name,
+	return c.startComponentIn(n.Netns, n.Proxy, c.Binary("kube-proxy"), append([]string{
+		"--kubeconfig=" + c.ClusterKubeconfig(),
+		"--hostname-override=" + n.Name,
 		"--proxy-mode=iptables",
-		"--cluster-cidr="+PodCIDR,
+		"--cluster-cidr=" + PodCIDR,
 		"--bind-address=127.0.0.1",
 		"--healthz-bind-address=127.0.0.1:10256",
 		"--metrics-bind-address=127.0.0.1:10249",
@@ -252,7 +253,7 @@ func (c *Config) startKubeProxyOn(n labNode) error {
 		"--conntrack-max-per-core=0",
 		"--conntrack-tcp-timeout-established=0",
 		"--conntrack-tcp-timeout-close-wait=0",
-	)
+	}, extra...)...)
 }
 
 // ClientExec runs `svcprobe-lab ARGS` inside the client namespace (resolv.conf

@@ -56,8 +56,12 @@ type Collector struct {
 	budget    *probe.Budget
 	log       *slog.Logger
 	durations *prometheus.HistogramVec
-	services  *ServiceFamilies
-	dnsUp     *prometheus.Desc // descDNSUp, with the node label in node mode
+	// programming is the network programming latency histogram, inProgress the gauge of
+	// changes being programmed (issue 21).
+	programming *prometheus.HistogramVec
+	inProgress  *prometheus.Desc
+	services    *ServiceFamilies
+	dnsUp       *prometheus.Desc // descDNSUp, with the node label in node mode
 }
 
 var (
@@ -72,6 +76,7 @@ var (
 	descLag          = prometheus.NewDesc("svcprobe_scheduler_lag_seconds", "How late the last probe started against its slot; grows when the budgets cannot cover a round.", nil, nil)
 	descMaxLag       = prometheus.NewDesc("svcprobe_scheduler_max_lag_seconds", "The largest scheduler lag since start.", nil, nil)
 	descSkipped      = prometheus.NewDesc("svcprobe_scheduler_rounds_skipped_total", "Probe slots missed because the previous probe of the same Service still ran.", nil, nil)
+	descProgHeld     = prometheus.NewDesc("svcprobe_scheduler_programming_held_total", "Attempts at a stage being programmed (proxy, dns) that did not show the change yet, within --probe.programming.ceiling: not recorded as failures, probed again at --probe.programming.cadence. The cost of the measurement in probes.", nil, nil)
 	descSettling     = prometheus.NewDesc("svcprobe_scheduler_settling_failures_total", "Data-plane stage failures (dns, proxy, nodeport, hairpin) held back because the Service had just changed (--probe.settle); probed again after it.", nil, nil)
 	descRounds       = prometheus.NewDesc("svcprobe_scheduler_probes_total", "Service probes (all network stages of one Service) completed.", nil, nil)
 	descPending      = prometheus.NewDesc("svcprobe_scheduler_pending_targets", "Services not probed yet.", nil, nil)
@@ -113,6 +118,29 @@ func NewCollector(cfg CollectorConfig, store *Store, disc Discovery, sched *prob
 		NativeHistogramMinResetDuration: time.Hour,
 	}, []string{"stage"})
 	store.observe = func(r probe.Result) { c.durations.WithLabelValues(string(r.Stage)).Observe(r.Duration.Seconds()) }
+	var nodeLabel prometheus.Labels
+	if cfg.Node != "" {
+		nodeLabel = prometheus.Labels{"node": BoundLabel(cfg.Node, cfg.LabelValueMaxLen)}
+	}
+	c.programming = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "svcprobe_programming_latency_seconds",
+		Help: "Network programming latency: from a change the data plane has to follow (a new Service, its first ready endpoint, new ports or ClusterIPs, a new DNS answer; from the EndpointSlice's last-change-trigger-time when present) to the first probe of the stage that shows it, by stage (proxy: the VIP answers; dns: the name resolves to the new answer). Changes that never arrive within --probe.programming.ceiling are not observed (the stage fails not_programmed).",
+		// The scalability SLO's threshold (30 s) and the default ceiling (60 s) are edges.
+		Buckets:                         []float64{.25, .5, 1, 2, 5, 10, 20, 30, 45, 60},
+		NativeHistogramBucketFactor:     1.1,
+		NativeHistogramMaxBucketNumber:  100,
+		NativeHistogramMinResetDuration: time.Hour,
+		ConstLabels:                     nodeLabel,
+	}, []string{"stage"})
+	c.inProgress = prometheus.NewDesc("svcprobe_programming_in_progress",
+		"Services with a change being programmed now (the stage probed at --probe.programming.cadence until it shows the change), by stage.",
+		[]string{"stage"}, nodeLabel)
+	for _, st := range []probe.Stage{probe.StageProxy, probe.StageDNS} {
+		c.programming.WithLabelValues(string(st)) // from 0, so rate() sees the first change
+	}
+	store.observeProgramming = func(p probe.Programmed) {
+		c.programming.WithLabelValues(string(p.Stage)).Observe(p.Latency.Seconds())
+	}
 	return c
 }
 
@@ -123,10 +151,11 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- prometheus.NewDesc(f.name, f.help, f.labels, nil)
 	}
 	for _, d := range []*prometheus.Desc{descAPIErr, descConcurrency, descSynced, descLastEvent, descProgress, descEvents, descWatchErr, descTargets,
-		descAnnErrTotal, descLag, descMaxLag, descSkipped, descSettling, descRounds, descPending, descPeriod, descWaits, descWaitSecs, descInconclusive, descRefused, c.dnsUp} {
+		descAnnErrTotal, descLag, descMaxLag, descSkipped, descSettling, descProgHeld, descRounds, descPending, descPeriod, descWaits, descWaitSecs, descInconclusive, descRefused, c.dnsUp, c.inProgress} {
 		ch <- d
 	}
 	c.durations.Describe(ch)
+	c.programming.Describe(ch)
 }
 
 // Collect builds the cluster and self series from the current state. The per-Service families
@@ -135,6 +164,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.collectCluster(ch, c.store.ClusterDNS())
 	c.collectSelf(ch)
 	c.durations.Collect(ch)
+	c.programming.Collect(ch)
+	going := c.store.InProgress()
+	for _, st := range []probe.Stage{probe.StageProxy, probe.StageDNS} {
+		ch <- prometheus.MustNewConstMetric(c.inProgress, prometheus.GaugeValue, float64(going[st]), string(st))
+	}
 }
 
 // ServiceFamilies returns the per-Service families for Handler.
@@ -228,6 +262,7 @@ func (c *Collector) collectSelf(ch chan<- prometheus.Metric) {
 		g(descMaxLag, max(0, time.Duration(c.sched.MaxLagNanos.Load()).Seconds()))
 		cnt(descSkipped, float64(c.sched.Skipped.Load()))
 		cnt(descSettling, float64(c.sched.Settling.Load()))
+		cnt(descProgHeld, float64(c.sched.ProgrammingHeld.Load()))
 		cnt(descRounds, float64(c.sched.Rounds.Load()))
 		g(descPending, float64(c.sched.Pending.Load()))
 		g(descPeriod, time.Duration(c.sched.PeriodNanos.Load()).Seconds())

@@ -20,7 +20,11 @@ type Store struct {
 	services map[types.UID]*serviceState
 	cluster  *probe.ClusterDNSResult
 	observe  func(probe.Result) // feeds the per-stage duration histogram
-	window   int                // rounds per network stage window (--verdict.window)
+	// observeProgramming feeds the programming latency histogram; inProgress counts the
+	// Services with a change being programmed, by stage.
+	observeProgramming func(probe.Programmed)
+	inProgress         map[probe.Stage]int
+	window             int // rounds per network stage window (--verdict.window)
 	// inconclusive counts, exporter-wide, the stage runs that failed on the exporter's own limits
 	// (ExporterLimited), by stage and reason.
 	inconclusive map[stageResult]uint64
@@ -70,6 +74,10 @@ type serviceState struct {
 	// changes are the last verdict layer changes, oldest first (the last one: the current layer,
 	// since when), as decided at each Record.
 	changes []VerdictChange
+	// programming holds the changes being programmed (their start, by stage), programmed the
+	// last measurement of each stage.
+	programming map[probe.Stage]time.Time
+	programmed  map[probe.Stage]probe.Programmed
 }
 
 // ExporterLimited reports whether r failed on the exporter's own limits, not the Service's: its
@@ -85,7 +93,7 @@ func ExporterLimited(r probe.Result) bool {
 // NewStore returns an empty store whose network stages keep DefaultWindow rounds.
 func NewStore() *Store {
 	return &Store{services: map[types.UID]*serviceState{}, window: DefaultWindow, inconclusive: map[stageResult]uint64{},
-		refused: map[probe.Stage]uint64{}, byName: map[string]types.UID{}}
+		refused: map[probe.Stage]uint64{}, byName: map[string]types.UID{}, inProgress: map[probe.Stage]int{}}
 }
 
 // SetWindow sets how many rounds each network stage's window keeps (at least 2). Call it before
@@ -226,6 +234,7 @@ func (s *Store) Forget(uid types.UID) {
 	defer s.mu.Unlock()
 	if st, ok := s.services[uid]; ok {
 		s.tally = s.tally.plus(st.vip, -1)
+		s.forgetProgramming(st)
 		if st.target != nil && s.byName[st.target.Namespace+"/"+st.target.Name] == uid {
 			delete(s.byName, st.target.Namespace+"/"+st.target.Name)
 		}
@@ -266,6 +275,10 @@ type ServiceStatus struct {
 	// its last layer changes, oldest first.
 	Since   time.Time
 	Changes []VerdictChange
+	// Programming holds the changes being programmed now (their start, by stage: the stage
+	// shows "programming", not a failure); Programmed the last measurement of each stage.
+	Programming map[probe.Stage]time.Time
+	Programmed  map[probe.Stage]probe.Programmed
 }
 
 // Snapshot copies the store, sorted by namespace and name.
@@ -364,6 +377,12 @@ func (s *Store) status(st *serviceState) ServiceStatus {
 	}
 	for k, v := range st.counts {
 		ss.Counts[k] = v
+	}
+	if len(st.programming) > 0 {
+		ss.Programming = maps.Clone(st.programming)
+	}
+	if len(st.programmed) > 0 {
+		ss.Programmed = maps.Clone(st.programmed)
 	}
 	ss.Verdict, ss.Reason = Decide(s.evidence(st, ss.Results, ss.Windows))
 	if n := len(st.changes); n > 0 {

@@ -92,6 +92,12 @@ func TestVerdictTable(t *testing.T) {
 		{"no ready endpoints", results(fail(probe.StageEndpoints, probe.ReasonNoReadyEndpoints), skip(probe.StagePod), skip(probe.StageProxy)), nil, LayerEndpoints, probe.ReasonNoReadyEndpoints, nil, VIPTally{}},
 		{"wrong targetPort: pods refuse, VIP too", results(fail(probe.StagePod, probe.ReasonRefused), fail(probe.StageProxy, probe.ReasonRefused)), clusterDNS(true, true), LayerPod, probe.ReasonRefused, nil, VIPTally{}},
 		{"kube-proxy broken, DNS fine", results(fail(probe.StageProxy, probe.ReasonUnreachable)), clusterDNS(true, true), LayerProxy, probe.ReasonUnreachable, nil, VIPTally{}},
+		// Network programming (issue 21): a change that never reached the data plane within the
+		// ceiling is the layer that should have programmed it, with its own reason; Pods that
+		// refuse still come first (the VIP could not have answered anyway).
+		{"change never programmed by the proxy: proxy/not_programmed", results(fail(probe.StageProxy, probe.ReasonNotProgrammed)), clusterDNS(true, true), LayerProxy, probe.ReasonNotProgrammed, nil, VIPTally{}},
+		{"new name never served: dns/not_programmed", results(fail(probe.StageDNS, probe.ReasonNotProgrammed)), clusterDNS(true, true), LayerDNS, probe.ReasonNotProgrammed, nil, VIPTally{}},
+		{"pods refuse, VIP never programmed: pod", results(fail(probe.StagePod, probe.ReasonRefused), fail(probe.StageProxy, probe.ReasonNotProgrammed)), clusterDNS(true, true), LayerPod, probe.ReasonRefused, nil, VIPTally{}},
 		// The case the precedence exists for: rules flushed, so the DNS VIP fails too, but the DNS
 		// Pods answer directly. The verdict is proxy, not dns.
 		{"kube-proxy flushed: VIP and DNS fail", results(fail(probe.StageProxy, probe.ReasonUnreachable), fail(probe.StageDNS, probe.ReasonTimeout)), clusterDNS(false, true, true), LayerProxy, probe.ReasonUnreachable, nil, VIPTally{}},

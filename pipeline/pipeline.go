@@ -55,15 +55,16 @@ type Config struct {
 	NetworkPolicies   bool     // --discovery.network-policies
 
 	// Probing and budgets.
-	Interval          time.Duration // --probe.interval
-	Timeout           time.Duration // --probe.timeout
-	Settle            time.Duration // --probe.settle
-	PodSpread         int           // --probe.pod.spread
-	VIPConnections    int           // --probe.vip-connections
-	Window            int           // --verdict.window
-	Concurrency       int           // --probe.concurrency (lowered to fit RLIMIT_NOFILE)
-	NewConnsPerSecond float64       // --probe.max-new-conns-per-second
-	DNSQPS            float64       // --dns.max-qps
+	Interval          time.Duration     // --probe.interval
+	Timeout           time.Duration     // --probe.timeout
+	Settle            time.Duration     // --probe.settle
+	Programming       probe.Programming // --probe.programming.cadence, --probe.programming.ceiling
+	PodSpread         int               // --probe.pod.spread
+	VIPConnections    int               // --probe.vip-connections
+	Window            int               // --verdict.window
+	Concurrency       int               // --probe.concurrency (lowered to fit RLIMIT_NOFILE)
+	NewConnsPerSecond float64           // --probe.max-new-conns-per-second
+	DNSQPS            float64           // --dns.max-qps
 
 	// DNS.
 	ResolvConf    probe.ResolvConf // --dns.resolv-conf, parsed
@@ -99,7 +100,7 @@ type Config struct {
 func Defaults() Config {
 	return Config{
 		TotalShards: 1, DNSService: "kube-system/kube-dns", Workloads: true, NetworkPolicies: true,
-		Interval: 15 * time.Second, Timeout: 2 * time.Second, Settle: 3 * time.Second,
+		Interval: 15 * time.Second, Timeout: 2 * time.Second, Settle: 3 * time.Second, Programming: probe.DefaultProgramming,
 		PodSpread: 1, VIPConnections: probe.DefaultConnections, Window: metrics.DefaultWindow,
 		Concurrency: 64, NewConnsPerSecond: 1000, DNSQPS: 400,
 		ClusterDomain: "cluster.local",
@@ -210,7 +211,7 @@ func New(cfg Config, client kubernetes.Interface, log *slog.Logger) (*Pipeline, 
 
 	clusterDNS := &probe.ClusterDNSProber{Budget: budget, Conf: cfg.ResolvConf, ClusterDomain: cfg.ClusterDomain, Resolvers: resolvers}
 	p.SchedulerConfig = probe.SchedulerConfig{
-		Interval: cfg.Interval, Timeout: cfg.Timeout, Settle: cfg.Settle,
+		Interval: cfg.Interval, Timeout: cfg.Timeout, Settle: cfg.Settle, Programming: cfg.Programming,
 		Workers: Workers(cfg.Concurrency),
 		ClusterDNS: func(ctx context.Context) probe.ClusterDNSResult {
 			return clusterDNS.Probe(ctx, probe.DNSServersFrom(p.Watcher.DNSEndpoints()))

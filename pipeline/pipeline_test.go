@@ -67,6 +67,7 @@ func TestDefaultWiring(t *testing.T) {
 		Budgeted:            []probe.Stage{probe.StageDNS},
 		GuardKnowsInformers: true,
 		Settle:              3 * time.Second,
+		Programming:         true,
 		ClusterDNS:          true,
 		Workloads:           true,
 		NetworkPolicies:     true,

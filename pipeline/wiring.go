@@ -24,6 +24,7 @@ type Wiring struct {
 	// GuardKnowsInformers: the guard allows the ClusterIPs and Pod IPs the informers know.
 	GuardKnowsInformers bool
 	Settle              time.Duration // the scheduler's --probe.settle
+	Programming         bool          // the scheduler measures network programming latency
 	ClusterDNS          bool          // the scheduler runs the cluster DNS round
 	Sampling            bool          // node mode: a sample of Services per interval
 	Workloads           bool          // discovery watches the workloads
@@ -35,6 +36,7 @@ func (p *Pipeline) Wiring() Wiring {
 	w := Wiring{
 		GuardKnowsInformers: p.Guard != nil && p.Guard.Known != nil,
 		Settle:              p.SchedulerConfig.Settle,
+		Programming:         p.SchedulerConfig.Programming.Ceiling > 0,
 		ClusterDNS:          p.SchedulerConfig.ClusterDNS != nil,
 		Sampling:            p.SchedulerConfig.SampleSize > 0,
 		Workloads:           p.Config.Workloads,

@@ -89,6 +89,10 @@ const (
 	// endpoint on that port (discovery.Endpoint.Denied), so it was not dialed: the policy working
 	// as its owner set it up, not a failure of the Pod. The verdict is policy.
 	ReasonDeniedByNetworkPolicy Reason = "denied_by_network_policy"
+	// ReasonNotProgrammed: a change the data plane has to follow (a new Service, its first ready
+	// endpoint, new ports or ClusterIPs, a new DNS answer) did not show in the proxy or dns stage
+	// within --probe.programming.ceiling (issue 21).
+	ReasonNotProgrammed Reason = "not_programmed"
 )
 
 // Reasons is the closed set, for documentation and tests.
@@ -100,7 +104,7 @@ var Reasons = []Reason{
 	ReasonReset, ReasonUnreachable, ReasonHTTPStatus, ReasonPortExhausted, ReasonWrongBackend,
 	ReasonBudget, ReasonError, ReasonExternalNotAllowed, ReasonNodePortUnreachable, ReasonNodePortUnreachableFromNode,
 	ReasonPartial, ReasonNodeLocalDNSUnreachable, ReasonResolverUnreachable, ReasonScaledToZero,
-	ReasonDeniedByNetworkPolicy,
+	ReasonDeniedByNetworkPolicy, ReasonNotProgrammed,
 }
 
 // Outcome says whether a stage passed, failed or did not apply.

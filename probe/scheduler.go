@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +46,9 @@ type SchedulerConfig struct {
 	// recorded (the stage keeps its last result) and the Service is probed again when Settle has
 	// passed; a failure then counts. Zero records every result at once.
 	Settle time.Duration
+	// Programming measures how long the data plane takes to follow a change (see Programming);
+	// the stages it measures are exempt from Settle while it does.
+	Programming Programming
 }
 
 // settleStages are the stages whose answers come from the data plane (kube-proxy, CoreDNS),
@@ -65,6 +70,12 @@ func (c SchedulerConfig) Validate() error {
 		return fmt.Errorf("--node.sample-size must not be negative, got %d", c.SampleSize)
 	case c.Settle < 0:
 		return fmt.Errorf("--probe.settle must not be negative, got %s", c.Settle)
+	case c.Programming.Ceiling < 0:
+		return fmt.Errorf("--probe.programming.ceiling must not be negative, got %s", c.Programming.Ceiling)
+	case c.Programming.Ceiling > 0 && c.Programming.Cadence <= 0:
+		return fmt.Errorf("--probe.programming.cadence must be positive, got %s", c.Programming.Cadence)
+	case c.Programming.Ceiling > 0 && c.Programming.Cadence > c.Programming.Ceiling:
+		return fmt.Errorf("--probe.programming.cadence (%s) must not exceed --probe.programming.ceiling (%s)", c.Programming.Cadence, c.Programming.Ceiling)
 	}
 	return nil
 }
@@ -97,6 +108,9 @@ type SchedulerStats struct {
 	Pending       atomic.Int64  // targets never probed yet (sampled ones not counted)
 	ClusterRounds atomic.Uint64
 	Settling      atomic.Uint64 // failures held back because the target had just changed (Settle)
+	// ProgrammingHeld counts the failures of a stage being programmed that were held back (the
+	// change not yet in the data plane, within the ceiling); each was probed again.
+	ProgrammingHeld atomic.Uint64
 	// PeriodNanos is the coverage period: the longest time between two probes of a Service
 	// (the interval, or ceil(N / SampleSize) × interval when sampling).
 	PeriodNanos atomic.Int64
@@ -110,6 +124,11 @@ type entry struct {
 	probed  bool
 	pending bool      // counted in Stats().Pending until its first probe
 	changed time.Time // when the target last appeared or changed (SchedulerConfig.Settle)
+	// programming holds, per stage, the start of a change the data plane has yet to show
+	// (SchedulerConfig.Programming); only, when set, the stages the next probe runs alone (a
+	// recheck of stages being programmed, at the cadence).
+	programming map[Stage]time.Time
+	only        map[Stage]bool
 }
 
 // NewScheduler builds a scheduler over the given probers.
@@ -154,15 +173,40 @@ func (s *Scheduler) Upsert(t *discovery.Target) {
 		}
 		s.stats.PeriodNanos.Store(int64(CoveragePeriod(len(s.entries), s.cfg.SampleSize, s.cfg.Interval)))
 	}
+	var started map[Stage]time.Time
 	if !ok || e.t.Version != t.Version {
 		e.changed = now
+		var old *discovery.Target
+		if ok {
+			old = e.t
+		}
+		for st, since := range programmingChanges(old, t, now, s.cfg.Programming.Ceiling) {
+			if _, going := e.programming[st]; going {
+				continue // the earlier change is not in yet: measure from it
+			}
+			if e.programming == nil {
+				e.programming = map[Stage]time.Time{}
+			}
+			e.programming[st] = since
+			if started == nil {
+				started = map[Stage]time.Time{}
+			}
+			started[st] = since
+		}
 	}
 	e.t = t
+	if ps, ok := s.sink.(ProgrammingSink); ok {
+		for st, since := range started {
+			ps.Programming(t, st, since)
+		}
+	}
 	// Probe the network stages soon, spread a little so a burst of changes is not a burst of dials.
 	soon := now.Add(time.Duration(rand.Int64N(int64(min(s.cfg.Interval/10, time.Second)) + 1)))
-	if sampled {
+	if sampled && len(started) == 0 {
 		// Its own phase of the coverage period, first probe included: the sample's bound holds
-		// from the start, and a change does not bring the probe forward.
+		// from the start, and a change does not bring the probe forward (unless the data plane
+		// has to follow it: the measurement of its programming starts now, bounded by the
+		// ceiling).
 		if e.index < 0 && !e.running {
 			e.next = s.nextSlot(t.UID, time.Time{}, now)
 			heap.Push(&s.queue, e)
@@ -274,7 +318,9 @@ func (s *Scheduler) Run(ctx context.Context) {
 // probe runs the network stages of one target, then schedules its next slot.
 func (s *Scheduler) probe(ctx context.Context, e *entry) {
 	s.mu.Lock()
-	t, slot, changed := e.t, e.next, e.changed
+	t, slot, changed, only := e.t, e.next, e.changed, e.only
+	e.only = nil
+	progs := maps.Clone(e.programming)
 	s.mu.Unlock()
 	start := time.Now()
 	lag := start.Sub(slot)
@@ -285,16 +331,24 @@ func (s *Scheduler) probe(ctx context.Context, e *entry) {
 			break
 		}
 	}
-	results := make([]Result, len(s.cheap)+len(s.network))
-	for i, p := range s.cheap {
+	cheap, network := s.cheap, s.network
+	if only != nil { // a recheck of the stages being programmed
+		cheap, network = nil, slices.DeleteFunc(slices.Clone(network), func(p Prober) bool { return !only[p.Stage()] })
+	}
+	results := make([]Result, len(cheap)+len(network))
+	for i, p := range cheap {
 		results[i] = s.run(ctx, p, t, start)
 	}
 	var wg sync.WaitGroup
-	for i, p := range s.network {
+	for i, p := range network {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[len(s.cheap)+i] = s.run(ctx, p, t, start)
+			timeout := s.cfg.Timeout
+			if _, ok := progs[p.Stage()]; ok {
+				timeout = min(timeout, programmingAttempt)
+			}
+			results[len(cheap)+i] = Run(ctx, p, t, timeout, start)
 		}()
 	}
 	wg.Wait()
@@ -311,12 +365,17 @@ func (s *Scheduler) probe(ctx context.Context, e *entry) {
 	}
 	if e.t.Version != t.Version {
 		// Upsert already recorded the new target's spec and endpoints; do not overwrite them.
-		results = results[len(s.cheap):]
+		results = results[len(cheap):]
 	}
+	results = s.programmed(e, t, results, progs)
 	var recheck time.Time
 	if s.cfg.Settle > 0 && start.Sub(changed) < s.cfg.Settle {
 		kept := results[:0]
 		for _, r := range results {
+			if _, measured := progs[r.Stage]; measured {
+				kept = append(kept, r) // programming decided about it
+				continue
+			}
 			if r.Outcome == Failed && settleStages[r.Stage] {
 				recheck = changed.Add(s.cfg.Settle)
 				s.stats.Settling.Add(1)
@@ -339,9 +398,81 @@ func (s *Scheduler) probe(ctx context.Context, e *entry) {
 		if !recheck.IsZero() && recheck.Before(e.next) {
 			e.next = recheck // a failure held back while the data plane settles: look again then
 		}
+		if len(e.programming) > 0 {
+			// Stages still being programmed: again at the cadence, those stages alone.
+			if again := time.Now().Add(s.cfg.Programming.Cadence); again.Before(e.next) {
+				e.next = again
+				e.only = map[Stage]bool{}
+				for st := range e.programming {
+					e.only[st] = true
+				}
+			}
+		}
 	}
 	heap.Push(&s.queue, e)
 	s.poke()
+}
+
+// programmed settles the measurements of the stages in progs (being programmed when the probe
+// started) against their results, and returns the results to record: a stage that shows the
+// change ends its measurement (its latency from the change's start to the end of the attempt);
+// a failure within the ceiling is held back (not recorded; the stage is probed again at the
+// cadence); past it, the failure is recorded as not_programmed; a skipped stage ends it (nothing
+// to program any more), and so does a proxy failure in a round where the Pods failed directly
+// (recorded as it is). Called with s.mu held.
+func (s *Scheduler) programmed(e *entry, t *discovery.Target, results []Result, progs map[Stage]time.Time) []Result {
+	if len(progs) == 0 {
+		return results
+	}
+	ps, _ := s.sink.(ProgrammingSink)
+	end := func(p Programmed) {
+		if e.programming[p.Stage] == p.Since {
+			delete(e.programming, p.Stage)
+		}
+		if ps != nil {
+			ps.Programmed(t, p)
+		}
+	}
+	now := time.Now()
+	// Pods that do not answer directly cannot answer through the VIP: a proxy failure then is
+	// theirs, not a change waiting to be programmed (the VIP of a Service whose new endpoints
+	// refuse would otherwise be "programming" until the ceiling, then not_programmed).
+	podFailed := slices.ContainsFunc(results, func(r Result) bool { return r.Stage == StagePod && r.Outcome == Failed })
+	kept := results[:0]
+	for _, r := range results {
+		since, ok := progs[r.Stage]
+		if !ok {
+			kept = append(kept, r)
+			continue
+		}
+		switch {
+		case r.Outcome == Failed && r.Stage == StageProxy && podFailed:
+			delete(e.programming, r.Stage)
+			if ps != nil {
+				ps.Programmed(t, Programmed{Stage: r.Stage, Since: since, At: now, Abandoned: true})
+			}
+		case r.Outcome == OK:
+			at := r.At.Add(r.Duration)
+			end(Programmed{Stage: r.Stage, Since: since, At: at, Latency: max(0, at.Sub(since)), Done: true})
+		case r.Outcome == Skipped:
+			delete(e.programming, r.Stage)
+			if ps != nil {
+				ps.Programmed(t, Programmed{Stage: r.Stage, Since: since, At: now, Abandoned: true})
+			}
+		case r.Reason == ReasonBudget || r.Reason == ReasonPortExhausted:
+			// The exporter's own limit: says nothing about the change; keep measuring.
+			s.stats.ProgrammingHeld.Add(1)
+			continue
+		case now.Sub(since) < s.cfg.Programming.Ceiling:
+			s.stats.ProgrammingHeld.Add(1)
+			continue
+		default:
+			r = notProgrammed(r, since, s.cfg.Programming.Ceiling)
+			end(Programmed{Stage: r.Stage, Since: since, At: now, Latency: now.Sub(since)})
+		}
+		kept = append(kept, r)
+	}
+	return kept
 }
 
 // sampled reports whether t is probed once per coverage period rather than every interval.

@@ -93,6 +93,51 @@ type Stage struct {
 	Checks          []Check    `json:"checks,omitempty"` // only in the per-Service document
 	// Window is the stage's recent rounds, which the verdict follows (network stages only).
 	Window *Window `json:"window,omitempty"`
+	// Programming is the stage's network programming measurement (proxy and dns): a change
+	// being programmed now, or the last one.
+	Programming *Programming `json:"programming,omitempty"`
+}
+
+// Programming is a stage's network programming latency (issue 21): a change the data plane has
+// to follow being programmed now (in_progress, since since), or the last one's latency (null
+// when it did not arrive within the ceiling: arrived false).
+type Programming struct {
+	InProgress     bool       `json:"in_progress"`
+	Since          time.Time  `json:"since"`
+	Arrived        bool       `json:"arrived"`
+	LatencySeconds *float64   `json:"latency_seconds"`
+	At             *time.Time `json:"at,omitempty"`
+}
+
+// newProgramming is st's measurement in ss, nil when it has none.
+func newProgramming(ss metrics.ServiceStatus, st probe.Stage) *Programming {
+	if since, ok := ss.Programming[st]; ok {
+		return &Programming{InProgress: true, Since: since.UTC()}
+	}
+	p, ok := ss.Programmed[st]
+	if !ok {
+		return nil
+	}
+	at := p.At.UTC()
+	out := &Programming{Since: p.Since.UTC(), Arrived: p.Done, At: &at}
+	if p.Done {
+		l := p.Latency.Seconds()
+		out.LatencySeconds = &l
+	}
+	return out
+}
+
+// programmingText says a stage's measurement in words, for the runbook step.
+func programmingText(p *Programming) string {
+	switch {
+	case p == nil:
+		return ""
+	case p.InProgress:
+		return fmt.Sprintf("programming: a change made at %s is not in the data plane yet (probed again at the cadence until it is; not a failure before the ceiling)", p.Since.Format(time.RFC3339))
+	case p.Arrived:
+		return fmt.Sprintf("last change programmed in %s (at %s)", formatSeconds(*p.LatencySeconds), p.At.Format(time.RFC3339))
+	}
+	return fmt.Sprintf("last change (made at %s) never reached the data plane within the ceiling", p.Since.Format(time.RFC3339))
 }
 
 // Check is one piece of evidence: what was asked, what was seen.
@@ -124,6 +169,8 @@ type Step struct {
 	// Inconclusive says that the stage's latest run failed on the exporter's own limits
 	// (budget_exhausted, port_exhausted): what the step shows is its last conclusive run.
 	Inconclusive string `json:"inconclusive,omitempty"`
+	// Programming says the stage's network programming measurement in words (proxy, dns).
+	Programming string `json:"programming,omitempty"`
 }
 
 // Window is a stage's window of recent rounds: its state (ok, degraded: failing in a share of
@@ -181,6 +228,7 @@ func NewService(ss metrics.ServiceStatus, cluster *probe.ClusterDNSResult, detai
 			stage.Window = &Window{State: string(w.State), Rounds: w.Rounds, FailedRounds: w.FailedRounds,
 				Failing: w.Failing, Total: w.Total, FailureRatio: w.FailureRatio()}
 		}
+		stage.Programming = newProgramming(ss, st)
 		s.Stages = append(s.Stages, stage)
 		if ok && r.Outcome != probe.Skipped {
 			s.LatencySeconds += r.Duration.Seconds()
@@ -382,6 +430,7 @@ func walk(ss metrics.ServiceStatus, cluster *probe.ClusterDNSResult) []Step {
 			if r, has := ss.Inconclusive[o.stage]; has {
 				s.Inconclusive = inconclusive(r)
 			}
+			s.Programming = programmingText(newProgramming(ss, o.stage))
 		}
 		steps = append(steps, s)
 	}

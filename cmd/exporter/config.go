@@ -33,6 +33,8 @@ type config struct {
 	Interval          time.Duration
 	Timeout           time.Duration
 	Settle            time.Duration // --probe.settle
+	ProgCadence       time.Duration // --probe.programming.cadence
+	ProgCeiling       time.Duration // --probe.programming.ceiling
 	PodSpread         int           // --probe.pod.spread
 	VIPConnections    int           // --probe.vip-connections
 	Window            int           // --verdict.window
@@ -106,6 +108,8 @@ func registerFlags(app *kingpin.Application) *config {
 	app.Flag("probe.interval", "Each Service is probed once per interval.").Default(dur(d.Interval)).DurationVar(&c.Interval)
 	app.Flag("probe.timeout", "Timeout of each stage of a probe.").Default(dur(d.Timeout)).DurationVar(&c.Timeout)
 	app.Flag("probe.settle", "After a Service or its endpoints change, hold back dns/proxy/nodeport/hairpin failures for this long (kube-proxy and CoreDNS follow the API a moment later) and probe again then; 0 records them at once.").Default(dur(d.Settle)).DurationVar(&c.Settle)
+	app.Flag("probe.programming.ceiling", "Measure network programming latency (svcprobe_programming_latency_seconds): after a change the data plane has to follow (a new Service, its first ready endpoint, new ports or ClusterIPs, a new DNS answer), probe the proxy or dns stage at --probe.programming.cadence until it shows the change, for at most this long; its failures meanwhile are 'programming', not recorded, and past it the stage fails with reason not_programmed. 0 turns the measurement off (--probe.settle alone then holds failures back).").Default(dur(d.Programming.Ceiling)).DurationVar(&c.ProgCeiling)
+	app.Flag("probe.programming.cadence", "How often a stage whose change is being programmed is probed again (each attempt bounded by 1s or --probe.timeout): the measurement's resolution.").Default(dur(d.Programming.Cadence)).DurationVar(&c.ProgCadence)
 	app.Flag("probe.pod.spread", "Dial each ready endpoint at least once per this many intervals: a round of the pod stage dials new endpoints, those that failed last time and about 1/N of the others (rotating), and all of them when any of those fails; 1 dials every ready endpoint every interval.").Default(itoa(d.PodSpread)).IntVar(&c.PodSpread)
 	app.Flag("probe.vip-connections", "Connections per round to each ClusterIP (and NodePort) and port, at most: min(ready endpoints, this), each a new connection, so a VIP that fails one connection in three is caught in most rounds; 1 dials each once.").Default(itoa(d.VIPConnections)).IntVar(&c.VIPConnections)
 	app.Flag("verdict.window", "Rounds of each network stage the verdict looks at: a stage failing in its last two rounds is failed, one failing in a share of them (at least two failed rounds, apart) is degraded (reason partial), one failed round among good ones blames nothing.").Default(itoa(d.Window)).IntVar(&c.Window)
@@ -312,6 +316,7 @@ func (c *config) pipelineConfig(rc probe.ResolvConf) pipeline.Config {
 		Workloads: c.Workloads, NetworkPolicies: c.NetworkPolicies,
 
 		Interval: c.Interval, Timeout: c.Timeout, Settle: c.Settle, PodSpread: c.PodSpread,
+		Programming:    probe.Programming{Cadence: c.ProgCadence, Ceiling: c.ProgCeiling},
 		VIPConnections: c.VIPConnections, Window: c.Window, Concurrency: c.Concurrency,
 		NewConnsPerSecond: c.NewConnsPerSecond, DNSQPS: c.DNSQPS,
 

@@ -124,10 +124,18 @@ func diagnoseService(ctx context.Context, client kubernetes.Interface, cfg *conf
 		return diagnoseError, fmt.Errorf("diagnose %s/%s: %w", ns, name, err)
 	}
 
+	// A change made within the ceiling (a Service just created, endpoints that just changed) is
+	// followed as the exporter follows it: its proxy/dns stage again at the cadence until it shows
+	// the change, and its programming latency reported.
+	programmed := measureProgramming(ctx, cfg, t, probers, results)
+
 	// The store computes the verdict exactly as the exporter does, cluster DNS included.
 	store := metrics.NewStore()
 	store.Record(t, results)
 	store.RecordClusterDNS(cluster)
+	for _, p := range programmed {
+		store.Programmed(t, p)
+	}
 	snap, cr := store.Snapshot()
 	doc := web.NewService(snap[0], cr, true)
 	code := diagnoseHealthy
@@ -141,6 +149,40 @@ func diagnoseService(ctx context.Context, client kubernetes.Interface, cfg *conf
 		code = diagnoseError
 	}
 	return code, writeDiagnosis(out, format, doc, notes)
+}
+
+// measureProgramming re-runs, for the stages following a recent change (probe.RecentChanges),
+// a failed result at --probe.programming.cadence until it passes or the change is older than
+// --probe.programming.ceiling (then not_programmed), replacing it in results, and returns the
+// measurements. A proxy failure while the Pods fail directly is theirs: not waited for.
+func measureProgramming(ctx context.Context, cfg *config, t *discovery.Target, probers []probe.Prober, results []probe.Result) []probe.Programmed {
+	ceiling := cfg.ProgCeiling
+	var out []probe.Programmed
+	podFailed := slices.ContainsFunc(results, func(r probe.Result) bool { return r.Stage == probe.StagePod && r.Outcome == probe.Failed })
+	for st, since := range probe.RecentChanges(t, time.Now(), ceiling) {
+		i := slices.IndexFunc(probers, func(p probe.Prober) bool { return p.Stage() == st })
+		if i < 0 || results[i].Outcome == probe.Skipped || (st == probe.StageProxy && podFailed) {
+			continue
+		}
+		for results[i].Outcome == probe.Failed && time.Since(since) < ceiling && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(cfg.ProgCadence):
+			}
+			results[i] = probe.Run(ctx, probers[i], t, min(cfg.Timeout, probe.ProgrammingAttempt), time.Now())
+		}
+		r := results[i]
+		switch {
+		case ctx.Err() != nil:
+		case r.Outcome == probe.OK:
+			at := r.At.Add(r.Duration)
+			out = append(out, probe.Programmed{Stage: st, Since: since, At: at, Latency: max(0, at.Sub(since)), Done: true})
+		case r.Outcome == probe.Failed:
+			results[i] = probe.NotProgrammed(r, since, ceiling)
+			out = append(out, probe.Programmed{Stage: st, Since: since, At: time.Now(), Latency: time.Since(since)})
+		}
+	}
+	return out
 }
 
 // fetchTarget reads the Service, its EndpointSlices and the Pods of its namespace once and builds
@@ -387,6 +429,9 @@ func writeWalk(b *strings.Builder, s web.Service, notes []string) {
 		}
 		if st.Inconclusive != "" {
 			fmt.Fprintf(b, "     inconclusive: %s\n", st.Inconclusive)
+		}
+		if st.Programming != "" {
+			fmt.Fprintf(b, "     network programming: %s\n", st.Programming)
 		}
 	}
 	b.WriteString("\n")

@@ -399,3 +399,50 @@ func TestDiagnoseNetworkPolicy(t *testing.T) {
 		t.Fatalf("no Pod of --pod.ip: exit %d, err %v, want 0 and a note:\n%s", code, err, out.String())
 	}
 }
+
+// A Service created moments ago whose VIP is not programmed yet: diagnose follows the change as
+// the exporter does (the proxy stage again at the cadence) and reports its programming latency
+// instead of a broken proxy; one that never gets programmed within the ceiling is not_programmed.
+func TestDiagnoseFollowsProgramming(t *testing.T) {
+	created := func(cl *fake.Clientset) *fake.Clientset {
+		svc, err := cl.CoreV1().Services("default").Get(context.Background(), "hostnames", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc.CreationTimestamp = metav1.Now()
+		if _, err := cl.CoreV1().Services("default").Update(context.Background(), svc, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		return cl
+	}
+	t.Run("programmed after 600ms", func(t *testing.T) {
+		vip := closedTCP(t, "127.0.0.2:0")
+		ep := listenTCP(t, "127.0.0.3:0")
+		dnsAddr := healthyDNS(t, vip)
+		cl := created(cluster(vip, ep, "hostnames", dnsAddr))
+		go func() { time.Sleep(600 * time.Millisecond); listenTCP(t, vip.String()) }()
+		cfg := diagConfig(t)
+		cfg.ProgCadence, cfg.ProgCeiling = 50*time.Millisecond, 10*time.Second
+		var out bytes.Buffer
+		code, err := diagnoseService(context.Background(), cl, cfg, resolvConfAt(dnsAddr), "default", "hostnames", &out, "text")
+		if err != nil || code != diagnoseHealthy {
+			t.Fatalf("exit %d, err %v:\n%s", code, err, out.String())
+		}
+		if !strings.Contains(out.String(), "network programming: last change programmed in") {
+			t.Fatalf("no programming latency in:\n%s", out.String())
+		}
+	})
+	t.Run("never programmed", func(t *testing.T) {
+		vip := closedTCP(t, "127.0.0.2:0")
+		ep := listenTCP(t, "127.0.0.3:0")
+		dnsAddr := healthyDNS(t, vip)
+		cl := created(cluster(vip, ep, "hostnames", dnsAddr))
+		cfg := diagConfig(t)
+		cfg.ProgCadence, cfg.ProgCeiling = 50*time.Millisecond, 700*time.Millisecond
+		var out bytes.Buffer
+		code, _ := diagnoseService(context.Background(), cl, cfg, resolvConfAt(dnsAddr), "default", "hostnames", &out, "text")
+		if code != diagnoseBroken || !strings.Contains(out.String(), "BROKEN: layer proxy (not_programmed)") {
+			t.Fatalf("exit %d, want broken proxy not_programmed:\n%s", code, out.String())
+		}
+	})
+}

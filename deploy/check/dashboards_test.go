@@ -63,6 +63,24 @@ var dashboardNodeLabelled = map[string]bool{
 	"svcprobe_service_annotation_errors": true,
 	"svcprobe_cluster_dns_up":            true,
 	"svcprobe_services_by_verdict":       true,
+	// metrics/programming.go (issue 21): the agents' programming latency histogram (its _bucket,
+	// _sum and _count series) and in-progress gauge carry node too.
+	"svcprobe_programming_latency_seconds": true,
+	"svcprobe_programming_in_progress":     true,
+}
+
+// dashboardNodeLabelledSeries: name is a node-labelled family or a histogram series of one
+// (_bucket, _sum, _count).
+func dashboardNodeLabelledSeries(name string) bool {
+	if dashboardNodeLabelled[name] {
+		return true
+	}
+	for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+		if base, ok := strings.CutSuffix(name, suffix); ok && dashboardNodeLabelled[base] {
+			return true
+		}
+	}
+	return false
 }
 
 // dashboardRemovedMetrics are metrics and recording rules the exporter and deploy/rules no longer
@@ -212,7 +230,7 @@ func TestDashboardCheckCatchesProblems(t *testing.T) {
 		// or a rule file not updated yet: the removed-metric check must catch them anyway.
 		metrics: map[string]bool{"svcprobe_probes_total": true, "svcprobe_stage_duration_seconds": true,
 			"svcprobe_probe_duration_seconds": true, "svcprobe_service_verdict": true, "svcprobe_cluster_dns_up": true,
-			"svcprobe_stage_runs_total": true},
+			"svcprobe_stage_runs_total": true, "svcprobe_programming_latency_seconds": true},
 		rules: map[string]bool{"svcprobe:probe_success:ratio_rate5m": true, "cluster_stage:svcprobe_probes_success:ratio_rate5m": true},
 	}
 	cases := []struct {
@@ -271,6 +289,12 @@ func TestDashboardCheckCatchesProblems(t *testing.T) {
 		{"central cluster DNS without node=\"\"", func(d map[string]any) {
 			setExpr(d, 0, `min by (kind) (svcprobe_cluster_dns_up{cluster=~"$cluster"})`)
 		}, `lacks node=""`},
+		{"central histogram buckets of a node-labelled family without node=\"\"", func(d map[string]any) {
+			setExpr(d, 0, `sum by (le) (rate(svcprobe_programming_latency_seconds_bucket{cluster=~"$cluster", stage="proxy"}[$__rate_interval]))`)
+		}, `lacks node=""`},
+		{"central histogram buckets of a node-labelled family with node=\"\"", func(d map[string]any) {
+			setExpr(d, 0, `histogram_quantile(0.99, sum by (le) (rate(svcprobe_programming_latency_seconds_bucket{node=""}[5m])))`)
+		}, ""},
 		{"exporter-wide metrics need no node matcher", func(d map[string]any) {
 			setExpr(d, 0, `sum(rate(svcprobe_probe_duration_seconds_count[$__rate_interval]) and on (job, instance) svcprobe_cluster_dns_up{node=""})`)
 		}, ""},
@@ -900,7 +924,7 @@ func checkNodeScope(e parser.Expr, scope, nodeValue string, bad func(string)) bo
 				usesVar = true
 			}
 		}
-		if !dashboardNodeLabelled[name] {
+		if !dashboardNodeLabelledSeries(name) {
 			return nil
 		}
 		switch scope {
