@@ -81,14 +81,14 @@ type ShapesResult struct {
 	PodsCreated, PodsDeleted, SliceWrites      int
 	DetectSeconds                              float64 // break injected during churn -> verdict layer=endpoints in the store; -1: not seen
 	DetectService                              string
-	ChurnedProbes                              uint64         // Service probes completed during the churn
+	ChurnedProbes                              uint64 // Service probes completed during the churn
 	// ProgrammingHeld and ProgrammingMeasured are the network programming measurement's share of
 	// the churn (issue 21): rechecks at the cadence that did not show the change yet, and
 	// changes measured (ended done).
 	ProgrammingHeld, ProgrammingMeasured uint64
-	FalseVerdicts                              int            // Services (other than the broken one) whose verdict was not ok during the churn
-	FalseDetail                                map[string]int // their verdicts, layer/reason
-	VerdictPolls                               int
+	FalseVerdicts                        int            // Services (other than the broken one) whose verdict was not ok during the churn
+	FalseDetail                          map[string]int // their verdicts, layer/reason
+	VerdictPolls                         int
 
 	// Web.
 	Pages       []PageTiming
