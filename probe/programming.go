@@ -118,7 +118,7 @@ func answerOf(t *discovery.Target) []netip.Addr {
 func notProgrammed(r Result, since time.Time, ceiling time.Duration) Result {
 	r.Reason = ReasonNotProgrammed
 	seen := r.Detail
-	r.Detail = fmt.Sprintf("a change made at %s is not in the data plane %s later", since.UTC().Format(time.RFC3339), ceiling)
+	r.Detail = fmt.Sprintf("a change made at %s was not in the data plane %s later, and still is not", since.UTC().Format(time.RFC3339), ceiling)
 	if seen != "" {
 		r.Detail += ": " + seen
 	}
@@ -126,7 +126,7 @@ func notProgrammed(r Result, since time.Time, ceiling time.Duration) Result {
 	case StageDNS:
 		r.Hint = "Cluster DNS does not serve the change: check CoreDNS's logs and its watch of the API (coredns_kubernetes_dns_programming_duration_seconds), and that it runs."
 	default:
-		r.Hint = "The service proxy did not program the change: check kube-proxy on this node (its logs, kubeproxy_sync_proxy_rules_last_timestamp_seconds, --min-sync-period) and that it runs."
+		r.Hint = "The service proxy did not program the change: check kube-proxy on this node (its logs, kubeproxy_sync_proxy_rules_last_timestamp_seconds, --iptables-min-sync-period or --nftables-min-sync-period) and that it runs."
 	}
 	return r
 }

@@ -201,6 +201,8 @@ func TestSchedulerMeasuresProgrammingLatency(t *testing.T) {
 	})
 	t.Run("never programmed", func(t *testing.T) {
 		proxy := &clockProber{stage: StageProxy}
+		cfg := cfg
+		cfg.Interval = time.Second // rounds after the ceiling come at the interval
 		s, sink := startProgScheduler(t, cfg, proxy)
 		s.Upsert(progTarget(2, func(t *discovery.Target) { t.Created = time.Now(); t.Version = 1 }))
 		waitFor(t, "the measurement gives up", func() bool { return len(sink.done()) > 0 })
@@ -212,6 +214,25 @@ func TestSchedulerMeasuresProgrammingLatency(t *testing.T) {
 		if !ok || r.Outcome != Failed || r.Reason != ReasonNotProgrammed {
 			t.Fatalf("proxy result %+v, want failed not_programmed", r)
 		}
+		// The next rounds keep the reason while the stage fails, not the attempt's own (timeout).
+		records := func() int { sink.memSink.mu.Lock(); defer sink.memSink.mu.Unlock(); return sink.memSink.records["u"] }
+		n := records()
+		waitFor(t, "a later round", func() bool { return records() > n+1 })
+		if r, _ := sink.result("u", StageProxy); r.Reason != ReasonNotProgrammed {
+			t.Fatalf("a later round's failure says %s, want still not_programmed", r.Reason)
+		}
+		// Until the change arrives: then the stage passes and the reason goes with it.
+		proxy.mu.Lock()
+		proxy.until = time.Now()
+		proxy.mu.Unlock()
+		waitFor(t, "proxy ok", func() bool { r, _ := sink.result("u", StageProxy); return r.Outcome == OK })
+		proxy.mu.Lock()
+		proxy.until = time.Time{} // broken again, for another reason: its own reason now
+		proxy.mu.Unlock()
+		waitFor(t, "proxy failing with its own reason", func() bool {
+			r, _ := sink.result("u", StageProxy)
+			return r.Outcome == Failed && r.Reason == ReasonTimeout
+		})
 	})
 	t.Run("pods refusing: the VIP's failure is theirs, recorded", func(t *testing.T) {
 		proxy := &clockProber{stage: StageProxy}

@@ -129,6 +129,10 @@ type entry struct {
 	// recheck of stages being programmed, at the cadence).
 	programming map[Stage]time.Time
 	only        map[Stage]bool
+	// unprogrammed holds, per stage, the start of a change that did not arrive within the
+	// ceiling: the stage's failures keep reason not_programmed until it passes (the change, or
+	// a later one, arrived) or no longer applies.
+	unprogrammed map[Stage]time.Time
 }
 
 // NewScheduler builds a scheduler over the given probers.
@@ -188,6 +192,7 @@ func (s *Scheduler) Upsert(t *discovery.Target) {
 				e.programming = map[Stage]time.Time{}
 			}
 			e.programming[st] = since
+			delete(e.unprogrammed, st) // a new change, measured anew
 			if started == nil {
 				started = map[Stage]time.Time{}
 			}
@@ -421,7 +426,7 @@ func (s *Scheduler) probe(ctx context.Context, e *entry) {
 // to program any more), and so does a proxy failure in a round where the Pods failed directly
 // (recorded as it is). Called with s.mu held.
 func (s *Scheduler) programmed(e *entry, t *discovery.Target, results []Result, progs map[Stage]time.Time) []Result {
-	if len(progs) == 0 {
+	if len(progs) == 0 && len(e.unprogrammed) == 0 {
 		return results
 	}
 	ps, _ := s.sink.(ProgrammingSink)
@@ -442,6 +447,14 @@ func (s *Scheduler) programmed(e *entry, t *discovery.Target, results []Result, 
 	for _, r := range results {
 		since, ok := progs[r.Stage]
 		if !ok {
+			if was, stuck := e.unprogrammed[r.Stage]; stuck {
+				switch {
+				case r.Outcome != Failed, r.Stage == StageProxy && podFailed:
+					delete(e.unprogrammed, r.Stage) // it arrived, no longer applies, or the Pods explain it
+				case r.Reason != ReasonBudget && r.Reason != ReasonPortExhausted:
+					r = notProgrammed(r, was, s.cfg.Programming.Ceiling)
+				}
+			}
 			kept = append(kept, r)
 			continue
 		}
@@ -468,6 +481,10 @@ func (s *Scheduler) programmed(e *entry, t *discovery.Target, results []Result, 
 			continue
 		default:
 			r = notProgrammed(r, since, s.cfg.Programming.Ceiling)
+			if e.unprogrammed == nil {
+				e.unprogrammed = map[Stage]time.Time{}
+			}
+			e.unprogrammed[r.Stage] = since
 			end(Programmed{Stage: r.Stage, Since: since, At: now, Latency: now.Sub(since)})
 		}
 		kept = append(kept, r)
