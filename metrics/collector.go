@@ -135,7 +135,7 @@ func NewCollector(cfg CollectorConfig, store *Store, disc Discovery, sched *prob
 	c.inProgress = prometheus.NewDesc("svcprobe_programming_in_progress",
 		"Services with a change being programmed now (the stage probed at --probe.programming.cadence until it shows the change), by stage.",
 		[]string{"stage"}, nodeLabel)
-	for _, st := range []probe.Stage{probe.StageProxy, probe.StageDNS} {
+	for _, st := range probe.ProgrammingStages {
 		c.programming.WithLabelValues(string(st)) // from 0, so rate() sees the first change
 	}
 	store.observeProgramming = func(p probe.Programmed) {
@@ -166,7 +166,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.durations.Collect(ch)
 	c.programming.Collect(ch)
 	going := c.store.InProgress()
-	for _, st := range []probe.Stage{probe.StageProxy, probe.StageDNS} {
+	for _, st := range probe.ProgrammingStages {
 		ch <- prometheus.MustNewConstMetric(c.inProgress, prometheus.GaugeValue, float64(going[st]), string(st))
 	}
 }

@@ -34,8 +34,8 @@ var DefaultProgramming = Programming{Cadence: 250 * time.Millisecond, Ceiling: 6
 // plus the cadence.
 const programmingAttempt = time.Second
 
-// programmingStages are the stages whose latency is measured.
-var programmingStages = []Stage{StageProxy, StageDNS}
+// ProgrammingStages are the stages whose latency is measured.
+var ProgrammingStages = []Stage{StageProxy, StageDNS}
 
 // Programmed is the end of one measurement: the data plane showed the change (Done, after
 // Latency), or it did not within the ceiling (neither Done nor Abandoned: not_programmed), or

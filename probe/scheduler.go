@@ -459,19 +459,12 @@ func (s *Scheduler) programmed(e *entry, t *discovery.Target, results []Result, 
 			continue
 		}
 		switch {
-		case r.Outcome == Failed && r.Stage == StageProxy && podFailed:
-			delete(e.programming, r.Stage)
-			if ps != nil {
-				ps.Programmed(t, Programmed{Stage: r.Stage, Since: since, At: now, Abandoned: true})
-			}
+		case r.Outcome == Skipped, r.Outcome == Failed && r.Stage == StageProxy && podFailed:
+			// Nothing left to program, or the Pods explain the VIP: the result is recorded as it is.
+			end(Programmed{Stage: r.Stage, Since: since, At: now, Abandoned: true})
 		case r.Outcome == OK:
 			at := r.At.Add(r.Duration)
 			end(Programmed{Stage: r.Stage, Since: since, At: at, Latency: max(0, at.Sub(since)), Done: true})
-		case r.Outcome == Skipped:
-			delete(e.programming, r.Stage)
-			if ps != nil {
-				ps.Programmed(t, Programmed{Stage: r.Stage, Since: since, At: now, Abandoned: true})
-			}
 		case r.Reason == ReasonBudget || r.Reason == ReasonPortExhausted:
 			// The exporter's own limit: says nothing about the change; keep measuring.
 			s.stats.ProgrammingHeld.Add(1)
