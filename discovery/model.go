@@ -47,6 +47,11 @@ type Endpoint struct {
 	// ("namespace/name, ...") that deny ingress from the exporter to this endpoint on it
 	// (Config.NetworkPolicies); nil when nothing is denied or policies are not evaluated.
 	Denied map[string]string
+	// PolicyNotEvaluated: the endpoint's Pod runs on another node than a node agent's
+	// (Target.PodsOnNode), so the agent does not know its labels, and the namespace's
+	// NetworkPolicies depend on them (a podSelector with labels, or a named port): whether they
+	// let the exporter in is not known, and the endpoint is not dialed from this node.
+	PolicyNotEvaluated bool
 }
 
 // PortKey names a Service port in Endpoint.Denied: its name, or its number when unnamed.
@@ -99,8 +104,14 @@ type Target struct {
 	ExternalTrafficLocal bool
 	Ports                []Port
 	Endpoints            []Endpoint
-	// Pods are the Pods in the namespace whose labels match Selector.
+	// Pods are the Pods in the namespace whose labels match Selector (when PodsOnNode is set,
+	// only those on that node).
 	Pods []Pod
+	// PodsOnNode is set by a node agent that watches only the Pods of its own node
+	// (Config.PodsOnNode): Pods is partial, so the spec stage leaves the selector and named ports
+	// to the central exporter, NearestPod is not looked for, and endpoints on other nodes are
+	// checked against the NetworkPolicies only when those do not depend on Pod labels.
+	PodsOnNode string
 	// NearestPod is, when Pods is empty, the Pod of the namespace whose labels agree with most of
 	// the selector: the runbook's "compare the selector with the Pods' labels" step.
 	NearestPod *Pod

@@ -213,10 +213,12 @@ type indexedPods struct {
 	idx    cache.Indexer // nil: the namespace is not watched
 	counts *labelCounts
 	ns     string
+	// partial: only one node's Pods are watched (Config.PodsOnNode).
+	partial bool
 }
 
 func (w *Watcher) podsOf(ns string) indexedPods {
-	return indexedPods{idx: w.podIndexer(ns), counts: &w.podLabels, ns: ns}
+	return indexedPods{idx: w.podIndexer(ns), counts: &w.podLabels, ns: ns, partial: w.cfg.PodsOnNode != ""}
 }
 
 // selecting reads the Pods of the selector's pair with the fewest Pods.
@@ -237,6 +239,9 @@ func (s indexedPods) selecting(sel map[string]string) []*corev1.Pod {
 // The second is not needed when a Pod of the first scores more than len(sel), as one sharing a
 // key=value with a selector of one or two pairs does.
 func (s indexedPods) nearest(sel map[string]string, matches labels.Selector) *corev1.Pod {
+	if s.partial { // one node's Pods: the nearest of them would be a guess
+		return nil
+	}
 	var n nearestPod
 	seen := map[string]bool{}
 	for _, kv := range s.counts.withValues(s.ns, sel) {

@@ -172,11 +172,24 @@ func MarkDenied(t *Target, pols []*networkingv1.NetworkPolicy, src netpol.Peer) 
 	for _, p := range t.Pods {
 		pods[p.Name] = p
 	}
+	labelFree := !netpol.DependsOnTarget(pols)
 	for i := range t.Endpoints {
 		ep := &t.Endpoints[i]
-		pod, ok := pods[ep.PodName]
-		if !ok || len(ep.Addresses) == 0 {
+		if len(ep.Addresses) == 0 {
 			continue
+		}
+		pod, ok := pods[ep.PodName]
+		if !ok {
+			// A node agent does not watch the Pods of other nodes (t.PodsOnNode): their labels
+			// and container ports are unknown. Policies that depend on neither decide the same
+			// for any Pod; otherwise the answer is not known and the endpoint is not dialed.
+			if t.PodsOnNode == "" || ep.PodName == "" || ep.NodeName == t.PodsOnNode {
+				continue
+			}
+			if !labelFree {
+				ep.PolicyNotEvaluated = true
+				continue
+			}
 		}
 		dst := netpol.Peer{Namespace: t.Namespace, Pod: true, PodLabels: pod.Labels, IP: ep.Addresses[0]}
 		for _, sp := range t.Ports {

@@ -50,6 +50,11 @@ type Config struct {
 	// SelfIPs, the exporter Pod's addresses (--discovery.network-policies).
 	NetworkPolicies bool
 	SelfIPs         []netip.Addr
+	// PodsOnNode, when set, watches only the Pods on that node (a node agent: a field selector on
+	// spec.nodeName, as a kubelet's watch, so the API server sends an agent its node's Pod events,
+	// not the cluster's). The addresses an agent may dial are then also those of EndpointSlice
+	// endpoints backed by a Pod, and Targets carry it (Target.PodsOnNode).
+	PodsOnNode string
 }
 
 // Validate checks the configuration before anything starts.
@@ -142,6 +147,27 @@ func podAddresses(obj any) ([]string, error) {
 	return out, nil
 }
 
+// slicePodAddresses indexes an EndpointSlice by the addresses of its endpoints that a Pod backs
+// (targetRef kind Pod): what the endpointslice controller copied from the Pods' status.
+func slicePodAddresses(obj any) ([]string, error) {
+	s, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return nil, nil
+	}
+	var out []string
+	for _, e := range s.Endpoints {
+		if e.TargetRef == nil || e.TargetRef.Kind != "Pod" {
+			continue
+		}
+		for _, ip := range e.Addresses {
+			if a, err := netip.ParseAddr(ip); err == nil && !slices.Contains(out, a.Unmap().String()) {
+				out = append(out, a.Unmap().String())
+			}
+		}
+	}
+	return out, nil
+}
+
 // Watcher runs the informers and turns their events into Targets for a Sink.
 type Watcher struct {
 	cfg  Config
@@ -228,8 +254,14 @@ func NewWatcher(client kubernetes.Interface, cfg Config, sink Sink, log *slog.Lo
 			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = cfg.Selector }),
 			informers.WithTransform(TrimService))
 		restFactory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns))
+		podFactory := restFactory
+		if cfg.PodsOnNode != "" {
+			podFactory = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns),
+				informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = "spec.nodeName=" + cfg.PodsOnNode }))
+			w.factories = append(w.factories, podFactory)
+		}
 		svcInf := svcFactory.Core().V1().Services()
-		podInf := restFactory.Core().V1().Pods()
+		podInf := podFactory.Core().V1().Pods()
 		sliceInf := restFactory.Discovery().V1().EndpointSlices()
 		// Per-informer transforms: the factory-wide one would apply to all kinds.
 		if err := podInf.Informer().SetTransform(TrimPod); err != nil {
@@ -248,6 +280,14 @@ func NewWatcher(client kubernetes.Interface, cfg Config, sink Sink, log *slog.Lo
 			return nil, fmt.Errorf("pod address index: %w", err)
 		}
 		w.addrIndexers = append(w.addrIndexers, svcInf.Informer().GetIndexer(), podInf.Informer().GetIndexer())
+		if cfg.PodsOnNode != "" {
+			// The Pods of other nodes are not watched: their addresses are known from the
+			// EndpointSlices that name them (an endpoint with a Pod targetRef).
+			if err := sliceInf.Informer().AddIndexers(cache.Indexers{addressIndex: slicePodAddresses}); err != nil {
+				return nil, fmt.Errorf("endpointslice address index: %w", err)
+			}
+			w.addrIndexers = append(w.addrIndexers, sliceInf.Informer().GetIndexer())
+		}
 		for name, inf := range map[string]cache.SharedIndexInformer{"services": svcInf.Informer(), "pods": podInf.Informer(), "endpointslices": sliceInf.Informer()} {
 			if err := inf.SetWatchErrorHandlerWithContext(w.watchError(name)); err != nil {
 				return nil, err
@@ -628,7 +668,7 @@ func (w *Watcher) sync(key string) {
 	}
 	w.mu.Lock()
 	old := w.known[key]
-	if t != nil && !t.Options.Skip && len(t.Selector) > 0 && len(t.Pods) == 0 {
+	if t != nil && !t.Options.Skip && len(t.Selector) > 0 && len(t.Pods) == 0 && w.cfg.PodsOnNode == "" {
 		if w.noPods[ns] == nil {
 			w.noPods[ns] = map[string]bool{}
 		}
@@ -669,6 +709,9 @@ func (w *Watcher) build(svc *corev1.Service) *Target {
 	// What the optional informers add to the target enters its version too: hash once more,
 	// after both.
 	rehash := false
+	if w.cfg.PodsOnNode != "" {
+		t.PodsOnNode, rehash = w.cfg.PodsOnNode, true
+	}
 	if len(t.Selector) > 0 && len(t.Pods) == 0 && len(w.workloads) > 0 {
 		t.Workloads = w.workloadsFor(svc.Namespace, t.Selector)
 		rehash = true

@@ -56,7 +56,17 @@ func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, n
 // startWatcher runs a watcher on a fake clientset until the test ends.
 func startWatcher(t testing.TB, cfg Config, objs ...any) (*fake.Clientset, *recordingSink, *Watcher) {
 	t.Helper()
+	return startWatcherWith(t, cfg, nil, objs...)
+}
+
+// startWatcherWith is startWatcher with a hook on the fake clientset before anything runs (its
+// reactors).
+func startWatcherWith(t testing.TB, cfg Config, hook func(*fake.Clientset), objs ...any) (*fake.Clientset, *recordingSink, *Watcher) {
+	t.Helper()
 	client := fake.NewClientset()
+	if hook != nil {
+		hook(client)
+	}
 	ctx := context.Background()
 	for _, o := range objs {
 		switch o := o.(type) {

@@ -16,8 +16,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	statusweb "github.com/svcprobe/svcprobe/web"
 )
 
 // agentView is one scrape of the central exporter and of each node agent.
@@ -366,6 +369,18 @@ func TestNodeAgents(t *testing.T) {
 	took := settleAgents(t, "both agents ok", 60*time.Second, allAgents(agentsHealthy(ctx, cl), noDuplicateSeries))
 	t.Logf("both agents ok after %s", took.Round(10*time.Millisecond))
 
+	// The agents watch their own node's Pods only (--node.pods=node, the default): hostnames'
+	// Pods run on node-1, so node-2's agent leaves the spec stage to the central exporter and
+	// still dials them (their addresses known from the EndpointSlice, not from a Pod it watches).
+	for _, src := range []string{NodeName, Node2Name} {
+		if err := agentStages(ctx, cl, src, "default", "hostnames", map[string]string{"spec": "skipped/not_probed", "pod": "ok/success"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := agentStages(ctx, cl, "central", "default", "hostnames", map[string]string{"spec": "ok/success"}); err != nil {
+		t.Fatal(err)
+	}
+
 	node1OK := agentIs(ctx, cl, NodeName, "ok/success", nil)
 	for _, fc := range []struct {
 		fault string
@@ -396,6 +411,54 @@ func TestNodeAgents(t *testing.T) {
 		took = waitAgents(t, "recovery from "+f.Name, within+5*time.Second, agentsHealthy(ctx, cl), nil)
 		t.Logf("%s: recovered after %s", f.Name, took.Round(10*time.Millisecond))
 	}
+
+	// NetworkPolicy seen from nodes that do not watch each other's Pods. An allow rule that
+	// selects hostnames' Pods by label: node-1's agent (the Pods are its node's) and the central
+	// exporter evaluate it and probe through the enforcement; node-2's agent cannot know those
+	// Pods' labels, so it does not dial them and blames nothing (pod stage policy_not_evaluated).
+	// A default-deny alone selects every Pod whatever its labels: node-2's agent evaluates it and
+	// says policy, as the others do.
+	allow, err := shippedAllowPolicy(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allow.Spec.PodSelector = metav1.LabelSelector{MatchLabels: map[string]string{"app": "hostnames"}}
+	t.Cleanup(func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
+		defer ccancel()
+		if err := removePolicies(cctx, cfg, cl); err != nil {
+			t.Errorf("remove the policies: %v", err)
+		}
+	})
+	for _, pc := range []struct {
+		name        string
+		policies    []*networkingv1.NetworkPolicy
+		all, node2  string // hostnames' verdict centrally and from node-1; from node-2
+		node2Stages map[string]string
+	}{
+		{"allow by Pod label", []*networkingv1.NetworkPolicy{defaultDeny(), allow}, "ok/success", "ok/success",
+			map[string]string{"pod": "skipped/policy_not_evaluated", "proxy": "skipped/policy_not_evaluated"}},
+		{"default deny", []*networkingv1.NetworkPolicy{defaultDeny()}, "policy/denied_by_network_policy", "policy/denied_by_network_policy",
+			map[string]string{"pod": "skipped/denied_by_network_policy"}},
+	} {
+		if err := removePolicies(ctx, cfg, cl); err != nil {
+			t.Fatal(err)
+		}
+		if err := applyPolicies(ctx, cfg, cl, pc.policies...); err != nil {
+			t.Fatalf("%s: %v", pc.name, err)
+		}
+		took := waitAgents(t, pc.name, within, func(av agentView) error {
+			return errors.Join(wantVerdict(av.v["central"], hostnames, pc.all), wantVerdict(av.v[NodeName], hostnames, pc.all),
+				wantVerdict(av.v[Node2Name], hostnames, pc.node2),
+				agentStages(ctx, cl, Node2Name, "default", "hostnames", pc.node2Stages))
+		}, nil)
+		t.Logf("policies %s: seen after %s (limit %s)", pc.name, took.Round(10*time.Millisecond), within)
+	}
+	if err := removePolicies(ctx, cfg, cl); err != nil {
+		t.Fatal(err)
+	}
+	took = waitAgents(t, "recovery from the policies", within, agentsHealthy(ctx, cl), nil)
+	t.Logf("policies removed: recovered after %s", took.Round(10*time.Millisecond))
 
 	// NodePort from the node itself (issue 9): a host-network agent on node-2 next to its
 	// Pod-network agent. node-2 refusing its own connections to its NodePort is blamed by the
@@ -527,6 +590,12 @@ func TestBindTarget(t *testing.T) {
 
 // agentStageOK checks in an agent's JSON API that its last run of a Service's stage passed.
 func agentStageOK(ctx context.Context, cl kubernetes.Interface, src, ns, name, stage string) error {
+	return agentStages(ctx, cl, src, ns, name, map[string]string{stage: "ok/success"})
+}
+
+// agentStages checks the stages of one Service in a source's JSON API: want maps a stage to
+// "status/reason" (status as the API says it: ok, skipped, failed...).
+func agentStages(ctx context.Context, cl kubernetes.Interface, src, ns, name string, want map[string]string) error {
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	path := "/api/v1/services/" + ns + "/" + name
@@ -534,22 +603,26 @@ func agentStageOK(ctx context.Context, cl kubernetes.Interface, src, ns, name, s
 	if err != nil {
 		return err
 	}
-	var doc struct {
-		Stages []struct {
-			Stage  string `json:"stage"`
-			Status string `json:"status"`
-		} `json:"stages"`
-	}
+	var doc statusweb.Service
 	if err := json.Unmarshal([]byte(body), &doc); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	for _, st := range doc.Stages {
-		if st.Stage == stage {
-			if st.Status != "ok" {
-				return fmt.Errorf("%s/%s stage %s is %q, want ok:\n%s", ns, name, stage, st.Status, body)
+	var errs []error
+	for stage, w := range want {
+		got := ""
+		for _, st := range doc.Stages {
+			if st.Stage == stage {
+				got = string(st.Status) + "/" + st.Reason
 			}
-			return nil
+		}
+		if got == "" {
+			errs = append(errs, fmt.Errorf("%s: %s/%s has no %s stage", src, ns, name, stage))
+		} else if got != w {
+			errs = append(errs, fmt.Errorf("%s: %s/%s stage %s is %s, want %s", src, ns, name, stage, got, w))
 		}
 	}
-	return fmt.Errorf("%s/%s has no %s stage:\n%s", ns, name, stage, body)
+	if len(errs) > 0 {
+		return fmt.Errorf("%w\n%s", errors.Join(errs...), body)
+	}
+	return nil
 }

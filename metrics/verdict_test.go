@@ -23,6 +23,12 @@ func denied(s probe.Stage) probe.Result {
 	return probe.Result{Stage: s, Outcome: probe.Skipped, Reason: probe.ReasonDeniedByNetworkPolicy}
 }
 
+// notEvaluated is a stage skipped because a node agent does not know whether the policies let it
+// reach the endpoints (their Pods run on other nodes).
+func notEvaluated(s probe.Stage) probe.Result {
+	return probe.Result{Stage: s, Outcome: probe.Skipped, Reason: probe.ReasonPolicyNotEvaluated}
+}
+
 // idleSkip is a stage skipped because the Service's workload is scaled to zero.
 func idleSkip(s probe.Stage) probe.Result {
 	return probe.Result{Stage: s, Outcome: probe.Skipped, Reason: probe.ReasonScaledToZero}
@@ -83,6 +89,9 @@ func TestVerdictTable(t *testing.T) {
 		// NetworkPolicy denies the exporter every endpoint: policy (intended), and the VIP stages
 		// skipped with the same reason blame nothing.
 		{"policy denies every endpoint: policy", results(denied(probe.StagePod), denied(probe.StageProxy)), clusterDNS(true, true), LayerPolicy, probe.ReasonDeniedByNetworkPolicy, nil, VIPTally{}},
+		// A node agent that cannot evaluate the policies for the endpoints on other nodes did not
+		// dial them: nothing is blamed, and it is not "policy" either (not known to be denied).
+		{"policy not evaluated on this node: ok, not policy", results(notEvaluated(probe.StagePod), notEvaluated(probe.StageProxy)), clusterDNS(true, true), LayerOK, probe.ReasonSuccess, nil, VIPTally{}},
 		// Some denied, the others answer: ok (the denied ones are not dialed, not failed).
 		{"policy denies some endpoints, the rest answer: ok", results(denied(probe.StageProxy)), clusterDNS(true, true), LayerOK, probe.ReasonSuccess, nil, VIPTally{}},
 		// Spec before policy: a typo is a typo whatever the policies.

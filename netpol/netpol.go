@@ -94,6 +94,29 @@ func Ingress(policies []*networkingv1.NetworkPolicy, target Peer, port Port, sou
 	return d, errs
 }
 
+// DependsOnTarget reports whether what policies decide for a target Pod depends on more than its
+// namespace and address: one that isolates for ingress selects Pods by labels, or one of its
+// ingress rules names a port (resolved against the Pod's container ports). When it does not,
+// Ingress decides the same for every Pod of the namespace, whatever its labels and ports.
+func DependsOnTarget(policies []*networkingv1.NetworkPolicy) bool {
+	for _, p := range policies {
+		if !hasIngress(p) {
+			continue
+		}
+		if len(p.Spec.PodSelector.MatchLabels) > 0 || len(p.Spec.PodSelector.MatchExpressions) > 0 {
+			return true
+		}
+		for _, r := range p.Spec.Ingress {
+			for _, port := range r.Ports {
+				if port.Port != nil && port.Port.Type == intstr.String {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 // hasIngress reports whether the policy isolates the Pods it selects for ingress: policyTypes
 // names Ingress, or (unset) always, as the API defaults it.
 func hasIngress(p *networkingv1.NetworkPolicy) bool {

@@ -149,3 +149,46 @@ func TestIngressNamesPoliciesAndReportsBadSelectors(t *testing.T) {
 		t.Fatalf("bad CIDR: decision %+v errors %v, want denied and one error", d, errs)
 	}
 }
+
+// DependsOnTarget: only a policy that isolates for ingress and selects Pods by label, or names a
+// port, makes the decision depend on the target Pod; and where it says no, Ingress decides the
+// same for Pods of any labels and ports.
+func TestDependsOnTarget(t *testing.T) {
+	named := onPorts(from(networkingv1.NetworkPolicyPeer{NamespaceSelector: nsSel(all)}), networkingv1.NetworkPolicyPort{Port: ptr.To(intstr.FromString("http"))})
+	numbered := onPorts(from(networkingv1.NetworkPolicyPeer{NamespaceSelector: nsSel(all)}), networkingv1.NetworkPolicyPort{Port: ptr.To(intstr.FromInt32(9376))})
+	expr := policy("default", "expr", nil, ingress)
+	expr.Spec.PodSelector.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: "app", Operator: metav1.LabelSelectorOpExists}}
+	for _, c := range []struct {
+		name string
+		pols []*networkingv1.NetworkPolicy
+		want bool
+	}{
+		{"none", nil, false},
+		{"default deny", []*networkingv1.NetworkPolicy{policy("default", "deny", all, ingress)}, false},
+		{"default deny, policyTypes unset", []*networkingv1.NetworkPolicy{policy("default", "deny", all, nil)}, false},
+		{"allow a namespace's Pods to all", []*networkingv1.NetworkPolicy{policy("default", "deny", all, ingress), policy("default", "allow", all, ingress, from(networkingv1.NetworkPolicyPeer{NamespaceSelector: nsSel(map[string]string{"team": "sre"}), PodSelector: podSel(map[string]string{"app.kubernetes.io/name": "svcprobe"})}))}, false},
+		{"numbered port", []*networkingv1.NetworkPolicy{policy("default", "num", all, ingress, numbered)}, false},
+		{"selects by label", []*networkingv1.NetworkPolicy{policy("default", "deny", all, ingress), policy("default", "app", map[string]string{"app": "hostnames"}, ingress)}, true},
+		{"selects by expression", []*networkingv1.NetworkPolicy{expr}, true},
+		{"named port", []*networkingv1.NetworkPolicy{policy("default", "named", all, ingress, named)}, true},
+		{"egress only, by label", []*networkingv1.NetworkPolicy{policy("default", "out", map[string]string{"app": "hostnames"}, egress)}, false},
+	} {
+		if got := DependsOnTarget(c.pols); got != c.want {
+			t.Errorf("%s: DependsOnTarget = %v, want %v", c.name, got, c.want)
+		}
+		if c.want {
+			continue
+		}
+		// Not dependent: the same decision for the hostnames Pod and for a Pod of other labels
+		// and ports.
+		other := target
+		other.PodLabels = map[string]string{"app": "other", "tier": "db"}
+		for _, port := range []Port{http, {Number: 9376, Protocol: corev1.ProtocolTCP}, {Number: 5432, Name: "pg", Protocol: corev1.ProtocolTCP}} {
+			a, _ := Ingress(c.pols, target, port, exporter)
+			b, _ := Ingress(c.pols, other, Port{Number: port.Number, Protocol: port.Protocol}, exporter)
+			if a.Allowed != b.Allowed {
+				t.Errorf("%s: port %v: allowed %v for hostnames, %v for another Pod, yet not dependent", c.name, port, a.Allowed, b.Allowed)
+			}
+		}
+	}
+}

@@ -41,6 +41,16 @@ const (
 	ModeNode = "node"
 )
 
+// What a node agent watches of the Pods (--node.pods).
+const (
+	// NodePodsNode watches the Pods of the agent's node only (a field selector on spec.nodeName):
+	// the API server sends each agent its node's Pod events, as it does a kubelet.
+	NodePodsNode = "node"
+	// NodePodsAll watches every Pod of the watched namespaces: NetworkPolicies that select Pods by
+	// label are evaluated for endpoints on every node, at one cluster-wide Pod watch per agent.
+	NodePodsAll = "all"
+)
+
 // Config is everything the pipeline is built from. cmd/exporter fills it from its flags (the
 // comments name them); Defaults is what it holds when no flag is given.
 type Config struct {
@@ -80,6 +90,7 @@ type Config struct {
 	NodeAddrs       []netip.Addr // --node.address (empty: NodePorts are not dialed)
 	SampleSize      int          // --node.sample-size (node mode)
 	NodeMaxFailing  int          // --node.max-failing-services (node mode)
+	NodePods        string       // --node.pods: NodePodsNode or NodePodsAll (node mode)
 
 	// The address guard (probe.AddressGuard).
 	ClusterCIDRs  []netip.Prefix // --cluster.cidr
@@ -104,7 +115,7 @@ func Defaults() Config {
 		PodSpread: 1, VIPConnections: probe.DefaultConnections, Window: metrics.DefaultWindow,
 		Concurrency: 64, NewConnsPerSecond: 1000, DNSQPS: 400,
 		ClusterDomain: "cluster.local",
-		Mode:          ModeCentral, SampleSize: 50, NodeMaxFailing: metrics.DefaultNodeMaxFailing,
+		Mode:          ModeCentral, SampleSize: 50, NodeMaxFailing: metrics.DefaultNodeMaxFailing, NodePods: NodePodsNode,
 		SeriesPerService: metrics.DefaultSeriesPerService, PerEndpointLimit: 10,
 	}
 }
@@ -125,8 +136,17 @@ func (c Config) DiscoveryConfig() discovery.Config {
 	return discovery.Config{
 		Namespaces: c.Namespaces, NamespacesExclude: c.NamespacesExclude, Selector: c.Selector,
 		Shard: c.Shard, TotalShards: c.TotalShards, DNSService: c.DNSService, Workloads: c.Workloads,
-		NetworkPolicies: c.NetworkPolicies, SelfIPs: c.PodIPs,
+		NetworkPolicies: c.NetworkPolicies, SelfIPs: c.PodIPs, PodsOnNode: c.podsOnNode(),
 	}
+}
+
+// podsOnNode is the node whose Pods alone discovery watches: a node agent's own, unless
+// --node.pods=all.
+func (c Config) podsOnNode() string {
+	if c.NodeMode() && c.NodePods != NodePodsAll {
+		return c.NodeName
+	}
+	return ""
 }
 
 // AddressGuard builds the SSRF guard; known is what the informers know (nil in a one-shot

@@ -201,3 +201,24 @@ func TestRunProbesAndStops(t *testing.T) {
 		}
 	}
 }
+
+// A node agent watches its own node's Pods unless --node.pods=all; a central exporter every Pod.
+func TestDiscoveryPodsOnNode(t *testing.T) {
+	for _, c := range []struct {
+		mode, nodePods, want string
+	}{
+		{ModeNode, NodePodsNode, "node-2"},
+		{ModeNode, "", "node-2"}, // a Config built by hand without the field: the default
+		{ModeNode, NodePodsAll, ""},
+		{ModeCentral, NodePodsNode, ""},
+	} {
+		cfg := Defaults()
+		cfg.Mode, cfg.NodeName, cfg.NodePods = c.mode, "node-2", c.nodePods
+		if got := cfg.DiscoveryConfig().PodsOnNode; got != c.want {
+			t.Errorf("mode %s --node.pods=%q: PodsOnNode %q, want %q", c.mode, c.nodePods, got, c.want)
+		}
+	}
+	if Defaults().NodePods != NodePodsNode {
+		t.Errorf("default --node.pods %q, want %q", Defaults().NodePods, NodePodsNode)
+	}
+}

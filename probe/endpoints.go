@@ -33,6 +33,8 @@ func (EndpointsProber) Probe(_ context.Context, t *discovery.Target) Result {
 		switch {
 		case t.Selector == nil:
 			r.Hint = "The Service has no selector: its EndpointSlices must be created by hand or by the controller that owns it."
+		case t.PodsOnNode != "":
+			r.Hint = "No EndpointSlice lists an endpoint: the central exporter's spec stage says whether the selector matches Pods (this node agent watches its own node's Pods only)."
 		case len(t.Pods) == 0 && len(t.Workloads) > 0:
 			r.Hint = "The selector matches the Pod template of " + t.Workloads[0].String() + ", which has no Pod: " +
 				"check why its Pods are not created (kubectl describe " + strings.ToLower(t.Workloads[0].Kind) + " " + t.Workloads[0].Name +

@@ -86,9 +86,16 @@ func fromRepeated(s Stage, checks []Check, failing, total int, intermittent bool
 // deniedSkip is the result of a VIP stage (proxy, nodeport) when NetworkPolicy denies the exporter
 // one of the ready endpoints the VIP leads to on a probed port: kube-proxy would send some of the
 // connections there and they would be dropped by design, so the VIP's answer says nothing of the
-// proxy. ok is false when nothing is denied.
+// proxy. The same when whether a policy denies it is not known on this node
+// (discovery.Endpoint.PolicyNotEvaluated). ok is false when nothing is denied.
 func deniedSkip(s Stage, t *discovery.Target, eps []discovery.Endpoint) (Result, bool) {
 	for _, ep := range eps {
+		if ep.PolicyNotEvaluated {
+			r := skipped(s, fmt.Sprintf("pod %s runs on another node and the namespace's NetworkPolicies select Pods by labels this node agent does not watch: "+
+				"the virtual IP leads there too, and whether its answer would say anything of the service proxy is not known here", ep.PodName))
+			r.Reason = ReasonPolicyNotEvaluated
+			return r, true
+		}
 		for _, p := range t.ProbedPorts() {
 			if by := ep.Denied[discovery.PortKey(p)]; by != "" {
 				r := skipped(s, fmt.Sprintf("NetworkPolicy %s does not allow ingress from this exporter to pod %s on %s: "+

@@ -64,6 +64,9 @@ type job struct {
 	// deniedBy names the NetworkPolicies that deny the exporter this address and port: the job is
 	// not dialed (ReasonDeniedByNetworkPolicy).
 	deniedBy string
+	// notEvaluated: whether a NetworkPolicy lets the exporter in is not known on this node
+	// (discovery.Endpoint.PolicyNotEvaluated): not dialed (ReasonPolicyNotEvaluated).
+	notEvaluated bool
 }
 
 func (j job) run(ctx context.Context, d *Dialer) Check {
@@ -89,6 +92,11 @@ func runJobs(ctx context.Context, d *Dialer, t *discovery.Target, stage Stage, j
 		if j.deniedBy != "" {
 			checks[i] = Check{Subject: j.subject, Reason: ReasonDeniedByNetworkPolicy, Pod: j.podName, Addr: j.addr.Addr().String(),
 				Detail: "not dialed: NetworkPolicy " + j.deniedBy + " does not allow ingress from this exporter"}
+			continue
+		}
+		if j.notEvaluated {
+			checks[i] = Check{Subject: j.subject, Reason: ReasonPolicyNotEvaluated, Pod: j.podName, Addr: j.addr.Addr().String(),
+				Detail: "not dialed: the Pod runs on another node and the namespace's NetworkPolicies select Pods by labels this node agent does not watch (--node.pods=all)"}
 			continue
 		}
 		if a := j.addr.Addr(); !d.Guard.Allowed(t, a) {
@@ -183,7 +191,8 @@ func podJobs(t *discovery.Target, eps []discovery.Endpoint, ports []discovery.Po
 				subject += " (pod " + ep.PodName + ")"
 			}
 			jobs = append(jobs, job{addr: addr, host: addr.String(), kind: kind, http: h,
-				subject: subject, port: pi, podName: ep.PodName, deniedBy: ep.Denied[discovery.PortKey(port)]})
+				subject: subject, port: pi, podName: ep.PodName, deniedBy: ep.Denied[discovery.PortKey(port)],
+				notEvaluated: ep.PolicyNotEvaluated})
 		}
 	}
 	return jobs, unresolved

@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/svcprobe/svcprobe/discovery"
@@ -89,6 +90,11 @@ const (
 	// endpoint on that port (discovery.Endpoint.Denied), so it was not dialed: the policy working
 	// as its owner set it up, not a failure of the Pod. The verdict is policy.
 	ReasonDeniedByNetworkPolicy Reason = "denied_by_network_policy"
+	// ReasonPolicyNotEvaluated: a node agent watching only its node's Pods does not know the
+	// labels of an endpoint's Pod on another node, and the namespace's NetworkPolicies depend on
+	// them (discovery.Endpoint.PolicyNotEvaluated): the endpoint is not dialed from this node, and
+	// nothing is blamed for it. The central exporter evaluates it.
+	ReasonPolicyNotEvaluated Reason = "policy_not_evaluated"
 	// ReasonNotProgrammed: a change the data plane has to follow (a new Service, its first ready
 	// endpoint, new ports or ClusterIPs, a new DNS answer) did not show in the proxy or dns stage
 	// within --probe.programming.ceiling (issue 21).
@@ -104,7 +110,7 @@ var Reasons = []Reason{
 	ReasonReset, ReasonUnreachable, ReasonHTTPStatus, ReasonPortExhausted, ReasonWrongBackend,
 	ReasonBudget, ReasonError, ReasonExternalNotAllowed, ReasonNodePortUnreachable, ReasonNodePortUnreachableFromNode,
 	ReasonPartial, ReasonNodeLocalDNSUnreachable, ReasonResolverUnreachable, ReasonScaledToZero,
-	ReasonDeniedByNetworkPolicy, ReasonNotProgrammed,
+	ReasonDeniedByNetworkPolicy, ReasonPolicyNotEvaluated, ReasonNotProgrammed,
 }
 
 // Outcome says whether a stage passed, failed or did not apply.
@@ -179,9 +185,10 @@ type Prober interface {
 }
 
 // notDialed reports whether a check's reason says its address was never dialed: the SSRF guard
-// refused it, or a NetworkPolicy denies the exporter. Such checks neither pass nor fail.
+// refused it, a NetworkPolicy denies the exporter, or whether one does is not known here. Such
+// checks neither pass nor fail.
 func notDialed(r Reason) bool {
-	return r == ReasonExternalNotAllowed || r == ReasonDeniedByNetworkPolicy
+	return r == ReasonExternalNotAllowed || r == ReasonDeniedByNetworkPolicy || r == ReasonPolicyNotEvaluated
 }
 
 // skipped builds the result of a stage that does not apply.
@@ -203,8 +210,14 @@ func fromChecks(s Stage, checks []Check, why string) Result {
 		}
 	}
 	if blocked == len(checks) {
-		r := skipped(s, checks[0].Subject+": "+checks[0].Detail)
-		r.Reason, r.Checks = checks[0].Reason, checks
+		// Say "not evaluated" when any check says it: "denied" (layer policy) is claimed only
+		// when every endpoint is known to be denied.
+		first := checks[0]
+		if i := slices.IndexFunc(checks, func(c Check) bool { return c.Reason == ReasonPolicyNotEvaluated }); i >= 0 {
+			first = checks[i]
+		}
+		r := skipped(s, first.Subject+": "+first.Detail)
+		r.Reason, r.Checks = first.Reason, checks
 		return r
 	}
 	r := Result{Stage: s, Outcome: OK, Reason: ReasonSuccess, Checks: checks, Total: len(checks) - blocked}

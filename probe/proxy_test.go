@@ -347,3 +347,43 @@ func TestDeniedEndpointsNotDialed(t *testing.T) {
 		}
 	}
 }
+
+// A node agent that does not know the labels of a Pod on another node, in a namespace whose
+// policies depend on them (Endpoint.PolicyNotEvaluated): the pod stage does not dial it and
+// blames nothing for it; with every endpoint so, or some denied and some not evaluated, the stage
+// is skipped as not evaluated (never "denied", which is layer policy); the VIP stages skip too.
+func TestPolicyNotEvaluatedEndpointsNotDialed(t *testing.T) {
+	var dialed []string
+	d := &Dialer{Budget: looseBudget(t), dialContext: func(_ context.Context, network, address string) (net.Conn, error) {
+		dialed = append(dialed, address)
+		return nil, dialErr(syscall.ECONNREFUSED) // no packet leaves
+	}}
+	port := tcpPort("http", 80)
+	tgt := vipTarget(port, netip.MustParseAddr("127.0.0.1"))
+	tgt.PodsOnNode = "node-2"
+	tgt.Endpoints[0].PolicyNotEvaluated = true
+	r := (&PodProber{Dialer: d}).Probe(shortCtx(t, 5*time.Second), tgt)
+	if r.Outcome != Skipped || r.Reason != ReasonPolicyNotEvaluated || len(dialed) != 0 || !strings.Contains(r.Detail, "another node") {
+		t.Fatalf("every endpoint not evaluated: %v %s %q, dialed %v; want skipped policy_not_evaluated, nothing dialed", r.Outcome, r.Reason, r.Detail, dialed)
+	}
+	// A denied endpoint first, the not-evaluated one second: still not evaluated, not denied.
+	denied := discovery.Endpoint{Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.3")}, Ready: true, PodName: "hostnames-c",
+		Ports: tgt.Endpoints[0].Ports, Denied: map[string]string{"http": "default/default-deny"}}
+	tgt.Endpoints = append([]discovery.Endpoint{denied}, tgt.Endpoints...)
+	if r := (&PodProber{Dialer: d}).Probe(shortCtx(t, 5*time.Second), tgt); r.Outcome != Skipped || r.Reason != ReasonPolicyNotEvaluated || len(dialed) != 0 {
+		t.Fatalf("one denied, one not evaluated: %v %s, dialed %v; want skipped policy_not_evaluated", r.Outcome, r.Reason, dialed)
+	}
+	// An endpoint this node evaluated (or need not): dialed and judged as usual.
+	tgt.Endpoints = append(tgt.Endpoints, discovery.Endpoint{Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.2")}, Ready: true, PodName: "hostnames-b"})
+	r = (&PodProber{Dialer: d}).Probe(shortCtx(t, 5*time.Second), tgt)
+	if r.Outcome != Failed || r.Reason != ReasonRefused || r.Total != 1 || len(dialed) != 1 || dialed[0] != "127.0.0.2:9376" {
+		t.Fatalf("one refusing next to not-evaluated ones: %v %s total %d, dialed %v; want failed refused over 1 check, only 127.0.0.2 dialed", r.Outcome, r.Reason, r.Total, dialed)
+	}
+	dialed = nil
+	tgt.Endpoints = tgt.Endpoints[1:] // no denied one left: the VIP stages skip for the not-evaluated one
+	for _, p := range []Prober{&ProxyProber{Dialer: d, Connections: 4}} {
+		if r := p.Probe(shortCtx(t, 5*time.Second), tgt); r.Outcome != Skipped || r.Reason != ReasonPolicyNotEvaluated || len(dialed) != 0 {
+			t.Errorf("%s: %v %s, dialed %v; want skipped policy_not_evaluated, nothing dialed", p.Stage(), r.Outcome, r.Reason, dialed)
+		}
+	}
+}

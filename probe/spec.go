@@ -31,6 +31,12 @@ func (SpecProber) Probe(_ context.Context, t *discovery.Target) Result {
 		r.Reason = ReasonScaledToZero
 		return r
 	}
+	if t.PodsOnNode != "" {
+		// A node agent sees its node's Pods only: whether the selector matches Pods and the Pods
+		// declare the named ports is the central exporter's to say (the definition is the same
+		// from every node).
+		return skipped(StageSpec, fmt.Sprintf("selector %s: checked by the central exporter (this node agent watches the Pods of node %s only)", sel, t.PodsOnNode))
+	}
 	if len(t.Pods) == 0 && len(t.Workloads) > 0 {
 		// The selector is right: it matches a workload's Pods, which do not exist yet (a quota, a
 		// scheduling or image problem). The endpoints stage says so.

@@ -39,6 +39,18 @@ func TestSpecStage(t *testing.T) {
 		{"named targetPort undefined", specTarget(sel, discovery.Port{Port: 80, TargetPort: intstr.FromString("web"), Protocol: "TCP"}, hostnamesPod(http)), Failed, ReasonTargetPortUnresolved, "http=9376/TCP"},
 		{"protocol mismatch", specTarget(sel, discovery.Port{Port: 80, TargetPort: intstr.FromInt32(9376), Protocol: "UDP"}, hostnamesPod(http)), Failed, ReasonProtocolMismatch, "UDP"},
 		{"no selector", specTarget(nil, discovery.Port{Port: 80}), Skipped, ReasonNotProbed, ""},
+		// A node agent that sees its node's Pods only: no local Pod, or a local Pod without the
+		// named port, is no evidence against the selector: left to the central exporter.
+		{"node agent, no Pod on its node", func() *discovery.Target {
+			tg := specTarget(sel, discovery.Port{Port: 80, TargetPort: intstr.FromString("http"), Protocol: "TCP"})
+			tg.PodsOnNode = "node-2"
+			return tg
+		}(), Skipped, ReasonNotProbed, ""},
+		{"node agent, local Pod without the named port", func() *discovery.Target {
+			tg := specTarget(sel, discovery.Port{Port: 80, TargetPort: intstr.FromString("web"), Protocol: "TCP"}, hostnamesPod(http))
+			tg.PodsOnNode = "node-2"
+			return tg
+		}(), Skipped, ReasonNotProbed, ""},
 		{"external name", &discovery.Target{Kind: discovery.KindExternalName, Selector: sel}, Skipped, ReasonNotProbed, ""},
 	}
 	for _, c := range cases {

@@ -67,6 +67,8 @@ type config struct {
 	SampleSize int
 	// NodeMaxFailing caps the Services a node agent exports per-Service series for.
 	NodeMaxFailing int
+	// NodePods is what a node agent watches of the Pods: its node's (node) or every one (all).
+	NodePods string
 	// NodeAddrFlags are the raw --node.address values; the flag action parses them into NodeAddrs.
 	NodeAddrFlags []string
 
@@ -128,6 +130,7 @@ func registerFlags(app *kingpin.Application) *config {
 	app.Flag("node.address", "This node's address, for the nodeport stage (downward API status.hostIP); repeatable or comma-separated. Empty: NodePorts are not probed.").Envar("HOST_IP").StringsVar(&c.NodeAddrFlags)
 	app.Flag("node.sample-size", "In node mode, Services probed per interval; each is probed once per ceil(Services / sample-size) x --probe.interval.").Default(itoa(d.SampleSize)).IntVar(&c.SampleSize)
 	app.Flag("node.max-failing-services", "In node mode, at most this many Services get per-Service series: those failing from this node (the rest are counted in svcprobe_node_services_omitted); every Service counts in svcprobe_services_by_verdict.").Default(itoa(d.NodeMaxFailing)).IntVar(&c.NodeMaxFailing)
+	app.Flag("node.pods", "In node mode, which Pods the agent watches: node (its own node's, a field selector on spec.nodeName: the API server sends it its node's Pod events only) or all (every Pod: NetworkPolicies that select Pods by label are evaluated for endpoints on other nodes too, at one cluster-wide Pod watch per agent). With node, the spec stage is left to the central exporter, and an endpoint on another node whose namespace's policies depend on Pod labels is not dialed (policy_not_evaluated).").Default(d.NodePods).EnumVar(&c.NodePods, pipeline.NodePodsNode, pipeline.NodePodsAll)
 	app.Flag("cluster.cidr", "A Pod or Service range of the cluster, CIDR (repeatable). Addresses in it may be probed; so may every ClusterIP and Pod IP the informers know.").StringsVar(&c.ClusterCIDRFlags)
 	app.Flag("probe.allow-external", "A range outside the cluster that ExternalName Services, their DNS answers and hand-written endpoints may lead the probes to, CIDR (repeatable). Anything else outside the cluster is never dialed.").StringsVar(&c.AllowExternalFlags)
 	app.Flag("expect", "A Service that must exist, namespace/name (repeatable); missing ones get the verdict missing.").StringsVar(&c.ExpectFlags)
@@ -323,7 +326,7 @@ func (c *config) pipelineConfig(rc probe.ResolvConf) pipeline.Config {
 		ResolvConf: rc, ClusterDomain: c.ClusterDomain, NodeLocalDNS: c.NodeLocalDNS,
 
 		HairpinService: c.HairpinService, HairpinIdentity: c.HairpinIdentity, PodIPs: c.PodIPs,
-		Mode: c.Mode, NodeName: c.NodeName, NodeAddrs: c.NodeAddrs, SampleSize: c.SampleSize, NodeMaxFailing: c.NodeMaxFailing,
+		Mode: c.Mode, NodeName: c.NodeName, NodeAddrs: c.NodeAddrs, SampleSize: c.SampleSize, NodeMaxFailing: c.NodeMaxFailing, NodePods: c.NodePods,
 
 		ClusterCIDRs: c.ClusterCIDRs, AllowExternal: c.AllowExternal,
 
