@@ -41,9 +41,9 @@ const agentNode = "node-000"
 // newBenchNodePipeline is a node agent's pipeline as cmd/exporter builds it for --mode=node
 // --node-name=node: the bench's settings (benchConfig.pipelineConfig) and the two node-mode
 // flags, nothing else; --node.sample-size and --node.max-failing-services keep their defaults.
-func newBenchNodePipeline(cfg benchConfig, rc probe.ResolvConf, client kubernetes.Interface, node string, log *slog.Logger) (*pipeline.Pipeline, error) {
+func newBenchNodePipeline(cfg benchConfig, rc probe.ResolvConf, client kubernetes.Interface, node, nodePods string, log *slog.Logger) (*pipeline.Pipeline, error) {
 	c := cfg.pipelineConfig(rc)
-	c.Mode, c.NodeName = pipeline.ModeNode, node
+	c.Mode, c.NodeName, c.NodePods = pipeline.ModeNode, node, nodePods
 	return pipeline.New(c, client, log)
 }
 
@@ -299,7 +299,9 @@ func runAgents(args []string) error {
 		b.stop()
 	case "node":
 		cfg := benchConfig{Interval: *interval, Timeout: 2 * time.Second, Concurrency: 64, NewConnsPerSecond: 1000, DNSQPS: 400, PodSpread: 1, VIPConnections: probe.DefaultConnections}
-		p, err := newBenchNodePipeline(cfg, mustResolvConf(), client, agentNode, log)
+		// --node.pods=all: the fake clientset does not filter by field selector, so the agent holds
+		// every Pod here, as one watching all of them would (an upper bound of --node.pods=node).
+		p, err := newBenchNodePipeline(cfg, mustResolvConf(), client, agentNode, pipeline.NodePodsAll, log)
 		if err != nil {
 			return err
 		}

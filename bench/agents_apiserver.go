@@ -55,7 +55,10 @@ import (
 // The phases of the apiserver child, in run order.
 const (
 	phaseNone = "none" // no agent: the update stream alone
-	phaseNode = "node" // the node agent's watcher (pipeline.New, --mode=node)
+	phaseNode = "node" // the node agent's watcher (pipeline.New, --mode=node): its node's Pods only (--node.pods=node)
+	// phaseNodeAllPods is the node agent's watcher with --node.pods=all: every Pod, as before
+	// agents watched their node's only; the baseline of what --node.pods=node saves.
+	phaseNodeAllPods = "node-all-pods"
 )
 
 // apiServiceCIDR is kube-apiserver's --service-cluster-ip-range: the ClusterIPs it allocates. They
@@ -116,7 +119,7 @@ func runAPIServer(args []string) error {
 	podsPer := fs.Int("pods", 1, "Pods (endpoints) per Service (200 bare sets hold every Pod untrimmed: ~20 KiB each per set)")
 	rate := fs.Float64("rate", 20, "Pod updates per second in each window")
 	window := fs.Duration("window", 45*time.Second, "CPU window per phase")
-	sets := fs.String("sets", strings.Join([]string{phaseNone, setServicesSlices, setServicesSlicesPods, phaseNode}, ","), "phases, in order")
+	sets := fs.String("sets", strings.Join([]string{phaseNone, setServicesSlices, setServicesSlicesPods, phaseNodeAllPods, phaseNode}, ","), "phases, in order")
 	memLimit := fs.Int64("mem-limit", 7<<30, "debug.SetMemoryLimit of this process (bytes)")
 	logDir := fs.String("log-dir", "bench/out", "etcd and kube-apiserver logs")
 	if err := fs.Parse(args); err != nil {
@@ -464,7 +467,7 @@ type informerSet struct {
 
 func openSet(ctx context.Context, c *controlPlane, set string, i int, log *slog.Logger) (*informerSet, error) {
 	rc := c.restConfig(0, 0) // client-go's default QPS and burst, as the exporter
-	if set == phaseNode {
+	if set == phaseNode || set == phaseNodeAllPods {
 		pipeline.TuneRESTConfig(rc) // protobuf, as the exporter's client; the bare sets ask JSON (client-go's default)
 	}
 	client, err := kubernetes.NewForConfig(rc)
@@ -473,9 +476,13 @@ func openSet(ctx context.Context, c *controlPlane, set string, i int, log *slog.
 	}
 	s := &informerSet{done: make(chan struct{})}
 	switch set {
-	case phaseNode:
+	case phaseNode, phaseNodeAllPods:
 		cfg := benchConfig{Interval: 15 * time.Second, Timeout: 2 * time.Second, Concurrency: 64, NewConnsPerSecond: 1000, DNSQPS: 400, PodSpread: 1, VIPConnections: probe.DefaultConnections}
-		p, err := newBenchNodePipeline(cfg, mustResolvConf(), client, benchNode(i, 0), log)
+		nodePods := pipeline.NodePodsNode
+		if set == phaseNodeAllPods {
+			nodePods = pipeline.NodePodsAll
+		}
+		p, err := newBenchNodePipeline(cfg, mustResolvConf(), client, benchNode(i, 0), nodePods, log)
 		if err != nil {
 			return nil, err
 		}

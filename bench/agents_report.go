@@ -165,7 +165,7 @@ func agentsSection(r agentRuns) string {
 		for _, ph := range a.Phases {
 			byset[ph.Set] = ph
 		}
-		none, se, sep, node := byset[phaseNone], byset[setServicesSlices], byset[setServicesSlicesPods], byset[phaseNode]
+		none, se, sep, node, nodeAll := byset[phaseNone], byset[setServicesSlices], byset[setServicesSlicesPods], byset[phaseNode], byset[phaseNodeAllPods]
 		if node.Agents > 0 && se.Agents > 0 && sep.Agents > 0 {
 			n := float64(node.Agents)
 			perAgentMilli := func(ph APIPhase) string {
@@ -179,6 +179,18 @@ func agentsSection(r agentRuns) string {
 				row{"… of which the Pod watches (S+E+P − S+E, per agent; per Pod event sent to one watcher)", "(cost, no target)",
 					fmt.Sprintf("%.2f millicores per agent at %.1f updates/s; %.0f µs of kube-apiserver CPU per Pod event per watcher (%.1f KiB each)", 1000*(sep.APICores-se.APICores)/n, float64(sep.Updates)/max(sep.WindowSeconds, 1e-9),
 						1e6*(sep.APICPUSeconds-se.APICores*sep.WindowSeconds)/max(sep.WatchEvents-se.WatchEvents*sep.WindowSeconds/max(se.WindowSeconds, 1e-9), 1), sep.WatchEventBytes/max(sep.WatchEvents, 1)/1024), "", "", "info"},
+			)
+			if nodeAll.Agents > 0 {
+				podEvents := func(ph APIPhase) float64 { return ph.WatchEvents - se.WatchEvents*ph.WindowSeconds/max(se.WindowSeconds, 1e-9) }
+				rows = append(rows, row{"… the agents' own Pods only (--node.pods=node) against every Pod (--node.pods=all), same agents (cores; per agent above no agent; watch events sent beyond S+E's)", "(cost, no target)",
+					fmt.Sprintf("%.3f (%s m/agent; %.0f events)", node.APICores, perAgentMilli(node), podEvents(node)),
+					fmt.Sprintf("%.3f --node.pods=all (%s m/agent; %.0f events); %.3f Services+EndpointSlices", nodeAll.APICores, perAgentMilli(nodeAll), podEvents(nodeAll), se.APICores),
+					ratio(node.APICores-none.APICores, nodeAll.APICores-none.APICores) + " above no agent", "info"},
+					row{"… sync of the agents (all sets opened, each batch synced)", "(cost, no target)",
+						fmt.Sprintf("%.1f s --node.pods=node", node.SyncSeconds), fmt.Sprintf("%.1f s --node.pods=all, %.1f s S+E", nodeAll.SyncSeconds, se.SyncSeconds),
+						ratio(node.SyncSeconds, nodeAll.SyncSeconds), "info"})
+			}
+			rows = append(rows,
 				row{fmt.Sprintf("kube-apiserver RSS with %d agents open", node.Agents), "(cost, no target)",
 					fmt.Sprintf("%s (%s before opening)", mib(node.APIRSS), mib(node.APIRSSBefore)),
 					fmt.Sprintf("%s S+E, %s S+E+P; %s loaded, no agent", mib(se.APIRSS), mib(sep.APIRSS), mib(a.APIRSSLoaded)), ratio(float64(node.APIRSS), float64(se.APIRSS)) + " vs S+E", "info"},

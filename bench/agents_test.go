@@ -52,7 +52,7 @@ func TestBareSetOpensWhatTheWatcherOpens(t *testing.T) {
 
 	agentClient := fake.NewSimpleClientset(objs...)
 	cfg := benchConfig{Interval: time.Hour, Timeout: 2 * time.Second, Concurrency: 64, NewConnsPerSecond: 1000, DNSQPS: 400, PodSpread: 1, VIPConnections: probe.DefaultConnections}
-	p, err := newBenchNodePipeline(cfg, mustResolvConf(), agentClient, agentNode, log)
+	p, err := newBenchNodePipeline(cfg, mustResolvConf(), agentClient, agentNode, pipeline.NodePodsAll, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestBenchNodePipelineIsTheExportersNodeMode(t *testing.T) {
 	}
 	defer stopPipeline(exporter)
 	cfg := benchConfig{Interval: 15 * time.Second, Timeout: 2 * time.Second, Concurrency: 64, NewConnsPerSecond: 1000, DNSQPS: 400, PodSpread: 1, VIPConnections: probe.DefaultConnections}
-	p, err := newBenchNodePipeline(cfg, rc, fake.NewSimpleClientset(), agentNode, log)
+	p, err := newBenchNodePipeline(cfg, rc, fake.NewSimpleClientset(), agentNode, pipeline.NodePodsNode, log)
 	if err != nil {
 		t.Fatal(err)
 	}

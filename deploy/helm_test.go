@@ -1189,7 +1189,7 @@ func TestHelmNodeAgentAllOn(t *testing.T) {
 	central := get[*appsv1.StatefulSet](t, r.objs, "StatefulSet", "svcprobe-all-on")
 
 	shared := []string{"--mode=node", "--web.listen-address=:9443", "--probe.interval=20s", "--probe.timeout=2500ms",
-		"--node.sample-size=80", "--probe.concurrency=8", "--probe.max-new-conns-per-second=50.5", "--dns.max-qps=25",
+		"--node.sample-size=80", "--node.pods=all", "--probe.concurrency=8", "--probe.max-new-conns-per-second=50.5", "--dns.max-qps=25",
 		"--metrics.max-series-per-service=30", "--hairpin.service=svcprobe/" + name + "-hairpin",
 		"--namespaces=default,kube-system,shop", "--namespaces-exclude=kube-public", "--selector=svcprobe.io/probe!=off,tier in (frontend,backend)",
 		"--cluster.cidr=10.0.0.0/8", "--cluster.cidr=fd00:10::/56", "--probe.allow-external=192.0.2.0/24",

@@ -301,6 +301,7 @@ them with deploy/node-agent's and deploy/windows's and runs them through the bin
 - --probe.interval={{ $a.probe.interval | default $v.probe.interval }}
 - --probe.timeout={{ $a.probe.timeout | default $v.probe.timeout }}
 - --node.sample-size={{ int $a.sampleSize }}
+- --node.pods={{ $a.pods }}
 - --probe.concurrency={{ int $a.probe.concurrency }}
 - --probe.max-new-conns-per-second={{ $a.probe.maxNewConnsPerSecond }}
 {{- include "svcprobe.verdictArgs" $v }}
