@@ -181,7 +181,9 @@ func agentsSection(r agentRuns) string {
 						1e6*(sep.APICPUSeconds-se.APICores*sep.WindowSeconds)/max(sep.WatchEvents-se.WatchEvents*sep.WindowSeconds/max(se.WindowSeconds, 1e-9), 1), sep.WatchEventBytes/max(sep.WatchEvents, 1)/1024), "", "", "info"},
 			)
 			if nodeAll.Agents > 0 {
-				podEvents := func(ph APIPhase) float64 { return ph.WatchEvents - se.WatchEvents*ph.WindowSeconds/max(se.WindowSeconds, 1e-9) }
+				podEvents := func(ph APIPhase) float64 {
+					return ph.WatchEvents - se.WatchEvents*ph.WindowSeconds/max(se.WindowSeconds, 1e-9)
+				}
 				rows = append(rows, row{"… the agents' own Pods only (--node.pods=node) against every Pod (--node.pods=all), same agents (cores; per agent above no agent; watch events sent beyond S+E's)", "(cost, no target)",
 					fmt.Sprintf("%.3f (%s m/agent; %.0f events)", node.APICores, perAgentMilli(node), podEvents(node)),
 					fmt.Sprintf("%.3f --node.pods=all (%s m/agent; %.0f events); %.3f Services+EndpointSlices", nodeAll.APICores, perAgentMilli(nodeAll), podEvents(nodeAll), se.APICores),

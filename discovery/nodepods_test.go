@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -24,10 +25,17 @@ func nodePodsObjects() []any {
 		ep{ip: "198.18.0.5", pod: "hostnames-a", ready: true, serving: true},
 		ep{ip: "198.18.1.6", pod: "hostnames-b", ready: true, serving: true})
 	sl.Endpoints[1].NodeName = ptr.To("node2")
-	// An endpoint written by hand (no Pod behind it): its address is not a Pod's.
+	sl.Labels[discoveryv1.LabelManagedBy] = endpointSliceController
+	// An endpoint without a Pod behind it: its address is not a Pod's.
 	sl.Endpoints = append(sl.Endpoints, sl.Endpoints[0])
 	sl.Endpoints[2].Addresses, sl.Endpoints[2].TargetRef = []string{"198.18.1.7"}, nil
+	// A slice the mirroring controller copied from hand-written Endpoints: its targetRef is the
+	// writer's say-so, so its address is not taken for a Pod's.
+	mirrored := slice("default", "manual", "manual-1", 9376, "", ep{ip: "198.18.1.8", pod: "hostnames-b", ready: true, serving: true})
+	mirrored.Labels[discoveryv1.LabelManagedBy] = "endpointslicemirroring-controller.k8s.io"
 	return []any{
+		mirrored,
+		service("default", "manual", nil, svcPort("", 80, intstr.FromInt32(9376))),
 		service("default", "hostnames", map[string]string{"app": "hostnames"}, svcPort("", 80, intstr.FromInt32(9376))),
 		service("default", "typo", map[string]string{"run": "hostnames"}, svcPort("", 80, intstr.FromInt32(9376))),
 		pod("default", "hostnames-a", "198.18.0.5", map[string]string{"app": "hostnames"}, true, corev1.ContainerPort{ContainerPort: 9376}),
@@ -88,7 +96,7 @@ func TestWatcherNodePodsOnly(t *testing.T) {
 		t.Errorf("noPods %v: with one node's Pods most Services select none here; every Pod event would rebuild them", w.noPods)
 	}
 	w.mu.Unlock()
-	for addr, want := range map[string]bool{"198.18.0.5": true, "198.18.1.6": true, "198.18.1.7": false, "198.18.9.9": false} {
+	for addr, want := range map[string]bool{"198.18.0.5": true, "198.18.1.6": true, "198.18.1.7": false, "198.18.1.8": false, "198.18.9.9": false} {
 		if got := w.KnownAddress(netip.MustParseAddr(addr)); got != want {
 			t.Errorf("KnownAddress(%s) = %v, want %v", addr, got, want)
 		}

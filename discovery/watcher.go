@@ -147,11 +147,15 @@ func podAddresses(obj any) ([]string, error) {
 	return out, nil
 }
 
-// slicePodAddresses indexes an EndpointSlice by the addresses of its endpoints that a Pod backs
-// (targetRef kind Pod): what the endpointslice controller copied from the Pods' status.
+// slicePodAddresses indexes an EndpointSlice written by the endpointslice controller by the
+// addresses of its endpoints that a Pod backs (targetRef kind Pod): what the controller copied
+// from the Pods' status. Slices of anyone else are not indexed: neither hand-written ones nor
+// those the mirroring controller copies from hand-written Endpoints (their targetRefs are the
+// writer's say-so). Whoever may write EndpointSlices with the controller's label is trusted, as
+// the API server's RBAC trusts them (the default roles do not grant it since Kubernetes 1.22).
 func slicePodAddresses(obj any) ([]string, error) {
 	s, ok := obj.(*discoveryv1.EndpointSlice)
-	if !ok {
+	if !ok || s.Labels[discoveryv1.LabelManagedBy] != endpointSliceController {
 		return nil, nil
 	}
 	var out []string
@@ -167,6 +171,9 @@ func slicePodAddresses(obj any) ([]string, error) {
 	}
 	return out, nil
 }
+
+// endpointSliceController is the endpointslice controller's managed-by label value.
+const endpointSliceController = "endpointslice-controller.k8s.io"
 
 // Watcher runs the informers and turns their events into Targets for a Sink.
 type Watcher struct {

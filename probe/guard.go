@@ -24,7 +24,10 @@ import (
 //   - an address the API server allocated or the kubelet reported: the target's own ClusterIPs,
 //     the IPs of the Pods its selector matches, or any ClusterIP or Pod IP Known reports (the
 //     informers' caches). EndpointSlice addresses are deliberately not part of this: a
-//     hand-written slice is exactly the object an attacker would write; or
+//     hand-written slice is exactly the object an attacker would write. A node agent that
+//     watches its own node's Pods only (--node.pods=node) knows the other nodes' Pod IPs from
+//     the slices the endpointslice controller writes (its managed-by label, a Pod targetRef),
+//     never from hand-written or mirrored ones; or
 //   - one of NodeAddrs: the node addresses the operator gave (--node.address, or HOST_IP from the
 //     downward API's status.hostIP), where the nodeport stage dials NodePorts. They come from the
 //     kubelet or the operator, never from a Service object.
