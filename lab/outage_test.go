@@ -72,7 +72,46 @@ func outageCleanup(t *testing.T, cfg *Config, cl kubernetes.Interface) {
 			t.Errorf("deleting the test's Services: %v", err)
 		}
 		waitMetrics(t, "healthy after "+t.Name(), 2*time.Minute, both(fullyHealthy(ctx, cl), converged(ctx, cl, nil)))
+		waitSliceController(t, ctx, cl)
 	})
+}
+
+// waitSliceController leaves the lab with a control plane that follows a new change: a canary
+// Service (selecting hostnames' Pods) must get its EndpointSlice with ready endpoints, then it is
+// deleted. kube-controller-manager's informers relist with backoff after kube-apiserver was
+// gone or its watches expired; the existing Services' verdicts cannot show that, a new one's
+// slice does (TestProgrammingLatency waited 20 s for one after these tests, once).
+func waitSliceController(t *testing.T, ctx context.Context, cl kubernetes.Interface) {
+	t.Helper()
+	const name = "slice-canary"
+	start := time.Now()
+	if _, err := cl.CoreV1().Services("default").Create(ctx, testService(name), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Errorf("create the canary Service: %v", err)
+		return
+	}
+	defer func() {
+		if err := cl.CoreV1().Services("default").Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("delete the canary Service: %v", err)
+		}
+	}()
+	for {
+		slices, err := cl.DiscoveryV1().EndpointSlices("default").List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + name})
+		if err == nil {
+			for _, sl := range slices.Items {
+				for _, e := range sl.Endpoints {
+					if e.Conditions.Ready != nil && *e.Conditions.Ready {
+						t.Logf("the endpointslice controller follows a new Service: its slice in %s", time.Since(start).Round(10*time.Millisecond))
+						return
+					}
+				}
+			}
+		}
+		if time.Since(start) > 2*time.Minute {
+			t.Errorf("no ready EndpointSlice for the canary Service default/%s within 2m (last error %v): kube-controller-manager does not follow changes", name, err)
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func testService(name string) *corev1.Service {

@@ -124,6 +124,9 @@ func TestProgrammingLatency(t *testing.T) {
 		t.Fatalf("the exporter Pod runs on %q, want %s (whose kube-proxy the cases stop)", pod.Spec.NodeName, NodeName)
 	}
 	settle(t, ctx, cl)
+	// The cases time the data plane from a Service's change; the control plane must follow
+	// changes at once (kube-controller-manager's slices), whatever ran before.
+	waitSliceController(t, ctx, cl)
 	progSetup(t, ctx, cl)
 
 	t.Run("kube-proxy-paused", func(t *testing.T) {
