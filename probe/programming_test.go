@@ -181,8 +181,15 @@ func TestSchedulerMeasuresProgrammingLatency(t *testing.T) {
 		if r, ok := sink.result("u", StageProxy); !ok || r.Outcome != OK {
 			t.Fatalf("proxy result after programming: %+v %v", r, ok)
 		}
-		if n := pod.count("u"); n != 1 {
-			t.Fatalf("the pod stage ran %d times: rechecks run the stages being programmed alone", n)
+		// The pod stage runs in full rounds only: the first, and the Service's regular slot when
+		// it falls within the measurement (slots are aligned to the wall clock, so the next one
+		// can come at any time within an interval of the first probe). The rechecks at the
+		// cadence (about 14) run the proxy stage alone.
+		proxy.mu.Lock()
+		proxyRuns := proxy.calls
+		proxy.mu.Unlock()
+		if n, rounds := pod.count("u"), 2+int(time.Since(created)/cfg.Interval); n < 1 || n > rounds || proxyRuns-n < 3 {
+			t.Fatalf("the pod stage ran %d times (at most %d full rounds), the proxy stage %d: rechecks run the stages being programmed alone", n, rounds, proxyRuns)
 		}
 		if sink.failedWhileGoing != 0 {
 			t.Fatalf("%d proxy failures recorded while programming", sink.failedWhileGoing)
