@@ -42,13 +42,10 @@ func (p *LoadBalancerProber) Probe(ctx context.Context, t *discovery.Target) Res
 	}
 	eps := t.ReadyEndpoints()
 	if t.ExternalTrafficLocal {
-		if p.NodeName == "" {
-			return skipped(StageLoadBalancer, "externalTrafficPolicy: Local and this Pod's node is unknown (--node-name, NODE_NAME): "+
-				"the ingress IP may lead only to endpoints on the client's node")
-		}
-		if eps = t.ReadyEndpointsOn(p.NodeName); len(eps) == 0 {
-			return skipped(StageLoadBalancer, "externalTrafficPolicy: Local and no ready endpoint on node "+p.NodeName+
-				": the ingress IP may lead only to local endpoints here")
+		var r Result
+		if eps, r = localOnly(StageLoadBalancer, t, p.NodeName, "externalTrafficPolicy",
+			"the ingress IP may lead only to endpoints on the client's node", "the ingress IP may lead only to local endpoints here"); eps == nil {
+			return r
 		}
 	}
 	if r, denied := deniedSkip(StageLoadBalancer, t, eps); denied {

@@ -60,13 +60,10 @@ func (p *ProxyProber) Probe(ctx context.Context, t *discovery.Target) Result {
 	if t.InternalTrafficLocal {
 		// The VIP leads only to endpoints on the client's node (the node agents' hairpin Service):
 		// on a node without one kube-proxy drops the traffic by design.
-		if p.NodeName == "" {
-			return skipped(StageProxy, "internalTrafficPolicy: Local and this Pod's node is unknown (--node-name, NODE_NAME): "+
-				"the VIP leads only to endpoints on the client's node")
-		}
-		if eps = t.ReadyEndpointsOn(p.NodeName); len(eps) == 0 {
-			return skipped(StageProxy, "internalTrafficPolicy: Local and no ready endpoint on node "+p.NodeName+
-				": the VIP is meant not to answer here")
+		var r Result
+		if eps, r = localOnly(StageProxy, t, p.NodeName, "internalTrafficPolicy",
+			"the VIP leads only to endpoints on the client's node", "the VIP is meant not to answer here"); eps == nil {
+			return r
 		}
 	}
 	if r, denied := deniedSkip(StageProxy, t, eps); denied {
