@@ -74,7 +74,7 @@ func (p *LoadBalancerProber) Probe(ctx context.Context, t *discovery.Target) Res
 			"(in-cluster clients never reach the load balancer). If the proxy stage passes, the ClusterIP works from the same " +
 			"Pod network, so kube-proxy's rules for the ingress IP on this node are what is missing: check " +
 			"iptables-save -t nat | grep '" + strings.Join(ips, "\\|") + "' (the KUBE-SERVICES jump to KUBE-EXT-…), or " +
-			"nft list table ip kube-proxy in nftables mode, and that the IP's ipMode is VIP."
+			"nft list map ip kube-proxy service-ips in nftables mode (ClusterIP, external and load-balancer IPs), and that the IP's ipMode is VIP."
 	}
 	return r
 }

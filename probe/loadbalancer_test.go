@@ -54,7 +54,7 @@ func TestLoadBalancerProber(t *testing.T) {
 	if r.Outcome != Failed || r.Reason != ReasonRefused {
 		t.Fatalf("result %v %s %q, want failed refused", r.Outcome, r.Reason, r.Detail)
 	}
-	if !strings.Contains(r.Hint, "127.0.0.4") || !strings.Contains(r.Hint, "KUBE-EXT") || !strings.Contains(r.Hint, "nft list table ip kube-proxy") {
+	if !strings.Contains(r.Hint, "127.0.0.4") || !strings.Contains(r.Hint, "KUBE-EXT") || !strings.Contains(r.Hint, "nft list map ip kube-proxy service-ips") {
 		t.Errorf("hint does not point at the ingress IP's rules: %q", r.Hint)
 	}
 }

@@ -110,7 +110,7 @@ func (p *NodePortProber) Probe(ctx context.Context, t *discovery.Target) Result 
 		r.Hint = "The NodePort does not answer on this node's address. If the proxy stage passes, the ClusterIP works from " +
 			"the same Pod network, so kube-proxy's NodePort rules on this node are what is broken: check its " +
 			"--nodeport-addresses, the KUBE-NODEPORTS chain (iptables-save | grep " + t.Namespace + "/" + t.Name +
-			"), a host firewall on ports " + nodePorts(t) + ", and on Windows nodes the known limit that a " +
+			"; nftables mode: nft list map ip kube-proxy service-nodeports), a host firewall on ports " + nodePorts(t) + ", and on Windows nodes the known limit that a " +
 			"NodePort may not answer from the node itself (try it from another node)."
 	}
 	return r

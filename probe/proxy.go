@@ -107,8 +107,9 @@ func (p *ProxyProber) Probe(ctx context.Context, t *discovery.Target) Result {
 		r.Hint = "The Service's virtual IP does not answer; if the pod stage passes, the Pods do, so the " +
 			"translation VIP -> Pod is broken on this node. Check that kube-proxy runs here " +
 			"(kubectl -n kube-system get pods -l k8s-app=kube-proxy -o wide; its logs) and that its rules " +
-			"for the Service exist (iptables-save | grep " + t.Namespace + "/" + t.Name + ", the KUBE-SERVICES chain; " +
-			"or ipvsadm -Ln / nft list ruleset)."
+			"for the Service exist: iptables mode, iptables-save | grep " + t.Namespace + "/" + t.Name + " (the KUBE-SERVICES chain); " +
+			"nftables mode, nft list map ip kube-proxy service-ips (ip6 for IPv6) and the chain service-…-" + t.Namespace + "/" + t.Name + "; " +
+			"IPVS mode, ipvsadm -Ln."
 	}
 	return r
 }
