@@ -119,6 +119,36 @@ func agentVerdicts(ctx context.Context, cl kubernetes.Interface, src string) (ma
 	return out, nil
 }
 
+// agentWindowsClean holds when no stage of any Service has a failed round left in either Pod-network
+// agent's window (their JSON API): a fault injected then is the only failure its windows see.
+func agentWindowsClean(ctx context.Context, cl kubernetes.Interface) func(agentView) error {
+	return func(agentView) error {
+		var errs []error
+		for _, src := range []string{NodeName, Node2Name} {
+			sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			body, err := scrapeSource(sctx, cl, src, "/api/v1/services?page_size=1000")
+			cancel()
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			var list statusweb.ServiceList
+			if err := json.Unmarshal([]byte(body), &list); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", src, err))
+				continue
+			}
+			for _, svc := range list.Services {
+				for _, st := range svc.Stages {
+					if st.Window != nil && st.Window.FailedRounds > 0 {
+						errs = append(errs, fmt.Errorf("%s: %s/%s stage %s has %d failed round(s) of %d in its window", src, svc.Namespace, svc.Name, st.Stage, st.Window.FailedRounds, st.Window.Rounds))
+					}
+				}
+			}
+		}
+		return errors.Join(errs...)
+	}
+}
+
 // agentDetails is what each exporter saw of the Services it does not call ok (its JSON API), for
 // the cause of a failure.
 func agentDetails(cl kubernetes.Interface, av agentView) string {
@@ -391,10 +421,16 @@ func TestNodeAgents(t *testing.T) {
 			map[string]string{ExporterNamespace + "/" + NodeAgentHairpin: "hairpin/*"})},
 	} {
 		f := nodeFault(t, fc.fault)
+		// Every window clean first: a failed round still in an agent's window (node-2's first
+		// probes before its kube-proxy synced, the previous fault) would make this fault's run
+		// the second of the window, a fault that comes and goes, held degraded until it leaves
+		// the window; the test is of a fault out of a healthy node, whose end shows at once.
+		took := settleAgents(t, "every agent window clean before "+f.Name, 60*time.Second, allAgents(agentsHealthy(ctx, cl), agentWindowsClean(ctx, cl)))
+		t.Logf("windows clean before %s after %s", f.Name, took.Round(10*time.Millisecond))
 		if err := f.Inject(ctx, cfg, cl); err != nil {
 			t.Fatalf("inject %s: %v", f.Name, err)
 		}
-		took := waitAgents(t, f.Name+": "+f.Expect, within, fc.check,
+		took = waitAgents(t, f.Name+": "+f.Expect, within, fc.check,
 			allAgents(node1OK, func(av agentView) error { return wantVerdict(av.v["central"], hostnames, "ok/success") }))
 		t.Logf("%s: seen after %s (limit %s)", f.Name, took.Round(10*time.Millisecond), within)
 		// Two more intervals: node-1's agent and the central exporter stay ok.
