@@ -56,6 +56,11 @@ func TestLoadBalancerIngress(t *testing.T) {
 			agentStages(ctx, cl, "central", "default", LoadBalancerService, map[string]string{"loadbalancer": "ok/success", "proxy": "ok/success"}))
 	})
 	t.Logf("%s ok with its loadbalancer stage after %s", lbKey, took.Round(10*time.Millisecond))
+	// Steady for three intervals: past --probe.settle (3 s) after the Service last changed (its
+	// status written), so the fault meets a settled Service, whose failures are not held back.
+	for end := time.Now().Add(3 * e2eInterval); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+		waitMetrics(t, lbKey+" steady before the fault", 5*time.Second, lbOK("ok/success"))
+	}
 
 	if err := f.Inject(ctx, cfg, cl); err != nil {
 		t.Fatalf("inject %s: %v", f.Name, err)
