@@ -20,7 +20,7 @@ func fullTarget() Target {
 	pod := Pod{Name: "p", Labels: map[string]string{"app": "x"}, IPs: []netip.Addr{addr}, Node: "n", Ready: true,
 		Ports: []ContainerPort{{Name: "http", Port: 80, Protocol: "TCP"}}}
 	return Target{
-		UID: "u", Namespace: "ns", Name: "s", Kind: KindClusterIP, ClusterIPs: []netip.Addr{netip.MustParseAddr("198.19.0.1")},
+		UID: "u", Namespace: "ns", Name: "s", Kind: KindClusterIP, ClusterIPs: []netip.Addr{netip.MustParseAddr("198.19.0.1")}, LoadBalancerIPs: []netip.Addr{netip.MustParseAddr("198.18.255.10")},
 		ExternalName: "e", Selector: map[string]string{"app": "x"}, PublishNotReadyAddresses: true,
 		InternalTrafficLocal: true, ExternalTrafficLocal: true,
 		Ports: []Port{{Name: "http", Port: 80, TargetPort: intstr.FromString("http"), Protocol: "TCP", NodePort: 30080, AppProtocol: "h"}},

@@ -88,12 +88,17 @@ type Pod struct {
 
 // Target is everything the stages need to probe one Service.
 type Target struct {
-	UID          types.UID
-	Namespace    string
-	Name         string
-	Kind         Kind
-	ClusterIPs   []netip.Addr // empty for headless and ExternalName
-	ExternalName string
+	UID        types.UID
+	Namespace  string
+	Name       string
+	Kind       Kind
+	ClusterIPs []netip.Addr // empty for headless and ExternalName
+	// LoadBalancerIPs are a LoadBalancer Service's status.loadBalancer.ingress IPs that
+	// kube-proxy programs for in-cluster clients (ipMode VIP, or unset): a Pod calling its own
+	// cluster's load balancer is answered on the node, not by the load balancer. Ingress
+	// hostnames and ipMode Proxy (traffic goes through the load balancer) are left out.
+	LoadBalancerIPs []netip.Addr
+	ExternalName    string
 	// Selector is nil for Services without a selector (their endpoints are managed by hand).
 	Selector                 map[string]string
 	PublishNotReadyAddresses bool

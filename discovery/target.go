@@ -82,6 +82,16 @@ func buildTarget(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, pods 
 			}
 		}
 	}
+	if t.Kind == KindLoadBalancer {
+		for _, in := range svc.Status.LoadBalancer.Ingress {
+			if in.IPMode != nil && *in.IPMode != corev1.LoadBalancerIPModeVIP {
+				continue
+			}
+			if a, err := netip.ParseAddr(in.IP); err == nil {
+				t.LoadBalancerIPs = append(t.LoadBalancerIPs, a.Unmap())
+			}
+		}
+	}
 	for _, p := range svc.Spec.Ports {
 		t.Ports = append(t.Ports, Port{Name: p.Name, Port: p.Port, TargetPort: p.TargetPort,
 			Protocol: Protocol(orTCP(p.Protocol)), NodePort: p.NodePort, AppProtocol: deref(p.AppProtocol)})

@@ -7,8 +7,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 )
 
 func TestBuildTargetKinds(t *testing.T) {
@@ -134,6 +136,30 @@ func TestTransformsTrim(t *testing.T) {
 	out, _ = TrimService(s)
 	if ts := out.(*corev1.Service); len(ts.Annotations) != 1 || ts.Annotations[AnnotationSkip] != "true" {
 		t.Fatalf("service annotations %v", ts.Annotations)
+	}
+	// A LoadBalancer's status keeps its ingress IPs and their ipMode, nothing else; the target
+	// takes those kube-proxy programs for in-cluster clients (VIP or unset), no hostname.
+	lb := service("default", "lb", map[string]string{"app": "x"}, svcPort("", 80, intstr.FromInt32(9376)))
+	lb.Spec.Type = corev1.ServiceTypeLoadBalancer
+	lb.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{
+		{IP: "198.18.255.10"},
+		{IP: "198.18.255.11", IPMode: ptr.To(corev1.LoadBalancerIPModeVIP), Ports: []corev1.PortStatus{{Port: 80, Protocol: corev1.ProtocolTCP}}},
+		{IP: "198.18.255.12", IPMode: ptr.To(corev1.LoadBalancerIPModeProxy)},
+		{Hostname: "lb.example.com"},
+	}
+	lb.Status.Conditions = []metav1.Condition{{Type: "x"}}
+	out, _ = TrimService(lb)
+	ts := out.(*corev1.Service)
+	if len(ts.Status.Conditions) != 0 || len(ts.Status.LoadBalancer.Ingress) != 3 || ts.Status.LoadBalancer.Ingress[1].Ports != nil {
+		t.Fatalf("service status not trimmed to the ingress IPs: %+v", ts.Status)
+	}
+	tg := BuildTarget(ts, nil, nil)
+	if fmt.Sprint(tg.LoadBalancerIPs) != "[198.18.255.10 198.18.255.11]" {
+		t.Fatalf("LoadBalancerIPs %v, want the VIP-mode ingress IPs 198.18.255.10 and .11", tg.LoadBalancerIPs)
+	}
+	lb.Spec.Type = corev1.ServiceTypeClusterIP
+	if tg := BuildTarget(lb, nil, nil); len(tg.LoadBalancerIPs) != 0 {
+		t.Fatalf("a ClusterIP Service with a stale status: LoadBalancerIPs %v", tg.LoadBalancerIPs)
 	}
 	// Objects of another type (e.g. a tombstone) pass through untouched.
 	if o, err := TrimPod("x"); o != "x" || err != nil {

@@ -20,7 +20,14 @@ func TrimService(obj any) (any, error) {
 	}
 	s.ManagedFields = nil
 	s.Annotations = ourAnnotations(s.Annotations)
-	s.Status = corev1.ServiceStatus{}
+	// Of the status, the load balancer's ingress IPs and their ipMode (the loadbalancer stage).
+	var ingress []corev1.LoadBalancerIngress
+	for _, in := range s.Status.LoadBalancer.Ingress {
+		if in.IP != "" {
+			ingress = append(ingress, corev1.LoadBalancerIngress{IP: in.IP, IPMode: in.IPMode})
+		}
+	}
+	s.Status = corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: ingress}}
 	return s, nil
 }
 

@@ -122,13 +122,17 @@ func Verdict(results map[probe.Stage]probe.Result, cluster *probe.ClusterDNSResu
 //     same Pod network the reason is nodeport_unreachable (nodeport_unreachable_from_node when
 //     dialed from the node's own network); when the proxy stage did not run, the nodeport
 //     stage's own reason. After the ClusterIP check, before dns (a NodePort uses no DNS).
-//  6. dns: the name does not resolve right. When every nameserver is dead (timeout, refused,
+//  6. proxy, load-balancer path: the loadbalancer stage failed (a LoadBalancer Service's ingress
+//     IP, which kube-proxy serves on the node for in-cluster clients). With the ClusterIP
+//     answering from the same Pod network the reason is load_balancer_unreachable; otherwise the
+//     stage's own. After the NodePort check, before dns (an ingress IP uses no DNS).
+//  7. dns: the name does not resolve right. When every nameserver is dead (timeout, refused,
 //     unreachable) the reason says which resolver: node_local_dns_unreachable for a node-local
 //     cache, resolver_unreachable for a nameserver that is not the DNS Service. When it is the
 //     DNS Service's ClusterIP, the DNS Pods answer directly and other Services' VIPs fail too,
 //     the service proxy is what broke DNS and the verdict says proxy — never for a Service whose
 //     own ClusterIP answered in its latest round.
-//  7. hairpin: everything else works but the exporter cannot reach itself through its Service.
+//  8. hairpin: everything else works but the exporter cannot reach itself through its Service.
 //
 // A stage that did not run (skipped, or not yet probed) blames nothing.
 func Decide(ev Evidence) (Layer, probe.Reason) {
@@ -166,7 +170,8 @@ func Decide(ev Evidence) (Layer, probe.Reason) {
 	}
 	if w, ok := ev.Windows[probe.StagePod]; ok && w.FailedWithin(2*w.Size) {
 		_, _, nodePortBad := bad(probe.StageNodePort)
-		if proxyBad || nodePortBad {
+		_, _, lbBad := bad(probe.StageLoadBalancer)
+		if proxyBad || nodePortBad || lbBad {
 			return LayerPod, probe.ReasonPartial
 		}
 	}
@@ -185,6 +190,12 @@ func Decide(ev Evidence) (Layer, probe.Reason) {
 			if st == StateFailed {
 				return LayerProxy, probe.ReasonNodePortUnreachable
 			}
+		}
+		return LayerProxy, reason
+	}
+	if reason, st, ok := bad(probe.StageLoadBalancer); ok {
+		if _, _, ran := ev.stage(probe.StageProxy); ran && ev.answered(probe.StageProxy) && st == StateFailed {
+			return LayerProxy, probe.ReasonLoadBalancerUnreachable
 		}
 		return LayerProxy, reason
 	}

@@ -138,6 +138,14 @@ func TestVerdictTable(t *testing.T) {
 		{"NodePort fails, proxy stage skipped: the stage's reason", results(skip(probe.StageProxy), fail(probe.StageNodePort, probe.ReasonTimeout)), nil, LayerProxy, probe.ReasonTimeout, nil, VIPTally{}},
 		{"pods refuse: NodePort failing is a consequence", results(fail(probe.StagePod, probe.ReasonRefused), fail(probe.StageNodePort, probe.ReasonRefused)), nil, LayerPod, probe.ReasonRefused, nil, VIPTally{}},
 		{"NodePort and DNS fail: NodePort first", results(fail(probe.StageNodePort, probe.ReasonTimeout), fail(probe.StageDNS, probe.ReasonNXDomain)), clusterDNS(true, true), LayerProxy, probe.ReasonNodePortUnreachable, nil, VIPTally{}},
+		// LoadBalancer from inside: the ingress IP (kube-proxy's rules for it on this node) fails
+		// while the ClusterIP answers from the same Pod network: proxy, with its own reason.
+		{"ingress IP fails, ClusterIP works", results(fail(probe.StageLoadBalancer, probe.ReasonTimeout)), clusterDNS(true, true), LayerProxy, probe.ReasonLoadBalancerUnreachable, nil, VIPTally{}},
+		{"ingress IP and ClusterIP fail: the VIP's reason", results(fail(probe.StageProxy, probe.ReasonUnreachable), fail(probe.StageLoadBalancer, probe.ReasonTimeout)), clusterDNS(true, true), LayerProxy, probe.ReasonUnreachable, nil, VIPTally{}},
+		{"ingress IP fails, proxy stage skipped: the stage's reason", results(skip(probe.StageProxy), fail(probe.StageLoadBalancer, probe.ReasonRefused)), nil, LayerProxy, probe.ReasonRefused, nil, VIPTally{}},
+		{"pods refuse: the ingress IP failing is a consequence", results(fail(probe.StagePod, probe.ReasonRefused), fail(probe.StageLoadBalancer, probe.ReasonRefused)), nil, LayerPod, probe.ReasonRefused, nil, VIPTally{}},
+		{"NodePort and ingress IP fail, ClusterIP works: NodePort first", results(fail(probe.StageNodePort, probe.ReasonTimeout), fail(probe.StageLoadBalancer, probe.ReasonTimeout)), clusterDNS(true, true), LayerProxy, probe.ReasonNodePortUnreachable, nil, VIPTally{}},
+		{"ingress IP and DNS fail: ingress IP first", results(fail(probe.StageLoadBalancer, probe.ReasonTimeout), fail(probe.StageDNS, probe.ReasonNXDomain)), clusterDNS(true, true), LayerProxy, probe.ReasonLoadBalancerUnreachable, nil, VIPTally{}},
 		{"NodePort fine, DNS wrong", results(ok(probe.StageNodePort), fail(probe.StageDNS, probe.ReasonNXDomain)), clusterDNS(true, true), LayerDNS, probe.ReasonNXDomain, nil, VIPTally{}},
 		{"hairpin wrong backend", results(fail(probe.StageHairpin, probe.ReasonWrongBackend)), nil, LayerHairpin, probe.ReasonWrongBackend, nil, VIPTally{}},
 		{"only cheap stages yet", map[probe.Stage]probe.Result{probe.StageSpec: ok(probe.StageSpec), probe.StageEndpoints: ok(probe.StageEndpoints)}, nil, LayerOK, probe.ReasonSuccess, nil, VIPTally{}},

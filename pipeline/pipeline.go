@@ -184,6 +184,7 @@ func NewProbers(cfg Config, budget *probe.Budget, guard *probe.AddressGuard, res
 		&probe.ProxyProber{Dialer: dialer, Self: cfg.PodIPs, DNSServers: rc.Servers, NodeName: cfg.NodeName, Connections: cfg.VIPConnections, Timeout: cfg.Timeout},
 		&probe.NodePortProber{Dialer: dialer, NodeAddrs: cfg.NodeAddrs, NodeName: cfg.NodeName, Connections: cfg.VIPConnections,
 			FromNode: probe.SharesNodeNetwork(cfg.PodIPs, cfg.NodeAddrs)},
+		&probe.LoadBalancerProber{Dialer: dialer, NodeName: cfg.NodeName, Connections: cfg.VIPConnections},
 	}
 	if cfg.HairpinService != "" {
 		probers = append(probers, &probe.HairpinProber{Dialer: dialer, Service: cfg.HairpinService, Identity: cfg.HairpinIdentity})

@@ -53,7 +53,7 @@ func stop(p *Pipeline) {
 	_ = p.Run(ctx)
 }
 
-// The exporter's default configuration wires every stage in runbook order, nodeport included,
+// The exporter's default configuration wires every stage in runbook order, nodeport and loadbalancer included,
 // the network ones through the budget and the address guard that asks the informers, the settle
 // delay, the cluster DNS round, and the workload and NetworkPolicy informers. The bench's test
 // compares its own pipeline against this shape.
@@ -62,8 +62,8 @@ func TestDefaultWiring(t *testing.T) {
 	cfg.ResolvConf = testResolvConf(t)
 	p := build(t, cfg)
 	want := Wiring{
-		Stages:              []probe.Stage{probe.StageSpec, probe.StageEndpoints, probe.StageDNS, probe.StagePod, probe.StageProxy, probe.StageNodePort},
-		Guarded:             []probe.Stage{probe.StagePod, probe.StageProxy, probe.StageNodePort},
+		Stages:              []probe.Stage{probe.StageSpec, probe.StageEndpoints, probe.StageDNS, probe.StagePod, probe.StageProxy, probe.StageNodePort, probe.StageLoadBalancer},
+		Guarded:             []probe.Stage{probe.StagePod, probe.StageProxy, probe.StageNodePort, probe.StageLoadBalancer},
 		Budgeted:            []probe.Stage{probe.StageDNS},
 		GuardKnowsInformers: true,
 		Settle:              3 * time.Second,
@@ -99,7 +99,7 @@ func TestHairpinAndNodeModeWiring(t *testing.T) {
 	cfg.NodeAddrs = []netip.Addr{netip.MustParseAddr("192.0.2.10")}
 	p := build(t, cfg)
 	w := p.Wiring()
-	if want := []probe.Stage{probe.StagePod, probe.StageProxy, probe.StageNodePort, probe.StageHairpin}; !reflect.DeepEqual(w.Guarded, want) || len(w.Bypass) > 0 {
+	if want := []probe.Stage{probe.StagePod, probe.StageProxy, probe.StageNodePort, probe.StageLoadBalancer, probe.StageHairpin}; !reflect.DeepEqual(w.Guarded, want) || len(w.Bypass) > 0 {
 		t.Fatalf("guarded %v, bypass %v: want %v and none", w.Guarded, w.Bypass, want)
 	}
 	if !w.Sampling || p.SchedulerConfig.SampleSize != 50 || p.SchedulerConfig.Always == nil {

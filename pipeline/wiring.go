@@ -65,6 +65,8 @@ func (p *Pipeline) Wiring() Wiring {
 			d = v.Dialer
 		case *probe.NodePortProber:
 			d = v.Dialer
+		case *probe.LoadBalancerProber:
+			d = v.Dialer
 		case *probe.HairpinProber:
 			d = v.Dialer
 		}

@@ -21,7 +21,9 @@ import (
 // An address is in the cluster when it is
 //   - in ClusterCIDRs (--cluster.cidr: the cluster's Pod and Service ranges, when the operator
 //     names them), or
-//   - an address the API server allocated or the kubelet reported: the target's own ClusterIPs,
+//   - an address the API server allocated, the cloud controller wrote in the Service's status
+//     (its load balancer's ingress IPs, which kube-proxy serves on the node: services/status is
+//     not a namespace editor's to write) or the kubelet reported: the target's own ClusterIPs,
 //     the IPs of the Pods its selector matches, or any ClusterIP or Pod IP Known reports (the
 //     informers' caches). EndpointSlice addresses are deliberately not part of this: a
 //     hand-written slice is exactly the object an attacker would write. A node agent that
@@ -75,7 +77,8 @@ func (g *AddressGuard) Allowed(t *discovery.Target, a netip.Addr) bool {
 		return true
 	}
 	if t != nil {
-		if slices.ContainsFunc(t.ClusterIPs, func(c netip.Addr) bool { return c.Unmap() == a }) {
+		if slices.ContainsFunc(t.ClusterIPs, func(c netip.Addr) bool { return c.Unmap() == a }) ||
+			slices.ContainsFunc(t.LoadBalancerIPs, func(c netip.Addr) bool { return c.Unmap() == a }) {
 			return true
 		}
 		for _, p := range t.Pods {

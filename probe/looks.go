@@ -83,6 +83,21 @@ func fromRepeated(s Stage, checks []Check, failing, total int, intermittent bool
 	return r
 }
 
+// localOnly is, for a Service whose traffic policy (policy: internalTrafficPolicy or
+// externalTrafficPolicy) is Local, the ready endpoints on node, this prober's: what the path may
+// lead to from here. When the node is unknown (why names the path's limit) or has none (none says
+// it is meant not to answer), it returns nil and the stage's skipped result instead.
+func localOnly(s Stage, t *discovery.Target, node, policy, why, none string) ([]discovery.Endpoint, Result) {
+	if node == "" {
+		return nil, skipped(s, policy+": Local and this Pod's node is unknown (--node-name, NODE_NAME): "+why)
+	}
+	eps := t.ReadyEndpointsOn(node)
+	if len(eps) == 0 {
+		return nil, skipped(s, policy+": Local and no ready endpoint on node "+node+": "+none)
+	}
+	return eps, Result{}
+}
+
 // deniedSkip is the result of a VIP stage (proxy, nodeport) when NetworkPolicy denies the exporter
 // one of the ready endpoints the VIP leads to on a probed port: kube-proxy would send some of the
 // connections there and they would be dropped by design, so the VIP's answer says nothing of the

@@ -61,13 +61,9 @@ func (p *NodePortProber) Probe(ctx context.Context, t *discovery.Target) Result 
 	if t.ExternalTrafficLocal {
 		// kube-proxy answers such a NodePort only on nodes with a local endpoint; elsewhere it
 		// drops external clients on purpose, and a failure there would be a false alarm.
-		if p.NodeName == "" {
-			return skipped(StageNodePort, "externalTrafficPolicy: Local and this Pod's node is unknown (--node-name, NODE_NAME): "+
-				"the NodePort answers only on nodes with a local endpoint")
-		}
-		if len(t.ReadyEndpointsOn(p.NodeName)) == 0 {
-			return skipped(StageNodePort, "externalTrafficPolicy: Local and no ready endpoint on node "+p.NodeName+
-				": the NodePort is meant not to answer here")
+		if eps, r := localOnly(StageNodePort, t, p.NodeName, "externalTrafficPolicy",
+			"the NodePort answers only on nodes with a local endpoint", "the NodePort is meant not to answer here"); eps == nil {
+			return r
 		}
 	}
 	addrs := p.addrsFor(t)
@@ -114,7 +110,7 @@ func (p *NodePortProber) Probe(ctx context.Context, t *discovery.Target) Result 
 		r.Hint = "The NodePort does not answer on this node's address. If the proxy stage passes, the ClusterIP works from " +
 			"the same Pod network, so kube-proxy's NodePort rules on this node are what is broken: check its " +
 			"--nodeport-addresses, the KUBE-NODEPORTS chain (iptables-save | grep " + t.Namespace + "/" + t.Name +
-			"), a host firewall on ports " + nodePorts(t) + ", and on Windows nodes the known limit that a " +
+			"; nftables mode: nft list map ip kube-proxy service-nodeports), a host firewall on ports " + nodePorts(t) + ", and on Windows nodes the known limit that a " +
 			"NodePort may not answer from the node itself (try it from another node)."
 	}
 	return r

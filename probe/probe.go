@@ -19,11 +19,13 @@ const (
 	StagePod       Stage = "pod"
 	StageProxy     Stage = "proxy"
 	StageNodePort  Stage = "nodeport"
-	StageHairpin   Stage = "hairpin"
+	// StageLoadBalancer dials a LoadBalancer Service's ingress IPs from the Pod network.
+	StageLoadBalancer Stage = "loadbalancer"
+	StageHairpin      Stage = "hairpin"
 )
 
 // Stages lists every stage in runbook order.
-var Stages = []Stage{StageSpec, StageEndpoints, StageDNS, StagePod, StageProxy, StageNodePort, StageHairpin}
+var Stages = []Stage{StageSpec, StageEndpoints, StageDNS, StagePod, StageProxy, StageNodePort, StageLoadBalancer, StageHairpin}
 
 // Reason is the outcome of a probe, from a closed set (it becomes a label value).
 type Reason string
@@ -99,6 +101,10 @@ const (
 	// endpoint, new ports or ClusterIPs, a new DNS answer) did not show in the proxy or dns stage
 	// within --probe.programming.ceiling (issue 21).
 	ReasonNotProgrammed Reason = "not_programmed"
+	// ReasonLoadBalancerUnreachable is a verdict reason: a LoadBalancer Service's ingress IP does
+	// not answer from the Pod network while its ClusterIP does (the loadbalancer stage failed,
+	// the proxy stage answered): kube-proxy's rules for the ingress IP are what is missing.
+	ReasonLoadBalancerUnreachable Reason = "load_balancer_unreachable"
 )
 
 // Reasons is the closed set, for documentation and tests.
@@ -110,7 +116,7 @@ var Reasons = []Reason{
 	ReasonReset, ReasonUnreachable, ReasonHTTPStatus, ReasonPortExhausted, ReasonWrongBackend,
 	ReasonBudget, ReasonError, ReasonExternalNotAllowed, ReasonNodePortUnreachable, ReasonNodePortUnreachableFromNode,
 	ReasonPartial, ReasonNodeLocalDNSUnreachable, ReasonResolverUnreachable, ReasonScaledToZero,
-	ReasonDeniedByNetworkPolicy, ReasonPolicyNotEvaluated, ReasonNotProgrammed,
+	ReasonDeniedByNetworkPolicy, ReasonPolicyNotEvaluated, ReasonNotProgrammed, ReasonLoadBalancerUnreachable,
 }
 
 // Outcome says whether a stage passed, failed or did not apply.

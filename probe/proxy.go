@@ -60,13 +60,10 @@ func (p *ProxyProber) Probe(ctx context.Context, t *discovery.Target) Result {
 	if t.InternalTrafficLocal {
 		// The VIP leads only to endpoints on the client's node (the node agents' hairpin Service):
 		// on a node without one kube-proxy drops the traffic by design.
-		if p.NodeName == "" {
-			return skipped(StageProxy, "internalTrafficPolicy: Local and this Pod's node is unknown (--node-name, NODE_NAME): "+
-				"the VIP leads only to endpoints on the client's node")
-		}
-		if eps = t.ReadyEndpointsOn(p.NodeName); len(eps) == 0 {
-			return skipped(StageProxy, "internalTrafficPolicy: Local and no ready endpoint on node "+p.NodeName+
-				": the VIP is meant not to answer here")
+		var r Result
+		if eps, r = localOnly(StageProxy, t, p.NodeName, "internalTrafficPolicy",
+			"the VIP leads only to endpoints on the client's node", "the VIP is meant not to answer here"); eps == nil {
+			return r
 		}
 	}
 	if r, denied := deniedSkip(StageProxy, t, eps); denied {
@@ -110,8 +107,9 @@ func (p *ProxyProber) Probe(ctx context.Context, t *discovery.Target) Result {
 		r.Hint = "The Service's virtual IP does not answer; if the pod stage passes, the Pods do, so the " +
 			"translation VIP -> Pod is broken on this node. Check that kube-proxy runs here " +
 			"(kubectl -n kube-system get pods -l k8s-app=kube-proxy -o wide; its logs) and that its rules " +
-			"for the Service exist (iptables-save | grep " + t.Namespace + "/" + t.Name + ", the KUBE-SERVICES chain; " +
-			"or ipvsadm -Ln / nft list ruleset)."
+			"for the Service exist: iptables mode, iptables-save | grep " + t.Namespace + "/" + t.Name + " (the KUBE-SERVICES chain); " +
+			"nftables mode, nft list map ip kube-proxy service-ips (ip6 for IPv6) and the chain service-…-" + t.Namespace + "/" + t.Name + "; " +
+			"IPVS mode, ipvsadm -Ln."
 	}
 	return r
 }

@@ -88,7 +88,7 @@ func TestProxyProberFailureHint(t *testing.T) {
 	if r.Outcome != Failed || r.Reason != ReasonRefused || r.Failing != 1 {
 		t.Fatalf("result %v %s failing %d, want failed refused", r.Outcome, r.Reason, r.Failing)
 	}
-	for _, want := range []string{"kube-proxy", "KUBE-SERVICES", "default/hostnames"} {
+	for _, want := range []string{"kube-proxy", "KUBE-SERVICES", "default/hostnames", "nft list map ip kube-proxy service-ips", "ipvsadm -Ln"} {
 		if !strings.Contains(r.Hint, want) {
 			t.Errorf("hint %q lacks %q", r.Hint, want)
 		}

@@ -53,7 +53,7 @@ type SchedulerConfig struct {
 
 // settleStages are the stages whose answers come from the data plane (kube-proxy, CoreDNS),
 // which follows the API a moment later.
-var settleStages = map[Stage]bool{StageDNS: true, StageProxy: true, StageNodePort: true, StageHairpin: true}
+var settleStages = map[Stage]bool{StageDNS: true, StageProxy: true, StageNodePort: true, StageLoadBalancer: true, StageHairpin: true}
 
 // Validate rejects absurd settings at start.
 func (c SchedulerConfig) Validate() error {

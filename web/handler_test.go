@@ -200,7 +200,7 @@ func TestServiceRunbookWalk(t *testing.T) {
 	for _, m := range regexp.MustCompile(`<li class="step s-([a-z_]+)( blamed)?" id="step-([a-z_]+)"`).FindAllStringSubmatch(body, -1) {
 		ids = append(ids, m[3]+"="+m[1]+m[2])
 	}
-	want := "exists=ok dns=ok cluster_dns=ok proxy=skipped spec=failed blamed endpoints=failed pod=skipped hairpin=skipped nodeport=not_probed"
+	want := "exists=ok dns=ok cluster_dns=ok proxy=skipped spec=failed blamed endpoints=failed pod=skipped hairpin=skipped nodeport=not_probed loadbalancer=not_probed"
 	if got := strings.Join(ids, " "); got != want {
 		t.Errorf("runbook steps:\n got %s\nwant %s", got, want)
 	}
@@ -268,7 +268,7 @@ func TestAPIFieldNamesAreStable(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &one); err != nil {
 		t.Fatal(err)
 	}
-	if one.Verdict != "spec" || one.Reason != "selector_matches_no_pods" || one.Healthy || len(one.Runbook) != 9 {
+	if one.Verdict != "spec" || one.Reason != "selector_matches_no_pods" || one.Healthy || len(one.Runbook) != 10 {
 		t.Fatalf("got %+v", one)
 	}
 	spec := one.Runbook[4]
@@ -440,6 +440,27 @@ func TestRunbookWalkBlamesNodePort(t *testing.T) {
 	}
 	if len(blamed) != 1 || blamed[0] != "nodeport" {
 		t.Fatalf("blamed steps %v, want [nodeport]", blamed)
+	}
+}
+
+// A load balancer's ingress IP failing while the ClusterIP answers: the walk marks the
+// loadbalancer step.
+func TestRunbookWalkBlamesLoadBalancer(t *testing.T) {
+	tg := &discovery.Target{Namespace: "default", Name: "shop", Kind: discovery.KindLoadBalancer}
+	ss := metrics.ServiceStatus{Target: tg, Verdict: metrics.LayerProxy, Reason: probe.ReasonLoadBalancerUnreachable,
+		Results: map[probe.Stage]probe.Result{
+			probe.StageProxy:        {Stage: probe.StageProxy, Outcome: probe.OK, Reason: probe.ReasonSuccess},
+			probe.StageNodePort:     {Stage: probe.StageNodePort, Outcome: probe.OK, Reason: probe.ReasonSuccess},
+			probe.StageLoadBalancer: {Stage: probe.StageLoadBalancer, Outcome: probe.Failed, Reason: probe.ReasonTimeout, Failing: 1, Total: 1},
+		}}
+	var blamed []string
+	for _, s := range NewService(ss, nil, true).Runbook {
+		if s.Blamed {
+			blamed = append(blamed, s.ID)
+		}
+	}
+	if len(blamed) != 1 || blamed[0] != "loadbalancer" {
+		t.Fatalf("blamed steps %v, want [loadbalancer]", blamed)
 	}
 }
 

@@ -347,15 +347,16 @@ func NewClusterDNS(r *probe.ClusterDNSResult) *ClusterDNS {
 
 // questions are the runbook's questions, by step id.
 var questions = map[string]string{
-	"exists":      "Does the Service exist?",
-	"dns":         "Does the Service work by DNS name?",
-	"cluster_dns": "Does any Service work by DNS name?",
-	"proxy":       "Does the Service work by IP?",
-	"nodeport":    "Does the Service work on its NodePort (this node's address)?",
-	"spec":        "Is the Service defined correctly?",
-	"endpoints":   "Does the Service have any Endpoints?",
-	"pod":         "Are the Pods working?",
-	"hairpin":     "Is kube-proxy working? Can a Pod reach itself via its Service IP?",
+	"exists":       "Does the Service exist?",
+	"dns":          "Does the Service work by DNS name?",
+	"cluster_dns":  "Does any Service work by DNS name?",
+	"proxy":        "Does the Service work by IP?",
+	"nodeport":     "Does the Service work on its NodePort (this node's address)?",
+	"loadbalancer": "Does the Service work on its load balancer's ingress IP (from this Pod)?",
+	"spec":         "Is the Service defined correctly?",
+	"endpoints":    "Does the Service have any Endpoints?",
+	"pod":          "Are the Pods working?",
+	"hairpin":      "Is kube-proxy working? Can a Pod reach itself via its Service IP?",
 }
 
 // runbookOrder maps the runbook's steps onto the stages. The runbook asks DNS and the VIP before
@@ -370,6 +371,8 @@ var runbookOrder = []struct {
 	{"hairpin", probe.StageHairpin},
 	// Not a question of the runbook: its NodePort path, asked last so the runbook keeps its numbers.
 	{"nodeport", probe.StageNodePort},
+	// Nor its load-balancer path from inside the cluster.
+	{"loadbalancer", probe.StageLoadBalancer},
 }
 
 // layerStep is the step the verdict's layer points at.
@@ -388,6 +391,8 @@ func walk(ss metrics.ServiceStatus, cluster *probe.ClusterDNSResult) []Step {
 			// The ClusterIP is fine but the NodePort is not: kube-proxy's NodePort path.
 			if n, ok := ss.Results[probe.StageNodePort]; ok && (n.Outcome == probe.Failed || windowBad(ss, probe.StageNodePort)) {
 				blamed = "nodeport"
+			} else if l, ok := ss.Results[probe.StageLoadBalancer]; ok && (l.Outcome == probe.Failed || windowBad(ss, probe.StageLoadBalancer)) {
+				blamed = "loadbalancer"
 			}
 		}
 	}
@@ -447,7 +452,7 @@ func windowBad(ss metrics.ServiceStatus, st probe.Stage) bool {
 func partialHint(st probe.Stage, t *discovery.Target) string {
 	key := t.Namespace + "/" + t.Name
 	switch st {
-	case probe.StageProxy, probe.StageNodePort:
+	case probe.StageProxy, probe.StageNodePort, probe.StageLoadBalancer:
 		return "Some connections through the Service's virtual IP fail while the Pods answer directly: a stale rule " +
 			"for a backend that moved or went away (kube-proxy on this node not syncing: its logs, " +
 			"kubeproxy_sync_proxy_rules_last_timestamp_seconds), or one backend unreachable only through the proxy. " +

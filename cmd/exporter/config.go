@@ -134,7 +134,7 @@ func registerFlags(app *kingpin.Application) *config {
 	app.Flag("cluster.cidr", "A Pod or Service range of the cluster, CIDR (repeatable). Addresses in it may be probed; so may every ClusterIP and Pod IP the informers know.").StringsVar(&c.ClusterCIDRFlags)
 	app.Flag("probe.allow-external", "A range outside the cluster that ExternalName Services, their DNS answers and hand-written endpoints may lead the probes to, CIDR (repeatable). Anything else outside the cluster is never dialed.").StringsVar(&c.AllowExternalFlags)
 	app.Flag("expect", "A Service that must exist, namespace/name (repeatable); missing ones get the verdict missing.").StringsVar(&c.ExpectFlags)
-	app.Flag("metrics.max-series-per-service", "Series budget per Service: the per-endpoint series (--metrics.per-endpoint) are cut to fit; the series every Service has (at most 32: verdict, per stage up, runs, failures and failing share, endpoint counts) are never cut.").Default(itoa(d.SeriesPerService)).IntVar(&c.SeriesPerService)
+	app.Flag("metrics.max-series-per-service", "Series budget per Service: the per-endpoint series (--metrics.per-endpoint) are cut to fit; the series every Service has (at most 36: verdict, per stage up, runs, failures and failing share, endpoint counts) are never cut.").Default(itoa(d.SeriesPerService)).IntVar(&c.SeriesPerService)
 	app.Flag("metrics.per-endpoint", "Also export svcprobe_endpoint_up per endpoint.").BoolVar(&c.PerEndpoint)
 	app.Flag("metrics.per-endpoint-limit", "At most this many svcprobe_endpoint_up series per Service.").Default(itoa(d.PerEndpointLimit)).IntVar(&c.PerEndpointLimit)
 	// kingpin's own parse errors ("time: invalid duration \"banana\"") do not say which flag.

@@ -197,6 +197,7 @@ func TestDiagnoseHealthy(t *testing.T) {
 		"7. ✔ Are the Pods working?",
 		"8. – Is kube-proxy working?",
 		"9. – Does the Service work on its NodePort", // a ClusterIP Service: skipped
+		"10. – Does the Service work on its load balancer",
 		"HEALTHY: default/hostnames passed every step.",
 	} {
 		if !strings.Contains(text, want) {
@@ -220,7 +221,7 @@ func TestDiagnoseHealthy(t *testing.T) {
 	if err := dec.Decode(&doc); err != nil {
 		t.Fatal(err)
 	}
-	if !doc.Healthy || doc.Verdict != "ok" || len(doc.Runbook) != 9 || doc.Endpoints.Ready != 1 || doc.ClusterIPs[0] != "127.0.0.2" {
+	if !doc.Healthy || doc.Verdict != "ok" || len(doc.Runbook) != 10 || doc.Endpoints.Ready != 1 || doc.ClusterIPs[0] != "127.0.0.2" {
 		t.Errorf("json document: %+v", doc)
 	}
 	for _, st := range doc.Stages {
