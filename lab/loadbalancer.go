@@ -56,7 +56,7 @@ func DeleteLoadBalancerService(ctx context.Context, cl kubernetes.Interface) err
 // lbFaultComment names the fault's rule, which Undo finds it by.
 const lbFaultComment = Prefix + "lb-ingress-broken"
 
-// lbIngressRule is the iptables rule (filter FORWARD of node-1, first) that resets connections
+// lbIngressRule is the iptables rule (filter FORWARD of node-1, first) that rejects connections
 // whose original destination is the ingress IP: kube-proxy's translation of it no longer leads
 // anywhere on this node, while the ClusterIP (same Pods, same rules but for the IP) works.
 func lbIngressRule() []string {
@@ -67,7 +67,7 @@ func lbIngressRule() []string {
 // LoadBalancerFault breaks the ingress IP's path on node-1 only (issue 18).
 var LoadBalancerFault = Fault{
 	Name:   "lb-ingress-broken",
-	Breaks: "connections to default/hostnames-lb's ingress IP " + LoadBalancerIP + " reset on node-1 after kube-proxy's translation (filter FORWARD, by conntrack's original destination); its ClusterIP and Pods untouched",
+	Breaks: "connections to default/hostnames-lb's ingress IP " + LoadBalancerIP + " rejected on node-1 after kube-proxy's translation (clients see no answer) (filter FORWARD, by conntrack's original destination); its ClusterIP and Pods untouched",
 	Expect: `layer="proxy" reason="load_balancer_unreachable" for default/hostnames-lb; default/hostnames (same Pods, its ClusterIP) ok`,
 	Inject: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
 		_, err := run("ip", append([]string{"netns", "exec", NodeNetns, "iptables", "-w", "-I"}, lbIngressRule()...)...)
