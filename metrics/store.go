@@ -149,7 +149,7 @@ func (s *Store) Record(t *discovery.Target, results []probe.Result) {
 					w = newWindow(s.window)
 					st.windows[r.Stage] = w
 				}
-				w.add(r, podFailed && r.Outcome == probe.Failed && (r.Stage == probe.StageProxy || r.Stage == probe.StageNodePort || r.Stage == probe.StageLoadBalancer))
+				w.add(r, podFailed && r.Outcome == probe.Failed && r.Stage.ThroughProxy())
 			}
 			if w := st.windows[probe.StagePod]; w != nil && r.Stage == probe.StageProxy {
 				switch {

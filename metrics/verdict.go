@@ -1,6 +1,10 @@
 package metrics
 
-import "github.com/svcprobe/svcprobe/probe"
+import (
+	"slices"
+
+	"github.com/svcprobe/svcprobe/probe"
+)
 
 // Layer is the broken layer a verdict names.
 type Layer string
@@ -169,9 +173,7 @@ func Decide(ev Evidence) (Layer, probe.Reason) {
 		return LayerPod, probe.ReasonPartial
 	}
 	if w, ok := ev.Windows[probe.StagePod]; ok && w.FailedWithin(2*w.Size) {
-		_, _, nodePortBad := bad(probe.StageNodePort)
-		_, _, lbBad := bad(probe.StageLoadBalancer)
-		if proxyBad || nodePortBad || lbBad {
+		if slices.ContainsFunc(probe.Stages, func(s probe.Stage) bool { _, _, b := bad(s); return s.ThroughProxy() && b }) {
 			return LayerPod, probe.ReasonPartial
 		}
 	}

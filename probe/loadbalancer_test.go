@@ -123,3 +123,15 @@ func TestGuardAllowsOwnLoadBalancerIPs(t *testing.T) {
 		t.Fatalf("the own ingress IP through the guard: %s, dialed %v; want dialed once", r.Reason, rec.got())
 	}
 }
+
+// The stages that reach the Pods through the service proxy: the ClusterIP, a NodePort and a load
+// balancer's ingress IP, and no other (the store and the verdict explain their failures by the
+// Pods' own).
+func TestStageThroughProxy(t *testing.T) {
+	want := map[Stage]bool{StageProxy: true, StageNodePort: true, StageLoadBalancer: true}
+	for _, s := range Stages {
+		if s.ThroughProxy() != want[s] {
+			t.Errorf("%s.ThroughProxy() = %v, want %v", s, s.ThroughProxy(), want[s])
+		}
+	}
+}

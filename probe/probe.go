@@ -27,6 +27,13 @@ const (
 // Stages lists every stage in runbook order.
 var Stages = []Stage{StageSpec, StageEndpoints, StageDNS, StagePod, StageProxy, StageNodePort, StageLoadBalancer, StageHairpin}
 
+// ThroughProxy reports whether a stage reaches the Service's Pods through the service proxy (its
+// ClusterIP, a NodePort, a load balancer's ingress IP): a Pod that fails its connections fails
+// this stage's too, and the verdict and the window tell that apart from the proxy.
+func (s Stage) ThroughProxy() bool {
+	return s == StageProxy || s == StageNodePort || s == StageLoadBalancer
+}
+
 // Reason is the outcome of a probe, from a closed set (it becomes a label value).
 type Reason string
 

@@ -451,18 +451,18 @@ func windowBad(ss metrics.ServiceStatus, st probe.Stage) bool {
 // partialHint is what to check when a stage fails in a share of its rounds.
 func partialHint(st probe.Stage, t *discovery.Target) string {
 	key := t.Namespace + "/" + t.Name
-	switch st {
-	case probe.StageProxy, probe.StageNodePort, probe.StageLoadBalancer:
+	switch {
+	case st.ThroughProxy():
 		return "Some connections through the Service's virtual IP fail while the Pods answer directly: a stale rule " +
 			"for a backend that moved or went away (kube-proxy on this node not syncing: its logs, " +
 			"kubeproxy_sync_proxy_rules_last_timestamp_seconds), or one backend unreachable only through the proxy. " +
 			"Compare the endpoints in `iptables-save | grep " + key + "` (or `nft list table ip kube-proxy`) with " +
 			"`kubectl get endpointslices -l kubernetes.io/service-name=" + t.Name + " -n " + t.Namespace + "`."
-	case probe.StagePod:
+	case st == probe.StagePod:
 		return "A backend answers some connections and not others: an overloaded Pod (accept queue full, CPU " +
 			"throttling), a flaky network path to its node, or a firewall dropping a share of SYNs. Check " +
 			"svcprobe_endpoint_up (--metrics.per-endpoint) or the status page's checks for which endpoint fails."
-	case probe.StageDNS:
+	case st == probe.StageDNS:
 		return "The name resolves in some rounds and not in others: one DNS replica or one nameserver failing, " +
 			"or DNS overloaded (its Pods' CPU throttling, i/o timeouts in their logs). Compare svcprobe_cluster_dns_up per Pod."
 	}
