@@ -2,10 +2,8 @@ package lab
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -77,22 +75,6 @@ var LoadBalancerFault = Fault{
 		if _, err := os.Stat(filepath.Join("/run/netns", NodeNetns)); err != nil {
 			return nil // no node, no rule
 		}
-		out, err := run("ip", "netns", "exec", NodeNetns, "iptables", "-w", "-S", "FORWARD")
-		if err != nil {
-			return err
-		}
-		for _, line := range strings.Split(out, "\n") {
-			if !strings.Contains(line, lbFaultComment) {
-				continue
-			}
-			args := strings.Fields(strings.Replace(line, "-A ", "-D ", 1))
-			for i, a := range args { // the comment is quoted in -S's output
-				args[i] = strings.Trim(a, `"`)
-			}
-			if _, err := run("ip", append([]string{"netns", "exec", NodeNetns, "iptables", "-w"}, args...)...); err != nil {
-				return fmt.Errorf("delete %q: %w", line, err)
-			}
-		}
-		return nil
+		return removeTaggedRules(NodeNetns, lbFaultComment)
 	},
 }

@@ -524,20 +524,7 @@ var NodeFaults = []Fault{
 			if _, err := os.Stat(filepath.Join("/run/netns", Node2Netns)); err != nil {
 				return nil // no node-2, no rule
 			}
-			out, err := run("ip", "netns", "exec", Node2Netns, "iptables", "-w", "-S", "OUTPUT")
-			if err != nil {
-				return err
-			}
-			for _, line := range strings.Split(out, "\n") {
-				if !strings.Contains(line, Prefix+"nodeport-from-node2") {
-					continue
-				}
-				spec := strings.Fields(strings.Replace(line, "-A OUTPUT", "-D OUTPUT", 1))
-				if _, err := run("ip", append([]string{"netns", "exec", Node2Netns, "iptables", "-w"}, spec...)...); err != nil {
-					return err
-				}
-			}
-			return nil
+			return removeTaggedRules(Node2Netns, nodePortFromNodeComment)
 		},
 	},
 	{
@@ -579,6 +566,9 @@ func nodePortOf(ctx context.Context, cl kubernetes.Interface) (int32, error) {
 	return s.Spec.Ports[0].NodePort, nil
 }
 
+// nodePortFromNodeComment tags nodePortFromNodeRule, which Undo removes by it.
+const nodePortFromNodeComment = Prefix + "nodeport-from-node2"
+
 // nodePortFromNodeRule is the iptables rule (filter OUTPUT of node-2) that refuses the
 // connections node-2 itself opens to its own address's NodePort np. It matches on conntrack's
 // original destination: by the filter table, kube-proxy's nat OUTPUT rules have already DNATed
@@ -586,7 +576,7 @@ func nodePortOf(ctx context.Context, cl kubernetes.Interface) (int32, error) {
 // FORWARD, not OUTPUT, and pass.
 func nodePortFromNodeRule(np int32) []string {
 	return []string{"OUTPUT", "-p", "tcp", "-m", "conntrack", "--ctorigdst", Node2IP, "--ctorigdstport", strconv.Itoa(int(np)),
-		"-m", "comment", "--comment", Prefix + "nodeport-from-node2", "-j", "REJECT", "--reject-with", "tcp-reset"}
+		"-m", "comment", "--comment", nodePortFromNodeComment, "-j", "REJECT", "--reject-with", "tcp-reset"}
 }
 
 func nodeAgentHairpin(ctx context.Context, cl kubernetes.Interface, node, onOff string) error {
