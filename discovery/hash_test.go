@@ -22,7 +22,7 @@ func fullTarget() Target {
 	return Target{
 		UID: "u", Namespace: "ns", Name: "s", Kind: KindClusterIP, ClusterIPs: []netip.Addr{netip.MustParseAddr("198.19.0.1")}, LoadBalancerIPs: []netip.Addr{netip.MustParseAddr("198.18.255.10")},
 		ExternalName: "e", Selector: map[string]string{"app": "x"}, PublishNotReadyAddresses: true,
-		InternalTrafficLocal: true, ExternalTrafficLocal: true,
+		InternalTrafficLocal: true, ExternalTrafficLocal: true, HealthCheckNodePort: 31000,
 		Ports: []Port{{Name: "http", Port: 80, TargetPort: intstr.FromString("http"), Protocol: "TCP", NodePort: 30080, AppProtocol: "h"}},
 		Endpoints: []Endpoint{{Addresses: []netip.Addr{addr}, Ready: true, Serving: true, Terminating: true, NodeName: "n", PodName: "p",
 			Ports: []EndpointPort{{Name: "http", Port: 80, Protocol: "TCP"}}, Denied: map[string]string{"http": "ns/deny"}}},

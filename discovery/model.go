@@ -107,8 +107,12 @@ type Target struct {
 	// external clients only on nodes with a local ready endpoint.
 	InternalTrafficLocal bool
 	ExternalTrafficLocal bool
-	Ports                []Port
-	Endpoints            []Endpoint
+	// HealthCheckNodePort is spec.healthCheckNodePort (LoadBalancer with externalTrafficPolicy
+	// Local): kube-proxy serves /healthz there on every node, 200 with a ready local endpoint, 503
+	// without, for the external load balancer to pick nodes by. 0 when none.
+	HealthCheckNodePort int32
+	Ports               []Port
+	Endpoints           []Endpoint
 	// Pods are the Pods in the namespace whose labels match Selector (when PodsOnNode is set,
 	// only those on that node).
 	Pods []Pod

@@ -69,6 +69,7 @@ func buildTarget(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, pods 
 		PublishNotReadyAddresses: svc.Spec.PublishNotReadyAddresses,
 		InternalTrafficLocal:     svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal,
 		ExternalTrafficLocal:     svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
+		HealthCheckNodePort:      svc.Spec.HealthCheckNodePort,
 	}
 	t.Options, t.AnnotationErrors = ParseAnnotations(svc.Annotations)
 	if t.Kind != KindHeadless && t.Kind != KindExternalName {

@@ -148,6 +148,7 @@ func TestTransformsTrim(t *testing.T) {
 		{Hostname: "lb.example.com"},
 	}
 	lb.Status.Conditions = []metav1.Condition{{Type: "x"}}
+	lb.Spec.ExternalTrafficPolicy, lb.Spec.HealthCheckNodePort = corev1.ServiceExternalTrafficPolicyLocal, 31000
 	out, _ = TrimService(lb)
 	ts := out.(*corev1.Service)
 	if len(ts.Status.Conditions) != 0 || len(ts.Status.LoadBalancer.Ingress) != 3 || ts.Status.LoadBalancer.Ingress[1].Ports != nil {
@@ -156,6 +157,9 @@ func TestTransformsTrim(t *testing.T) {
 	tg := BuildTarget(ts, nil, nil)
 	if fmt.Sprint(tg.LoadBalancerIPs) != "[198.18.255.10 198.18.255.11]" {
 		t.Fatalf("LoadBalancerIPs %v, want the VIP-mode ingress IPs 198.18.255.10 and .11", tg.LoadBalancerIPs)
+	}
+	if !tg.ExternalTrafficLocal || tg.HealthCheckNodePort != 31000 {
+		t.Fatalf("externalTrafficPolicy Local with healthCheckNodePort 31000: ExternalTrafficLocal %v, HealthCheckNodePort %d", tg.ExternalTrafficLocal, tg.HealthCheckNodePort)
 	}
 	lb.Spec.Type = corev1.ServiceTypeClusterIP
 	if tg := BuildTarget(lb, nil, nil); len(tg.LoadBalancerIPs) != 0 {

@@ -792,7 +792,10 @@ func hostnamesIs(want string) func(context.Context, kubernetes.Interface) func(s
 	}
 }
 
-func TestFaultCatalogue(t *testing.T) {
+func TestFaultCatalogue(t *testing.T) { faultCatalogue(t) }
+
+// faultCatalogue runs in the lab's current proxy mode (TestNftablesMode runs it in nftables mode).
+func faultCatalogue(t *testing.T) {
 	for _, f := range Faults {
 		if _, ok := faultCases[f.Name]; !ok {
 			t.Errorf("fault %s has no test case", f.Name)
@@ -1034,12 +1037,21 @@ func sampleVerdicts(t *testing.T, every, persist time.Duration, done func() bool
 }
 
 func TestNoFalseAlarmSteady(t *testing.T) {
-	_, cl := sharedLab(t)
 	// The five minutes in CI (and with SVCPROBE_SOAK=1); a minute by hand.
-	d := 60 * time.Second
+	noFalseAlarmSteady(t, soakOr(5*time.Minute, time.Minute))
+}
+
+// soakOr is long in CI and with SVCPROBE_SOAK=1, short by hand.
+func soakOr(long, short time.Duration) time.Duration {
 	if os.Getenv("SVCPROBE_SOAK") == "1" || os.Getenv("CI") == "true" {
-		d = 5 * time.Minute
+		return long
 	}
+	return short
+}
+
+// noFalseAlarmSteady samples every verdict twice a second for d in a settled lab: each must be ok.
+func noFalseAlarmSteady(t *testing.T, d time.Duration) {
+	_, cl := sharedLab(t)
 	ctx := context.Background()
 	settle(t, ctx, cl)
 	end := time.Now().Add(d)
@@ -1048,7 +1060,10 @@ func TestNoFalseAlarmSteady(t *testing.T) {
 	t.Logf("%d samples over %s: every verdict ok", n, d)
 }
 
-func TestNoFalseAlarmRollingUpdate(t *testing.T) {
+func TestNoFalseAlarmRollingUpdate(t *testing.T) { noFalseAlarmRollingUpdate(t) }
+
+// noFalseAlarmRollingUpdate runs in the lab's current proxy mode (TestNftablesMode runs it in nftables mode).
+func noFalseAlarmRollingUpdate(t *testing.T) {
 	_, cl := sharedLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -1105,7 +1120,10 @@ func rolledOut(d *appsv1.Deployment, gen int64) bool {
 		d.Status.Replicas == want && d.Status.AvailableReplicas == want
 }
 
-func TestNoFalseAlarmCoreDNSRestart(t *testing.T) {
+func TestNoFalseAlarmCoreDNSRestart(t *testing.T) { noFalseAlarmCoreDNSRestart(t) }
+
+// noFalseAlarmCoreDNSRestart runs in the lab's current proxy mode (TestNftablesMode runs it in nftables mode).
+func noFalseAlarmCoreDNSRestart(t *testing.T) {
 	_, cl := sharedLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -165,11 +165,14 @@ var Faults = append([]Fault{
 		},
 	},
 	{
-		Name: "kube-proxy-down", Breaks: "kube-proxy stopped and the nat chain KUBE-SERVICES flushed",
+		Name: "kube-proxy-down", Breaks: "kube-proxy stopped and its Service dispatch emptied: the nat chain KUBE-SERVICES flushed (iptables mode), the chain services of table ip kube-proxy flushed (nftables mode)",
 		Expect: `layer="proxy" for every Service with a ClusterIP`,
 		Inject: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
 			if pid, marker, err := readPidFile(c.pidPath("kube-proxy")); err == nil && alive(pid, marker) {
 				killPids([]int{pid}, 5*time.Second)
+			}
+			if c.ProxyMode() == ProxyModeNFTables {
+				return flushKubeProxyServices()
 			}
 			_, err := run("ip", "netns", "exec", NodeNetns, "iptables", "-t", "nat", "-F", "KUBE-SERVICES")
 			return err
@@ -192,10 +195,10 @@ var Faults = append([]Fault{
 		},
 	},
 	{
-		Name: "vip-partial", Breaks: "about one connection in three to Service hostnames' ClusterIP:80 is DNATed to " + BlackholeIP + ":9376, where nothing answers (stale rules for one endpoint), while every Pod answers directly",
+		Name: "vip-partial", Breaks: "about one connection in three to Service hostnames' ClusterIP:80 is DNATed to " + BlackholeIP + ":9376, where nothing answers (stale rules for one endpoint), while every Pod answers directly (iptables mode: a nat chain jumped to before KUBE-SERVICES; nftables mode: a nat chain of the lab's own table at priority dstnat - 10, before kube-proxy's)",
 		Expect: `layer="proxy" for default/hostnames (reason partial, or timeout/unreachable when two rounds in a row failed); never pod`,
 		Inject: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
-			return injectVIPFault(ctx, cl, 0.34)
+			return injectVIPFault(ctx, c, cl, 0.34)
 		},
 		Undo: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
 			return removeVIPFault()
@@ -238,16 +241,26 @@ var Faults = append([]Fault{
 		},
 	},
 	{
-		Name: "dns-vip-rules-gone", Breaks: "only the DNS Service's proxy rules are gone: nat chain " + dnsVIPFaultChain + ", jumped to before KUBE-SERVICES from PREROUTING and OUTPUT, ACCEPTs (does not DNAT) " + DNSServiceIP + "; other VIPs work",
+		Name: "dns-vip-rules-gone", Breaks: "only the DNS Service's proxy rules are gone: " + DNSServiceIP + " is not translated (iptables mode: nat chain " + dnsVIPFaultChain + ", jumped to before KUBE-SERVICES from PREROUTING and OUTPUT, ACCEPTs it; nftables mode: the lab's own table marks its packets notrack at priority raw, and untracked packets are never NATed); other VIPs work",
 		Expect: `kube-system/kube-dns layer="proxy"; every other Service layer="dns" (never proxy); svcprobe_cluster_dns_up{kind="service"} 0 while kind="pod" 1`,
 		Inject: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
-			if err := ensureNatFaultChain(dnsVIPFaultChain, []string{"-d", DNSServiceIP + "/32", "-m", "comment", "--comment", "svcprobe-lab dns-vip-rules-gone", "-j", "ACCEPT"}); err != nil {
+			var err error
+			if c.ProxyMode() == ProxyModeNFTables {
+				rule := "ip daddr " + DNSServiceIP + ` notrack comment "svcprobe-lab dns-vip-rules-gone"`
+				err = ensureNftFaultTable(nftDNSVIPTable, map[string]string{
+					"prerouting": "\t\ttype filter hook prerouting priority raw; policy accept;\n\t\t" + rule,
+					"output":     "\t\ttype filter hook output priority raw; policy accept;\n\t\t" + rule,
+				})
+			} else {
+				err = ensureNatFaultChain(dnsVIPFaultChain, []string{"-d", DNSServiceIP + "/32", "-m", "comment", "--comment", "svcprobe-lab dns-vip-rules-gone", "-j", "ACCEPT"})
+			}
+			if err != nil {
 				return err
 			}
 			return forgetConntrack(DNSServiceIP)
 		},
 		Undo: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
-			if err := removeNatFaultChain(dnsVIPFaultChain); err != nil {
+			if err := errors.Join(removeNatFaultChain(dnsVIPFaultChain), removeNftFaultTable(nftDNSVIPTable)); err != nil {
 				return err
 			}
 			return forgetConntrack(DNSServiceIP)
@@ -265,6 +278,10 @@ const (
 	vipFaultChain = "SVCPROBE-FAULT-VIP"
 	// dnsVIPFaultChain holds dns-vip-rules-gone's ACCEPT.
 	dnsVIPFaultChain = "SVCPROBE-FAULT-DNSVIP"
+	// nftVIPTable and nftDNSVIPTable name the lab's own nftables tables (nftFaultTable) of
+	// vip-partial and dns-vip-rules-gone in nftables mode.
+	nftVIPTable    = "vip"
+	nftDNSVIPTable = "dnsvip"
 	// podFlakyComment tags pod-flaky's rule in a hostnames Pod's filter INPUT.
 	podFlakyComment = "svcprobe-lab-pod-flaky"
 )
@@ -276,13 +293,26 @@ func nodeIptables(args ...string) (string, error) {
 // injectVIPFault DNATs the given share of new connections to hostnames' ClusterIP:80 to
 // BlackholeIP:9376 (probability 1: every one), from the top of nat PREROUTING (Pods) and OUTPUT
 // (the node), before kube-proxy's KUBE-SERVICES.
-func injectVIPFault(ctx context.Context, cl kubernetes.Interface, probability float64) error {
+func injectVIPFault(ctx context.Context, c *Config, cl kubernetes.Interface, probability float64) error {
 	s, err := cl.CoreV1().Services("default").Get(ctx, "hostnames", metav1.GetOptions{})
 	if err != nil {
 		return err
 	}
 	if s.Spec.ClusterIP == "" || s.Spec.ClusterIP == corev1.ClusterIPNone {
 		return fmt.Errorf("Service default/hostnames has no ClusterIP")
+	}
+	if c.ProxyMode() == ProxyModeNFTables {
+		// The lab's own nat chains at dstnat - 10: a connection they DNAT is not looked at by
+		// kube-proxy's (the kernel runs the nat chains of a hook until one binds the connection).
+		rule := "ip daddr " + s.Spec.ClusterIP + " tcp dport 80 "
+		if probability < 1 {
+			rule += fmt.Sprintf("numgen random mod 100 < %d ", int(probability*100))
+		}
+		rule += "dnat to " + BlackholeIP + `:9376 comment "svcprobe-lab vip fault"`
+		return ensureNftFaultTable(nftVIPTable, map[string]string{
+			"prerouting": "\t\ttype nat hook prerouting priority dstnat - 10; policy accept;\n\t\t" + rule,
+			"output":     "\t\ttype nat hook output priority -110; policy accept;\n\t\t" + rule,
+		})
 	}
 	rule := []string{"-d", s.Spec.ClusterIP + "/32", "-p", "tcp", "--dport", "80"}
 	if probability < 1 {
@@ -296,7 +326,7 @@ func injectVIPFault(ctx context.Context, cl kubernetes.Interface, probability fl
 // connections it sent to BlackholeIP: a new connection from a reused source port would
 // otherwise match one (still SYN_SENT) and go there again.
 func removeVIPFault() error {
-	if err := removeNatFaultChain(vipFaultChain); err != nil {
+	if err := errors.Join(removeNatFaultChain(vipFaultChain), removeNftFaultTable(nftVIPTable)); err != nil {
 		return err
 	}
 	if _, err := lookPath("conntrack"); err == nil {

@@ -13,6 +13,7 @@
 #   make demo        lab + svcprobe as a Pod + example Services; prints where to look
 #   make demo-break FAULT=name / demo-fix FAULT=name / demo-faults / demo-down
 #   make demo-node-local-dns ON=on|off   the exporter on the node-local DNS cache (169.254.20.10) or not
+#   make demo-proxy-mode MODE=nftables|iptables   switch the lab's kube-proxy (SVCPROBE_LAB_PROXY_MODE at up)
 
 LAB_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 
@@ -45,7 +46,7 @@ LAB_TOOLS := \
 	$(LAB_BIN)/kube-network-policies-$(KNP_VERSION) \
 	$(foreach c,$(LAB_K8S_CMDS),$(LAB_BIN)/$(c)-$(K8S_VERSION))
 
-.PHONY: lab-deps lab-tools lab-kubectl lab-up lab-down lab-status lab-test lab-e2e demo demo-down demo-break demo-fix demo-faults demo-node-local-dns lab-exporter
+.PHONY: lab-deps lab-tools lab-kubectl lab-up lab-down lab-status lab-test lab-e2e demo demo-down demo-break demo-fix demo-faults demo-node-local-dns demo-proxy-mode lab-exporter
 
 lab-deps:
 	@missing=""; \
@@ -148,3 +149,8 @@ demo-fix:
 ON ?= on
 demo-node-local-dns:
 	$(LAB_CMD) node-local-dns $(ON)
+
+# MODE=nftables switches the running lab's kube-proxy to nftables mode, MODE=iptables back.
+MODE ?= nftables
+demo-proxy-mode:
+	$(LAB_CMD) proxy-mode $(MODE)

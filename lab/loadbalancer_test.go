@@ -13,7 +13,10 @@ import (
 // the ingress IP's path broken on node-1 while its ClusterIP works, svcprobe says proxy with
 // load_balancer_unreachable for it, hostnames (the same Pods through its ClusterIP) stays ok; after
 // the fix, ok again.
-func TestLoadBalancerIngress(t *testing.T) {
+func TestLoadBalancerIngress(t *testing.T) { loadBalancerIngress(t) }
+
+// loadBalancerIngress runs in the lab's current proxy mode (TestNftablesMode runs it in nftables mode).
+func loadBalancerIngress(t *testing.T) {
 	cfg, cl := sharedLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

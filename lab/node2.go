@@ -498,6 +498,10 @@ var NodeFaults = []Fault{
 			if pid, marker, err := readPidFile(c.pidPath(node2.Proxy)); err == nil && alive(pid, marker) {
 				killPids([]int{pid}, 5*time.Second)
 			}
+			if c.ProxyMode() == ProxyModeNFTables {
+				_, err := run("ip", "netns", "exec", Node2Netns, "nft", "flush", "chain", "ip", KubeProxyTable, "services")
+				return err
+			}
 			_, err := run("ip", "netns", "exec", Node2Netns, "iptables", "-w", "-t", "nat", "-F", "KUBE-SERVICES")
 			return err
 		},
@@ -537,6 +541,7 @@ var NodeFaults = []Fault{
 			return nodeAgentHairpin(ctx, cl, Node2Name, "on")
 		},
 	},
+	healthCheckFault,
 }
 
 // NodePortService is the NodePort Service in front of hostnames that the nodeport faults use

@@ -5,7 +5,8 @@ package lab
 // agents (their Pod IPs, job svcprobe-node). A fault of node-2 only must fire the node-mode alert
 // for node-2 and nothing for node-1 or the central exporter:
 //   - kube-proxy-down-node2: ServiceProxyDownOnNode{node="node-2"} (the node!="" rule, for: 1m);
-//   - hairpin-off-node2: HairpinBrokenOnNode{node="node-2"} (for: 2m).
+//   - hairpin-off-node2 and healthcheck-node2 at once: HairpinBrokenOnNode{node="node-2"} and
+//     ServiceHealthCheckFailingOnNode{node="node-2",service="hostnames-local"} (for: 2m).
 // Each resolves when its fault is undone. The for: durations are the shipped ones, so the test
 // takes about five minutes.
 
@@ -14,6 +15,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -74,14 +76,17 @@ func promVector(ctx context.Context, q string) ([]map[string]string, []float64, 
 
 // nodeAlertCase is one fault of node-2 and the node alert it must fire.
 type nodeAlertCase struct {
-	fault string
-	// alert is the alertname that must fire for node-2 and no other node (nor without node).
-	alert string
-	// labels are the firing alert's labels, exactly.
-	labels map[string]string
-	// forDur is the rule's for:.
+	// faults are injected together: each breaks another thing of node-2.
+	faults []string
+	// alerts are the labels, exactly, of the alerts that must fire for node-2 (each named by its
+	// alertname and node, and Service when it has one), and no other node alert.
+	alerts []map[string]string
+	// forDur is the rules' longest for:.
 	forDur time.Duration
 }
+
+// nodeModeAlerts are the alertnames of the node-mode rules.
+var nodeModeAlerts = []string{"ServiceProxyDownOnNode", "HairpinBrokenOnNode", "ServiceHealthCheckFailingOnNode"}
 
 func TestNodeAlerts(t *testing.T) {
 	cfg, cl := sharedLab(t)
@@ -185,6 +190,11 @@ func TestNodeAlerts(t *testing.T) {
 		}
 		return nil
 	}
+	// externalTrafficPolicy Local: hostnames-local's one endpoint runs on node-2, whose agent asks
+	// kube-proxy's health check for it (healthcheck-node2 breaks that).
+	if _, err := EnsureLocalLBService(ctx, cl); err != nil {
+		t.Fatal(err)
+	}
 	waitAlerts(t, cfg, "healthy: 3 targets up, verdicts of node \"\", node-1, node-2, no alert pending or firing", 90*time.Second, healthy)
 	// Still so a few evaluations later: the node rules have seen the agents' series.
 	time.Sleep(3 * 2 * time.Second)
@@ -192,28 +202,38 @@ func TestNodeAlerts(t *testing.T) {
 
 	cases := []nodeAlertCase{
 		{
-			fault: "kube-proxy-down-node2", alert: "ServiceProxyDownOnNode", forDur: time.Minute,
-			labels: map[string]string{"alertname": "ServiceProxyDownOnNode", "node": Node2Name,
-				"severity": "critical", "layer": "proxy", "mode": "node"},
+			faults: []string{"kube-proxy-down-node2"}, forDur: time.Minute,
+			alerts: []map[string]string{{"alertname": "ServiceProxyDownOnNode", "node": Node2Name,
+				"severity": "critical", "layer": "proxy", "mode": "node"}},
 		},
 		{
-			fault: "hairpin-off-node2", alert: "HairpinBrokenOnNode", forDur: 2 * time.Minute,
-			labels: map[string]string{"alertname": "HairpinBrokenOnNode", "node": Node2Name,
-				"severity": "warning", "layer": "hairpin"},
+			// Two faults of node-2 at once, each with its alert (both for: 2m): the hairpin of the
+			// agent's own Pod, and kube-proxy's health check of hostnames-local, whose NodePort
+			// leads to another Pod and still answers.
+			faults: []string{"hairpin-off-node2", healthCheckFault.Name}, forDur: 2 * time.Minute,
+			alerts: []map[string]string{
+				{"alertname": "HairpinBrokenOnNode", "node": Node2Name, "severity": "warning", "layer": "hairpin"},
+				{"alertname": "ServiceHealthCheckFailingOnNode", "node": Node2Name, "severity": "warning", "layer": "proxy",
+					"namespace": "default", "service": LocalLBService},
+			},
 		},
 	}
 	timings := map[string]string{}
 	for _, nc := range cases {
-		var f *Fault
-		for i := range NodeFaults {
-			if NodeFaults[i].Name == nc.fault {
-				f = &NodeFaults[i]
-			}
+		var faults []*Fault
+		for _, name := range nc.faults {
+			faults = append(faults, nodeFault(t, name))
 		}
-		if f == nil {
-			t.Fatalf("no fault %s", nc.fault)
+		name := strings.Join(nc.faults, "+")
+		byKey := map[string]map[string]string{}
+		var wantKeys []string
+		for _, l := range nc.alerts {
+			k := nodeAlertKey(promAlert{Labels: l})
+			byKey[k] = l
+			wantKeys = append(wantKeys, k)
 		}
-		wantKey := nodeAlertKey(promAlert{Labels: nc.labels})
+		sort.Strings(wantKeys)
+		wantKey := strings.Join(wantKeys, ",")
 		var injected time.Time
 		// At every poll: no node alert for another node or without node, pending or firing, and
 		// no other node alert of node-2 firing. Another node alert of node-2 pending (a verdict of
@@ -223,37 +243,39 @@ func TestNodeAlerts(t *testing.T) {
 		forbidden := func(alerts []promAlert) {
 			t.Helper()
 			for _, a := range alerts {
-				switch a.Labels["alertname"] {
-				case "ServiceProxyDownOnNode", "HairpinBrokenOnNode":
-					k := nodeAlertKey(a)
-					switch {
-					case k == wantKey:
-					case a.Labels["node"] != Node2Name || a.State == "firing":
-						t.Fatalf("%s: %s %s (labels %v), only %s may be active", nc.fault, k, a.State, a.Labels, wantKey)
-					default:
-						if _, seen := strays[k]; !seen {
-							strays[k] = time.Since(injected)
-							t.Logf("%s: note: %s %s %s after the fault (activeAt %s)", nc.fault, k, a.State,
-								strays[k].Round(time.Second), a.ActiveAt.Format(time.RFC3339))
-						}
+				if !slices.Contains(nodeModeAlerts, a.Labels["alertname"]) {
+					continue
+				}
+				k := nodeAlertKey(a)
+				switch {
+				case byKey[k] != nil:
+				case a.Labels["node"] != Node2Name || a.State == "firing":
+					t.Fatalf("%s: %s %s (labels %v), only %s may be active", name, k, a.State, a.Labels, wantKey)
+				default:
+					if _, seen := strays[k]; !seen {
+						strays[k] = time.Since(injected)
+						t.Logf("%s: note: %s %s %s after the fault (activeAt %s)", name, k, a.State,
+							strays[k].Round(time.Second), a.ActiveAt.Format(time.RFC3339))
 					}
 				}
 			}
 		}
 
 		injected = time.Now()
-		if err := f.Inject(ctx, cfg, cl); err != nil {
-			t.Fatalf("inject %s: %v", f.Name, err)
+		for _, f := range faults {
+			if err := f.Inject(ctx, cfg, cl); err != nil {
+				t.Fatalf("inject %s: %v", f.Name, err)
+			}
 		}
-		t.Logf("%s injected (+%.0fs since Prometheus started)", f.Name, injected.Sub(pstart).Seconds())
+		t.Logf("%s injected (+%.0fs since Prometheus started)", name, injected.Sub(pstart).Seconds())
 		var pendingAt time.Time
 		// for:, plus the fault reaching the agent's verdicts (a probe interval and timeout), a
 		// scrape and a few evaluations, plus margin.
 		within := nc.forDur + 40*time.Second
-		alerts := waitAlerts(t, cfg, f.Name+": exactly "+wantKey+" firing", within, func(alerts []promAlert) error {
+		alerts := waitAlerts(t, cfg, name+": exactly "+wantKey+" firing", within, func(alerts []promAlert) error {
 			forbidden(alerts)
 			firing, pending := nodeAlerts(alerts)
-			if _, ok := pending[wantKey]; ok && pendingAt.IsZero() {
+			if _, ok := pending[wantKeys[0]]; ok && pendingAt.IsZero() {
 				pendingAt = time.Now()
 			}
 			if got := sortedKeys(firing); strings.Join(got, ",") != wantKey {
@@ -263,32 +285,34 @@ func TestNodeAlerts(t *testing.T) {
 		})
 		fired := time.Since(injected)
 		firing, _ := nodeAlerts(alerts)
-		a := firing[wantKey]
-		if got, want := labelString(a.Labels), labelString(nc.labels); got != want {
-			t.Errorf("%s: labels %s, want %s", wantKey, got, want)
-		}
-		for _, k := range []string{"summary", "description", "runbook_url"} {
-			v := a.Annotations[k]
-			if v == "" || strings.Contains(v, "<no value>") || strings.Contains(v, "error expanding") {
-				t.Errorf("%s: annotation %s = %q", wantKey, k, v)
+		for _, k := range wantKeys {
+			a := firing[k]
+			if got, want := labelString(a.Labels), labelString(byKey[k]); got != want {
+				t.Errorf("%s: labels %s, want %s", k, got, want)
 			}
-		}
-		if !strings.Contains(a.Annotations["summary"], "node "+Node2Name) {
-			t.Errorf("%s: summary %q does not name node %s", wantKey, a.Annotations["summary"], Node2Name)
-		}
-		if active := a.ActiveAt.Sub(injected); active < 0 {
-			t.Errorf("%s: active since %s, before the fault (%s)", wantKey, a.ActiveAt, injected)
+			for _, ak := range []string{"summary", "description", "runbook_url"} {
+				v := a.Annotations[ak]
+				if v == "" || strings.Contains(v, "<no value>") || strings.Contains(v, "error expanding") {
+					t.Errorf("%s: annotation %s = %q", k, ak, v)
+				}
+			}
+			if !strings.Contains(a.Annotations["summary"], "node "+Node2Name) {
+				t.Errorf("%s: summary %q does not name node %s", k, a.Annotations["summary"], Node2Name)
+			}
+			if active := a.ActiveAt.Sub(injected); active < 0 {
+				t.Errorf("%s: active since %s, before the fault (%s)", k, a.ActiveAt, injected)
+			}
+			t.Logf("%s: %s activeAt +%s", name, k, a.ActiveAt.Sub(injected).Round(time.Second))
 		}
 		pend := "not seen"
 		if !pendingAt.IsZero() {
 			pend = pendingAt.Sub(injected).Round(time.Second).String()
 		}
-		t.Logf("%s: %s pending after %s (activeAt +%s), firing after %s (for: %s)", f.Name, wantKey, pend,
-			a.ActiveAt.Sub(injected).Round(time.Second), fired.Round(time.Second), nc.forDur)
+		t.Logf("%s: %s pending after %s, firing after %s (for: %s)", name, wantKeys[0], pend, fired.Round(time.Second), nc.forDur)
 
 		// Still exactly that a few evaluations later.
 		time.Sleep(3 * 2 * time.Second)
-		waitAlerts(t, cfg, f.Name+": still exactly "+wantKey, 5*time.Second, func(alerts []promAlert) error {
+		waitAlerts(t, cfg, name+": still exactly "+wantKey, 5*time.Second, func(alerts []promAlert) error {
 			forbidden(alerts)
 			firing, pending := nodeAlerts(alerts)
 			if got := sortedKeys(firing); strings.Join(got, ",") != wantKey {
@@ -297,12 +321,14 @@ func TestNodeAlerts(t *testing.T) {
 			return nil
 		})
 
-		if err := f.Undo(ctx, cfg, cl); err != nil {
-			t.Fatalf("undo %s: %v", f.Name, err)
+		for _, f := range faults {
+			if err := f.Undo(ctx, cfg, cl); err != nil {
+				t.Fatalf("undo %s: %v", f.Name, err)
+			}
 		}
 		fixed := time.Now()
 		// node-2's agent reconnects to the API after kube-proxy-down-node2: a few seconds more.
-		waitAlerts(t, cfg, f.Name+": resolved", 60*time.Second, func(alerts []promAlert) error {
+		waitAlerts(t, cfg, name+": resolved", 60*time.Second, func(alerts []promAlert) error {
 			forbidden(alerts)
 			firing, pending := nodeAlerts(alerts)
 			if len(firing)+len(pending) > 0 {
@@ -312,16 +338,17 @@ func TestNodeAlerts(t *testing.T) {
 		})
 		resolved := time.Since(fixed)
 		if len(strays) > 0 {
-			t.Logf("%s: other node-2 alerts were pending: %v; node-2's verdicts since Prometheus started:\n%s", f.Name, strays,
+			t.Logf("%s: other node-2 alerts were pending: %v; node-2's verdicts since Prometheus started:\n%s", name, strays,
 				promHistory(pstart, `svcprobe_service_verdict{node="`+Node2Name+`"} == 1`)+
 					promHistory(pstart, `svcprobe_cluster_dns_up{node="`+Node2Name+`"}`))
 		}
-		t.Logf("%s: resolved %s after the undo", f.Name, resolved.Round(time.Second))
-		timings[f.Name] = fmt.Sprintf("%s firing after %s (for: %s), resolved %s after undo",
+		t.Logf("%s: resolved %s after the undo", name, resolved.Round(time.Second))
+		timings[name] = fmt.Sprintf("%s firing after %s (for: %s), resolved %s after undo",
 			wantKey, fired.Round(time.Second), nc.forDur, resolved.Round(time.Second))
 	}
 	for _, nc := range cases {
-		t.Logf("timing: %s: %s", nc.fault, timings[nc.fault])
+		name := strings.Join(nc.faults, "+")
+		t.Logf("timing: %s: %s", name, timings[name])
 	}
 }
 

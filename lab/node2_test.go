@@ -9,8 +9,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/svcprobe/svcprobe/probe"
 	statusweb "github.com/svcprobe/svcprobe/web"
 )
 
@@ -542,6 +545,113 @@ func TestNodeAgents(t *testing.T) {
 	}
 	took = waitAgents(t, "recovery from "+f.Name, within, allAgents(agentsHealthy(ctx, cl), hostOK), nil)
 	t.Logf("%s: recovered after %s", f.Name, took.Round(10*time.Millisecond))
+
+	nodeAgentsHealthCheck(t, ctx, cfg, cl, host2, within)
+}
+
+// nodeAgentsHealthCheck (issue 18): externalTrafficPolicy Local. default/hostnames-local has its one
+// endpoint on node-2; kube-proxy answers its healthCheckNodePort with 200 on node-2 and 503 on
+// node-1 (the lab asks both itself). node-2's agents (Pod network and host network) probe the
+// NodePort and the health check on their node: ok. node-1's agent and the central exporter have
+// no local endpoint: nothing of the NodePort path is theirs to check, ok. With node-2 rejecting
+// connections to the health check port, node-2's agents say proxy/health_check_failing for
+// hostnames-local, everyone else ok; after the undo, ok again.
+func nodeAgentsHealthCheck(t *testing.T, ctx context.Context, cfg *Config, cl kubernetes.Interface, host2 string, within time.Duration) {
+	t.Helper()
+	hc, err := EnsureLocalLBService(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
+		defer ccancel()
+		if err := DeleteLocalLBService(cctx, cl); err != nil {
+			t.Errorf("delete default/%s: %v", LocalLBService, err)
+		}
+	})
+	key := "default/" + LocalLBService
+	for _, c := range []struct {
+		node labNode
+		want int
+	}{{node2, 200}, {node1, 503}} {
+		if err := waitFor(ctx, 30*time.Second, "kube-proxy's health check of "+key+" on "+c.node.Name, func() error {
+			code, err := NodeHealthCheck(ctx, c.node, hc)
+			if err == nil && code != c.want {
+				err = fmt.Errorf("HTTP %d, want %d", code, c.want)
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	node2Stages := map[string]string{"nodeport": "ok/success"}
+	others := func(av agentView) error {
+		return errors.Join(wantVerdict(av.v["central"], key, "ok/success"), wantVerdict(av.v[NodeName], key, "ok/success"),
+			agentStages(ctx, cl, NodeName, "default", LocalLBService, map[string]string{"nodeport": "skipped/not_probed"}))
+	}
+	took := settleAgents(t, key+" ok everywhere, its health check asked on node-2", 60*time.Second, allAgents(agentsHealthy(ctx, cl), func(av agentView) error {
+		return errors.Join(others(av), agentStages(ctx, cl, Node2Name, "default", LocalLBService, node2Stages),
+			agentStages(ctx, cl, host2, "default", LocalLBService, node2Stages), agentHealthChecked(ctx, cl, Node2Name, hc))
+	}))
+	t.Logf("%s ok on every agent after %s", key, took.Round(10*time.Millisecond))
+
+	f := nodeFault(t, healthCheckFault.Name)
+	took = settleAgents(t, "every agent window clean before "+f.Name, 60*time.Second, allAgents(agentsHealthy(ctx, cl), agentWindowsClean(ctx, cl)))
+	t.Logf("windows clean before %s after %s", f.Name, took.Round(10*time.Millisecond))
+	if err := f.Inject(ctx, cfg, cl); err != nil {
+		t.Fatalf("inject %s: %v", f.Name, err)
+	}
+	broken := "proxy/" + string(probe.ReasonHealthCheckFailing)
+	took = waitAgents(t, f.Name+": "+f.Expect, within,
+		allAgents(agentIs(ctx, cl, Node2Name, "ok/success", map[string]string{key: broken}),
+			agentIs(ctx, cl, host2, "ok/success", map[string]string{key: broken})),
+		allAgents(agentIs(ctx, cl, NodeName, "ok/success", nil), others))
+	t.Logf("%s: seen after %s (limit %s)", f.Name, took.Round(10*time.Millisecond), within)
+	if code, err := NodeHealthCheck(ctx, node2, hc); err == nil {
+		t.Fatalf("%s: node-2's health check still answers (HTTP %d)", f.Name, code)
+	}
+	// The NodePort itself still answers on node-2 (the lab's own dial).
+	s, err := cl.CoreV1().Services("default").Get(ctx, LocalLBService, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := DialPod(ctx, Node2Netns, net.JoinHostPort(Node2IP, strconv.Itoa(int(s.Spec.Ports[0].NodePort))), 2*time.Second); err != nil {
+		t.Fatalf("%s: node-2's NodePort of %s does not answer either: %v", f.Name, key, err)
+	}
+	if err := f.Undo(ctx, cfg, cl); err != nil {
+		t.Fatalf("undo %s: %v", f.Name, err)
+	}
+	took = waitAgents(t, "recovery from "+f.Name, within, agentsHealthy(ctx, cl), nil)
+	t.Logf("%s: recovered after %s", f.Name, took.Round(10*time.Millisecond))
+}
+
+// agentHealthChecked checks that an agent's nodeport stage of hostnames-local holds a passed check
+// of the health check port hc (its JSON API).
+func agentHealthChecked(ctx context.Context, cl kubernetes.Interface, src string, hc int32) error {
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	path := "/api/v1/services/default/" + LocalLBService
+	body, err := scrapeSource(sctx, cl, src, path)
+	if err != nil {
+		return err
+	}
+	var doc statusweb.Service
+	if err := json.Unmarshal([]byte(body), &doc); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	want := ":" + strconv.Itoa(int(hc)) + "/healthz"
+	for _, st := range doc.Stages {
+		if st.Stage != "nodeport" {
+			continue
+		}
+		for _, c := range st.Checks {
+			if strings.Contains(c.Subject, want) && c.Reason == "success" {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s: the nodeport stage of %s has no passed check of %s: %+v", src, LocalLBService, want, st.Checks)
+	}
+	return fmt.Errorf("%s: %s has no nodeport stage", src, LocalLBService)
 }
 
 // removeNode2 undoes every node fault (each Undo is a no-op when its fault is not in place),
@@ -553,6 +663,9 @@ func removeNode2(t *testing.T, ctx context.Context, cfg *Config, cl kubernetes.I
 		if err := f.Undo(ctx, cfg, cl); err != nil {
 			t.Logf("undo %s: %v", f.Name, err)
 		}
+	}
+	if err := DeleteLocalLBService(ctx, cl); err != nil {
+		t.Errorf("delete default/%s: %v", LocalLBService, err)
 	}
 	if err := DeleteNodeAgents(ctx, *cfg); err != nil {
 		t.Errorf("delete node agents: %v", err)

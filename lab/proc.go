@@ -27,6 +27,19 @@ func run(name string, args ...string) (string, error) {
 	return out.String(), nil
 }
 
+// runStdin is run with stdin on the command's standard input.
+func runStdin(stdin, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	var out bytes.Buffer
+	cmd.Stdin = strings.NewReader(stdin)
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}
+
 // ip runs the ip(8) command.
 func ip(args ...string) error {
 	_, err := run("ip", args...)

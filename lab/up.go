@@ -139,6 +139,13 @@ func Up(ctx context.Context, c Config) (*Result, error) {
 	); err != nil {
 		return nil, err
 	}
+	mode, err := initialProxyMode()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.recordProxyMode(mode); err != nil {
+		return nil, err
+	}
 	if err := c.StartKubeProxy(); err != nil {
 		return nil, err
 	}
@@ -232,7 +239,7 @@ func Up(ctx context.Context, c Config) (*Result, error) {
 	return r, nil
 }
 
-// StartKubeProxy starts kube-proxy (iptables mode) in the node namespace.
+// StartKubeProxy starts kube-proxy in the node namespace, in the lab's proxy mode (ProxyMode).
 func (c *Config) StartKubeProxy() error {
 	return c.startKubeProxyOn(node1)
 }
@@ -244,7 +251,7 @@ func (c *Config) startKubeProxyOn(n labNode, extra ...string) error {
 	return c.startComponentIn(n.Netns, n.Proxy, c.Binary("kube-proxy"), append([]string{
 		"--kubeconfig=" + c.ClusterKubeconfig(),
 		"--hostname-override=" + n.Name,
-		"--proxy-mode=iptables",
+		"--proxy-mode=" + c.ProxyMode(),
 		"--cluster-cidr=" + PodCIDR,
 		"--bind-address=127.0.0.1",
 		"--healthz-bind-address=127.0.0.1:10256",

@@ -125,7 +125,9 @@ func Verdict(results map[probe.Stage]probe.Result, cluster *probe.ClusterDNSResu
 //  5. proxy, NodePort path: the nodeport stage failed. With the ClusterIP answering from the
 //     same Pod network the reason is nodeport_unreachable (nodeport_unreachable_from_node when
 //     dialed from the node's own network); when the proxy stage did not run, the nodeport
-//     stage's own reason. After the ClusterIP check, before dns (a NodePort uses no DNS).
+//     stage's own reason. After the ClusterIP check, before dns (a NodePort uses no DNS). When
+//     the NodePort answers but kube-proxy's health check on healthCheckNodePort does not say 200
+//     although this node has a ready endpoint (externalTrafficPolicy Local), health_check_failing.
 //  6. proxy, load-balancer path: the loadbalancer stage failed (a LoadBalancer Service's ingress
 //     IP, which kube-proxy serves on the node for in-cluster clients). With the ClusterIP
 //     answering from the same Pod network the reason is load_balancer_unreachable; otherwise the
@@ -185,6 +187,10 @@ func Decide(ev Evidence) (Layer, probe.Reason) {
 		return LayerProxy, reason
 	}
 	if reason, st, ok := bad(probe.StageNodePort); ok {
+		if ev.Results[probe.StageNodePort].Reason == probe.ReasonHealthCheckFailing {
+			// The NodePort answers; kube-proxy's health check for it on this node does not.
+			return LayerProxy, probe.ReasonHealthCheckFailing
+		}
 		if _, _, ran := ev.stage(probe.StageProxy); ran && ev.answered(probe.StageProxy) {
 			if ev.Results[probe.StageNodePort].FromNode {
 				return LayerProxy, probe.ReasonNodePortUnreachableFromNode

@@ -137,6 +137,9 @@ func TestVerdictTable(t *testing.T) {
 		{"NodePort and ClusterIP fail: the VIP's reason", results(fail(probe.StageProxy, probe.ReasonUnreachable), fail(probe.StageNodePort, probe.ReasonTimeout)), clusterDNS(true, true), LayerProxy, probe.ReasonUnreachable, nil, VIPTally{}},
 		{"NodePort fails, proxy stage skipped: the stage's reason", results(skip(probe.StageProxy), fail(probe.StageNodePort, probe.ReasonTimeout)), nil, LayerProxy, probe.ReasonTimeout, nil, VIPTally{}},
 		{"pods refuse: NodePort failing is a consequence", results(fail(probe.StagePod, probe.ReasonRefused), fail(probe.StageNodePort, probe.ReasonRefused)), nil, LayerPod, probe.ReasonRefused, nil, VIPTally{}},
+		{"health check fails, NodePort and ClusterIP answer", results(fail(probe.StageNodePort, probe.ReasonHealthCheckFailing)), clusterDNS(true, true), LayerProxy, probe.ReasonHealthCheckFailing, nil, VIPTally{}},
+		{"health check fails from the node", results(probe.Result{Stage: probe.StageNodePort, Outcome: probe.Failed, Reason: probe.ReasonHealthCheckFailing, FromNode: true}), clusterDNS(true, true), LayerProxy, probe.ReasonHealthCheckFailing, nil, VIPTally{}},
+		{"health check fails and the Pods fail: pod", results(fail(probe.StageNodePort, probe.ReasonHealthCheckFailing), fail(probe.StagePod, probe.ReasonRefused)), clusterDNS(true, true), LayerPod, probe.ReasonRefused, nil, VIPTally{}},
 		{"NodePort and DNS fail: NodePort first", results(fail(probe.StageNodePort, probe.ReasonTimeout), fail(probe.StageDNS, probe.ReasonNXDomain)), clusterDNS(true, true), LayerProxy, probe.ReasonNodePortUnreachable, nil, VIPTally{}},
 		// LoadBalancer from inside: the ingress IP (kube-proxy's rules for it on this node) fails
 		// while the ClusterIP answers from the same Pod network: proxy, with its own reason.

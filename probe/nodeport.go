@@ -100,7 +100,16 @@ func (p *NodePortProber) Probe(ctx context.Context, t *discovery.Target) Result 
 	checks, failing, total, intermittent := runRepeated(ctx, p.Dialer, t, StageNodePort, jobs, connectionsFor(ready, p.Connections))
 	r := fromRepeated(StageNodePort, checks, failing, total, intermittent, "no TCP NodePorts (UDP is probed on port 53 only)")
 	r.FromNode = p.FromNode
-	if r.Outcome == Failed && p.FromNode {
+	if r.Outcome != Skipped {
+		p.healthCheck(ctx, t, addrs, &r)
+	}
+	if r.Outcome == Failed && r.Reason == ReasonHealthCheckFailing {
+		r.Hint = "The NodePort answers on this node and the node has a ready endpoint of the Service, but kube-proxy's health check " +
+			"(GET /healthz on healthCheckNodePort " + strconv.Itoa(int(t.HealthCheckNodePort)) + ") does not say 200: an external load balancer " +
+			"that asks it takes this node out (or keeps sending to it on no answer). Check kube-proxy on this node (its logs, " +
+			"--healthz-bind-address and that its service health servers listen: ss -ltnp | grep " + strconv.Itoa(int(t.HealthCheckNodePort)) +
+			"), a host firewall on that port, and the body of the answer (localEndpoints)."
+	} else if r.Outcome == Failed && p.FromNode {
 		r.Hint = "The NodePort does not answer when the node dials its own address (this prober runs on the node's network). " +
 			"If the proxy stage passes, the ClusterIP works from the node, so only the node's own path to its NodePorts is broken: " +
 			"on Windows nodes that is a known limitation (reach NodePorts from another node or a Pod); on Linux check kube-proxy's " +
@@ -114,6 +123,42 @@ func (p *NodePortProber) Probe(ctx context.Context, t *discovery.Target) Result 
 			"NodePort may not answer from the node itself (try it from another node)."
 	}
 	return r
+}
+
+// healthCheck asks kube-proxy's service health server on this node's healthCheckNodePort (a
+// LoadBalancer Service with externalTrafficPolicy Local; the prober has already found a ready
+// endpoint on its node, so 200 is the only right answer), once per node address, when the
+// NodePort itself answered. A failed health check fails the stage with
+// ReasonHealthCheckFailing; its checks are added to the stage's either way.
+func (p *NodePortProber) healthCheck(ctx context.Context, t *discovery.Target, addrs []netip.Addr, r *Result) {
+	if !t.ExternalTrafficLocal || t.HealthCheckNodePort <= 0 || t.Kind != discovery.KindLoadBalancer {
+		return
+	}
+	node := ""
+	if p.NodeName != "" {
+		node = ", node " + p.NodeName
+	}
+	var jobs []job
+	for _, ip := range addrs {
+		addr := netip.AddrPortFrom(ip, uint16(t.HealthCheckNodePort))
+		jobs = append(jobs, job{addr: addr, host: addr.String(), kind: kindHTTP,
+			http:    discovery.HTTPOptions{Path: "/healthz", StatusMin: 200, StatusMax: 200},
+			subject: "http://" + addr.String() + "/healthz (healthCheckNodePort" + node + ")"})
+	}
+	checks := runJobs(ctx, p.Dialer, t, StageNodePort, jobs)
+	r.Checks = append(r.Checks, checks...)
+	if r.Outcome != OK {
+		return // the NodePort's own failure says more
+	}
+	for _, c := range checks {
+		if notDialed(c.Reason) || c.OK() {
+			continue
+		}
+		r.Outcome, r.Reason, r.Detail = Failed, ReasonHealthCheckFailing, c.Subject+": "+c.Detail
+		r.Failing, r.Total = 1, 1
+		r.Intermittent = false
+		return
+	}
 }
 
 // addrsFor keeps the node addresses of a family the Service has: an IPv4-only Service has no

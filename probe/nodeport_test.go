@@ -2,10 +2,14 @@ package probe
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -193,5 +197,80 @@ func TestProxyProberInternalTrafficLocal(t *testing.T) {
 	r := (&ProxyProber{Dialer: d, NodeName: "node1", Self: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}).Probe(shortCtx(t, time.Second), tgt)
 	if r.Outcome != Failed || !r.SelfOnly || len(rec.got()) != 1 {
 		t.Fatalf("on node1: %v SelfOnly %v dialed %v, want a failed self-only probe of the VIP", r.Outcome, r.SelfOnly, rec.got())
+	}
+}
+
+// kube-proxy's service health server for a LoadBalancer Service with externalTrafficPolicy Local,
+// on the prober's node, which has a ready endpoint: 200 passes; 503 (the node claims no local
+// endpoint) or no answer fails the stage with health_check_failing while the NodePort answers; a
+// failing NodePort keeps its own reason; without a healthCheckNodePort nothing more is asked.
+func TestNodePortProberHealthCheck(t *testing.T) {
+	np := newTCPServer(t, "127.0.0.1", 0)
+	status := 200
+	var asked []string
+	var mu sync.Mutex
+	hc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		asked = append(asked, r.URL.Path)
+		code := status
+		mu.Unlock()
+		w.WriteHeader(code)
+		fmt.Fprintf(w, `{"service":{"namespace":"default","name":"web"},"localEndpoints":%d}`, map[bool]int{true: 1}[code == 200])
+	}))
+	t.Cleanup(hc.Close)
+	hcAddr := netip.MustParseAddrPort(strings.TrimPrefix(hc.URL, "http://"))
+	target := func(hcPort uint16, nodePort uint16) *discovery.Target {
+		tg := nodePortTarget(nodePort)
+		tg.Kind, tg.ExternalTrafficLocal, tg.HealthCheckNodePort = discovery.KindLoadBalancer, true, int32(hcPort)
+		return tg
+	}
+	p := &NodePortProber{Dialer: &Dialer{Budget: looseBudget(t)}, NodeAddrs: []netip.Addr{np.addr.Addr()}, NodeName: "node1"}
+
+	r := probeNodePort(t, p, target(hcAddr.Port(), np.addr.Port()))
+	if r.Outcome != OK || len(r.Checks) != 2 {
+		t.Fatalf("health check 200: %v %s %q with %d checks, want ok with the NodePort's and the health check's", r.Outcome, r.Reason, r.Detail, len(r.Checks))
+	}
+	mu.Lock()
+	if len(asked) != 1 || asked[0] != "/healthz" {
+		t.Errorf("health server asked %v, want GET /healthz once", asked)
+	}
+	status = 503
+	mu.Unlock()
+
+	r = probeNodePort(t, p, target(hcAddr.Port(), np.addr.Port()))
+	if r.Outcome != Failed || r.Reason != ReasonHealthCheckFailing || !strings.Contains(r.Detail, "503") {
+		t.Fatalf("health check 503: %v %s %q, want failed health_check_failing saying 503", r.Outcome, r.Reason, r.Detail)
+	}
+	if !strings.Contains(r.Hint, "healthCheckNodePort "+strconv.Itoa(int(hcAddr.Port()))) {
+		t.Errorf("hint does not name the health check port: %q", r.Hint)
+	}
+
+	free := freeTCPPort(t, "127.0.0.1")
+	r = probeNodePort(t, p, target(free.Port(), np.addr.Port()))
+	if r.Outcome != Failed || r.Reason != ReasonHealthCheckFailing {
+		t.Fatalf("health check not answering: %v %s %q, want failed health_check_failing", r.Outcome, r.Reason, r.Detail)
+	}
+
+	// The NodePort itself refused: its reason, not the health check's.
+	r = probeNodePort(t, p, target(hcAddr.Port(), free.Port()))
+	if r.Outcome != Failed || r.Reason != ReasonRefused {
+		t.Fatalf("NodePort refused: %v %s, want failed refused", r.Outcome, r.Reason)
+	}
+
+	// Cluster policy or no healthCheckNodePort: the health server is not asked.
+	mu.Lock()
+	asked = nil
+	mu.Unlock()
+	cluster := target(hcAddr.Port(), np.addr.Port())
+	cluster.ExternalTrafficLocal = false
+	for _, tg := range []*discovery.Target{cluster, target(0, np.addr.Port())} {
+		if r := probeNodePort(t, p, tg); r.Outcome != OK || len(r.Checks) != 1 {
+			t.Fatalf("%v %s with %d checks, want ok with the NodePort's check only", r.Outcome, r.Reason, len(r.Checks))
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(asked) != 0 {
+		t.Errorf("health server asked %v for a Service without a health check", asked)
 	}
 }

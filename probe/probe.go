@@ -112,6 +112,12 @@ const (
 	// not answer from the Pod network while its ClusterIP does (the loadbalancer stage failed,
 	// the proxy stage answered): kube-proxy's rules for the ingress IP are what is missing.
 	ReasonLoadBalancerUnreachable Reason = "load_balancer_unreachable"
+	// ReasonHealthCheckFailing: a LoadBalancer Service with externalTrafficPolicy Local has a
+	// ready endpoint on this prober's node, its NodePort answers, but kube-proxy's health check
+	// (GET /healthz on the node's healthCheckNodePort) does not answer 200: the external load
+	// balancer takes the node out (503) or cannot ask it (no answer) although it can serve. The
+	// nodeport stage's reason, and the verdict's (proxy, on that node).
+	ReasonHealthCheckFailing Reason = "health_check_failing"
 )
 
 // Reasons is the closed set, for documentation and tests.
@@ -124,6 +130,7 @@ var Reasons = []Reason{
 	ReasonBudget, ReasonError, ReasonExternalNotAllowed, ReasonNodePortUnreachable, ReasonNodePortUnreachableFromNode,
 	ReasonPartial, ReasonNodeLocalDNSUnreachable, ReasonResolverUnreachable, ReasonScaledToZero,
 	ReasonDeniedByNetworkPolicy, ReasonPolicyNotEvaluated, ReasonNotProgrammed, ReasonLoadBalancerUnreachable,
+	ReasonHealthCheckFailing,
 }
 
 // Outcome says whether a stage passed, failed or did not apply.

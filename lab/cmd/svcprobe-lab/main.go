@@ -11,6 +11,7 @@
 //	svcprobe-lab demo     up + deploy + more Services + a loopback forward to the exporter
 //	svcprobe-lab faults   list the fault catalogue
 //	svcprobe-lab break FAULT / fix FAULT   inject / undo a fault
+//	svcprobe-lab proxy-mode iptables|nftables   switch the running lab's kube-proxy to that mode
 //	svcprobe-lab node-local-dns on|off   point the exporter Pod at the node-local DNS cache (169.254.20.10) or back
 //
 // It needs root and the binaries of `make lab-tools`.
@@ -39,6 +40,7 @@ func usage() {
        svcprobe-lab deploy|demo [--exporter bin/svcprobe] [--interval 5s]
        svcprobe-lab faults
        svcprobe-lab break|fix FAULT
+       svcprobe-lab proxy-mode iptables|nftables   switch the running lab's kube-proxy to that mode
        svcprobe-lab node-local-dns on|off   the exporter Pod's nameserver: the node-local cache or the DNS Service
        svcprobe-lab metrics        print the exporter's svcprobe_service_verdict series
 
@@ -164,6 +166,16 @@ func runSub(ctx context.Context, sub string, args []string) error {
 		} else {
 			fmt.Printf("the exporter Pod's nameserver is the cluster DNS Service %s again\n", lab.DNSServiceIP)
 		}
+		return nil
+	case "proxy-mode":
+		if fs.NArg() != 1 {
+			return errors.New("proxy-mode iptables|nftables")
+		}
+		c := cfg
+		if err := c.SetProxyMode(ctx, fs.Arg(0)); err != nil {
+			return err
+		}
+		fmt.Printf("kube-proxy runs in %s mode (the faults that touch proxy rules follow it)\n", c.ProxyMode())
 		return nil
 	case "metrics":
 		body, err := lab.ScrapeExporter(ctx, "/metrics")
