@@ -920,14 +920,15 @@ func hostnamesReach(ctx context.Context, cl kubernetes.Interface, netns string, 
 // resolv.conf) with an operator's kubeconfig that reaches the apiserver directly, not through the
 // kubernetes Service VIP: with kube-proxy down that VIP is gone too, and an on-call engineer's
 // kubeconfig points at the apiserver itself.
-func runDiagnose(t *testing.T, ctx context.Context, cfg *Config, key string) (string, int) {
+func runDiagnose(t *testing.T, ctx context.Context, cfg *Config, key string, flags ...string) (string, int) {
 	t.Helper()
 	pod, err := cfg.ExporterPod(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", PodNetns(pod.Namespace, pod.Name),
-		cfg.Exporter, "diagnose", "--kubeconfig="+cfg.ClusterKubeconfig(), "--probe.timeout=1s", "--pod.ip="+ExporterIP, key)
+	args := append([]string{"netns", "exec", PodNetns(pod.Namespace, pod.Name),
+		cfg.Exporter, "diagnose", "--kubeconfig=" + cfg.ClusterKubeconfig(), "--probe.timeout=1s", "--pod.ip=" + ExporterIP}, flags...)
+	cmd := exec.CommandContext(ctx, "ip", append(args, key)...)
 	out, err := cmd.CombinedOutput()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {

@@ -628,16 +628,9 @@ func nodeAgentsHealthCheck(t *testing.T, ctx context.Context, cfg *Config, cl ku
 // agentHealthChecked checks that an agent's nodeport stage of hostnames-local holds a passed check
 // of the health check port hc (its JSON API).
 func agentHealthChecked(ctx context.Context, cl kubernetes.Interface, src string, hc int32) error {
-	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	path := "/api/v1/services/default/" + LocalLBService
-	body, err := scrapeSource(sctx, cl, src, path)
+	doc, err := agentService(ctx, cl, src, "default", LocalLBService)
 	if err != nil {
 		return err
-	}
-	var doc statusweb.Service
-	if err := json.Unmarshal([]byte(body), &doc); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
 	}
 	want := ":" + strconv.Itoa(int(hc)) + "/healthz"
 	for _, st := range doc.Stages {
@@ -742,19 +735,28 @@ func agentStageOK(ctx context.Context, cl kubernetes.Interface, src, ns, name, s
 	return agentStages(ctx, cl, src, ns, name, map[string]string{stage: "ok/success"})
 }
 
-// agentStages checks the stages of one Service in a source's JSON API: want maps a stage to
-// "status/reason" (status as the API says it: ok, skipped, failed...).
-func agentStages(ctx context.Context, cl kubernetes.Interface, src, ns, name string, want map[string]string) error {
+// agentService reads one Service's document from a source's JSON API.
+func agentService(ctx context.Context, cl kubernetes.Interface, src, ns, name string) (statusweb.Service, error) {
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	path := "/api/v1/services/" + ns + "/" + name
+	var doc statusweb.Service
 	body, err := scrapeSource(sctx, cl, src, path)
 	if err != nil {
-		return err
+		return doc, err
 	}
-	var doc statusweb.Service
 	if err := json.Unmarshal([]byte(body), &doc); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return doc, fmt.Errorf("%s: %w", path, err)
+	}
+	return doc, nil
+}
+
+// agentStages checks the stages of one Service in a source's JSON API: want maps a stage to
+// "status/reason" (status as the API says it: ok, skipped, failed...).
+func agentStages(ctx context.Context, cl kubernetes.Interface, src, ns, name string, want map[string]string) error {
+	doc, err := agentService(ctx, cl, src, ns, name)
+	if err != nil {
+		return err
 	}
 	var errs []error
 	for stage, w := range want {
@@ -771,7 +773,8 @@ func agentStages(ctx context.Context, cl kubernetes.Interface, src, ns, name str
 		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("%w\n%s", errors.Join(errs...), body)
+		b, _ := json.MarshalIndent(doc, "", "  ")
+		return fmt.Errorf("%w\n%s", errors.Join(errs...), b)
 	}
 	return nil
 }
