@@ -274,3 +274,28 @@ func TestNodePortProberHealthCheck(t *testing.T) {
 		t.Errorf("health server asked %v for a Service without a health check", asked)
 	}
 }
+
+// A dual-stack Service whose NodePort answers on the node's IPv4 address and not on its IPv6 one:
+// the stage fails and says which family alone fails; with both failing, no family.
+func TestNodePortProberFamily(t *testing.T) {
+	if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Fatalf("no IPv6 loopback here: %v", err)
+	} else {
+		ln.Close()
+	}
+	s := newTCPServer(t, "127.0.0.1", 0)
+	v4, v6 := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")
+	tg := nodePortTarget(s.addr.Port())
+	tg.ClusterIPs = []netip.Addr{v4, v6}
+	p := &NodePortProber{Dialer: &Dialer{Budget: looseBudget(t)}, NodeAddrs: []netip.Addr{v4, v6}, NodeName: "node1"}
+	r := probeNodePort(t, p, tg)
+	if r.Outcome != Failed || r.Family != FamilyIPv6 || len(r.Checks) != 2 {
+		t.Fatalf("IPv4 answers, IPv6 does not: %v %s family %q with %d checks, want failed, family ipv6, 2 checks", r.Outcome, r.Reason, r.Family, len(r.Checks))
+	}
+	free := freeTCPPort(t, "127.0.0.1")
+	tg = nodePortTarget(free.Port())
+	tg.ClusterIPs = []netip.Addr{v4, v6}
+	if r := probeNodePort(t, p, tg); r.Outcome != Failed || r.Family != "" {
+		t.Fatalf("both families refused: %v family %q, want failed with no family", r.Outcome, r.Family)
+	}
+}

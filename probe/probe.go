@@ -2,7 +2,9 @@ package probe
 
 import (
 	"context"
+	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/svcprobe/svcprobe/discovery"
@@ -167,6 +169,68 @@ type Check struct {
 // OK reports whether the check succeeded.
 func (c Check) OK() bool { return c.Reason == ReasonSuccess }
 
+// Family is an IP family of a dual-stack Service's addresses.
+type Family string
+
+const (
+	FamilyIPv4 Family = "ipv4"
+	FamilyIPv6 Family = "ipv6"
+)
+
+// FamilyOf is the family of an address (IPv4-mapped IPv6 counts as IPv4).
+func FamilyOf(a netip.Addr) Family {
+	if a.Unmap().Is4() {
+		return FamilyIPv4
+	}
+	return FamilyIPv6
+}
+
+// Family is the IP family a check dialed (its Addr) or asked for (an A or AAAA question); ""
+// when it has none (SRV, spec, endpoints).
+func (c Check) Family() Family {
+	if a, err := netip.ParseAddr(c.Addr); err == nil {
+		return FamilyOf(a)
+	}
+	switch {
+	case strings.HasPrefix(c.Subject, "AAAA "):
+		return FamilyIPv6
+	case strings.HasPrefix(c.Subject, "A "):
+		return FamilyIPv4
+	}
+	return ""
+}
+
+// onlyFamily is the family of every failed check when a check of another family passed: a
+// dual-stack Service that fails on one family only. "" otherwise (both fail, one family only,
+// no family).
+func onlyFamily(checks []Check) Family {
+	var failed Family
+	passed := map[Family]bool{}
+	for _, c := range checks {
+		if notDialed(c.Reason) {
+			continue
+		}
+		f := c.Family()
+		if c.OK() {
+			passed[f] = true
+			continue
+		}
+		if f == "" || (failed != "" && failed != f) {
+			return ""
+		}
+		failed = f
+	}
+	if failed == "" {
+		return ""
+	}
+	for f := range passed {
+		if f != "" && f != failed {
+			return failed
+		}
+	}
+	return ""
+}
+
 // Result is the outcome of one stage against one Service.
 type Result struct {
 	Stage    Stage
@@ -185,6 +249,9 @@ type Result struct {
 	// FromNode marks a nodeport result dialed from the node's own network (see
 	// ReasonNodePortUnreachableFromNode).
 	FromNode bool
+	// Family is set on a failed result of a dual-stack Service whose failed checks are all of
+	// one IP family while a check of the other passed: that family alone fails.
+	Family Family
 	// Intermittent marks a round in which one address answered some of its connections and
 	// failed others (the proxy and nodeport stages' repeated connections): a partial failure
 	// seen within one round, which no hard failure produces.

@@ -548,6 +548,9 @@ func Run(ctx context.Context, p Prober, t *discovery.Target, timeout time.Durati
 	r.Stage = p.Stage()
 	r.Duration = time.Since(start)
 	r.At = round
+	if r.Outcome == Failed && r.Family == "" {
+		r.Family = onlyFamily(r.Checks)
+	}
 	return r
 }
 

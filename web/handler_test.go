@@ -636,3 +636,48 @@ func TestVerdictSinceShown(t *testing.T) {
 		t.Errorf("the status page does not say since when:\n%s", page)
 	}
 }
+
+// A dual-stack Service whose ClusterIP fails on IPv6 only: the stage and the blamed runbook step
+// say so (family ipv6); a stage failing on no particular family carries none.
+func TestFamilyShownOnStageAndStep(t *testing.T) {
+	tg := &discovery.Target{Namespace: "default", Name: "web", Kind: discovery.KindClusterIP}
+	ss := metrics.ServiceStatus{Target: tg, Verdict: metrics.LayerProxy, Reason: probe.ReasonRefused,
+		Results: map[probe.Stage]probe.Result{
+			probe.StagePod:   {Stage: probe.StagePod, Outcome: probe.OK, Reason: probe.ReasonSuccess},
+			probe.StageProxy: {Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonRefused, Family: probe.FamilyIPv6, Failing: 1, Total: 2},
+		}}
+	svc := NewService(ss, nil, true)
+	found := false
+	for _, st := range svc.Stages {
+		if st.Stage == string(probe.StageProxy) {
+			found = true
+			if st.Family != "ipv6" {
+				t.Errorf("proxy stage family %q, want ipv6", st.Family)
+			}
+		} else if st.Family != "" {
+			t.Errorf("stage %s family %q, want none", st.Stage, st.Family)
+		}
+	}
+	if !found {
+		t.Fatal("no proxy stage in the document")
+	}
+	for _, s := range svc.Runbook {
+		if s.Blamed && (s.ID != "proxy" || s.Family != "ipv6") {
+			t.Errorf("blamed step %s family %q, want proxy with ipv6", s.ID, s.Family)
+		}
+	}
+	b, err := json.Marshal(svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"family":"ipv6"`) {
+		t.Errorf("the JSON document does not carry \"family\":\"ipv6\": %s", b)
+	}
+	// The status page's walk says it too.
+	s := metrics.NewStore()
+	s.Record(tg, []probe.Result{ss.Results[probe.StagePod], ss.Results[probe.StageProxy]})
+	code, _, body := do(t, fixtureHandler(s, Options{}), "/status/default/web")
+	if code != http.StatusOK || !strings.Contains(body, "refused, ipv6 only") {
+		t.Errorf("status page (%d) does not say \"refused, ipv6 only\":\n%s", code, body)
+	}
+}

@@ -81,11 +81,13 @@ type EndpointCounts struct {
 
 // Stage is the latest result of one stage.
 type Stage struct {
-	Stage           string     `json:"stage"`
-	Status          Status     `json:"status"`
-	Reason          string     `json:"reason"`
-	Detail          string     `json:"detail,omitempty"`
-	Hint            string     `json:"hint,omitempty"`
+	Stage  string `json:"stage"`
+	Status Status `json:"status"`
+	Reason string `json:"reason"`
+	Detail string `json:"detail,omitempty"`
+	Hint   string `json:"hint,omitempty"`
+	// Family is set when a dual-stack Service's stage fails on one IP family only (ipv4, ipv6).
+	Family          string     `json:"family,omitempty"`
 	Failing         int        `json:"failing"`
 	Total           int        `json:"total"`
 	DurationSeconds float64    `json:"duration_seconds"`
@@ -156,16 +158,18 @@ type Check struct {
 
 // Step is one step of the Debug Services runbook, in the runbook's order.
 type Step struct {
-	Step     int     `json:"step"`
-	ID       string  `json:"id"`              // exists, dns, cluster_dns, proxy, spec, endpoints, pod, hairpin
-	Question string  `json:"question"`        // the runbook's question
-	Stage    string  `json:"stage,omitempty"` // the probe stage answering it, if any
-	Status   Status  `json:"status"`
-	Reason   string  `json:"reason"`
-	Detail   string  `json:"detail,omitempty"`
-	Hint     string  `json:"hint,omitempty"`
-	Blamed   bool    `json:"blamed"` // this step is the layer the verdict names
-	Checks   []Check `json:"checks,omitempty"`
+	Step     int    `json:"step"`
+	ID       string `json:"id"`              // exists, dns, cluster_dns, proxy, spec, endpoints, pod, hairpin
+	Question string `json:"question"`        // the runbook's question
+	Stage    string `json:"stage,omitempty"` // the probe stage answering it, if any
+	Status   Status `json:"status"`
+	Reason   string `json:"reason"`
+	Detail   string `json:"detail,omitempty"`
+	Hint     string `json:"hint,omitempty"`
+	Blamed   bool   `json:"blamed"` // this step is the layer the verdict names
+	// Family: the failing step fails on one IP family only (ipv4, ipv6) of a dual-stack Service.
+	Family string  `json:"family,omitempty"`
+	Checks []Check `json:"checks,omitempty"`
 	// Inconclusive says that the stage's latest run failed on the exporter's own limits
 	// (budget_exhausted, port_exhausted): what the step shows is its last conclusive run.
 	Inconclusive string `json:"inconclusive,omitempty"`
@@ -283,7 +287,7 @@ func StatusOf(r probe.Result, probed bool) Status {
 
 func newStage(st probe.Stage, r probe.Result, probed, detail bool) Stage {
 	s := Stage{Stage: string(st), Status: StatusOf(r, probed), Reason: string(r.Reason), Detail: r.Detail,
-		Hint: r.Hint, Failing: r.Failing, Total: r.Total, DurationSeconds: r.Duration.Seconds()}
+		Hint: r.Hint, Family: string(r.Family), Failing: r.Failing, Total: r.Total, DurationSeconds: r.Duration.Seconds()}
 	if !probed {
 		s.Reason = string(probe.ReasonNotProbed)
 	}
@@ -419,7 +423,7 @@ func walk(ss metrics.ServiceStatus, cluster *probe.ClusterDNSResult) []Step {
 				}
 			}
 			if s.Status == StatusFailed || s.Status == StatusDegraded {
-				s.Hint = r.Hint
+				s.Hint, s.Family = r.Hint, string(r.Family)
 			}
 			if w, has := ss.Windows[o.stage]; has && ok && r.Outcome != probe.Skipped && w.State == metrics.StateDegraded {
 				// Failing in a share of the recent rounds: what the verdict calls partial, even

@@ -399,6 +399,9 @@ func writeWalk(b *strings.Builder, s web.Service, notes []string) {
 			line += fmt.Sprintf("  [%s", st.Status)
 			if st.Status == web.StatusFailed || st.Status == web.StatusDegraded {
 				line += ": " + st.Reason
+				if st.Family != "" {
+					line += ", " + st.Family + " only"
+				}
 			}
 			line += "]"
 		}
