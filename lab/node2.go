@@ -2,7 +2,7 @@ package lab
 
 // A second node: its own node namespace (svcprobe-lab-node2) with its own
 // bridge cbr0 (198.18.1.1/24, Pod CIDR 198.18.1.0/24), its own kube-proxy
-// (iptables mode, --hostname-override=node-2) and a Node object; a veth pair
+// (the lab's proxy mode, --hostname-override=node-2) and a Node object; a veth pair
 // (ln-node2 in the first node, ln-node1 in the second) with one onlink route
 // each way joins the two Pod networks. The mini kubelet runs the Pods bound to
 // node-2 there. Nothing gets an address outside 198.18.0.0/16.
