@@ -171,11 +171,7 @@ var Faults = append([]Fault{
 			if pid, marker, err := readPidFile(c.pidPath("kube-proxy")); err == nil && alive(pid, marker) {
 				killPids([]int{pid}, 5*time.Second)
 			}
-			if c.ProxyMode() == ProxyModeNFTables {
-				return flushKubeProxyServices()
-			}
-			_, err := run("ip", "netns", "exec", NodeNetns, "iptables", "-t", "nat", "-F", "KUBE-SERVICES")
-			return err
+			return c.flushServiceDispatch(NodeNetns)
 		},
 		Undo: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
 			if err := c.componentAlive("kube-proxy"); err == nil {

@@ -498,12 +498,7 @@ var NodeFaults = []Fault{
 			if pid, marker, err := readPidFile(c.pidPath(node2.Proxy)); err == nil && alive(pid, marker) {
 				killPids([]int{pid}, 5*time.Second)
 			}
-			if c.ProxyMode() == ProxyModeNFTables {
-				_, err := run("ip", "netns", "exec", Node2Netns, "nft", "flush", "chain", "ip", KubeProxyTable, "services")
-				return err
-			}
-			_, err := run("ip", "netns", "exec", Node2Netns, "iptables", "-w", "-t", "nat", "-F", "KUBE-SERVICES")
-			return err
+			return c.flushServiceDispatch(Node2Netns)
 		},
 		Undo: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
 			if err := c.componentAlive(node2.Proxy); err == nil {

@@ -165,9 +165,15 @@ func removeNftFaultTable(name string) error {
 	return err
 }
 
-// flushKubeProxyServices empties kube-proxy's nftables chain "services", which sends ClusterIP,
-// external and load-balancer traffic to the Services' chains: with it empty no VIP is translated.
-func flushKubeProxyServices() error {
-	_, err := run("ip", "netns", "exec", NodeNetns, "nft", "flush", "chain", "ip", KubeProxyTable, "services")
+// flushServiceDispatch empties the Service dispatch of the kube-proxy in netns, in the lab's mode:
+// nftables mode's chain "services" of table ip kube-proxy (ClusterIP, external and load-balancer
+// traffic to the Services' chains), iptables mode's nat chain KUBE-SERVICES. With it empty no VIP
+// is translated on that node.
+func (c *Config) flushServiceDispatch(netns string) error {
+	if c.ProxyMode() == ProxyModeNFTables {
+		_, err := run("ip", "netns", "exec", netns, "nft", "flush", "chain", "ip", KubeProxyTable, "services")
+		return err
+	}
+	_, err := run("ip", "netns", "exec", netns, "iptables", "-w", "-t", "nat", "-F", "KUBE-SERVICES")
 	return err
 }

@@ -101,7 +101,7 @@ func (p *NodePortProber) Probe(ctx context.Context, t *discovery.Target) Result 
 	r := fromRepeated(StageNodePort, checks, failing, total, intermittent, "no TCP NodePorts (UDP is probed on port 53 only)")
 	r.FromNode = p.FromNode
 	if r.Outcome != Skipped {
-		p.healthCheck(ctx, t, addrs, &r)
+		p.healthCheck(ctx, t, addrs, node, &r)
 	}
 	if r.Outcome == Failed && r.Reason == ReasonHealthCheckFailing {
 		r.Hint = "The NodePort answers on this node and the node has a ready endpoint of the Service, but kube-proxy's health check " +
@@ -129,14 +129,11 @@ func (p *NodePortProber) Probe(ctx context.Context, t *discovery.Target) Result 
 // LoadBalancer Service with externalTrafficPolicy Local; the prober has already found a ready
 // endpoint on its node, so 200 is the only right answer), once per node address, when the
 // NodePort itself answered. A failed health check fails the stage with
-// ReasonHealthCheckFailing; its checks are added to the stage's either way.
-func (p *NodePortProber) healthCheck(ctx context.Context, t *discovery.Target, addrs []netip.Addr, r *Result) {
+// ReasonHealthCheckFailing; its checks are added to the stage's either way. node is the subjects'
+// ", node NAME" suffix (empty when the node is unknown).
+func (p *NodePortProber) healthCheck(ctx context.Context, t *discovery.Target, addrs []netip.Addr, node string, r *Result) {
 	if !t.ExternalTrafficLocal || t.HealthCheckNodePort <= 0 || t.Kind != discovery.KindLoadBalancer {
 		return
-	}
-	node := ""
-	if p.NodeName != "" {
-		node = ", node " + p.NodeName
 	}
 	var jobs []job
 	for _, ip := range addrs {
