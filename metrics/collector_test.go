@@ -99,7 +99,7 @@ svcprobe_endpoints{namespace="default",service="hostnames",state="not_ready"} 0
 svcprobe_endpoints{namespace="default",service="hostnames",state="ready"} 2
 svcprobe_endpoints{namespace="default",service="hostnames",state="terminating"} 1
 svcprobe_endpoints{namespace="default",service="hostnames",state="unreachable"} 1
-# HELP svcprobe_service_verdict The layer to blame for this Service and why (one series per Service, value 1; layer ok and reason success when nothing is broken).
+# HELP svcprobe_service_verdict The layer to blame for this Service and why (one series per Service, value 1; layer ok and reason success when nothing is broken; family ipv4 or ipv6 when the failure is confined to that IP family of a dual-stack or IPv6-only Service, empty otherwise).
 # TYPE svcprobe_service_verdict gauge
 svcprobe_service_verdict{layer="pod",namespace="default",reason="refused",service="hostnames"} 1
 # HELP svcprobe_stage_up Whether the stage passed at its last run (1) or failed (0). Stages that do not apply have no series.
@@ -272,7 +272,7 @@ func TestExpectedServiceMissing(t *testing.T) {
 	disc.existing["default/present"] = true
 	store.Record(target("default", "present"), healthy())
 	want := `
-# HELP svcprobe_service_verdict The layer to blame for this Service and why (one series per Service, value 1; layer ok and reason success when nothing is broken).
+# HELP svcprobe_service_verdict The layer to blame for this Service and why (one series per Service, value 1; layer ok and reason success when nothing is broken; family ipv4 or ipv6 when the failure is confined to that IP family of a dual-stack or IPv6-only Service, empty otherwise).
 # TYPE svcprobe_service_verdict gauge
 svcprobe_service_verdict{layer="missing",namespace="default",reason="not_found",service="hostnames"} 1
 svcprobe_service_verdict{layer="ok",namespace="default",reason="success",service="present"} 1
@@ -439,5 +439,47 @@ func TestNodeModeClusterDNSAndCoveragePeriod(t *testing.T) {
 		if !seen["svcprobe_cluster_dns_up"] || !seen["svcprobe_scheduler_coverage_period_seconds"] {
 			t.Errorf("node %q: families %v", node, seen)
 		}
+	}
+}
+
+// TestVerdictFamilyLabel: the verdict series carries family only when the failure is confined to
+// one IP family; every other series (ok, both families failing) has the labels it always had.
+func TestVerdictFamilyLabel(t *testing.T) {
+	store, c, reg, _ := setup(t, CollectorConfig{})
+	v6 := target("default", "dual")
+	v6.ClusterIPs = append(v6.ClusterIPs, netip.MustParseAddr("fd00:19::20"))
+	both := target("default", "both")
+	store.Record(target("default", "calm"), healthy())
+	for _, tg := range []*discovery.Target{v6, both} {
+		store.Record(tg, healthy())
+		for range 3 {
+			r := probe.Result{Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonTimeout,
+				Checks: []probe.Check{{Addr: "198.19.0.20", Reason: probe.ReasonTimeout}}}
+			if tg == v6 {
+				r.Checks = []probe.Check{{Addr: "198.19.0.20", Reason: probe.ReasonSuccess}, {Addr: "fd00:19::20", Reason: probe.ReasonTimeout}}
+				r.Family = probe.FamilyIPv6
+			}
+			store.Record(tg, []probe.Result{r})
+		}
+	}
+	want := `
+# HELP svcprobe_service_verdict The layer to blame for this Service and why (one series per Service, value 1; layer ok and reason success when nothing is broken; family ipv4 or ipv6 when the failure is confined to that IP family of a dual-stack or IPv6-only Service, empty otherwise).
+# TYPE svcprobe_service_verdict gauge
+svcprobe_service_verdict{layer="proxy",namespace="default",reason="timeout",service="both"} 1
+svcprobe_service_verdict{layer="ok",namespace="default",reason="success",service="calm"} 1
+svcprobe_service_verdict{family="ipv6",layer="proxy",namespace="default",reason="timeout",service="dual"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "svcprobe_service_verdict"); err != nil {
+		t.Fatal(err)
+	}
+	text := string(c.ServiceFamilies().WriteText(nil, false, map[string]bool{"svcprobe_service_verdict": true}))
+	if !strings.Contains(text, `svcprobe_service_verdict{family="ipv6",layer="proxy",namespace="default",reason="timeout",service="dual"} 1`) ||
+		!strings.Contains(text, `svcprobe_service_verdict{layer="ok",namespace="default",reason="success",service="calm"} 1`) {
+		t.Fatalf("direct writer:\n%s", text)
+	}
+	// Recovery drops the family with the failure.
+	store.Record(v6, healthy())
+	if text := string(c.ServiceFamilies().WriteText(nil, false, nil)); strings.Contains(text, "family=") {
+		t.Fatalf("family after recovery:\n%s", text)
 	}
 }

@@ -42,7 +42,14 @@ func busyStoreOn(t *testing.T, node string) (*Store, *Collector, *prometheus.Reg
 		}
 		store.Record(tg, healthy())
 		if i%3 == 0 {
-			store.Record(tg, []probe.Result{podResult("198.18.0.6:9376"), fail(probe.StageDNS, probe.ReasonNXDomain)})
+			pod := podResult("198.18.0.6:9376")
+			store.Record(tg, []probe.Result{pod, fail(probe.StageDNS, probe.ReasonNXDomain)})
+			if i%2 == 0 { // a failure confined to IPv6, held: the verdict's family label, on some series only
+				pod.Family = probe.FamilyIPv6
+				for range 3 {
+					store.Record(tg, []probe.Result{pod})
+				}
+			}
 		}
 		if i == 5 { // more reasons than the budget holds
 			for _, r := range probe.Reasons {
@@ -78,6 +85,24 @@ func testDirectWriterMatchesExpfmt(t *testing.T, node string) {
 	// counts and the two gauges.
 	if want := map[bool]int{true: 6, false: 9}[node != ""]; len(mfs) < want {
 		t.Fatalf("only %d per-Service families; the fixture should produce %d", len(mfs), want)
+	}
+	// Some verdicts carry the optional family label, the rest leave it out (central mode; a node
+	// agent exports only its first failing Services).
+	withFamily, without := 0, 0
+	for _, mf := range mfs {
+		if mf.GetName() != "svcprobe_service_verdict" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if slices.ContainsFunc(m.GetLabel(), func(lp *dto.LabelPair) bool { return lp.GetName() == "family" }) {
+				withFamily++
+			} else {
+				without++
+			}
+		}
+	}
+	if node == "" && (withFamily == 0 || without == 0) {
+		t.Fatalf("verdicts with family %d, without %d: the fixture should have both", withFamily, without)
 	}
 	// Node mode: every per-Service series has node="worker-1" and its labels stay sorted (as
 	// client_golang sorts them); central mode has no node label at all.

@@ -26,6 +26,15 @@ type family struct {
 	name, help string
 	typ        dto.MetricType
 	labels     []string
+	// optional names a label left out of a series whose value is empty (Prometheus reads an
+	// empty label as no label): the verdict's family, which only dual-stack and IPv6 failures
+	// have, so IPv4-only clusters see the series they always had.
+	optional string
+}
+
+// omit reports whether label i of the family is left out of a series with value v.
+func (f *family) omit(i int, v string) bool {
+	return v == "" && f.optional != "" && f.labels[i] == f.optional
 }
 
 type famID uint8
@@ -46,28 +55,28 @@ const (
 )
 
 var families = [numFams]family{
-	famVerdict: {"svcprobe_service_verdict", "The layer to blame for this Service and why (one series per Service, value 1; layer ok and reason success when nothing is broken).",
-		dto.MetricType_GAUGE, []string{"layer", "namespace", "reason", "service"}},
+	famVerdict: {"svcprobe_service_verdict", "The layer to blame for this Service and why (one series per Service, value 1; layer ok and reason success when nothing is broken; family ipv4 or ipv6 when the failure is confined to that IP family of a dual-stack or IPv6-only Service, empty otherwise).",
+		dto.MetricType_GAUGE, []string{"family", "layer", "namespace", "reason", "service"}, "family"},
 	famStageUp: {"svcprobe_stage_up", "Whether the stage passed at its last run (1) or failed (0). Stages that do not apply have no series.",
-		dto.MetricType_GAUGE, []string{"namespace", "service", "stage"}},
+		dto.MetricType_GAUGE, []string{"namespace", "service", "stage"}, ""},
 	famRuns: {"svcprobe_stage_runs_total", "Conclusive runs of the stage for this Service (not skipped, not cut short by the exporter's own limits), from its first run on.",
-		dto.MetricType_COUNTER, []string{"namespace", "service", "stage"}},
+		dto.MetricType_COUNTER, []string{"namespace", "service", "stage"}, ""},
 	famFailures: {"svcprobe_stage_failures_total", "Runs of the stage that failed, from the stage's first run on (0 until the first failure); the reason is on svcprobe_service_verdict and the status page.",
-		dto.MetricType_COUNTER, []string{"namespace", "service", "stage"}},
+		dto.MetricType_COUNTER, []string{"namespace", "service", "stage"}, ""},
 	famFailureRatio: {"svcprobe_stage_failure_ratio", "Failing share of a network stage's attempts (checks, connections) over its window of recent rounds (--verdict.window); only when above 0.",
-		dto.MetricType_GAUGE, []string{"namespace", "service", "stage"}},
+		dto.MetricType_GAUGE, []string{"namespace", "service", "stage"}, ""},
 	famEndpoints: {"svcprobe_endpoints", "Endpoints by state; unreachable counts ready endpoints that failed the pod stage (a subset of ready).",
-		dto.MetricType_GAUGE, []string{"namespace", "service", "state"}},
+		dto.MetricType_GAUGE, []string{"namespace", "service", "state"}, ""},
 	famAnnErr: {"svcprobe_service_annotation_errors", "Malformed svcprobe.io/ annotations on this Service (probed with defaults for them).",
-		dto.MetricType_GAUGE, []string{"namespace", "service"}},
+		dto.MetricType_GAUGE, []string{"namespace", "service"}, ""},
 	famEndpointUp: {"svcprobe_endpoint_up", "Whether one endpoint answered the pod stage (only with --metrics.per-endpoint, capped per Service).",
-		dto.MetricType_GAUGE, []string{"address", "namespace", "pod", "service"}},
+		dto.MetricType_GAUGE, []string{"address", "namespace", "pod", "service"}, ""},
 	famByVerdict: {"svcprobe_services_by_verdict", "Services this exporter probes, by verdict layer (every layer, 0 included). In node mode the agent's view from its node: its only per-Service figure when nothing fails there.",
-		dto.MetricType_GAUGE, []string{"layer"}},
+		dto.MetricType_GAUGE, []string{"layer"}, ""},
 	famOmitted: {"svcprobe_node_services_omitted", "Node mode: Services failing from this node whose per-Service series were not exported, beyond --node.max-failing-services (they still count in svcprobe_services_by_verdict).",
-		dto.MetricType_GAUGE, nil},
+		dto.MetricType_GAUGE, nil, ""},
 	famOverBudget: {"svcprobe_series_budget_exceeded_services", "Services whose per-endpoint series (--metrics.per-endpoint) were cut to the per-Service budget at this scrape.",
-		dto.MetricType_GAUGE, nil},
+		dto.MetricType_GAUGE, nil, ""},
 }
 
 // withNode returns the families with the label node added in sorted place to every per-Service
@@ -98,7 +107,7 @@ func NodeModeFamilies() []string { return []string{families[famOmitted].name} }
 
 // sample is one series: its label values in the family's label order, and its value.
 type sample struct {
-	lv [5]string
+	lv [6]string
 	v  float64
 }
 
@@ -204,7 +213,7 @@ func (f *ServiceFamilies) build(s *series) {
 			continue
 		}
 		if exists, known := f.disc.Exists(e.Namespace, e.Name); known && !exists && f.disc.Synced() {
-			f.put(s, famVerdict, f.lv(e.Namespace), f.lv(e.Name), 1, string(LayerMissing), "not_found")
+			f.put(s, famVerdict, f.lv(e.Namespace), f.lv(e.Name), 1, "", string(LayerMissing), "not_found")
 			byVerdict[LayerMissing]++
 		}
 	}
@@ -230,7 +239,7 @@ func (f *ServiceFamilies) buildService(s *series, st *ServiceStatus) bool {
 		f.put(s, id, ns, name, v, lv...)
 		n++
 	}
-	add(famVerdict, 1, string(st.Verdict), string(st.Reason))
+	add(famVerdict, 1, string(st.Family), string(st.Verdict), string(st.Reason))
 	for _, stage := range probe.Stages {
 		r, ok := st.Results[stage]
 		if !ok || r.Outcome == probe.Skipped {
@@ -310,6 +319,9 @@ func (f *ServiceFamilies) gather(filter map[string]bool) ([]*dto.MetricFamily, e
 		for _, sm := range s[id] {
 			m := &dto.Metric{}
 			for i, l := range fam.labels {
+				if fam.omit(i, sm.lv[i]) {
+					continue
+				}
 				m.Label = append(m.Label, &dto.LabelPair{Name: proto.String(l), Value: proto.String(sm.lv[i])})
 			}
 			if fam.typ == dto.MetricType_COUNTER {
@@ -393,10 +405,15 @@ func appendFamily(b []byte, fam *family, samples []sample, om bool, flush func([
 		b = append(b, fam.name...)
 		if len(fam.labels) > 0 {
 			b = append(b, '{')
+			first := true
 			for j, l := range fam.labels {
-				if j > 0 {
+				if fam.omit(j, sm.lv[j]) {
+					continue
+				}
+				if !first {
 					b = append(b, ',')
 				}
+				first = false
 				b = append(b, l...)
 				b = append(b, `="`...)
 				b = appendLabelValue(b, sm.lv[j])

@@ -264,9 +264,11 @@ type ServiceStatus struct {
 	// (svcprobe_stage_runs_total, svcprobe_stage_failures_total).
 	Counts map[probe.Stage]StageCount
 	// Windows are the network stages' windows of recent rounds (their state and failing share).
-	Windows   map[probe.Stage]Window
-	Verdict   Layer
-	Reason    probe.Reason
+	Windows map[probe.Stage]Window
+	Verdict Layer
+	Reason  probe.Reason
+	// Family is the IP family the verdict's failure is confined to (DecideFamily), "" if none.
+	Family    probe.Family
 	LastProbe time.Time
 	// Inconclusive holds each stage's latest run that failed on the exporter's own limits since
 	// its last conclusive one (ExporterLimited); Results still hold that conclusive one.
@@ -384,7 +386,7 @@ func (s *Store) status(st *serviceState) ServiceStatus {
 	if len(st.programmed) > 0 {
 		ss.Programmed = maps.Clone(st.programmed)
 	}
-	ss.Verdict, ss.Reason = Decide(s.evidence(st, ss.Results, ss.Windows))
+	ss.Verdict, ss.Reason, ss.Family = DecideFamily(s.evidence(st, ss.Results, ss.Windows))
 	if n := len(st.changes); n > 0 {
 		ss.Changes = slices.Clone(st.changes)
 		if st.changes[n-1].Layer == ss.Verdict {

@@ -142,8 +142,27 @@ func Verdict(results map[probe.Stage]probe.Result, cluster *probe.ClusterDNSResu
 //
 // A stage that did not run (skipped, or not yet probed) blames nothing.
 func Decide(ev Evidence) (Layer, probe.Reason) {
+	l, r, _ := ev.decide()
+	return l, r
+}
+
+// DecideFamily is Decide and the IP family the blamed stage failed on alone (probe.Result.Family:
+// one family of a dual-stack Service, or an IPv6-only Service's): "" when nothing is blamed, when
+// the failure is not confined to one family, and for IPv4-only Services, as before dual-stack.
+// The family of the stage's latest failed round; a degraded window with a good latest round says
+// none.
+func DecideFamily(ev Evidence) (Layer, probe.Reason, probe.Family) {
+	l, r, s := ev.decide()
+	if res, ok := ev.Results[s]; ok && s != "" && res.Outcome == probe.Failed {
+		return l, r, res.Family
+	}
+	return l, r, ""
+}
+
+// decide is Decide, with the stage whose result the verdict rests on ("" for none).
+func (ev Evidence) decide() (Layer, probe.Reason, probe.Stage) {
 	if r, ok := ev.Results[probe.StageSpec]; ok && r.Reason == probe.ReasonScaledToZero {
-		return LayerIdle, probe.ReasonScaledToZero
+		return LayerIdle, probe.ReasonScaledToZero, ""
 	}
 	bad := func(s probe.Stage) (probe.Reason, State, bool) {
 		st, reason, ran := ev.stage(s)
@@ -154,16 +173,16 @@ func Decide(ev Evidence) (Layer, probe.Reason) {
 		layer Layer
 	}{{probe.StageSpec, LayerSpec}, {probe.StageEndpoints, LayerEndpoints}} {
 		if reason, _, ok := bad(step.stage); ok {
-			return step.layer, reason
+			return step.layer, reason, step.stage
 		}
 	}
 	// Every ready endpoint the pod stage would dial is denied by NetworkPolicy: svcprobe cannot
 	// see the Pods, by the cluster's design.
 	if r, ok := ev.Results[probe.StagePod]; ok && r.Outcome == probe.Skipped && r.Reason == probe.ReasonDeniedByNetworkPolicy {
-		return LayerPolicy, probe.ReasonDeniedByNetworkPolicy
+		return LayerPolicy, probe.ReasonDeniedByNetworkPolicy, ""
 	}
 	if reason, _, ok := bad(probe.StagePod); ok {
-		return LayerPod, reason
+		return LayerPod, reason, probe.StagePod
 	}
 	// The Pods failed lately (in the last two windows' worth of rounds), and the VIP (or
 	// NodePort) fails now: a VIP whose connections land on a Pod that fails some of them fails
@@ -172,59 +191,59 @@ func Decide(ev Evidence) (Layer, probe.Reason) {
 	// closer look) is those Pods.
 	_, _, proxyBad := bad(probe.StageProxy)
 	if proxyBad && ev.Results[probe.StageProxy].PodsFailing > 0 {
-		return LayerPod, probe.ReasonPartial
+		return LayerPod, probe.ReasonPartial, probe.StageProxy
 	}
 	if w, ok := ev.Windows[probe.StagePod]; ok && w.FailedWithin(2*w.Size) {
 		if slices.ContainsFunc(probe.Stages, func(s probe.Stage) bool { _, _, b := bad(s); return s.ThroughProxy() && b }) {
-			return LayerPod, probe.ReasonPartial
+			return LayerPod, probe.ReasonPartial, ""
 		}
 	}
 	if reason, _, ok := bad(probe.StageProxy); ok {
 		_, _, hairpinBad := bad(probe.StageHairpin)
 		if (ev.Results[probe.StageProxy].SelfOnly || hairpinBad) && ev.proxyWorks() {
-			return LayerHairpin, reason
+			return LayerHairpin, reason, probe.StageProxy
 		}
-		return LayerProxy, reason
+		return LayerProxy, reason, probe.StageProxy
 	}
 	if reason, st, ok := bad(probe.StageNodePort); ok {
 		if ev.Results[probe.StageNodePort].Reason == probe.ReasonHealthCheckFailing {
 			// The NodePort answers; kube-proxy's health check for it on this node does not.
-			return LayerProxy, probe.ReasonHealthCheckFailing
+			return LayerProxy, probe.ReasonHealthCheckFailing, probe.StageNodePort
 		}
 		if _, _, ran := ev.stage(probe.StageProxy); ran && ev.answered(probe.StageProxy) {
 			if ev.Results[probe.StageNodePort].FromNode {
-				return LayerProxy, probe.ReasonNodePortUnreachableFromNode
+				return LayerProxy, probe.ReasonNodePortUnreachableFromNode, probe.StageNodePort
 			}
 			if st == StateFailed {
-				return LayerProxy, probe.ReasonNodePortUnreachable
+				return LayerProxy, probe.ReasonNodePortUnreachable, probe.StageNodePort
 			}
 		}
-		return LayerProxy, reason
+		return LayerProxy, reason, probe.StageNodePort
 	}
 	if reason, st, ok := bad(probe.StageLoadBalancer); ok {
 		if _, _, ran := ev.stage(probe.StageProxy); ran && ev.answered(probe.StageProxy) && st == StateFailed {
-			return LayerProxy, probe.ReasonLoadBalancerUnreachable
+			return LayerProxy, probe.ReasonLoadBalancerUnreachable, probe.StageLoadBalancer
 		}
-		return LayerProxy, reason
+		return LayerProxy, reason, probe.StageLoadBalancer
 	}
 	if reason, st, ok := bad(probe.StageDNS); ok {
 		if st == StateFailed && ev.Cluster != nil {
 			if class, dead := ev.Cluster.DeadResolver(); dead {
 				switch class {
 				case probe.ResolverNodeLocal:
-					return LayerDNS, probe.ReasonNodeLocalDNSUnreachable
+					return LayerDNS, probe.ReasonNodeLocalDNSUnreachable, probe.StageDNS
 				case probe.ResolverOther:
-					return LayerDNS, probe.ReasonResolverUnreachable
+					return LayerDNS, probe.ReasonResolverUnreachable, probe.StageDNS
 				}
 			}
 			if ev.Cluster.ProxySuspect() && ev.OtherVIPs.MostFail() && !ev.answered(probe.StageProxy) {
-				return LayerProxy, reason
+				return LayerProxy, reason, probe.StageDNS
 			}
 		}
-		return LayerDNS, reason
+		return LayerDNS, reason, probe.StageDNS
 	}
 	if reason, _, ok := bad(probe.StageHairpin); ok {
-		return LayerHairpin, reason
+		return LayerHairpin, reason, probe.StageHairpin
 	}
-	return LayerOK, probe.ReasonSuccess
+	return LayerOK, probe.ReasonSuccess, ""
 }

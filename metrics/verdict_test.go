@@ -276,3 +276,49 @@ func resolverWith(class probe.ResolverClass, reason probe.Reason, pods ...bool) 
 	c.VIP[0].Reason = reason
 	return c
 }
+
+// fam is a failed result confined to one IP family (probe.Result.Family, set by probe.Run).
+func fam(r probe.Result, f probe.Family) probe.Result {
+	r.Family = f
+	return r
+}
+
+// TestVerdictFamily: the verdict names the IP family its failure is confined to, from the stage
+// it blames, and only that stage's.
+func TestVerdictFamily(t *testing.T) {
+	v6 := probe.FamilyIPv6
+	for _, c := range []struct {
+		name    string
+		results map[probe.Stage]probe.Result
+		windows map[probe.Stage]Window
+		layer   Layer
+		reason  probe.Reason
+		family  probe.Family
+	}{
+		{"healthy: no family", results(), nil, LayerOK, probe.ReasonSuccess, ""},
+		// The IPv6 proxy rules only are gone: the IPv4 ClusterIP answers, the IPv6 one does not.
+		{"IPv6 VIP fails, IPv4 answers: proxy, ipv6", results(fam(fail(probe.StageProxy, probe.ReasonTimeout), v6)), nil, LayerProxy, probe.ReasonTimeout, v6},
+		// AAAA records missing for a dual-stack Service.
+		{"AAAA missing: dns, ipv6", results(fam(fail(probe.StageDNS, probe.ReasonNoAnswer), v6)), nil, LayerDNS, probe.ReasonNoAnswer, v6},
+		// An IPv6-only Service whose backend listens on IPv4 only: the Pods refuse, the VIP too.
+		{"IPv6 backend not listening: pod, ipv6", results(fam(fail(probe.StagePod, probe.ReasonRefused), v6), fam(fail(probe.StageProxy, probe.ReasonRefused), v6)), nil, LayerPod, probe.ReasonRefused, v6},
+		// Both families fail: no family.
+		{"both families fail: proxy, no family", results(fail(probe.StageProxy, probe.ReasonTimeout)), nil, LayerProxy, probe.ReasonTimeout, ""},
+		// The family is the blamed stage's: the pod stage fails on both, the VIP on IPv4 only.
+		{"pod fails on both, VIP on IPv4: pod, no family", results(fail(probe.StagePod, probe.ReasonRefused), fam(fail(probe.StageProxy, probe.ReasonRefused), probe.FamilyIPv4)), nil, LayerPod, probe.ReasonRefused, ""},
+		// A degraded window whose latest round passed: partial, and no family (nothing failed now).
+		{"degraded, latest round ok: no family", results(), wins(probe.StageProxy, "-+-+-+"), LayerProxy, probe.ReasonPartial, ""},
+		// A failure the family does not explain stays without one even if a family is on another
+		// stage that passed.
+		{"ipv6 only on a stage that passed: no family", results(fam(ok(probe.StageProxy), v6), fail(probe.StageDNS, probe.ReasonNXDomain)), nil, LayerDNS, probe.ReasonNXDomain, ""},
+	} {
+		ev := Evidence{Results: c.results, Windows: c.windows, Cluster: clusterDNS(true, true, true)}
+		layer, reason, family := DecideFamily(ev)
+		if layer != c.layer || reason != c.reason || family != c.family {
+			t.Errorf("%s: %s/%s/%q, want %s/%s/%q", c.name, layer, reason, family, c.layer, c.reason, c.family)
+		}
+		if l, r := Decide(ev); l != layer || r != reason {
+			t.Errorf("%s: Decide %s/%s, DecideFamily %s/%s", c.name, l, r, layer, reason)
+		}
+	}
+}

@@ -200,17 +200,20 @@ func (c Check) Family() Family {
 	return ""
 }
 
-// onlyFamily is the family of every failed check when a check of another family passed: a
-// dual-stack Service that fails on one family only. "" otherwise (both fail, one family only,
-// no family).
+// onlyFamily is the family of every failed check when a check of another family passed (a
+// dual-stack Service that fails on one family only), or when every check with a family is IPv6
+// (an IPv6-only Service: the family says where to look in a dual-stack cluster). "" otherwise
+// (both fail, an IPv4-only Service, no family), so IPv4-only clusters see no family at all.
 func onlyFamily(checks []Check) Family {
 	var failed Family
 	passed := map[Family]bool{}
+	any4 := false
 	for _, c := range checks {
 		if notDialed(c.Reason) {
 			continue
 		}
 		f := c.Family()
+		any4 = any4 || f == FamilyIPv4
 		if c.OK() {
 			passed[f] = true
 			continue
@@ -219,6 +222,9 @@ func onlyFamily(checks []Check) Family {
 			return ""
 		}
 		failed = f
+	}
+	if failed == FamilyIPv6 && !any4 {
+		return FamilyIPv6
 	}
 	if failed == "" {
 		return ""
@@ -249,8 +255,9 @@ type Result struct {
 	// FromNode marks a nodeport result dialed from the node's own network (see
 	// ReasonNodePortUnreachableFromNode).
 	FromNode bool
-	// Family is set on a failed result of a dual-stack Service whose failed checks are all of
-	// one IP family while a check of the other passed: that family alone fails.
+	// Family is set on a failed result whose failed checks are all of one IP family while a
+	// check of the other passed (that family alone fails a dual-stack Service), or whose checks
+	// are all IPv6 (an IPv6-only Service); see onlyFamily.
 	Family Family
 	// Intermittent marks a round in which one address answered some of its connections and
 	// failed others (the proxy and nodeport stages' repeated connections): a partial failure

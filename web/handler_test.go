@@ -641,7 +641,7 @@ func TestVerdictSinceShown(t *testing.T) {
 // say so (family ipv6); a stage failing on no particular family carries none.
 func TestFamilyShownOnStageAndStep(t *testing.T) {
 	tg := &discovery.Target{Namespace: "default", Name: "web", Kind: discovery.KindClusterIP}
-	ss := metrics.ServiceStatus{Target: tg, Verdict: metrics.LayerProxy, Reason: probe.ReasonRefused,
+	ss := metrics.ServiceStatus{Target: tg, Verdict: metrics.LayerProxy, Reason: probe.ReasonRefused, Family: probe.FamilyIPv6,
 		Results: map[probe.Stage]probe.Result{
 			probe.StagePod:   {Stage: probe.StagePod, Outcome: probe.OK, Reason: probe.ReasonSuccess},
 			probe.StageProxy: {Stage: probe.StageProxy, Outcome: probe.Failed, Reason: probe.ReasonRefused, Family: probe.FamilyIPv6, Failing: 1, Total: 2},
@@ -670,7 +670,7 @@ func TestFamilyShownOnStageAndStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(b), `"family":"ipv6"`) {
+	if svc.Family != "ipv6" || !strings.Contains(string(b), `"family":"ipv6","healthy"`) {
 		t.Errorf("the JSON document does not carry \"family\":\"ipv6\": %s", b)
 	}
 	// The status page's walk says it too.
@@ -679,5 +679,12 @@ func TestFamilyShownOnStageAndStep(t *testing.T) {
 	code, _, body := do(t, fixtureHandler(s, Options{}), "/status/default/web")
 	if code != http.StatusOK || !strings.Contains(body, "refused, ipv6 only") {
 		t.Errorf("status page (%d) does not say \"refused, ipv6 only\":\n%s", code, body)
+	}
+	// The verdict's own family (the store decides it from the held failure): the badge says it.
+	for range 2 {
+		s.Record(tg, []probe.Result{ss.Results[probe.StagePod], ss.Results[probe.StageProxy]})
+	}
+	if _, _, body := do(t, fixtureHandler(s, Options{}), "/status/default/web"); !strings.Contains(body, "broken: proxy (refused, ipv6 only)") {
+		t.Errorf("status page's verdict does not say \"broken: proxy (refused, ipv6 only)\":\n%s", body)
 	}
 }

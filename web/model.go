@@ -52,9 +52,12 @@ type Service struct {
 	Selector   map[string]string `json:"selector,omitempty"`
 	Verdict    string            `json:"verdict"` // the broken layer, or "ok"
 	Reason     string            `json:"reason"`  // why the layer is blamed
-	Healthy    bool              `json:"healthy"`
-	Endpoints  EndpointCounts    `json:"endpoints"`
-	LastProbe  *time.Time        `json:"last_probe"` // last network probe, null before the first
+	// Family is the IP family the blamed failure is confined to (ipv4, ipv6), as the verdict
+	// series' family label; absent otherwise.
+	Family    string         `json:"family,omitempty"`
+	Healthy   bool           `json:"healthy"`
+	Endpoints EndpointCounts `json:"endpoints"`
+	LastProbe *time.Time     `json:"last_probe"` // last network probe, null before the first
 	// VerdictSince is when the verdict's layer became the current one (null while it is being
 	// decided anew); VerdictChanges are its last layer changes, oldest first.
 	VerdictSince     *time.Time      `json:"verdict_since"`
@@ -208,7 +211,7 @@ func NewService(ss metrics.ServiceStatus, cluster *probe.ClusterDNSResult, detai
 	s := Service{
 		Namespace: t.Namespace, Name: t.Name, UID: string(t.UID), Kind: string(t.Kind),
 		ClusterIPs: addrStrings(t.ClusterIPs), Selector: t.Selector,
-		Verdict: string(ss.Verdict), Reason: string(ss.Reason), Healthy: ss.Verdict == metrics.LayerOK || ss.Verdict.Intended(),
+		Verdict: string(ss.Verdict), Reason: string(ss.Reason), Family: string(ss.Family), Healthy: ss.Verdict == metrics.LayerOK || ss.Verdict.Intended(),
 		Endpoints: EndpointCounts{Ready: c.Ready, NotReady: c.NotReady, Terminating: c.Terminating},
 	}
 	if !ss.LastProbe.IsZero() {

@@ -451,7 +451,11 @@ func writeWalk(b *strings.Builder, s web.Service, notes []string) {
 		fmt.Fprintf(b, "HEALTHY: %s/%s passed every step.\n", s.Namespace, s.Name)
 		return
 	}
-	fmt.Fprintf(b, "BROKEN: layer %s (%s)", s.Verdict, s.Reason)
+	fmt.Fprintf(b, "BROKEN: layer %s (%s", s.Verdict, s.Reason)
+	if s.Family != "" {
+		fmt.Fprintf(b, ", %s only", s.Family)
+	}
+	b.WriteString(")")
 	if blamed != nil {
 		fmt.Fprintf(b, " at step %d, %q", blamed.Step, blamed.Question)
 		if blamed.Hint != "" {

@@ -450,12 +450,12 @@ func TestDiagnoseFollowsProgramming(t *testing.T) {
 
 // A step failing on one IP family of a dual-stack Service says which, after its reason.
 func TestDiagnoseWalkSaysFamily(t *testing.T) {
-	s := web.Service{Namespace: "default", Name: "web", Verdict: "proxy", Reason: "refused", Runbook: []web.Step{
+	s := web.Service{Namespace: "default", Name: "web", Verdict: "proxy", Reason: "refused", Family: "ipv6", Runbook: []web.Step{
 		{Step: 3, ID: "proxy", Question: "Does the ClusterIP answer?", Stage: "proxy", Status: web.StatusFailed, Reason: "refused", Family: "ipv6", Blamed: true},
 	}}
 	var b strings.Builder
 	writeWalk(&b, s, nil)
-	if !strings.Contains(b.String(), "refused, ipv6 only]") {
+	if !strings.Contains(b.String(), "refused, ipv6 only]") || !strings.Contains(b.String(), "BROKEN: layer proxy (refused, ipv6 only) at step 3") {
 		t.Fatalf("walk does not say the family:\n%s", b.String())
 	}
 }
