@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,6 +31,11 @@ const (
 	PodCIDR      = "198.18.0.0/16"
 	BridgeCIDR   = "198.18.0.1/24"
 	ServiceCIDR  = "198.19.0.0/16"
+	// The lab is dual-stack, IPv4 first: an IPv6 (ULA) Pod range and Service range beside the
+	// IPv4 ones. Every lab address 198.18.N.H has its IPv6 twin fd98:18:0:N::H (IPv6Of) on the
+	// same interface; node N's Pods are in fd98:18:0:N::/64.
+	PodCIDR6     = "fd98:18::/56"
+	ServiceCIDR6 = "fd98:19::/112"
 	DNSServiceIP = "198.19.0.10"
 	CoreDNSIP1   = "198.18.0.53"
 	CoreDNSIP2   = "198.18.0.54"
@@ -212,4 +218,18 @@ func moduleRoot() string {
 		}
 		dir = parent
 	}
+}
+
+// IPv6Of is the IPv6 twin of a lab IPv4 address 198.18.N.H: fd98:18:0:N::H (the decimal digits
+// read as hex, for humans: 198.18.0.53 is fd98:18:0:0::53). "" for an address outside 198.18/16.
+func IPv6Of(v4 string) string {
+	a, err := netip.ParseAddr(v4)
+	if err != nil || !a.Is4() {
+		return ""
+	}
+	b := a.As4()
+	if b[0] != 198 || b[1] != 18 {
+		return ""
+	}
+	return netip.MustParseAddr(fmt.Sprintf("fd98:18:0:%d::%d", b[2], b[3])).String()
 }

@@ -251,6 +251,9 @@ func (m snapshot) verdicts() (map[string]string, error) {
 			return nil, fmt.Errorf("two verdicts for %s: %s and %s/%s", key, old, s.labels["layer"], s.labels["reason"])
 		}
 		out[key] = s.labels["layer"] + "/" + s.labels["reason"]
+		if f := s.labels["family"]; f != "" {
+			out[key] += "/" + f // the failure is confined to one IP family (dual-stack, IPv6)
+		}
 	}
 	return out, nil
 }

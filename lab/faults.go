@@ -446,14 +446,17 @@ func removePodFlaky() error {
 	return errors.Join(errs...)
 }
 
-// FaultByName finds a fault of the catalogue.
+// FaultByName finds a fault of the catalogue or of the dual-stack faults (which need
+// EnsureDualStackServices' Services to show).
 func FaultByName(name string) (*Fault, error) {
 	var names []string
-	for i := range Faults {
-		if Faults[i].Name == name {
-			return &Faults[i], nil
+	for _, fs := range [][]Fault{Faults, DualStackFaults} {
+		for i := range fs {
+			if fs[i].Name == name {
+				return &fs[i], nil
+			}
+			names = append(names, fs[i].Name)
 		}
-		names = append(names, Faults[i].Name)
 	}
 	return nil, fmt.Errorf("unknown fault %q (one of: %s)", name, strings.Join(names, ", "))
 }

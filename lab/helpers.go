@@ -15,7 +15,7 @@ import (
 // ServeHostname is the lab's serve_hostname container: an HTTP server on
 // each port answering name (the Pod's name), like
 // registry.k8s.io/serve_hostname.
-func ServeHostname(ctx context.Context, name string, ports []int) error {
+func ServeHostname(ctx context.Context, name string, ports []int, ipv4Only bool) error {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, name)
 	})
@@ -24,8 +24,15 @@ func ServeHostname(ctx context.Context, name string, ports []int) error {
 	for _, p := range ports {
 		s := &http.Server{Addr: ":" + strconv.Itoa(p), Handler: h, ReadHeaderTimeout: 10 * time.Second}
 		servers = append(servers, s)
-		go func() { errc <- s.ListenAndServe() }()
-		log.Printf("serve-hostname %s on :%d", name, p)
+		// Both families, as a Go server listens by default; ipv4Only is the backend that forgot
+		// IPv6 (the dual-stack faults).
+		network := map[bool]string{true: "tcp4", false: "tcp"}[ipv4Only]
+		l, err := net.Listen(network, s.Addr)
+		if err != nil {
+			return err
+		}
+		go func() { errc <- s.Serve(l) }()
+		log.Printf("serve-hostname %s on %s :%d", name, network, p)
 	}
 	select {
 	case <-ctx.Done():

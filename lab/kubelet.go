@@ -417,7 +417,7 @@ func (k *kubelet) argv(pod *corev1.Pod, c corev1.Container) []string {
 		if n == 0 {
 			args = append(args, "--port", "9376")
 		}
-		return args
+		return append(args, c.Args...) // e.g. --ipv4-only
 	}
 	argv := append(append([]string{}, c.Command...), c.Args...)
 	switch argv[0] {
@@ -647,6 +647,11 @@ func (k *kubelet) writeStatus(ctx context.Context, pod *corev1.Pod, rt *podRunti
 	st.HostIPs = []corev1.HostIP{{IP: rt.hostIP}}
 	st.PodIP = rt.ip
 	st.PodIPs = []corev1.PodIP{{IP: rt.ip}}
+	if !rt.hostNet {
+		// Dual-stack: the Pod's IPv6 twin too (podNetworkOn put it on eth0), IPv4 first as the
+		// cluster's primary family.
+		st.PodIPs = append(st.PodIPs, corev1.PodIP{IP: IPv6Of(rt.ip)})
+	}
 	st.StartTime = &rt.started
 	st.Conditions = []corev1.PodCondition{
 		cond(corev1.PodScheduled, true),

@@ -100,7 +100,8 @@ func NetnsDialer(netns string) func(ctx context.Context, network, addr string) (
 }
 
 // podNetwork wires a namespace to cbr0 of the first node: a veth whose node
-// end (vethName) is a hairpin port of the bridge, the pod end eth0 with addr/24.
+// end (vethName) is a hairpin port of the bridge, the pod end eth0 with addr/24 and its IPv6
+// twin (IPv6Of) /64, default routes of both families via the node.
 func podNetwork(netns, vethName, addr string) error {
 	return podNetworkOn(node1, netns, vethName, addr)
 }
@@ -135,8 +136,12 @@ func podNetworkOn(n labNode, netns, vethName, addr string) error {
 		{"-n", n.Netns, "link", "set", vethName, "type", "bridge_slave", "hairpin", "on"},
 		{"-n", n.Netns, "link", "set", vethName, "up"},
 		{"-n", netns, "addr", "add", addr + "/24", "dev", "eth0"},
+		// The IPv6 twin, without duplicate address detection (the lab hands out unique
+		// addresses; DAD would leave it tentative, unusable, for a second or two).
+		{"-n", netns, "addr", "add", IPv6Of(addr) + "/64", "dev", "eth0", "nodad"},
 		{"-n", netns, "link", "set", "eth0", "up"},
 		{"-n", netns, "route", "add", "default", "via", n.IP},
+		{"-n", netns, "-6", "route", "add", "default", "via", IPv6Of(n.IP)},
 	}
 	for _, s := range steps {
 		if err := ip(s...); err != nil {

@@ -62,6 +62,9 @@ var (
 	node2 = labNode{Name: Node2Name, Netns: Node2Netns, IP: Node2IP, Net3: "198.18.1", PodCIDR: Node2PodCIDR, Proxy: "kube-proxy-node2"}
 )
 
+// podCIDR6 is the node's IPv6 Pod range, fd98:18:0:N::/64 (its bridge has ::1 of it).
+func (n labNode) podCIDR6() string { return IPv6Of(n.Net3+".0") + "/64" }
+
 func labNodeByName(name string) (labNode, bool) {
 	for _, n := range []labNode{node1, node2} {
 		if n.Name == name {
@@ -112,6 +115,7 @@ func UpNode2(ctx context.Context, c Config) error {
 		{"-n", Node2Netns, "link", "set", "lo", "up"},
 		{"-n", Node2Netns, "link", "add", Bridge, "type", "bridge"},
 		{"-n", Node2Netns, "addr", "add", Node2IP + "/24", "dev", Bridge},
+		{"-n", Node2Netns, "addr", "add", IPv6Of(Node2IP) + "/64", "dev", Bridge, "nodad"},
 		{"-n", Node2Netns, "link", "set", Bridge, "up"},
 		// Unlike node-1 (an "unreachable" route: a VIP without rules fails at once), node-2
 		// has a real route for the Service range, as a real node has its default route: a
@@ -121,6 +125,7 @@ func UpNode2(ctx context.Context, c Config) error {
 		// kernel has no dummy devices): a packet no rule DNATs asks ARP for the VIP there, gets
 		// no answer and times out (or meets kube-proxy's REJECT for a Service without endpoints).
 		{"-n", Node2Netns, "route", "add", ServiceCIDR, "dev", Bridge},
+		{"-n", Node2Netns, "route", "add", ServiceCIDR6, "dev", Bridge},
 		{"-n", NodeNetns, "link", "add", node1Link, "type", "veth", "peer", "name", node2Link, "netns", Node2Netns},
 		{"-n", NodeNetns, "link", "set", node1Link, "up"},
 		{"-n", Node2Netns, "link", "set", node2Link, "up"},
@@ -128,12 +133,18 @@ func UpNode2(ctx context.Context, c Config) error {
 		// address (and so its Pod /24) directly over it.
 		{"-n", NodeNetns, "route", "add", Node2PodCIDR, "via", Node2IP, "dev", node1Link, "onlink"},
 		{"-n", Node2Netns, "route", "add", node1.PodCIDR, "via", NodeIP, "dev", node2Link, "onlink"},
+		// IPv6 needs the next hop on the link itself (neighbour discovery answers only for an
+		// address of the interface asked): a ULA /64 for the link alone.
+		{"-n", NodeNetns, "addr", "add", linkIPv6(1) + "/64", "dev", node1Link, "nodad"},
+		{"-n", Node2Netns, "addr", "add", linkIPv6(2) + "/64", "dev", node2Link, "nodad"},
+		{"-n", NodeNetns, "route", "add", node2.podCIDR6(), "via", linkIPv6(2), "dev", node1Link},
+		{"-n", Node2Netns, "route", "add", node1.podCIDR6(), "via", linkIPv6(1), "dev", node2Link},
 	} {
 		if err := ip(s...); err != nil {
 			return errors.Join(err, DownNode2(ctx, c))
 		}
 	}
-	for _, kv := range []string{"net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=1"} {
+	for _, kv := range nodeSysctls {
 		if _, err := run("ip", "netns", "exec", Node2Netns, "sysctl", "-q", "-w", kv); err != nil {
 			return errors.Join(err, DownNode2(ctx, c))
 		}
@@ -590,3 +601,6 @@ func nodeAgentHairpin(ctx context.Context, cl kubernetes.Interface, node, onOff 
 	}
 	return ip("-n", n.Netns, "link", "set", vethName(pod.UID), "type", "bridge_slave", "hairpin", onOff)
 }
+
+// linkIPv6 is node N's address on the link between the two node namespaces (fd98:18:ff::N).
+func linkIPv6(n int) string { return fmt.Sprintf("fd98:18:ff::%d", n) }

@@ -139,10 +139,15 @@ func nftFaultTable(name string) string { return "svcprobe-lab-" + name }
 // ensureNftFaultTable makes table ip svcprobe-lab-NAME hold exactly the given chains (nft syntax
 // of the chains' bodies, by chain name).
 func ensureNftFaultTable(name string, chains map[string]string) error {
+	return ensureNftFaultTableOf("ip", name, chains)
+}
+
+// ensureNftFaultTableOf is ensureNftFaultTable in an nftables family (ip, ip6).
+func ensureNftFaultTableOf(family, name string, chains map[string]string) error {
 	t := nftFaultTable(name)
 	var b strings.Builder
 	// "add" then "delete" makes the delete safe when the table is not there.
-	fmt.Fprintf(&b, "add table ip %s\ndelete table ip %s\ntable ip %s {\n", t, t, t)
+	fmt.Fprintf(&b, "add table %[1]s %[2]s\ndelete table %[1]s %[2]s\ntable %[1]s %[2]s {\n", family, t)
 	for chain, body := range chains {
 		fmt.Fprintf(&b, "\tchain %s {\n%s\n\t}\n", chain, body)
 	}
@@ -153,7 +158,10 @@ func ensureNftFaultTable(name string, chains map[string]string) error {
 
 // removeNftFaultTable deletes table ip svcprobe-lab-NAME from the node's namespace (nothing when it
 // or the lab is not there).
-func removeNftFaultTable(name string) error {
+func removeNftFaultTable(name string) error { return removeNftFaultTableOf("ip", name) }
+
+// removeNftFaultTableOf is removeNftFaultTable in an nftables family (ip, ip6).
+func removeNftFaultTableOf(family, name string) error {
 	if _, err := os.Stat("/run/netns/" + NodeNetns); err != nil {
 		return nil
 	}
@@ -161,7 +169,7 @@ func removeNftFaultTable(name string) error {
 		return nil
 	}
 	t := nftFaultTable(name)
-	_, err := nodeNft(fmt.Sprintf("add table ip %s\ndelete table ip %s\n", t, t))
+	_, err := nodeNft(fmt.Sprintf("add table %[1]s %[2]s\ndelete table %[1]s %[2]s\n", family, t))
 	return err
 }
 

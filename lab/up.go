@@ -98,7 +98,7 @@ func Up(ctx context.Context, c Config) (*Result, error) {
 	}
 	if err := c.startComponent("kube-apiserver", c.Binary("kube-apiserver"),
 		"--etcd-servers=http://127.0.0.1:2379",
-		"--service-cluster-ip-range="+ServiceCIDR,
+		"--service-cluster-ip-range="+ServiceCIDR+","+ServiceCIDR6,
 		"--bind-address=0.0.0.0",
 		"--advertise-address="+NodeIP,
 		"--secure-port="+strconv.Itoa(APIServerPort),
@@ -252,7 +252,7 @@ func (c *Config) startKubeProxyOn(n labNode, extra ...string) error {
 		"--kubeconfig=" + c.ClusterKubeconfig(),
 		"--hostname-override=" + n.Name,
 		"--proxy-mode=" + c.ProxyMode(),
-		"--cluster-cidr=" + PodCIDR,
+		"--cluster-cidr=" + PodCIDR + "," + PodCIDR6,
 		"--bind-address=127.0.0.1",
 		"--healthz-bind-address=127.0.0.1:10256",
 		"--metrics-bind-address=127.0.0.1:10249",
@@ -317,21 +317,28 @@ func nodeNetwork() error {
 		{"-n", NodeNetns, "link", "set", "lo", "up"},
 		{"-n", NodeNetns, "link", "add", Bridge, "type", "bridge"},
 		{"-n", NodeNetns, "addr", "add", BridgeCIDR, "dev", Bridge},
+		{"-n", NodeNetns, "addr", "add", IPv6Of(NodeIP) + "/64", "dev", Bridge, "nodad"},
 		{"-n", NodeNetns, "link", "set", Bridge, "up"},
 		// A VIP without rules is refused at once instead of timing out.
 		{"-n", NodeNetns, "route", "add", "unreachable", ServiceCIDR},
+		{"-n", NodeNetns, "route", "add", "unreachable", ServiceCIDR6},
 	} {
 		if err := ip(s...); err != nil {
 			return err
 		}
 	}
-	for _, kv := range []string{"net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=1"} {
+	for _, kv := range nodeSysctls {
 		if _, err := run("ip", "netns", "exec", NodeNetns, "sysctl", "-q", "-w", kv); err != nil {
 			return fmt.Errorf("%w (is br_netfilter available?)", err)
 		}
 	}
 	return nil
 }
+
+// nodeSysctls are set in each node namespace: forwarding of both families, and bridged traffic
+// through ip(6)tables (kube-proxy's hairpin masquerade needs it).
+var nodeSysctls = []string{"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
+	"net.bridge.bridge-nf-call-iptables=1", "net.bridge.bridge-nf-call-ip6tables=1"}
 
 func (c *Config) pidPath(name string) string { return c.path("pids", name+".pid") }
 func (c *Config) logPath(name string) string { return c.path("logs", name+".log") }
@@ -417,9 +424,24 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, f func() e
 	}
 }
 
-func corefile(c *Config) string {
+func corefile(c *Config) string { return corefileHiding(c, "") }
+
+// corefileHiding is the lab's Corefile; with hideAAAA (a Service's FQDN) CoreDNS answers AAAA
+// questions for that name with no record (the dual-stack fault aaaa-missing), everything else as
+// before. reload picks a rewritten Corefile up within about 3 s (graceful: the sockets stay).
+func corefileHiding(c *Config, hideAAAA string) string {
+	template := ""
+	if hideAAAA != "" {
+		template = fmt.Sprintf(`
+    template IN AAAA %s {
+        match "^%s[.]$"
+        rcode NOERROR
+        fallthrough
+    }`, ClusterDomain, strings.ReplaceAll(hideAAAA, ".", "[.]"))
+	}
 	return fmt.Sprintf(`.:53 {
     errors
+    reload 2s 1s
     health :8080
     ready :8181
     kubernetes %s in-addr.arpa ip6.arpa {
@@ -428,9 +450,9 @@ func corefile(c *Config) string {
         fallthrough in-addr.arpa ip6.arpa
     }
     prometheus :9153
-    cache 30
+    cache 30%s
 }
-`, ClusterDomain, c.ClusterKubeconfig(), KubeconfigContext)
+`, ClusterDomain, c.ClusterKubeconfig(), KubeconfigContext, template)
 }
 
 func createNode(ctx context.Context, cl kubernetes.Interface) error {
@@ -443,7 +465,7 @@ func createLabNode(ctx context.Context, cl kubernetes.Interface, ln labNode) err
 		ObjectMeta: metav1.ObjectMeta{Name: ln.Name, Labels: map[string]string{
 			"kubernetes.io/hostname": ln.Name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
 		}},
-		Spec: corev1.NodeSpec{PodCIDR: ln.PodCIDR, PodCIDRs: []string{ln.PodCIDR}},
+		Spec: corev1.NodeSpec{PodCIDR: ln.PodCIDR, PodCIDRs: []string{ln.PodCIDR, ln.podCIDR6()}},
 	}
 	n, err := cl.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
 	if err != nil {

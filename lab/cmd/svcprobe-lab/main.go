@@ -95,6 +95,7 @@ func runSub(ctx context.Context, sub string, args []string) error {
 	var ports portsFlag
 	fs.Var(&ports, "port", "port (serve-hostname, repeatable)")
 	name := fs.String("name", "", "answer (serve-hostname; default $HOSTNAME)")
+	ipv4Only := fs.Bool("ipv4-only", false, "listen on IPv4 only (serve-hostname)")
 	listen := fs.String("listen", "", "listen address (apiproxy)")
 	netns := fs.String("netns", "", "network namespace (apiproxy, exec)")
 	target := fs.String("target", "", "target address (apiproxy)")
@@ -219,7 +220,7 @@ func runSub(ctx context.Context, sub string, args []string) error {
 		if len(ports) == 0 {
 			ports = portsFlag{9376}
 		}
-		return lab.ServeHostname(ctx, n, ports)
+		return lab.ServeHostname(ctx, n, ports, *ipv4Only)
 	case "http-get":
 		if fs.NArg() != 1 {
 			return errors.New("http-get URL")
