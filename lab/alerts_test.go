@@ -128,7 +128,7 @@ type alertFault struct {
 	// reason must show in each per-Service alert's summary (the query in the template).
 	reason map[string]string
 	// burnStage is the stage whose fast burn-rate alert must fire: a platform stage (99.9 %), whose
-	// fast tier trips within minutes of one Service of the lab's few failing.
+	// fast tier trips within minutes of one Service of the lab's few failing ("": not checked).
 	burnStage string
 	// sliStage is a tenant stage (99.5 %) whose recorded 5-minute error ratio must show the fault
 	// and exceed the fast tier's threshold. Its fast burn alert needs the 1h window to fill too:
@@ -190,8 +190,9 @@ var alertFaults = []alertFault{
 			keys, err := servicesExcept(ctx, cl, "SvcprobeServiceProxyBroken")
 			return append(keys, "ServiceProxyDownOnNode"), err
 		},
-		reason:    map[string]string{"SvcprobeServiceProxyBroken default/hostnames": "unreachable|timeout|refused"},
-		burnStage: "proxy",
+		// No burn-rate check here: the burn rule is one rule over every stage, proven by dns-down
+		// (waiting for its 1h window again costs a minute of the suite).
+		reason: map[string]string{"SvcprobeServiceProxyBroken default/hostnames": "unreachable|timeout|refused"},
 	},
 }
 
@@ -296,6 +297,9 @@ func TestAlerts(t *testing.T) {
 					if len(ls) == 0 {
 						return fmt.Errorf("the tenant SLO's 5m error ratio of stage %s is not above the fast tier's threshold yet (%s)", af.sliStage, q)
 					}
+					return nil
+				}
+				if af.burnStage == "" {
 					return nil
 				}
 				for _, a := range alerts {
@@ -540,7 +544,7 @@ func alertsSingleFailedRound(t *testing.T, ctx context.Context, cfg *Config, cl 
 
 // alertsVIPPartial: with vip-partial in (about one connection in three to hostnames' VIP
 // fails), the proxy alert of hostnames fires within 5 minutes and then stays firing for a
-// minute with the same activeAt: the verdict holds proxy while rounds that happened to pass
+// further 30 s with the same activeAt: the verdict holds proxy while rounds that happened to pass
 // come and go. No other per-layer alert fires.
 func alertsVIPPartial(t *testing.T, ctx context.Context, cfg *Config, cl kubernetes.Interface) {
 	f, err := FaultByName("vip-partial")
@@ -577,7 +581,9 @@ func alertsVIPPartial(t *testing.T, ctx context.Context, cfg *Config, cl kuberne
 	activeAt := firing[proxyAlertHostnames].ActiveAt
 	t.Logf("vip-partial: %s firing %s after the fault (active since %s, summary %q)", proxyAlertHostnames,
 		time.Since(injected).Round(time.Second), activeAt.Sub(injected).Round(time.Second), firing[proxyAlertHostnames].Annotations["summary"])
-	hold := time.Now().Add(time.Minute)
+	// 30 s is 15 rounds, about three windows: rounds that pass come and go many times over.
+	const holdFor = 30 * time.Second
+	hold := time.Now().Add(holdFor)
 	n := 0
 	for time.Now().Before(hold) {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -589,7 +595,7 @@ func alertsVIPPartial(t *testing.T, ctx context.Context, cfg *Config, cl kuberne
 		firing, _ := layerAlerts(alerts)
 		a, ok := firing[proxyAlertHostnames]
 		if !ok {
-			t.Fatalf("vip-partial: %s stopped firing %s after it fired, while the fault is in", proxyAlertHostnames, (time.Minute - time.Until(hold)).Round(time.Second))
+			t.Fatalf("vip-partial: %s stopped firing %s after it fired, while the fault is in", proxyAlertHostnames, (holdFor - time.Until(hold)).Round(time.Second))
 		}
 		if !a.ActiveAt.Equal(activeAt) {
 			t.Fatalf("vip-partial: %s resolved and fired again (activeAt %s, was %s)", proxyAlertHostnames, a.ActiveAt, activeAt)
@@ -600,7 +606,7 @@ func alertsVIPPartial(t *testing.T, ctx context.Context, cfg *Config, cl kuberne
 		n++
 		time.Sleep(time.Second)
 	}
-	t.Logf("vip-partial: still firing with the same activeAt after another minute (%d checks)", n)
+	t.Logf("vip-partial: still firing with the same activeAt %s later (%d checks)", holdFor, n)
 	if err := f.Undo(ctx, cfg, cl); err != nil {
 		t.Fatal(err)
 	}

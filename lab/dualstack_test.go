@@ -19,8 +19,14 @@ import (
 // hostnames-v6 SingleStack IPv6) are probed on each of their families: their ClusterIPs, their
 // Pods' addresses and A/AAAA. Each fault of DualStackFaults breaks one family only and svcprobe
 // must name the layer and the family on /metrics (svcprobe_service_verdict{family=...}) within a
-// few intervals, hold it, leave the other Services ok, and show recovery.
-func TestDualStack(t *testing.T) {
+// few intervals, hold it, leave the other Services ok, and show recovery. TestNftablesMode runs
+// it again with kube-proxy in nftables mode (its IPv6 rules in table ip6 kube-proxy), with the
+// fault of the proxy's IPv6 rules only (the other two do not touch the proxy).
+func TestDualStack(t *testing.T) { dualStack(t) }
+
+// dualStack runs in the lab's current proxy mode, with the named faults of DualStackFaults (all
+// when none is named).
+func dualStack(t *testing.T, faults ...string) {
 	cfg, cl := sharedLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
@@ -53,6 +59,17 @@ func TestDualStack(t *testing.T) {
 		}
 		if got := strings.Join(fams, ","); got != want || len(s.Spec.ClusterIPs) != len(fams) {
 			t.Fatalf("default/%s: families %s, ClusterIPs %v; want %s", name, got, s.Spec.ClusterIPs, want)
+		}
+		// kube-proxy programs the IPv6 ClusterIPs, in its mode's own way.
+		for _, ip := range s.Spec.ClusterIPs {
+			if !strings.Contains(ip, ":") {
+				continue
+			}
+			if err := waitFor(ctx, 30*time.Second, "kube-proxy's IPv6 rules for default/"+name, func() error {
+				return ipv6Programmed(cfg.ProxyMode(), ip)
+			}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	allOKWith := func(extra map[string]string) func(snapshot, map[string]string) error {
@@ -99,6 +116,9 @@ func TestDualStack(t *testing.T) {
 		{"aaaa-missing", map[string]string{DualStackService: "dns/no_answer/ipv6"}, 10 * time.Second},
 		{"ipv6-backend-v4-only", map[string]string{IPv6Service: "pod/refused/ipv6"}, 15 * time.Second},
 	} {
+		if len(faults) > 0 && !slices.Contains(faults, c.fault) {
+			continue
+		}
 		f := dualStackFault(t, c.fault)
 		if err := f.Inject(ctx, cfg, cl); err != nil {
 			t.Fatalf("inject %s: %v", f.Name, err)
@@ -200,4 +220,28 @@ func stageFamilies(ctx context.Context, cl kubernetes.Interface, name string, wa
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ipv6Programmed checks that node-1's kube-proxy has a rule for an IPv6 ClusterIP: an element of
+// map service-ips of table ip6 kube-proxy (nftables mode), a match in ip6tables' nat chain
+// KUBE-SERVICES (iptables mode).
+func ipv6Programmed(mode, clusterIP string) error {
+	if mode == ProxyModeNFTables {
+		out, err := run("ip", "netns", "exec", NodeNetns, "nft", "list", "map", "ip6", KubeProxyTable, "service-ips")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, clusterIP+" . tcp . 80") {
+			return fmt.Errorf("table ip6 %s map service-ips has no %s . tcp . 80:\n%s", KubeProxyTable, clusterIP, out)
+		}
+		return nil
+	}
+	out, err := run("ip", "netns", "exec", NodeNetns, "ip6tables", "-w", "5", "-t", "nat", "-S", "KUBE-SERVICES")
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(out, clusterIP+"/128") {
+		return fmt.Errorf("ip6tables nat KUBE-SERVICES has no rule for %s:\n%s", clusterIP, out)
+	}
+	return nil
 }

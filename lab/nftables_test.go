@@ -40,8 +40,10 @@ func TestNftablesMode(t *testing.T) {
 		if _, err := nodeIptables("-t", "nat", "-S", "KUBE-SERVICES"); err != nil {
 			t.Errorf("back in iptables mode without KUBE-SERVICES: %v", err)
 		}
-		if out, err := run("ip", "netns", "exec", NodeNetns, "nft", "list", "table", "ip", KubeProxyTable); err == nil {
-			t.Errorf("table ip %s left after switching back to iptables:\n%s", KubeProxyTable, out)
+		for _, family := range []string{"ip", "ip6"} {
+			if out, err := run("ip", "netns", "exec", NodeNetns, "nft", "list", "table", family, KubeProxyTable); err == nil {
+				t.Errorf("table %s %s left after switching back to iptables:\n%s", family, KubeProxyTable, out)
+			}
 		}
 		settle(t, cctx, cl)
 	})
@@ -67,6 +69,7 @@ func TestNftablesMode(t *testing.T) {
 	t.Run("nodeport-not-on-localhost", func(t *testing.T) { nftablesNodePortLocalhost(t) })
 	t.Run("catalogue", faultCatalogue)
 	t.Run("loadbalancer", loadBalancerIngress)
+	t.Run("dual-stack", func(t *testing.T) { dualStack(t, "ipv6-proxy-rules-gone") })
 	t.Run("rolling-update", noFalseAlarmRollingUpdate)
 	t.Run("coredns-restart", noFalseAlarmCoreDNSRestart)
 	// Five minutes in iptables mode (TestNoFalseAlarmSteady); one here, after the catalogue's own
