@@ -26,11 +26,11 @@ const (
 	ClientNetns = Prefix + "client"
 	NodeName    = "node-1"
 
-	Bridge       = "cbr0"
-	NodeIP       = "198.18.0.1"
-	PodCIDR      = "198.18.0.0/16"
-	BridgeCIDR   = "198.18.0.1/24"
-	ServiceCIDR  = "198.19.0.0/16"
+	Bridge      = "cbr0"
+	NodeIP      = "198.18.0.1"
+	PodCIDR     = "198.18.0.0/16"
+	BridgeCIDR  = "198.18.0.1/24"
+	ServiceCIDR = "198.19.0.0/16"
 	// The lab is dual-stack, IPv4 first: an IPv6 (ULA) Pod range and Service range beside the
 	// IPv4 ones. Every lab address 198.18.N.H has its IPv6 twin fd98:18:0:N::H (IPv6Of) on the
 	// same interface; node N's Pods are in fd98:18:0:N::/64.
