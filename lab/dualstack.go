@@ -20,7 +20,6 @@ import (
 	"os"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -46,23 +45,7 @@ var DualStackServices = []string{DualStackService, PreferDualStackService, IPv6S
 // EnsureDualStackServices creates the dual-stack Services and the IPv6 Service's Deployment and
 // waits until every Service has a ready endpoint of each of its families.
 func EnsureDualStackServices(ctx context.Context, cl kubernetes.Interface) error {
-	labels := map[string]string{"app": IPv6Deployment}
-	one := int32(1)
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: IPv6Deployment, Namespace: "default", Labels: labels},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &one,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{AutomountServiceAccountToken: ptr(false), Containers: []corev1.Container{{
-					Name: "serve", Image: "registry.k8s.io/serve_hostname",
-					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 9376, Protocol: corev1.ProtocolTCP}},
-				}}},
-			},
-		},
-	}
-	if _, err := cl.AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := createServeHostnameDeployment(ctx, cl, IPv6Deployment, 1); err != nil {
 		return err
 	}
 	for _, s := range []struct {

@@ -534,16 +534,24 @@ func scaleHostnames(ctx context.Context, cl kubernetes.Interface, replicas int32
 const idleDeployment = "idle-elsewhere"
 
 func createIdleDeployment(ctx context.Context, cl kubernetes.Interface) error {
-	labels := map[string]string{"app": idleDeployment}
-	zero := int32(0)
+	return createServeHostnameDeployment(ctx, cl, idleDeployment, 0)
+}
+
+// createServeHostnameDeployment creates Deployment default/name (label app=name) of serve_hostname
+// Pods (container "serve", port 9376 "http"); one that exists is left as it is.
+func createServeHostnameDeployment(ctx context.Context, cl kubernetes.Interface, name string, replicas int32) error {
+	labels := map[string]string{"app": name}
 	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: idleDeployment, Namespace: "default", Labels: labels},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: labels},
 		Spec: appsv1.DeploymentSpec{
-			Replicas: &zero,
+			Replicas: &replicas,
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "idle", Image: "registry.k8s.io/serve_hostname"}}},
+				Spec: corev1.PodSpec{AutomountServiceAccountToken: ptr(false), Containers: []corev1.Container{{
+					Name: "serve", Image: "registry.k8s.io/serve_hostname",
+					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 9376, Protocol: corev1.ProtocolTCP}},
+				}}},
 			},
 		},
 	}
