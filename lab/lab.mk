@@ -14,6 +14,7 @@
 #   make demo-break FAULT=name / demo-fix FAULT=name / demo-faults / demo-down
 #   make demo-node-local-dns ON=on|off   the exporter on the node-local DNS cache (169.254.20.10) or not
 #   make demo-proxy-mode MODE=nftables|iptables   switch the lab's kube-proxy (SVCPROBE_LAB_PROXY_MODE at up)
+#   make demo-dual-stack ON=on|off   add (remove) the Services of each ipFamilyPolicy
 
 LAB_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 
@@ -46,7 +47,7 @@ LAB_TOOLS := \
 	$(LAB_BIN)/kube-network-policies-$(KNP_VERSION) \
 	$(foreach c,$(LAB_K8S_CMDS),$(LAB_BIN)/$(c)-$(K8S_VERSION))
 
-.PHONY: lab-deps lab-tools lab-kubectl lab-up lab-down lab-status lab-test lab-e2e demo demo-down demo-break demo-fix demo-faults demo-node-local-dns demo-proxy-mode lab-exporter
+.PHONY: lab-deps lab-tools lab-kubectl lab-up lab-down lab-status lab-test lab-e2e demo demo-down demo-break demo-fix demo-faults demo-node-local-dns demo-proxy-mode demo-dual-stack lab-exporter
 
 lab-deps:
 	@missing=""; \
@@ -155,3 +156,6 @@ demo-node-local-dns:
 MODE ?= nftables
 demo-proxy-mode:
 	$(LAB_CMD) proxy-mode $(MODE)
+
+demo-dual-stack:
+	$(LAB_CMD) dual-stack $(ON)

@@ -12,6 +12,7 @@
 //	svcprobe-lab faults   list the fault catalogue
 //	svcprobe-lab break FAULT / fix FAULT   inject / undo a fault
 //	svcprobe-lab proxy-mode iptables|nftables   switch the running lab's kube-proxy to that mode
+//	svcprobe-lab dual-stack on|off   add (remove) the Services of each ipFamilyPolicy the dual-stack faults break
 //	svcprobe-lab node-local-dns on|off   point the exporter Pod at the node-local DNS cache (169.254.20.10) or back
 //
 // It needs root and the binaries of `make lab-tools`.
@@ -41,6 +42,7 @@ func usage() {
        svcprobe-lab faults
        svcprobe-lab break|fix FAULT
        svcprobe-lab proxy-mode iptables|nftables   switch the running lab's kube-proxy to that mode
+       svcprobe-lab dual-stack on|off   add (remove) hostnames-dual, hostnames-prefer, hostnames-v6
        svcprobe-lab node-local-dns on|off   the exporter Pod's nameserver: the node-local cache or the DNS Service
        svcprobe-lab metrics        print the exporter's svcprobe_service_verdict series
 
@@ -137,6 +139,27 @@ func runSub(ctx context.Context, sub string, args []string) error {
 		for _, f := range lab.Faults {
 			fmt.Printf("%-18s %s\n%-18s expect: %s\n", f.Name, f.Breaks, "", f.Expect)
 		}
+		fmt.Println("\ndual-stack (after `svcprobe-lab dual-stack on`):")
+		for _, f := range lab.DualStackFaults {
+			fmt.Printf("%-18s %s\n%-18s expect: %s\n", f.Name, f.Breaks, "", f.Expect)
+		}
+		return nil
+	case "dual-stack":
+		if fs.NArg() != 1 || (fs.Arg(0) != "on" && fs.Arg(0) != "off") {
+			return errors.New("dual-stack on|off")
+		}
+		cl, err := cfg.Client()
+		if err != nil {
+			return err
+		}
+		if fs.Arg(0) == "off" {
+			return lab.DeleteDualStackServices(ctx, cl)
+		}
+		if err := lab.EnsureDualStackServices(ctx, cl); err != nil {
+			return err
+		}
+		fmt.Printf("Services %s in default, with ready endpoints of each family; break one family with `svcprobe-lab break ipv6-proxy-rules-gone|aaaa-missing|ipv6-backend-v4-only`\n",
+			strings.Join(lab.DualStackServices, ", "))
 		return nil
 	case "break", "fix":
 		if fs.NArg() != 1 {
