@@ -687,4 +687,7 @@ func TestFamilyShownOnStageAndStep(t *testing.T) {
 	if _, _, body := do(t, fixtureHandler(s, Options{}), "/status/default/web"); !strings.Contains(body, "broken: proxy (refused, ipv6 only)") {
 		t.Errorf("status page's verdict does not say \"broken: proxy (refused, ipv6 only)\":\n%s", body)
 	}
+	if _, _, body := do(t, fixtureHandler(s, Options{}), "/"); !strings.Contains(body, "proxy: refused, ipv6 only</td>") {
+		t.Errorf("the index's verdict cell does not say \"proxy: refused, ipv6 only\":\n%s", body)
+	}
 }
