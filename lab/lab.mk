@@ -112,7 +112,7 @@ lab-test: lab-deps lab-tools
 	SVCPROBE_E2E=1 GOWORK=off go test -count=1 -run TestLabHostnames -v -timeout 10m ./$(LAB_DIR)/
 
 # prom-tools (deploy/check/check.mk) and helm-tools (deploy/helm/helm.mk): TestAlerts runs a real
-# Prometheus with the shipped rules, the dry-run tests render the Helm chart. ~55 min under CI
+# Prometheus with the shipped rules, the dry-run tests render the Helm chart. ~56 min under CI
 # (TestAlerts 19 min, the catalogue again in nftables mode 8 min, the 5-minute API outage, the
 # 5-minute steady run); the timeout leaves room above that, below CI's own limit.
 lab-e2e: lab-deps lab-tools prom-tools helm-tools
