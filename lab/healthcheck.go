@@ -6,7 +6,10 @@ package lab
 // node-2 (one local endpoint), 503 on node-1 (none). The fault healthcheck-node2 rejects
 // connections to that port on node-2 while the NodePort still answers there: node-2's agents must
 // say proxy/health_check_failing for hostnames-local, node-1's agent and the central exporter
-// (no local endpoint: nothing of the NodePort path to check) ok.
+// (no local endpoint: nothing of the NodePort path to check) ok. The fault
+// healthcheck-stale-node1 is the other way round: node-1's health check port of hostnames-local
+// NATed to a Pod that answers 200 (as a kube-proxy with a stale view of the endpoints would):
+// node-1's agent must say proxy/health_check_stale, node-2's agents and the central exporter ok.
 
 import (
 	"context"
@@ -33,6 +36,8 @@ const (
 	localLBLabel = "hostnames-local"
 	// healthCheckComment tags the fault's rule in node-2's filter INPUT.
 	healthCheckComment = Prefix + "healthcheck-node2"
+	// healthCheckStaleComment tags healthCheckStaleFault's rules in node-1's nat table.
+	healthCheckStaleComment = Prefix + "healthcheck-stale-node1"
 )
 
 // EnsureLocalLBService creates the Pod on node-2 and default/hostnames-local, waits until the Pod
@@ -133,5 +138,43 @@ var healthCheckFault = Fault{
 			return nil // no node-2, no rule
 		}
 		return removeTaggedRules(Node2Netns, healthCheckComment)
+	},
+}
+
+// healthCheckStaleFault makes node-1's healthCheckNodePort of hostnames-local answer 200 although
+// node-1 has no endpoint of it: node-1's nat PREROUTING (what node-1's Pods send to the node's
+// address) and OUTPUT (what node-1 sends itself) DNAT that port to the Service's one Pod on
+// node-2, whose serve_hostname answers any path with 200. kube-proxy's own health server on
+// node-1 still says 503 behind it.
+var healthCheckStaleFault = Fault{
+	Name:   "healthcheck-stale-node1",
+	Breaks: "node-1's healthCheckNodePort of default/" + LocalLBService + " (externalTrafficPolicy Local, no endpoint on node-1) answers 200: nat PREROUTING and OUTPUT of node-1 send it to a Pod that answers every path",
+	Expect: `node="node-1" agent: default/` + LocalLBService + ` layer="proxy" reason="health_check_stale"; node="node-2" agents and the central exporter: ok`,
+	Inject: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
+		s, err := cl.CoreV1().Services("default").Get(ctx, LocalLBService, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if s.Spec.HealthCheckNodePort == 0 {
+			return fmt.Errorf("service default/%s has no healthCheckNodePort", LocalLBService)
+		}
+		p, err := cl.CoreV1().Pods("default").Get(ctx, localLBPod, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if p.Status.PodIP == "" {
+			return fmt.Errorf("pod default/%s has no IP", localLBPod)
+		}
+		for _, chain := range []string{"PREROUTING", "OUTPUT"} {
+			if _, err := run("ip", "netns", "exec", NodeNetns, "iptables", "-w", "-t", "nat", "-I", chain, "-p", "tcp", "-d", NodeIP,
+				"--dport", strconv.Itoa(int(s.Spec.HealthCheckNodePort)), "-m", "comment", "--comment", healthCheckStaleComment,
+				"-j", "DNAT", "--to-destination", net.JoinHostPort(p.Status.PodIP, "9376")); err != nil {
+				return err
+			}
+		}
+		return nil
+	},
+	Undo: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
+		return removeTaggedRulesIn(NodeNetns, "nat", healthCheckStaleComment)
 	},
 }

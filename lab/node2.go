@@ -499,8 +499,9 @@ func ScrapeHostAgent(ctx context.Context, node, path string) (string, error) {
 	return httpGet(ctx, "http://"+n.IP+":"+strconv.Itoa(HostAgentPort)+path)
 }
 
-// NodeFaults break one node only (node-2). They are not in Faults: the
-// central exporter, on node-1, does not see them; the node agents do.
+// NodeFaults break one node only (node-2, and healthcheck-stale-node1 node-1's health check port
+// of a Service with no endpoint there). They are not in Faults: the central exporter does not see
+// them; the node agents do.
 var NodeFaults = []Fault{
 	{
 		Name: "kube-proxy-down-node2", Breaks: "node-2's kube-proxy stopped and node-2's nat chain KUBE-SERVICES flushed",
@@ -548,6 +549,7 @@ var NodeFaults = []Fault{
 		},
 	},
 	healthCheckFault,
+	healthCheckStaleFault,
 }
 
 // NodePortService is the NodePort Service in front of hostnames that the nodeport faults use

@@ -2,11 +2,13 @@ package lab
 
 // The node-mode alerts of deploy/rules/svcprobe-alerts.yaml in a real Prometheus: with node-2 up and
 // deploy/node-agent's agents on both nodes, Prometheus scrapes the central exporter and both
-// agents (their Pod IPs, job svcprobe-node). A fault of node-2 only must fire the node-mode alert
-// for node-2 and nothing for node-1 or the central exporter:
+// agents (their Pod IPs, job svcprobe-node). A fault of one node must fire the node-mode alert
+// for that node and nothing for the other or the central exporter:
 //   - kube-proxy-down-node2: ServiceProxyDownOnNode{node="node-2"} (the node!="" rule, for: 1m);
-//   - hairpin-off-node2 and healthcheck-node2 at once: HairpinBrokenOnNode{node="node-2"} and
-//     ServiceHealthCheckFailingOnNode{node="node-2",service="hostnames-local"} (for: 2m).
+//   - hairpin-off-node2, healthcheck-node2 and healthcheck-stale-node1 at once:
+//     HairpinBrokenOnNode{node="node-2"},
+//     ServiceHealthCheckFailingOnNode{node="node-2",service="hostnames-local"} and
+//     ServiceHealthCheckStaleOnNode{node="node-1",service="hostnames-local"} (for: 2m).
 // Each resolves when its fault is undone. The for: durations are the shipped ones, so the test
 // takes about five minutes.
 
@@ -86,7 +88,7 @@ type nodeAlertCase struct {
 }
 
 // nodeModeAlerts are the alertnames of the node-mode rules.
-var nodeModeAlerts = []string{"ServiceProxyDownOnNode", "HairpinBrokenOnNode", "ServiceHealthCheckFailingOnNode"}
+var nodeModeAlerts = []string{"ServiceProxyDownOnNode", "HairpinBrokenOnNode", "ServiceHealthCheckFailingOnNode", "ServiceHealthCheckStaleOnNode"}
 
 func TestNodeAlerts(t *testing.T) {
 	cfg, cl := sharedLab(t)
@@ -207,13 +209,16 @@ func TestNodeAlerts(t *testing.T) {
 				"severity": "critical", "layer": "proxy", "mode": "node"}},
 		},
 		{
-			// Two faults of node-2 at once, each with its alert (both for: 2m): the hairpin of the
-			// agent's own Pod, and kube-proxy's health check of hostnames-local, whose NodePort
-			// leads to another Pod and still answers.
-			faults: []string{"hairpin-off-node2", healthCheckFault.Name}, forDur: 2 * time.Minute,
+			// Three faults at once, each with its alert (all for: 2m): on node-2 the hairpin of
+			// the agent's own Pod, and kube-proxy's health check of hostnames-local, whose
+			// NodePort leads to another Pod and still answers; on node-1, which has no endpoint of
+			// hostnames-local, that health check answering 200.
+			faults: []string{"hairpin-off-node2", healthCheckFault.Name, healthCheckStaleFault.Name}, forDur: 2 * time.Minute,
 			alerts: []map[string]string{
 				{"alertname": "HairpinBrokenOnNode", "node": Node2Name, "severity": "warning", "layer": "hairpin"},
 				{"alertname": "ServiceHealthCheckFailingOnNode", "node": Node2Name, "severity": "warning", "layer": "proxy",
+					"namespace": "default", "service": LocalLBService},
+				{"alertname": "ServiceHealthCheckStaleOnNode", "node": NodeName, "severity": "warning", "layer": "proxy",
 					"namespace": "default", "service": LocalLBService},
 			},
 		},
@@ -296,8 +301,8 @@ func TestNodeAlerts(t *testing.T) {
 					t.Errorf("%s: annotation %s = %q", k, ak, v)
 				}
 			}
-			if !strings.Contains(a.Annotations["summary"], "node "+Node2Name) {
-				t.Errorf("%s: summary %q does not name node %s", k, a.Annotations["summary"], Node2Name)
+			if n := byKey[k]["node"]; !strings.Contains(a.Annotations["summary"], "node "+n) {
+				t.Errorf("%s: summary %q does not name node %s", k, a.Annotations["summary"], n)
 			}
 			if active := a.ActiveAt.Sub(injected); active < 0 {
 				t.Errorf("%s: active since %s, before the fault (%s)", k, a.ActiveAt, injected)

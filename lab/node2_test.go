@@ -553,9 +553,11 @@ func TestNodeAgents(t *testing.T) {
 // endpoint on node-2; kube-proxy answers its healthCheckNodePort with 200 on node-2 and 503 on
 // node-1 (the lab asks both itself). node-2's agents (Pod network and host network) probe the
 // NodePort and the health check on their node: ok. node-1's agent and the central exporter have
-// no local endpoint: nothing of the NodePort path is theirs to check, ok. With node-2 rejecting
-// connections to the health check port, node-2's agents say proxy/health_check_failing for
-// hostnames-local, everyone else ok; after the undo, ok again.
+// no local endpoint: node-1's agent asks only the health check, which must not say 200 (the
+// central exporter knows no node), ok. With node-2 rejecting connections to the health check
+// port, node-2's agents say proxy/health_check_failing for hostnames-local, everyone else ok;
+// with node-1's health check port answering 200, node-1's agent says proxy/health_check_stale;
+// after each undo, ok again.
 func nodeAgentsHealthCheck(t *testing.T, ctx context.Context, cfg *Config, cl kubernetes.Interface, host2 string, within time.Duration) {
 	t.Helper()
 	hc, err := EnsureLocalLBService(ctx, cl)
@@ -584,14 +586,17 @@ func nodeAgentsHealthCheck(t *testing.T, ctx context.Context, cfg *Config, cl ku
 			t.Fatal(err)
 		}
 	}
-	node2Stages := map[string]string{"nodeport": "ok/success"}
+	// Every agent's nodeport stage of hostnames-local is ok: node-2's by the NodePort and a 200
+	// from the health check, node-1's (no local endpoint, the NodePort not dialed) by a health
+	// check that does not say 200.
+	okStages := map[string]string{"nodeport": "ok/success"}
 	others := func(av agentView) error {
 		return errors.Join(wantVerdict(av.v["central"], key, "ok/success"), wantVerdict(av.v[NodeName], key, "ok/success"),
-			agentStages(ctx, cl, NodeName, "default", LocalLBService, map[string]string{"nodeport": "skipped/not_probed"}))
+			agentStages(ctx, cl, NodeName, "default", LocalLBService, okStages), agentHealthChecked(ctx, cl, NodeName, hc))
 	}
-	took := settleAgents(t, key+" ok everywhere, its health check asked on node-2", 60*time.Second, allAgents(agentsHealthy(ctx, cl), func(av agentView) error {
-		return errors.Join(others(av), agentStages(ctx, cl, Node2Name, "default", LocalLBService, node2Stages),
-			agentStages(ctx, cl, host2, "default", LocalLBService, node2Stages), agentHealthChecked(ctx, cl, Node2Name, hc))
+	took := settleAgents(t, key+" ok everywhere, its health check asked on both nodes", 60*time.Second, allAgents(agentsHealthy(ctx, cl), func(av agentView) error {
+		return errors.Join(others(av), agentStages(ctx, cl, Node2Name, "default", LocalLBService, okStages),
+			agentStages(ctx, cl, host2, "default", LocalLBService, okStages), agentHealthChecked(ctx, cl, Node2Name, hc))
 	}))
 	t.Logf("%s ok on every agent after %s", key, took.Round(10*time.Millisecond))
 
@@ -620,6 +625,33 @@ func nodeAgentsHealthCheck(t *testing.T, ctx context.Context, cfg *Config, cl ku
 	}
 	if err := f.Undo(ctx, cfg, cl); err != nil {
 		t.Fatalf("undo %s: %v", f.Name, err)
+	}
+	took = waitAgents(t, "recovery from "+f.Name, within, agentsHealthy(ctx, cl), nil)
+	t.Logf("%s: recovered after %s", f.Name, took.Round(10*time.Millisecond))
+
+	// The other way round: node-1, without an endpoint of hostnames-local, answers its health
+	// check with 200. node-1's agent blames kube-proxy's health check there; node-2's agents (the
+	// Service's endpoint, a 200 that is right) and the central exporter stay ok.
+	f = nodeFault(t, healthCheckStaleFault.Name)
+	took = settleAgents(t, "every agent window clean before "+f.Name, 60*time.Second, allAgents(agentsHealthy(ctx, cl), agentWindowsClean(ctx, cl)))
+	t.Logf("windows clean before %s after %s", f.Name, took.Round(10*time.Millisecond))
+	if err := f.Inject(ctx, cfg, cl); err != nil {
+		t.Fatalf("inject %s: %v", f.Name, err)
+	}
+	stale := "proxy/" + string(probe.ReasonHealthCheckStale)
+	took = waitAgents(t, f.Name+": "+f.Expect, within,
+		allAgents(agentIs(ctx, cl, NodeName, "ok/success", map[string]string{key: stale})),
+		allAgents(agentIs(ctx, cl, Node2Name, "ok/success", nil), agentIs(ctx, cl, host2, "ok/success", nil),
+			func(av agentView) error { return wantVerdict(av.v["central"], key, "ok/success") }))
+	t.Logf("%s: seen after %s (limit %s)", f.Name, took.Round(10*time.Millisecond), within)
+	if code, err := NodeHealthCheck(ctx, node1, hc); err != nil || code != 200 {
+		t.Fatalf("%s: node-1's health check answers %d, %v; want the fault's 200", f.Name, code, err)
+	}
+	if err := f.Undo(ctx, cfg, cl); err != nil {
+		t.Fatalf("undo %s: %v", f.Name, err)
+	}
+	if code, err := NodeHealthCheck(ctx, node1, hc); err != nil || code != 503 {
+		t.Fatalf("after undoing %s: node-1's health check answers %d, %v; want kube-proxy's 503", f.Name, code, err)
 	}
 	took = waitAgents(t, "recovery from "+f.Name, within, agentsHealthy(ctx, cl), nil)
 	t.Logf("%s: recovered after %s", f.Name, took.Round(10*time.Millisecond))

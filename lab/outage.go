@@ -293,7 +293,12 @@ func PartitionRules() ([]string, error) {
 }
 
 func taggedRules(netns, comment string) ([]string, error) {
-	out, err := run("ip", "netns", "exec", netns, "iptables", "-w", "-t", "filter", "-S")
+	return taggedRulesIn(netns, "filter", comment)
+}
+
+// taggedRulesIn lists the rules of an iptables table in netns that carry the comment (-S form).
+func taggedRulesIn(netns, table, comment string) ([]string, error) {
+	out, err := run("ip", "netns", "exec", netns, "iptables", "-w", "-t", table, "-S")
 	if err != nil {
 		return nil, err
 	}
@@ -308,7 +313,13 @@ func taggedRules(netns, comment string) ([]string, error) {
 }
 
 func removeTaggedRules(netns, comment string) error {
-	rules, err := taggedRules(netns, comment)
+	return removeTaggedRulesIn(netns, "filter", comment)
+}
+
+// removeTaggedRulesIn deletes every rule of the table in netns that carries the comment, then
+// checks that none is left.
+func removeTaggedRulesIn(netns, table, comment string) error {
+	rules, err := taggedRulesIn(netns, table, comment)
 	if err != nil {
 		return err
 	}
@@ -316,12 +327,12 @@ func removeTaggedRules(netns, comment string) error {
 	for _, r := range rules {
 		f := strings.Fields(r)
 		f[0] = "-D"
-		if _, err := run("ip", append([]string{"netns", "exec", netns, "iptables", "-w", "-t", "filter"}, f...)...); err != nil {
+		if _, err := run("ip", append([]string{"netns", "exec", netns, "iptables", "-w", "-t", table}, f...)...); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if left, err := taggedRules(netns, comment); err != nil || len(left) > 0 {
-		errs = append(errs, fmt.Errorf("rules tagged %s left in %s: %v %v", comment, netns, left, err))
+	if left, err := taggedRulesIn(netns, table, comment); err != nil || len(left) > 0 {
+		errs = append(errs, fmt.Errorf("rules tagged %s left in %s table %s: %v %v", comment, netns, table, left, err))
 	}
 	return errors.Join(errs...)
 }

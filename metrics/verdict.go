@@ -127,7 +127,9 @@ func Verdict(results map[probe.Stage]probe.Result, cluster *probe.ClusterDNSResu
 //     dialed from the node's own network); when the proxy stage did not run, the nodeport
 //     stage's own reason. After the ClusterIP check, before dns (a NodePort uses no DNS). When
 //     the NodePort answers but kube-proxy's health check on healthCheckNodePort does not say 200
-//     although this node has a ready endpoint (externalTrafficPolicy Local), health_check_failing.
+//     although this node has a ready endpoint (externalTrafficPolicy Local), health_check_failing;
+//     when it says 200 on a node without a ready endpoint (the load balancer sends traffic there
+//     and kube-proxy drops it), health_check_stale.
 //  6. proxy, load-balancer path: the loadbalancer stage failed (a LoadBalancer Service's ingress
 //     IP, which kube-proxy serves on the node for in-cluster clients). With the ClusterIP
 //     answering from the same Pod network the reason is load_balancer_unreachable; otherwise the
@@ -206,9 +208,11 @@ func (ev Evidence) decide() (Layer, probe.Reason, probe.Stage) {
 		return LayerProxy, reason, probe.StageProxy
 	}
 	if reason, st, ok := bad(probe.StageNodePort); ok {
-		if ev.Results[probe.StageNodePort].Reason == probe.ReasonHealthCheckFailing {
-			// The NodePort answers; kube-proxy's health check for it on this node does not.
-			return LayerProxy, probe.ReasonHealthCheckFailing, probe.StageNodePort
+		switch r := ev.Results[probe.StageNodePort].Reason; r {
+		case probe.ReasonHealthCheckFailing, probe.ReasonHealthCheckStale:
+			// kube-proxy's health check on this node says the wrong thing: not 200 although the
+			// node has a local endpoint (and its NodePort answers), or 200 although it has none.
+			return LayerProxy, r, probe.StageNodePort
 		}
 		if _, _, ran := ev.stage(probe.StageProxy); ran && ev.answered(probe.StageProxy) {
 			if ev.Results[probe.StageNodePort].FromNode {

@@ -140,6 +140,11 @@ func TestVerdictTable(t *testing.T) {
 		{"health check fails, NodePort and ClusterIP answer", results(fail(probe.StageNodePort, probe.ReasonHealthCheckFailing)), clusterDNS(true, true), LayerProxy, probe.ReasonHealthCheckFailing, nil, VIPTally{}},
 		{"health check fails from the node", results(probe.Result{Stage: probe.StageNodePort, Outcome: probe.Failed, Reason: probe.ReasonHealthCheckFailing, FromNode: true}), clusterDNS(true, true), LayerProxy, probe.ReasonHealthCheckFailing, nil, VIPTally{}},
 		{"health check fails and the Pods fail: pod", results(fail(probe.StageNodePort, probe.ReasonHealthCheckFailing), fail(probe.StagePod, probe.ReasonRefused)), clusterDNS(true, true), LayerPod, probe.ReasonRefused, nil, VIPTally{}},
+		// 200 from the health check of a node without a local endpoint: the load balancer sends
+		// there and kube-proxy drops it. Its own reason, from the Pod network or the node's.
+		{"health check says 200 without a local endpoint", results(fail(probe.StageNodePort, probe.ReasonHealthCheckStale)), clusterDNS(true, true), LayerProxy, probe.ReasonHealthCheckStale, nil, VIPTally{}},
+		{"health check says 200 without a local endpoint, from the node", results(probe.Result{Stage: probe.StageNodePort, Outcome: probe.Failed, Reason: probe.ReasonHealthCheckStale, FromNode: true}), clusterDNS(true, true), LayerProxy, probe.ReasonHealthCheckStale, nil, VIPTally{}},
+		{"health check stale and the ClusterIP fails: the VIP's reason", results(fail(probe.StageProxy, probe.ReasonRefused), fail(probe.StageNodePort, probe.ReasonHealthCheckStale)), clusterDNS(true, true), LayerProxy, probe.ReasonRefused, nil, VIPTally{}},
 		{"NodePort and DNS fail: NodePort first", results(fail(probe.StageNodePort, probe.ReasonTimeout), fail(probe.StageDNS, probe.ReasonNXDomain)), clusterDNS(true, true), LayerProxy, probe.ReasonNodePortUnreachable, nil, VIPTally{}},
 		// LoadBalancer from inside: the ingress IP (kube-proxy's rules for it on this node) fails
 		// while the ClusterIP answers from the same Pod network: proxy, with its own reason.

@@ -63,7 +63,10 @@ func (p *NodePortProber) Probe(ctx context.Context, t *discovery.Target) Result 
 		// drops external clients on purpose, and a failure there would be a false alarm.
 		if eps, r := localOnly(StageNodePort, t, p.NodeName, "externalTrafficPolicy",
 			"the NodePort answers only on nodes with a local endpoint", "the NodePort is meant not to answer here"); eps == nil {
-			return r
+			if p.NodeName == "" {
+				return r
+			}
+			return p.noLocalEndpoint(ctx, t, r)
 		}
 	}
 	addrs := p.addrsFor(t)
@@ -156,6 +159,59 @@ func (p *NodePortProber) healthCheck(ctx context.Context, t *discovery.Target, a
 		r.Intermittent = false
 		return
 	}
+}
+
+// noLocalEndpoint is the stage on a node without a ready endpoint of a Service with
+// externalTrafficPolicy Local (skip, the localOnly result). The NodePort is meant not to answer
+// here and is not dialed; for a LoadBalancer Service with a healthCheckNodePort, kube-proxy's
+// health check on this node is asked instead, and it must not say 200: 200 tells the external
+// load balancer that this node can serve, and kube-proxy drops what it then sends (no local
+// endpoint). 503 (kube-proxy's answer without local endpoints) or no answer (the load balancer
+// takes the node out) pass; 200 fails the stage with ReasonHealthCheckStale. The checks are
+// rewritten to say that: a 503 is the check's success.
+func (p *NodePortProber) noLocalEndpoint(ctx context.Context, t *discovery.Target, skip Result) Result {
+	if t.Kind != discovery.KindLoadBalancer || t.HealthCheckNodePort <= 0 {
+		return skip
+	}
+	addrs := p.addrsFor(t)
+	if len(addrs) == 0 {
+		return skip
+	}
+	var jobs []job
+	for _, ip := range addrs {
+		addr := netip.AddrPortFrom(ip, uint16(t.HealthCheckNodePort))
+		jobs = append(jobs, job{addr: addr, host: addr.String(), kind: kindHTTP,
+			http:    discovery.HTTPOptions{Path: "/healthz", StatusMin: 200, StatusMax: 200},
+			subject: "http://" + addr.String() + "/healthz (healthCheckNodePort, node " + p.NodeName + ", no local endpoint)"})
+	}
+	checks := runJobs(ctx, p.Dialer, t, StageNodePort, jobs)
+	for i, c := range checks {
+		switch {
+		case c.OK():
+			checks[i].Reason = ReasonHealthCheckStale
+			checks[i].Detail = "HTTP 200: kube-proxy tells the load balancer this node can serve, but it has no ready endpoint of the Service"
+		case c.Reason == ReasonHTTPStatus || c.Reason == ReasonRefused || c.Reason == ReasonTimeout ||
+			c.Reason == ReasonReset || c.Reason == ReasonUnreachable:
+			checks[i].Reason = ReasonSuccess
+			checks[i].Detail = c.Detail + " (not 200: the load balancer leaves this node out, as it should without a local endpoint)"
+		}
+	}
+	r := fromChecks(StageNodePort, checks, skip.Detail)
+	r.FromNode = p.FromNode
+	switch r.Outcome {
+	case OK:
+		r.Detail = skip.Detail + "; kube-proxy's health check does not say 200 here, as it should"
+	case Failed:
+		if r.Reason == ReasonHealthCheckStale {
+			hc := strconv.Itoa(int(t.HealthCheckNodePort))
+			r.Hint = "Node " + p.NodeName + " has no ready endpoint of the Service (externalTrafficPolicy: Local), but GET /healthz on its " +
+				"healthCheckNodePort " + hc + " answers 200: an external load balancer that asks it sends traffic to this node, and " +
+				"kube-proxy drops it there. kube-proxy's view of the endpoints on this node is stale (its logs, restarts, " +
+				"sync errors; compare the answer's localEndpoints with kubectl get endpointslices -l kubernetes.io/service-name=" + t.Name +
+				" -n " + t.Namespace + "), or something else answers on that port (ss -ltnp | grep " + hc + ", a NAT rule for it)."
+		}
+	}
+	return r
 }
 
 // addrsFor keeps the node addresses of a family the Service has: an IPv4-only Service has no

@@ -275,6 +275,86 @@ func TestNodePortProberHealthCheck(t *testing.T) {
 	}
 }
 
+// On a node without a ready endpoint of a LoadBalancer Service with externalTrafficPolicy Local
+// the NodePort is not dialed and kube-proxy's health check must not say 200: 503 or no answer
+// pass (the load balancer leaves the node out), 200 fails the stage with health_check_stale (the
+// load balancer sends there and kube-proxy drops it). Without a node name, a health check port or
+// for a NodePort Service, the stage stays skipped and nothing is asked.
+func TestNodePortProberHealthCheckNoLocalEndpoint(t *testing.T) {
+	status := 503
+	var asked []string
+	var mu sync.Mutex
+	hc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		asked = append(asked, r.URL.Path)
+		code := status
+		mu.Unlock()
+		w.WriteHeader(code)
+		fmt.Fprintf(w, `{"service":{"namespace":"default","name":"web"},"localEndpoints":%d}`, map[bool]int{true: 1}[code == 200])
+	}))
+	t.Cleanup(hc.Close)
+	hcAddr := netip.MustParseAddrPort(strings.TrimPrefix(hc.URL, "http://"))
+	np := newTCPServer(t, "127.0.0.1", 0)
+	target := func(hcPort uint16) *discovery.Target {
+		tg := nodePortTarget(np.addr.Port()) // its one ready endpoint runs on node1
+		tg.Kind, tg.ExternalTrafficLocal, tg.HealthCheckNodePort = discovery.KindLoadBalancer, true, int32(hcPort)
+		return tg
+	}
+	p := &NodePortProber{Dialer: &Dialer{Budget: looseBudget(t)}, NodeAddrs: []netip.Addr{hcAddr.Addr()}, NodeName: "node2"}
+	takeAsked := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		a := asked
+		asked = nil
+		return a
+	}
+
+	r := probeNodePort(t, p, target(hcAddr.Port()))
+	if r.Outcome != OK || len(r.Checks) != 1 || !r.Checks[0].OK() || !strings.Contains(r.Checks[0].Detail, "503") {
+		t.Fatalf("503 without a local endpoint: %v %s %q checks %+v, want ok with one passed check saying 503", r.Outcome, r.Reason, r.Detail, r.Checks)
+	}
+	if a := takeAsked(); len(a) != 1 || a[0] != "/healthz" {
+		t.Errorf("health server asked %v, want GET /healthz once", a)
+	}
+	if np.accepted.Load() != 0 {
+		t.Errorf("the NodePort was dialed on a node without a local endpoint")
+	}
+
+	mu.Lock()
+	status = 200
+	mu.Unlock()
+	r = probeNodePort(t, p, target(hcAddr.Port()))
+	if r.Outcome != Failed || r.Reason != ReasonHealthCheckStale || r.Failing != 1 || r.Total != 1 {
+		t.Fatalf("200 without a local endpoint: %v %s %q %d/%d, want failed health_check_stale 1/1", r.Outcome, r.Reason, r.Detail, r.Failing, r.Total)
+	}
+	if !strings.Contains(r.Hint, "node2") || !strings.Contains(r.Hint, "healthCheckNodePort "+strconv.Itoa(int(hcAddr.Port()))) {
+		t.Errorf("hint does not name the node and the port: %q", r.Hint)
+	}
+	takeAsked()
+
+	// No answer at all: the load balancer leaves the node out too.
+	free := freeTCPPort(t, "127.0.0.1")
+	if r := probeNodePort(t, p, target(free.Port())); r.Outcome != OK || len(r.Checks) != 1 || !r.Checks[0].OK() {
+		t.Fatalf("health check refused without a local endpoint: %v %s %q, want ok", r.Outcome, r.Reason, r.Detail)
+	}
+
+	// Nothing asked: no node name, no health check port, a NodePort Service.
+	unknown := &NodePortProber{Dialer: p.Dialer, NodeAddrs: p.NodeAddrs}
+	nodePortSvc := target(hcAddr.Port())
+	nodePortSvc.Kind = discovery.KindNodePort
+	for name, c := range map[string]struct {
+		p  *NodePortProber
+		tg *discovery.Target
+	}{"node unknown": {unknown, target(hcAddr.Port())}, "no healthCheckNodePort": {p, target(0)}, "NodePort Service": {p, nodePortSvc}} {
+		if r := probeNodePort(t, c.p, c.tg); r.Outcome != Skipped || len(r.Checks) != 0 {
+			t.Errorf("%s: %v %s with %d checks, want skipped with none", name, r.Outcome, r.Reason, len(r.Checks))
+		}
+	}
+	if a := takeAsked(); len(a) != 0 {
+		t.Errorf("health server asked %v where it should not be", a)
+	}
+}
+
 // A dual-stack Service whose NodePort answers on the node's IPv4 address and not on its IPv6 one:
 // the stage fails and says which family alone fails; with both failing, no family.
 func TestNodePortProberFamily(t *testing.T) {

@@ -120,6 +120,12 @@ const (
 	// balancer takes the node out (503) or cannot ask it (no answer) although it can serve. The
 	// nodeport stage's reason, and the verdict's (proxy, on that node).
 	ReasonHealthCheckFailing Reason = "health_check_failing"
+	// ReasonHealthCheckStale: a LoadBalancer Service with externalTrafficPolicy Local has no
+	// ready endpoint on this prober's node, but kube-proxy's health check there answers 200: the
+	// external load balancer sends traffic to a node that drops it (kube-proxy's view of the
+	// endpoints is stale, or something else answers on the port). The nodeport stage's reason,
+	// and the verdict's (proxy, on that node).
+	ReasonHealthCheckStale Reason = "health_check_stale"
 )
 
 // Reasons is the closed set, for documentation and tests.
@@ -132,7 +138,7 @@ var Reasons = []Reason{
 	ReasonBudget, ReasonError, ReasonExternalNotAllowed, ReasonNodePortUnreachable, ReasonNodePortUnreachableFromNode,
 	ReasonPartial, ReasonNodeLocalDNSUnreachable, ReasonResolverUnreachable, ReasonScaledToZero,
 	ReasonDeniedByNetworkPolicy, ReasonPolicyNotEvaluated, ReasonNotProgrammed, ReasonLoadBalancerUnreachable,
-	ReasonHealthCheckFailing,
+	ReasonHealthCheckFailing, ReasonHealthCheckStale,
 }
 
 // Outcome says whether a stage passed, failed or did not apply.
