@@ -183,6 +183,18 @@ func progSetup(t *testing.T, ctx context.Context, cl kubernetes.Interface) {
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
+	// Pods are admitted only once the namespace has its default ServiceAccount, which
+	// kube-controller-manager's serviceaccount controller creates when its namespace informer
+	// sees the namespace. Right after the outage tests each of its reflectors may still be in its
+	// own relist backoff (client-go: 30 s cap, jittered up to 60 s, kept while the API went away
+	// again within 2 minutes, as TestRelistWatchExpired makes it): a clean-clone CI run saw no
+	// default ServiceAccount here for 30 s right after the API's return, while the endpointslice
+	// controller already followed (its informers were back). The Pods need the object, not the
+	// controller: create it (the controller leaves an existing one alone).
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: progNS}}
+	if _, err := cl.CoreV1().ServiceAccounts(progNS).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
 	for i := range 2 {
 		if err := createProgPod(ctx, cl, fmt.Sprintf("%s-%d", progBackend, i), progBackend, false); err != nil {
 			t.Fatal(err)
@@ -196,8 +208,8 @@ func progSetup(t *testing.T, ctx context.Context, cl kubernetes.Interface) {
 }
 
 // createProgPod creates a serve_hostname Pod (9376) labelled app=label in progNS; notReady makes
-// the kubelet report it NotReady (AnnReady "false") until the annotation goes. The namespace's
-// default ServiceAccount may not be there yet: the create is retried until it is.
+// the kubelet report it NotReady (AnnReady "false") until the annotation goes. The create is
+// retried (30 s) while the namespace's default ServiceAccount is not there yet.
 func createProgPod(ctx context.Context, cl kubernetes.Interface, name, label string, notReady bool) error {
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: progNS, Labels: map[string]string{"app": label}},
