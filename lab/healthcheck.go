@@ -115,6 +115,19 @@ func NodeHealthCheck(ctx context.Context, node labNode, port int32) (int, error)
 	return resp.StatusCode, nil
 }
 
+// localLBHealthCheckPort is the healthCheckNodePort of default/hostnames-local, as an iptables
+// port argument.
+func localLBHealthCheckPort(ctx context.Context, cl kubernetes.Interface) (string, error) {
+	s, err := cl.CoreV1().Services("default").Get(ctx, LocalLBService, metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	if s.Spec.HealthCheckNodePort == 0 {
+		return "", fmt.Errorf("service default/%s has no healthCheckNodePort", LocalLBService)
+	}
+	return strconv.Itoa(int(s.Spec.HealthCheckNodePort)), nil
+}
+
 // healthCheckFault rejects connections to node-2's healthCheckNodePort of hostnames-local (filter
 // INPUT of node-2, from anyone): the health server is unreachable, the NodePort is not.
 var healthCheckFault = Fault{
@@ -122,14 +135,11 @@ var healthCheckFault = Fault{
 	Breaks: "node-2 rejects connections to its healthCheckNodePort of default/" + LocalLBService + " (externalTrafficPolicy Local, its one endpoint on node-2; filter INPUT); the NodePort and the ClusterIP answer",
 	Expect: `node="node-2" agents: default/` + LocalLBService + ` layer="proxy" reason="health_check_failing"; node="node-1" and the central exporter: ok`,
 	Inject: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
-		s, err := cl.CoreV1().Services("default").Get(ctx, LocalLBService, metav1.GetOptions{})
+		hc, err := localLBHealthCheckPort(ctx, cl)
 		if err != nil {
 			return err
 		}
-		if s.Spec.HealthCheckNodePort == 0 {
-			return fmt.Errorf("service default/%s has no healthCheckNodePort", LocalLBService)
-		}
-		_, err = run("ip", "netns", "exec", Node2Netns, "iptables", "-w", "-I", "INPUT", "-p", "tcp", "--dport", strconv.Itoa(int(s.Spec.HealthCheckNodePort)),
+		_, err = run("ip", "netns", "exec", Node2Netns, "iptables", "-w", "-I", "INPUT", "-p", "tcp", "--dport", hc,
 			"-m", "comment", "--comment", healthCheckComment, "-j", "REJECT", "--reject-with", "tcp-reset")
 		return err
 	},
@@ -151,12 +161,9 @@ var healthCheckStaleFault = Fault{
 	Breaks: "node-1's healthCheckNodePort of default/" + LocalLBService + " (externalTrafficPolicy Local, no endpoint on node-1) answers 200: nat PREROUTING and OUTPUT of node-1 send it to a Pod that answers every path",
 	Expect: `node="node-1" agent: default/` + LocalLBService + ` layer="proxy" reason="health_check_stale"; node="node-2" agents and the central exporter: ok`,
 	Inject: func(ctx context.Context, c *Config, cl kubernetes.Interface) error {
-		s, err := cl.CoreV1().Services("default").Get(ctx, LocalLBService, metav1.GetOptions{})
+		hc, err := localLBHealthCheckPort(ctx, cl)
 		if err != nil {
 			return err
-		}
-		if s.Spec.HealthCheckNodePort == 0 {
-			return fmt.Errorf("service default/%s has no healthCheckNodePort", LocalLBService)
 		}
 		p, err := cl.CoreV1().Pods("default").Get(ctx, localLBPod, metav1.GetOptions{})
 		if err != nil {
@@ -167,7 +174,7 @@ var healthCheckStaleFault = Fault{
 		}
 		for _, chain := range []string{"PREROUTING", "OUTPUT"} {
 			if _, err := run("ip", "netns", "exec", NodeNetns, "iptables", "-w", "-t", "nat", "-I", chain, "-p", "tcp", "-d", NodeIP,
-				"--dport", strconv.Itoa(int(s.Spec.HealthCheckNodePort)), "-m", "comment", "--comment", healthCheckStaleComment,
+				"--dport", hc, "-m", "comment", "--comment", healthCheckStaleComment,
 				"-j", "DNAT", "--to-destination", net.JoinHostPort(p.Status.PodIP, "9376")); err != nil {
 				return err
 			}

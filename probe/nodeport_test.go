@@ -204,21 +204,50 @@ func TestProxyProberInternalTrafficLocal(t *testing.T) {
 // on the prober's node, which has a ready endpoint: 200 passes; 503 (the node claims no local
 // endpoint) or no answer fails the stage with health_check_failing while the NodePort answers; a
 // failing NodePort keeps its own reason; without a healthCheckNodePort nothing more is asked.
-func TestNodePortProberHealthCheck(t *testing.T) {
-	np := newTCPServer(t, "127.0.0.1", 0)
-	status := 200
-	var asked []string
-	var mu sync.Mutex
-	hc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		asked = append(asked, r.URL.Path)
-		code := status
-		mu.Unlock()
+// healthServer is a fake kube-proxy service health server: it answers every request with its
+// status (and a body like kube-proxy's) and records the paths asked.
+type healthServer struct {
+	addr   netip.AddrPort
+	mu     sync.Mutex
+	status int
+	asked  []string
+}
+
+func newHealthServer(t *testing.T, status int) *healthServer {
+	t.Helper()
+	h := &healthServer{status: status}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.mu.Lock()
+		h.asked = append(h.asked, r.URL.Path)
+		code := h.status
+		h.mu.Unlock()
 		w.WriteHeader(code)
 		fmt.Fprintf(w, `{"service":{"namespace":"default","name":"web"},"localEndpoints":%d}`, map[bool]int{true: 1}[code == 200])
 	}))
-	t.Cleanup(hc.Close)
-	hcAddr := netip.MustParseAddrPort(strings.TrimPrefix(hc.URL, "http://"))
+	t.Cleanup(srv.Close)
+	h.addr = netip.MustParseAddrPort(strings.TrimPrefix(srv.URL, "http://"))
+	return h
+}
+
+func (h *healthServer) setStatus(code int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.status = code
+}
+
+// takeAsked returns the paths asked since the last call.
+func (h *healthServer) takeAsked() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	a := h.asked
+	h.asked = nil
+	return a
+}
+
+func TestNodePortProberHealthCheck(t *testing.T) {
+	np := newTCPServer(t, "127.0.0.1", 0)
+	hs := newHealthServer(t, 200)
+	hcAddr := hs.addr
 	target := func(hcPort uint16, nodePort uint16) *discovery.Target {
 		tg := nodePortTarget(nodePort)
 		tg.Kind, tg.ExternalTrafficLocal, tg.HealthCheckNodePort = discovery.KindLoadBalancer, true, int32(hcPort)
@@ -230,12 +259,10 @@ func TestNodePortProberHealthCheck(t *testing.T) {
 	if r.Outcome != OK || len(r.Checks) != 2 {
 		t.Fatalf("health check 200: %v %s %q with %d checks, want ok with the NodePort's and the health check's", r.Outcome, r.Reason, r.Detail, len(r.Checks))
 	}
-	mu.Lock()
-	if len(asked) != 1 || asked[0] != "/healthz" {
+	if asked := hs.takeAsked(); len(asked) != 1 || asked[0] != "/healthz" {
 		t.Errorf("health server asked %v, want GET /healthz once", asked)
 	}
-	status = 503
-	mu.Unlock()
+	hs.setStatus(503)
 
 	r = probeNodePort(t, p, target(hcAddr.Port(), np.addr.Port()))
 	if r.Outcome != Failed || r.Reason != ReasonHealthCheckFailing || !strings.Contains(r.Detail, "503") {
@@ -258,9 +285,7 @@ func TestNodePortProberHealthCheck(t *testing.T) {
 	}
 
 	// Cluster policy or no healthCheckNodePort: the health server is not asked.
-	mu.Lock()
-	asked = nil
-	mu.Unlock()
+	hs.takeAsked()
 	cluster := target(hcAddr.Port(), np.addr.Port())
 	cluster.ExternalTrafficLocal = false
 	for _, tg := range []*discovery.Target{cluster, target(0, np.addr.Port())} {
@@ -268,9 +293,7 @@ func TestNodePortProberHealthCheck(t *testing.T) {
 			t.Fatalf("%v %s with %d checks, want ok with the NodePort's check only", r.Outcome, r.Reason, len(r.Checks))
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(asked) != 0 {
+	if asked := hs.takeAsked(); len(asked) != 0 {
 		t.Errorf("health server asked %v for a Service without a health check", asked)
 	}
 }
@@ -281,19 +304,8 @@ func TestNodePortProberHealthCheck(t *testing.T) {
 // load balancer sends there and kube-proxy drops it). Without a node name, a health check port or
 // for a NodePort Service, the stage stays skipped and nothing is asked.
 func TestNodePortProberHealthCheckNoLocalEndpoint(t *testing.T) {
-	status := 503
-	var asked []string
-	var mu sync.Mutex
-	hc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		asked = append(asked, r.URL.Path)
-		code := status
-		mu.Unlock()
-		w.WriteHeader(code)
-		fmt.Fprintf(w, `{"service":{"namespace":"default","name":"web"},"localEndpoints":%d}`, map[bool]int{true: 1}[code == 200])
-	}))
-	t.Cleanup(hc.Close)
-	hcAddr := netip.MustParseAddrPort(strings.TrimPrefix(hc.URL, "http://"))
+	hs := newHealthServer(t, 503)
+	hcAddr := hs.addr
 	np := newTCPServer(t, "127.0.0.1", 0)
 	target := func(hcPort uint16) *discovery.Target {
 		tg := nodePortTarget(np.addr.Port()) // its one ready endpoint runs on node1
@@ -301,13 +313,7 @@ func TestNodePortProberHealthCheckNoLocalEndpoint(t *testing.T) {
 		return tg
 	}
 	p := &NodePortProber{Dialer: &Dialer{Budget: looseBudget(t)}, NodeAddrs: []netip.Addr{hcAddr.Addr()}, NodeName: "node2"}
-	takeAsked := func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		a := asked
-		asked = nil
-		return a
-	}
+	takeAsked := hs.takeAsked
 
 	r := probeNodePort(t, p, target(hcAddr.Port()))
 	if r.Outcome != OK || len(r.Checks) != 1 || !r.Checks[0].OK() || !strings.Contains(r.Checks[0].Detail, "503") {
@@ -320,9 +326,7 @@ func TestNodePortProberHealthCheckNoLocalEndpoint(t *testing.T) {
 		t.Errorf("the NodePort was dialed on a node without a local endpoint")
 	}
 
-	mu.Lock()
-	status = 200
-	mu.Unlock()
+	hs.setStatus(200)
 	r = probeNodePort(t, p, target(hcAddr.Port()))
 	if r.Outcome != Failed || r.Reason != ReasonHealthCheckStale || r.Failing != 1 || r.Total != 1 {
 		t.Fatalf("200 without a local endpoint: %v %s %q %d/%d, want failed health_check_stale 1/1", r.Outcome, r.Reason, r.Detail, r.Failing, r.Total)
